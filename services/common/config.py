@@ -1,0 +1,113 @@
+"""Typed configuration read from environment variables (12-factor)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    """Return the variable's value, or the default when unset or empty."""
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    """Return the variable as an integer no smaller than `minimum`."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    """Return the variable as a non-negative float."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    """Return the variable if it is one of `choices` (case-insensitive)."""
+    value = env_str(env, name, default).lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Where traces and metrics go and how logs look."""
+
+    service_name: str
+    traces_exporter: str  # none | console | otlp
+    metrics_exporter: str  # none | console | otlp
+    log_level: str
+    log_format: str  # json | text
+
+    @classmethod
+    def from_env(cls, service_name: str, env: Mapping[str, str] | None = None) -> TelemetryConfig:
+        """Read OTEL_* and HANDOFF_LOG_* variables."""
+        env = os.environ if env is None else env
+        exporters = ("none", "console", "otlp")
+        return cls(
+            service_name=env_str(env, "OTEL_SERVICE_NAME", f"handoff-{service_name}"),
+            traces_exporter=env_choice(env, "OTEL_TRACES_EXPORTER", "none", exporters),
+            metrics_exporter=env_choice(env, "OTEL_METRICS_EXPORTER", "none", exporters),
+            log_level=env_choice(
+                env, "HANDOFF_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
+            ).upper(),
+            log_format=env_choice(env, "HANDOFF_LOG_FORMAT", "json", ("json", "text")),
+        )
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What every gRPC service needs: where to listen, the database, telemetry."""
+
+    name: str
+    host: str
+    port: int
+    database_url: str
+    db_pool_min: int
+    db_pool_max: int
+    shutdown_grace_s: float
+    telemetry: TelemetryConfig
+
+    @classmethod
+    def from_env(
+        cls, name: str, default_port: int, env: Mapping[str, str] | None = None
+    ) -> ServiceConfig:
+        """Read HANDOFF_<NAME>_* variables plus the shared ones."""
+        env = os.environ if env is None else env
+        prefix = f"HANDOFF_{name.upper()}_"
+        return cls(
+            name=name,
+            host=env_str(env, prefix + "HOST", "127.0.0.1"),
+            port=env_int(env, prefix + "PORT", default_port),
+            database_url=env_str(env, "DATABASE_URL", DEFAULT_DATABASE_URL),
+            db_pool_min=env_int(env, prefix + "DB_POOL_MIN", 2, minimum=1),
+            db_pool_max=env_int(env, prefix + "DB_POOL_MAX", 20, minimum=1),
+            shutdown_grace_s=env_float(env, "HANDOFF_SHUTDOWN_GRACE_S", 10.0),
+            telemetry=TelemetryConfig.from_env(name, env),
+        )

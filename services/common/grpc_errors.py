@@ -1,0 +1,113 @@
+"""Turns domain errors into gRPC statuses with google.rpc details."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.common.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    HandoffError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+_CODES: list[tuple[type[HandoffError], int]] = [
+    (InvalidArgumentError, code_pb2.INVALID_ARGUMENT),
+    (NotFoundError, code_pb2.NOT_FOUND),
+    (AlreadyExistsError, code_pb2.ALREADY_EXISTS),
+    (FailedPreconditionError, code_pb2.FAILED_PRECONDITION),
+    (UnavailableError, code_pb2.UNAVAILABLE),
+]
+
+
+def status_for(error: HandoffError) -> status_pb2.Status:
+    """Build the google.rpc.Status for a domain error (BadRequest for field problems)."""
+    code = next((c for kind, c in _CODES if isinstance(error, kind)), code_pb2.INTERNAL)
+    status = status_pb2.Status(code=code, message=error.message)
+    if isinstance(error, InvalidArgumentError) and error.problems:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=p.field, description=p.message, reason=p.code
+                )
+                for p in error.problems
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad_request)
+        status.details.append(detail)
+    if error.retryable:
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.RetryInfo())
+        status.details.append(detail)
+    return status
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: HandoffError) -> None:
+    await context.abort_with_status(rpc_status.to_status(status_for(error)))
+
+
+def _wrap_unary(
+    behavior: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behavior(request, context)
+        except HandoffError as error:
+            await _abort(context, error)
+
+    return wrapped
+
+
+def _wrap_stream_response(
+    behavior: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]],
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except HandoffError as error:
+            await _abort(context, error)
+
+    return wrapped
+
+
+class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps HandoffError raised by any servicer method to its gRPC status."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), **kwargs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary), **kwargs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream_response(handler.unary_stream), **kwargs
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream_response(handler.stream_stream), **kwargs
+            )
+        return handler

@@ -1,0 +1,56 @@
+"""Runs the ingest service: python -m services.ingest."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import AsyncExitStack
+
+from services.common.config import ServiceConfig
+from services.common.db import create_pool
+from services.common.gen.handoff.ingest.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    ingest_pb2,
+    ingest_pb2_grpc,
+)
+from services.common.grpc_server import GrpcService, grpc_server, wait_for_shutdown_signal
+from services.common.service import announce, run_service
+from services.ingest.accounts_server import AccountServicer
+from services.ingest.server import IngestServicer
+from services.ingest.store import IngestStore
+
+DEFAULT_PORT = 50051
+
+
+async def serve(config: ServiceConfig) -> None:
+    """Serve IngestService and AccountService until SIGTERM."""
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(
+            create_pool(
+                config.database_url, min_size=config.db_pool_min, max_size=config.db_pool_max
+            )
+        )
+        store = IngestStore(pool)
+        ingest = IngestServicer(store)
+        admin = AccountServicer(store)
+        services = [
+            GrpcService(
+                ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
+                lambda server: ingest_pb2_grpc.add_IngestServiceServicer_to_server(ingest, server),
+            ),
+            GrpcService(
+                accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
+                lambda server: accounts_pb2_grpc.add_AccountServiceServicer_to_server(
+                    admin, server
+                ),
+            ),
+        ]
+        running = await stack.enter_async_context(
+            grpc_server(config.host, config.port, services, grace_s=config.shutdown_grace_s)
+        )
+        announce("ingest", "gRPC", config.host, running.port)
+        await wait_for_shutdown_signal()
+
+
+if __name__ == "__main__":
+    sys.exit(run_service("ingest", DEFAULT_PORT, serve))

@@ -1,0 +1,167 @@
+"""Account and campaign rules: validation, idempotent creates, paging."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from services.common.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    FieldProblem,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from services.ingest.model import Account, Campaign, Status
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_NAME = 200
+
+
+class AccountStore(Protocol):
+    """What the account rules need from the store."""
+
+    async def insert_account(
+        self, account_id: UUID, name: str, time_zone: str
+    ) -> Account | None: ...
+    async def get_account(self, account_id: UUID) -> Account | None: ...
+    async def list_accounts(
+        self, include_archived: bool, after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[Account]: ...
+    async def archive_account(self, account_id: UUID) -> Account | None: ...
+    async def insert_campaign(
+        self, campaign_id: UUID, account_id: UUID, name: str
+    ) -> Campaign | None: ...
+    async def get_campaign(self, account_id: UUID, campaign_id: UUID) -> Campaign | None: ...
+    async def list_campaigns(
+        self,
+        account_id: UUID,
+        include_archived: bool,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[Campaign]: ...
+    async def archive_campaign(self, account_id: UUID, campaign_id: UUID) -> Campaign | None: ...
+
+
+def parse_id(field: str, value: str, *, required: bool = True) -> UUID:
+    """A UUID from a request field, or InvalidArgumentError naming the field."""
+    if not value:
+        if required:
+            raise InvalidArgumentError(
+                f"{field} is required", [FieldProblem(field, "REQUIRED", "is required")]
+            )
+        return uuid.uuid4()
+    try:
+        return UUID(value)
+    except ValueError as exc:
+        problem = FieldProblem(field, "INVALID_FORMAT", f"must be a UUID, got {value[:64]!r}")
+        raise InvalidArgumentError(f"{field} must be a UUID", [problem]) from exc
+
+
+def _check_name(name: str) -> str:
+    clean = name.strip()
+    problem = None
+    if not clean:
+        problem = FieldProblem("name", "REQUIRED", "is required")
+    elif len(clean) > MAX_NAME:
+        problem = FieldProblem("name", "TOO_LONG", f"at most {MAX_NAME} characters")
+    elif any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in clean):
+        problem = FieldProblem("name", "CONTROL_CHARACTER", "must not contain control characters")
+    if problem:
+        raise InvalidArgumentError(f"name {problem.message}", [problem])
+    return clean
+
+
+def _check_time_zone(time_zone: str) -> str:
+    zone = time_zone.strip() or "UTC"
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        problem = FieldProblem("time_zone", "UNKNOWN_CODE", f"{zone!r} is not an IANA time zone")
+        raise InvalidArgumentError(problem.message, [problem]) from exc
+    return zone
+
+
+def page_size(requested: int) -> int:
+    """The page size to use: default when 0, refused when negative or too large."""
+    if requested == 0:
+        return DEFAULT_PAGE_SIZE
+    if requested < 0 or requested > MAX_PAGE_SIZE:
+        problem = FieldProblem("page_size", "OUT_OF_RANGE", f"must be 1-{MAX_PAGE_SIZE}")
+        raise InvalidArgumentError(f"page_size must be 1-{MAX_PAGE_SIZE}", [problem])
+    return requested
+
+
+def encode_page_token(created_at: datetime, item_id: UUID) -> str:
+    """An opaque token for the position after (created_at, id)."""
+    raw = f"{created_at.isoformat()}|{item_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_page_token(token: str) -> tuple[datetime, UUID] | None:
+    """The position a token stands for; None for an empty token."""
+    if not token:
+        return None
+    try:
+        created, _, item_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
+        return datetime.fromisoformat(created), UUID(item_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        problem = FieldProblem("page_token", "INVALID_FORMAT", "is not a token this API issued")
+        raise InvalidArgumentError(problem.message, [problem]) from exc
+
+
+async def create_account(
+    store: AccountStore, account_id: str, name: str, time_zone: str
+) -> Account:
+    """Create an account; repeating a create with the same id and name returns it."""
+    wanted = parse_id("id", account_id, required=False)
+    clean_name, zone = _check_name(name), _check_time_zone(time_zone)
+    created = await store.insert_account(wanted, clean_name, zone)
+    if created is not None:
+        return created
+    existing = await store.get_account(wanted)
+    if existing is None or existing.name != clean_name or existing.time_zone != zone:
+        raise AlreadyExistsError(f"account {wanted} exists with other values")
+    return existing
+
+
+async def get_account(store: AccountStore, account_id: str) -> Account:
+    """The account, or NotFoundError."""
+    wanted = parse_id("id", account_id)
+    account = await store.get_account(wanted)
+    if account is None:
+        raise NotFoundError(f"account {wanted} does not exist")
+    return account
+
+
+async def create_campaign(
+    store: AccountStore, account_id: str, campaign_id: str, name: str
+) -> Campaign:
+    """Create a campaign in an active account; idempotent on (id, name)."""
+    account = await get_account(store, account_id)
+    if account.status is Status.ARCHIVED:
+        raise FailedPreconditionError(f"account {account.id} is archived")
+    wanted = parse_id("id", campaign_id, required=False)
+    clean_name = _check_name(name)
+    created = await store.insert_campaign(wanted, account.id, clean_name)
+    if created is not None:
+        return created
+    existing = await store.get_campaign(account.id, wanted)
+    if existing is None or existing.name != clean_name:
+        raise AlreadyExistsError(f"campaign {wanted} exists with other values")
+    return existing
+
+
+async def get_campaign(store: AccountStore, account_id: str, campaign_id: str) -> Campaign:
+    """The account's campaign, or NotFoundError."""
+    account, wanted = parse_id("account_id", account_id), parse_id("id", campaign_id)
+    campaign = await store.get_campaign(account, wanted)
+    if campaign is None:
+        raise NotFoundError(f"campaign {wanted} does not exist in account {account}")
+    return campaign

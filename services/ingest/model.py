@@ -1,0 +1,107 @@
+"""Plain values the ingest logic works on: referrals in, results out, accounts, campaigns."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from uuid import UUID
+
+from services.common.errors import FieldProblem
+
+# Consumer fields, in the order of the proto and the referrals table.
+CONSUMER_FIELDS: tuple[str, ...] = (
+    "email", "title", "first_name", "last_name", "gender", "date_of_birth", "mobile",
+    "phone", "address_line1", "address_line2", "city", "state", "postcode", "country",
+    "language",
+)  # fmt: skip
+OPT_IN_FIELDS: tuple[str, ...] = (
+    "partner_id", "publisher_id", "creative_id", "ad_text", "audience", "opted_in_at",
+    "ip_address", "user_agent", "browser",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralInput:
+    """A referral as received: every text field a string ('' when absent)."""
+
+    account_id: str
+    campaign_id: str
+    partner_referral_id: str
+    consumer: dict[str, str]
+    opt_in: dict[str, str]
+    opted_in_at: datetime | None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidReferral:
+    """A referral that passed validation, with typed values ready to store."""
+
+    account_id: UUID
+    campaign_id: UUID
+    partner_referral_id: str
+    consumer: dict[str, str]
+    date_of_birth: date | None
+    opt_in: dict[str, str]
+    opted_in_at: datetime
+    ip_address: str | None
+    extra: dict[str, str]
+
+
+class RowStatus(enum.Enum):
+    """What happened to one submitted referral."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    """The outcome for the referral at `index` of a request."""
+
+    index: int
+    status: RowStatus
+    partner_referral_id: str
+    seq: int = 0
+    problems: tuple[FieldProblem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """What the store answers for one valid referral: its seq and whether it existed."""
+
+    seq: int
+    duplicate: bool
+
+
+class Status(enum.Enum):
+    """Lifecycle of accounts and campaigns."""
+
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An advertiser."""
+
+    id: UUID
+    name: str
+    time_zone: str
+    status: Status
+    created_at: datetime
+    archived_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """One campaign of an account."""
+
+    id: UUID
+    account_id: UUID
+    name: str
+    status: Status
+    created_at: datetime
+    archived_at: datetime | None

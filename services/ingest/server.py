@@ -1,0 +1,169 @@
+"""IngestService servicer: converts messages to domain values and results back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import grpc
+from opentelemetry import metrics
+
+from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc, referral_pb2
+from services.ingest.intake import ReferralStore, ingest_one, ingest_rows, require_batch_size
+from services.ingest.model import (
+    CONSUMER_FIELDS,
+    OPT_IN_FIELDS,
+    ReferralInput,
+    RowResult,
+    RowStatus,
+)
+
+log = logging.getLogger(__name__)
+
+_OPT_IN_TEXT = tuple(f for f in OPT_IN_FIELDS if f != "opted_in_at")
+_STATUS = {
+    RowStatus.ACCEPTED: ingest_pb2.RowResult.ACCEPTED,
+    RowStatus.DUPLICATE: ingest_pb2.RowResult.DUPLICATE,
+    RowStatus.REJECTED: ingest_pb2.RowResult.REJECTED,
+}
+STREAM_CHUNK_ROWS = 1000
+STREAM_CHUNK_WAIT_S = 0.05
+
+_meter = metrics.get_meter("handoff.ingest")
+_referrals_counter = _meter.create_counter(
+    "handoff.ingest.referrals", unit="{referral}", description="Referrals received, by outcome"
+)
+
+
+def referral_input(message: referral_pb2.Referral) -> ReferralInput:
+    """The domain value for a Referral message."""
+    consumer = message.consumer
+    opt_in = message.opt_in
+    return ReferralInput(
+        account_id=message.account_id,
+        campaign_id=message.campaign_id,
+        partner_referral_id=message.partner_referral_id,
+        consumer={name: getattr(consumer, name) for name in CONSUMER_FIELDS},
+        opt_in={name: getattr(opt_in, name) for name in _OPT_IN_TEXT},
+        opted_in_at=(
+            opt_in.opted_in_at.ToDatetime(tzinfo=UTC) if opt_in.HasField("opted_in_at") else None
+        ),
+        extra=dict(message.extra),
+    )
+
+
+def row_result_message(result: RowResult) -> ingest_pb2.RowResult:
+    """The RowResult message for a domain result."""
+    return ingest_pb2.RowResult(
+        index=result.index,
+        status=_STATUS[result.status],
+        seq=result.seq,
+        partner_referral_id=result.partner_referral_id,
+        errors=[
+            ingest_pb2.FieldError(field=p.field, code=p.code, message=p.message)
+            for p in result.problems
+        ],
+    )
+
+
+def _count(results: list[RowResult]) -> dict[RowStatus, int]:
+    counts = dict.fromkeys(RowStatus, 0)
+    for result in results:
+        counts[result.status] += 1
+    for status, n in counts.items():
+        if n:
+            _referrals_counter.add(n, {"outcome": status.value})
+    return counts
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+    """Ingest, IngestBatch and IngestStream over one store."""
+
+    def __init__(self, store: ReferralStore, clock: Callable[[], datetime] | None = None) -> None:
+        self._store = store
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    async def Ingest(  # noqa: N802 - gRPC method name
+        self, request: ingest_pb2.IngestRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> ingest_pb2.IngestResponse:
+        result = await ingest_one(self._store, referral_input(request.referral), self._clock())
+        _count([result])
+        return ingest_pb2.IngestResponse(
+            seq=result.seq, duplicate=result.status is RowStatus.DUPLICATE
+        )
+
+    async def IngestBatch(  # noqa: N802
+        self,
+        request: ingest_pb2.IngestBatchRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> ingest_pb2.IngestBatchResponse:
+        require_batch_size(len(request.referrals))
+        rows = [referral_input(m) for m in request.referrals]
+        results = await ingest_rows(self._store, rows, self._clock())
+        counts = _count(results)
+        return ingest_pb2.IngestBatchResponse(
+            results=[row_result_message(r) for r in results],
+            accepted=counts[RowStatus.ACCEPTED],
+            duplicates=counts[RowStatus.DUPLICATE],
+            rejected=counts[RowStatus.REJECTED],
+        )
+
+    async def IngestStream(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[ingest_pb2.IngestRequest],
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> ingest_pb2.IngestStreamResponse:
+        response = ingest_pb2.IngestStreamResponse()
+        async for chunk in _chunks(request_iterator):
+            results = await ingest_rows(self._store, chunk, self._clock(), response.received)
+            counts = _count(results)
+            response.received += len(chunk)
+            response.accepted += counts[RowStatus.ACCEPTED]
+            response.duplicates += counts[RowStatus.DUPLICATE]
+            response.rejected += counts[RowStatus.REJECTED]
+            response.not_accepted.extend(
+                row_result_message(r) for r in results if r.status is not RowStatus.ACCEPTED
+            )
+        return response
+
+
+async def _chunks(
+    requests: AsyncIterator[ingest_pb2.IngestRequest],
+) -> AsyncIterator[list[ReferralInput]]:
+    """Group a stream into chunks: full ones at once, partial ones after a short pause."""
+    queue: asyncio.Queue[ingest_pb2.IngestRequest | None] = asyncio.Queue(STREAM_CHUNK_ROWS * 2)
+
+    async def read_all() -> None:
+        try:
+            async for request in requests:
+                await queue.put(request)
+        finally:
+            await queue.put(None)
+
+    reader = asyncio.create_task(read_all())
+    try:
+        done = False
+        while not done:
+            first = await queue.get()
+            if first is None:
+                break
+            chunk = [referral_input(first.referral)]
+            while len(chunk) < STREAM_CHUNK_ROWS:
+                try:
+                    item = await asyncio.wait_for(queue.get(), STREAM_CHUNK_WAIT_S)
+                except TimeoutError:
+                    break
+                if item is None:
+                    done = True
+                    break
+                chunk.append(referral_input(item.referral))
+            yield chunk
+        await reader  # re-raises a broken stream
+    finally:
+        if not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader

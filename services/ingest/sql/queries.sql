@@ -1,0 +1,105 @@
+-- Every statement the ingest service runs. Loaded by services/ingest/store.py.
+
+-- name: insert_referrals
+-- Stores the rows whose campaign and account are active; skips partner ids already
+-- stored. Wakes real-time delivery through NOTIFY (sent at commit).
+WITH input AS (
+    SELECT *
+      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                  $7::text[], $8::text[], $9::date[], $10::text[], $11::text[], $12::text[],
+                  $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+                  $19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
+                  $24::timestamptz[], $25::text[], $26::text[], $27::text[], $28::jsonb[])
+           WITH ORDINALITY AS r(account_id, campaign_id, partner_referral_id, email, title,
+                first_name, last_name, gender, date_of_birth, mobile, phone, address_line1,
+                address_line2, city, state, postcode, country, language, partner_id,
+                publisher_id, creative_id, ad_text, audience, opted_in_at, ip_address,
+                user_agent, browser, extra, ord)
+), inserted AS (
+    INSERT INTO referrals (account_id, campaign_id, partner_referral_id, email, title,
+                           first_name, last_name, gender, date_of_birth, mobile, phone,
+                           address_line1, address_line2, city, state, postcode, country,
+                           language, partner_id, publisher_id, creative_id, ad_text, audience,
+                           opted_in_at, ip_address, user_agent, browser, extra)
+    SELECT i.account_id, i.campaign_id, i.partner_referral_id, i.email, i.title,
+           i.first_name, i.last_name, i.gender, i.date_of_birth, i.mobile, i.phone,
+           i.address_line1, i.address_line2, i.city, i.state, i.postcode, i.country,
+           i.language, i.partner_id, i.publisher_id, i.creative_id, i.ad_text, i.audience,
+           i.opted_in_at, i.ip_address::inet, i.user_agent, i.browser, i.extra
+      FROM input i
+      JOIN campaigns c ON c.id = i.campaign_id AND c.account_id = i.account_id
+                      AND c.status = 'active'
+      JOIN accounts a ON a.id = i.account_id AND a.status = 'active'
+     ORDER BY i.ord
+    ON CONFLICT (account_id, partner_referral_id) DO NOTHING
+    RETURNING seq, account_id, partner_referral_id
+), notified AS MATERIALIZED (
+    SELECT pg_notify('referrals_ingested', max(seq)::text) FROM inserted HAVING count(*) > 0
+)
+SELECT inserted.seq, inserted.account_id, inserted.partner_referral_id
+  FROM inserted LEFT JOIN notified ON true;
+
+-- name: existing_referrals
+SELECT r.seq, r.account_id, r.partner_referral_id
+  FROM referrals r
+  JOIN unnest($1::uuid[], $2::text[]) AS k(account_id, partner_referral_id)
+    ON r.account_id = k.account_id AND r.partner_referral_id = k.partner_referral_id;
+
+-- name: campaign_states
+SELECT c.id, c.account_id, c.status, a.status AS account_status
+  FROM campaigns c JOIN accounts a ON a.id = c.account_id
+ WHERE c.id = ANY($1::uuid[]);
+
+-- name: safe_watermark
+SELECT safe_referral_watermark();
+
+-- name: referral_seqs_in_range
+-- Seqs in (after, through], for readers that walk the log up to the watermark.
+SELECT seq FROM referrals WHERE seq > $1 AND seq <= $2 ORDER BY seq;
+
+-- name: insert_account
+INSERT INTO accounts (id, name, time_zone) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO NOTHING
+RETURNING *;
+
+-- name: get_account
+SELECT * FROM accounts WHERE id = $1;
+
+-- name: list_accounts
+SELECT * FROM accounts
+ WHERE ($1::boolean OR status = 'active')
+   AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::uuid))
+ ORDER BY created_at, id
+ LIMIT $4;
+
+-- name: archive_account
+WITH account AS (
+    UPDATE accounts SET status = 'archived', archived_at = coalesce(archived_at, now())
+     WHERE id = $1
+    RETURNING *
+), campaigns_archived AS (
+    UPDATE campaigns SET status = 'archived', archived_at = coalesce(archived_at, now())
+     WHERE account_id = $1 AND status = 'active'
+)
+SELECT * FROM account;
+
+-- name: insert_campaign
+INSERT INTO campaigns (id, account_id, name) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO NOTHING
+RETURNING *;
+
+-- name: get_campaign
+SELECT * FROM campaigns WHERE id = $1 AND account_id = $2;
+
+-- name: list_campaigns
+SELECT * FROM campaigns
+ WHERE account_id = $1
+   AND ($2::boolean OR status = 'active')
+   AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4::uuid))
+ ORDER BY created_at, id
+ LIMIT $5;
+
+-- name: archive_campaign
+UPDATE campaigns SET status = 'archived', archived_at = coalesce(archived_at, now())
+ WHERE id = $1 AND account_id = $2
+RETURNING *;

@@ -1,0 +1,203 @@
+"""The only code in ingest that runs SQL: referrals, the watermark, accounts, campaigns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from services.common.db import DatabaseError, load_queries
+from services.common.errors import UnavailableError
+from services.ingest.model import (
+    CONSUMER_FIELDS,
+    Account,
+    Campaign,
+    Status,
+    StoredRow,
+    ValidReferral,
+)
+
+QUERIES = load_queries(Path(__file__).parent / "sql" / "queries.sql")
+NOTIFY_CHANNEL = "referrals_ingested"
+
+_TEXT_CONSUMER = tuple(f for f in CONSUMER_FIELDS if f != "date_of_birth")
+_TEXT_OPT_IN = ("partner_id", "publisher_id", "creative_id", "ad_text", "audience")
+
+ReferralKey = tuple[UUID, str]
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignState:
+    """A campaign's status together with its account's."""
+
+    campaign_id: UUID
+    account_id: UUID
+    status: Status
+    account_status: Status
+
+
+def _columns(rows: Sequence[ValidReferral]) -> list[list[Any]]:
+    """Turn rows into one list per column, in the order insert_referrals expects."""
+    consumer = [r.consumer for r in rows]
+    opt_in = [r.opt_in for r in rows]
+    columns: list[list[Any]] = [
+        [r.account_id for r in rows],
+        [r.campaign_id for r in rows],
+        [r.partner_referral_id for r in rows],
+    ]
+    for name in CONSUMER_FIELDS:
+        if name == "date_of_birth":
+            columns.append([r.date_of_birth for r in rows])
+        else:
+            columns.append([c.get(name, "") for c in consumer])
+    for name in _TEXT_OPT_IN:
+        columns.append([o.get(name, "") for o in opt_in])
+    columns.append([r.opted_in_at for r in rows])
+    columns.append([r.ip_address for r in rows])
+    columns.append([o.get("user_agent", "") for o in opt_in])
+    columns.append([o.get("browser", "") for o in opt_in])
+    columns.append([r.extra for r in rows])
+    return columns
+
+
+def _account(record: asyncpg.Record) -> Account:
+    return Account(
+        id=record["id"],
+        name=record["name"],
+        time_zone=record["time_zone"],
+        status=Status(record["status"]),
+        created_at=record["created_at"],
+        archived_at=record["archived_at"],
+    )
+
+
+def _campaign(record: asyncpg.Record) -> Campaign:
+    return Campaign(
+        id=record["id"],
+        account_id=record["account_id"],
+        name=record["name"],
+        status=Status(record["status"]),
+        created_at=record["created_at"],
+        archived_at=record["archived_at"],
+    )
+
+
+class IngestStore:
+    """Referral and account persistence over an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
+        try:
+            return list(await self._pool.fetch(QUERIES[name], *args))
+        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
+            raise UnavailableError(f"database unavailable: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise DatabaseError(f"{name} failed: {exc}") from exc
+
+    async def insert_referrals(self, rows: Sequence[ValidReferral]) -> dict[ReferralKey, StoredRow]:
+        """Store rows of active campaigns; answer each stored or pre-existing row by key.
+
+        Rows missing from the answer were refused because of their campaign or account.
+        """
+        if not rows:
+            return {}
+        result: dict[ReferralKey, StoredRow] = {}
+        for rec in await self._fetch("insert_referrals", *_columns(rows)):
+            result[(rec["account_id"], rec["partner_referral_id"])] = StoredRow(rec["seq"], False)
+        missing = [
+            (r.account_id, r.partner_referral_id)
+            for r in rows
+            if (r.account_id, r.partner_referral_id) not in result
+        ]
+        if missing:
+            # A fresh statement sees rows committed by concurrent callers we waited on.
+            found = await self._fetch(
+                "existing_referrals", [k[0] for k in missing], [k[1] for k in missing]
+            )
+            for rec in found:
+                key = (rec["account_id"], rec["partner_referral_id"])
+                result[key] = StoredRow(rec["seq"], True)
+        return result
+
+    async def campaign_states(self, campaign_ids: Sequence[UUID]) -> dict[UUID, CampaignState]:
+        """Status of each known campaign (and its account) among `campaign_ids`."""
+        records = await self._fetch("campaign_states", list(set(campaign_ids)))
+        return {
+            rec["id"]: CampaignState(
+                campaign_id=rec["id"],
+                account_id=rec["account_id"],
+                status=Status(rec["status"]),
+                account_status=Status(rec["account_status"]),
+            )
+            for rec in records
+        }
+
+    async def safe_watermark(self) -> int:
+        """The highest seq below which no in-flight transaction can still commit."""
+        records = await self._fetch("safe_watermark")
+        return int(records[0][0])
+
+    async def seqs_in_range(self, after: int, through: int) -> list[int]:
+        """Stored seqs in (after, through], ascending."""
+        return [rec["seq"] for rec in await self._fetch("referral_seqs_in_range", after, through)]
+
+    async def insert_account(self, account_id: UUID, name: str, time_zone: str) -> Account | None:
+        """Create an account; None when that id exists already."""
+        records = await self._fetch("insert_account", account_id, name, time_zone)
+        return _account(records[0]) if records else None
+
+    async def get_account(self, account_id: UUID) -> Account | None:
+        """The account, or None."""
+        records = await self._fetch("get_account", account_id)
+        return _account(records[0]) if records else None
+
+    async def list_accounts(
+        self, include_archived: bool, after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[Account]:
+        """Accounts in creation order, after the given (created_at, id) position."""
+        created, last_id = after if after else (None, None)
+        records = await self._fetch("list_accounts", include_archived, created, last_id, limit)
+        return [_account(r) for r in records]
+
+    async def archive_account(self, account_id: UUID) -> Account | None:
+        """Archive the account and its campaigns; None when unknown."""
+        records = await self._fetch("archive_account", account_id)
+        return _account(records[0]) if records else None
+
+    async def insert_campaign(
+        self, campaign_id: UUID, account_id: UUID, name: str
+    ) -> Campaign | None:
+        """Create a campaign; None when that id exists already."""
+        records = await self._fetch("insert_campaign", campaign_id, account_id, name)
+        return _campaign(records[0]) if records else None
+
+    async def get_campaign(self, account_id: UUID, campaign_id: UUID) -> Campaign | None:
+        """The account's campaign, or None (also when it belongs to another account)."""
+        records = await self._fetch("get_campaign", campaign_id, account_id)
+        return _campaign(records[0]) if records else None
+
+    async def list_campaigns(
+        self,
+        account_id: UUID,
+        include_archived: bool,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[Campaign]:
+        """The account's campaigns in creation order, after the given position."""
+        created, last_id = after if after else (None, None)
+        records = await self._fetch(
+            "list_campaigns", account_id, include_archived, created, last_id, limit
+        )
+        return [_campaign(r) for r in records]
+
+    async def archive_campaign(self, account_id: UUID, campaign_id: UUID) -> Campaign | None:
+        """Archive the campaign; None when the account has no such campaign."""
+        records = await self._fetch("archive_campaign", campaign_id, account_id)
+        return _campaign(records[0]) if records else None

@@ -1,0 +1,281 @@
+"""Field-level validation of incoming referrals; pure functions, every problem reported."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from uuid import UUID
+
+import pycountry
+
+from services.common.errors import FieldProblem
+from services.ingest.model import ReferralInput, ValidReferral
+
+MAX_BATCH_SIZE = 10_000
+MAX_EXTRA_KEYS = 100
+
+# Longest accepted value per field; anything longer is refused, never cut.
+MAX_LENGTHS: dict[str, int] = {
+    "partner_referral_id": 200,
+    "email": 254, "title": 20, "first_name": 100, "last_name": 100, "gender": 20,
+    "date_of_birth": 10, "mobile": 32, "phone": 32, "address_line1": 200,
+    "address_line2": 200, "city": 100, "state": 100, "postcode": 20, "country": 2,
+    "language": 35,
+    "partner_id": 100, "publisher_id": 100, "creative_id": 100, "ad_text": 5000,
+    "audience": 100, "ip_address": 45, "user_agent": 1000, "browser": 100,
+}  # fmt: skip
+MAX_EXTRA_KEY = 64
+MAX_EXTRA_VALUE = 2000
+
+# Fields that may hold several lines; everything else must be one line.
+_MULTILINE = frozenset({"ad_text"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Pragmatic address syntax: one @, a dotted domain, no spaces or quotes.
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"[A-Za-z]{2,63}$"
+)
+_PHONE = re.compile(r"^\+?[0-9 ().-]{6,32}$")
+_POSTCODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 -]*$")
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
+_EXTRA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+_COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
+_SUBDIVISIONS = frozenset(s.code for s in pycountry.subdivisions)
+_COUNTRIES_WITH_SUBDIVISIONS = frozenset(code.split("-")[0] for code in _SUBDIVISIONS)
+_STATE_CODE = re.compile(r"^(?:[A-Za-z]{2}-)?[A-Za-z0-9]{1,3}$")
+
+OPT_IN_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _problem(path: str, code: str, message: str) -> FieldProblem:
+    return FieldProblem(field=path, code=code, message=message)
+
+
+def _check_text(path: str, name: str, value: str, problems: list[FieldProblem]) -> bool:
+    """Length and control characters; True when the value may be checked further."""
+    limit = MAX_LENGTHS[name]
+    if len(value) > limit:
+        problems.append(_problem(path, "TOO_LONG", f"at most {limit} characters, got {len(value)}"))
+        return False
+    pattern = _CONTROL_MULTILINE if name in _MULTILINE else _CONTROL
+    found = pattern.search(value)
+    if found:
+        problems.append(
+            _problem(
+                path,
+                "CONTROL_CHARACTER",
+                f"control character U+{ord(found.group()):04X} at position {found.start()}",
+            )
+        )
+        return False
+    return True
+
+
+def _parse_uuid(path: str, value: str, problems: list[FieldProblem]) -> UUID | None:
+    if not value:
+        problems.append(_problem(path, "REQUIRED", "is required"))
+        return None
+    try:
+        return UUID(value)
+    except ValueError:
+        problems.append(_problem(path, "INVALID_FORMAT", f"must be a UUID, got {value[:64]!r}"))
+        return None
+
+
+def _parse_birth_date(value: str, today: date, problems: list[FieldProblem]) -> date | None:
+    path = "consumer.date_of_birth"
+    if not _DATE.match(value):
+        problems.append(_problem(path, "INVALID_FORMAT", "must be a date as YYYY-MM-DD"))
+        return None
+    try:
+        parsed = date.fromisoformat(value)
+    except ValueError:
+        problems.append(_problem(path, "INVALID_DATE", f"{value} is not a calendar date"))
+        return None
+    if parsed > today:
+        problems.append(_problem(path, "OUT_OF_RANGE", "must not be in the future"))
+        return None
+    if parsed.year < 1900:
+        problems.append(_problem(path, "OUT_OF_RANGE", "must be in 1900 or later"))
+        return None
+    return parsed
+
+
+def _check_consumer(
+    consumer: dict[str, str], today: date, problems: list[FieldProblem]
+) -> tuple[dict[str, str], date | None]:
+    clean: dict[str, str] = {}
+    fine: set[str] = set()
+    for name, raw in consumer.items():
+        value = raw.strip()
+        clean[name] = value
+        if value and _check_text(f"consumer.{name}", name, value, problems):
+            fine.add(name)
+    email = clean.get("email", "")
+    if not email:
+        problems.append(_problem("consumer.email", "REQUIRED", "is required"))
+    elif "email" in fine and not _EMAIL.match(email):
+        problems.append(
+            _problem("consumer.email", "INVALID_FORMAT", f"{email[:64]!r} is not an email address")
+        )
+    birth = None
+    if "date_of_birth" in fine:
+        birth = _parse_birth_date(clean["date_of_birth"], today, problems)
+    for name in ("mobile", "phone"):
+        if name in fine and (
+            not _PHONE.match(clean[name]) or sum(ch.isdigit() for ch in clean[name]) < 6
+        ):
+            problems.append(
+                _problem(f"consumer.{name}", "INVALID_FORMAT", "must be a phone number (6+ digits)")
+            )
+    if "postcode" in fine and not _POSTCODE.match(clean["postcode"]):
+        problems.append(
+            _problem("consumer.postcode", "INVALID_FORMAT", "letters, digits, spaces and - only")
+        )
+    if "language" in fine and not _LANGUAGE.match(clean["language"]):
+        problems.append(
+            _problem("consumer.language", "INVALID_FORMAT", "must be a language tag like en-GB")
+        )
+    country = clean.get("country", "").upper()
+    if "country" in fine:
+        if country not in _COUNTRIES:
+            problems.append(
+                _problem(
+                    "consumer.country", "UNKNOWN_CODE", f"{country!r} is not an ISO 3166-1 code"
+                )
+            )
+        else:
+            clean["country"] = country
+    if "state" in fine and country in _COUNTRIES_WITH_SUBDIVISIONS:
+        _check_state(clean, country, problems)
+    return clean, birth
+
+
+def _check_state(clean: dict[str, str], country: str, problems: list[FieldProblem]) -> None:
+    """A code-shaped state must be a subdivision of the country; names pass as given."""
+    state = clean["state"]
+    if not _STATE_CODE.match(state):
+        return
+    code = state.upper() if "-" in state else f"{country}-{state.upper()}"
+    if code not in _SUBDIVISIONS:
+        problems.append(
+            _problem(
+                "consumer.state",
+                "UNKNOWN_CODE",
+                f"{state!r} is not an ISO 3166-2 subdivision of {country}",
+            )
+        )
+    else:
+        clean["state"] = code.split("-", 1)[1]
+
+
+def _check_opt_in(
+    opt_in: dict[str, str],
+    opted_in_at: datetime | None,
+    now: datetime,
+    problems: list[FieldProblem],
+) -> tuple[dict[str, str], str | None]:
+    clean: dict[str, str] = {}
+    fine: set[str] = set()
+    for name, raw in opt_in.items():
+        value = raw if name in _MULTILINE else raw.strip()
+        clean[name] = value
+        if value and _check_text(f"opt_in.{name}", name, value, problems):
+            fine.add(name)
+    if not clean.get("partner_id"):
+        problems.append(_problem("opt_in.partner_id", "REQUIRED", "is required"))
+    if opted_in_at is None:
+        problems.append(_problem("opt_in.opted_in_at", "REQUIRED", "is required"))
+    elif opted_in_at > now + CLOCK_SKEW:
+        problems.append(_problem("opt_in.opted_in_at", "OUT_OF_RANGE", "must not be in the future"))
+    elif opted_in_at < OPT_IN_EARLIEST:
+        problems.append(_problem("opt_in.opted_in_at", "OUT_OF_RANGE", "must be in 2000 or later"))
+    ip = None
+    if "ip_address" in fine:
+        try:
+            ip = str(ipaddress.ip_address(clean["ip_address"]))
+        except ValueError:
+            problems.append(
+                _problem("opt_in.ip_address", "INVALID_FORMAT", "must be an IPv4 or IPv6 address")
+            )
+    return clean, ip
+
+
+def _check_extra(extra: dict[str, str], problems: list[FieldProblem]) -> None:
+    if len(extra) > MAX_EXTRA_KEYS:
+        problems.append(
+            _problem("extra", "TOO_MANY", f"at most {MAX_EXTRA_KEYS} attributes, got {len(extra)}")
+        )
+        return
+    for key, value in extra.items():
+        path = f"extra.{key[:MAX_EXTRA_KEY]}"
+        if len(key) > MAX_EXTRA_KEY or not _EXTRA_KEY.match(key):
+            problems.append(
+                _problem(
+                    path, "INVALID_KEY", f"keys are 1-{MAX_EXTRA_KEY} of A-Z a-z 0-9 _ . - chars"
+                )
+            )
+        elif len(value) > MAX_EXTRA_VALUE:
+            problems.append(_problem(path, "TOO_LONG", f"at most {MAX_EXTRA_VALUE} characters"))
+        elif found := _CONTROL_MULTILINE.search(value):
+            problems.append(
+                _problem(path, "CONTROL_CHARACTER", f"control character U+{ord(found.group()):04X}")
+            )
+
+
+def validate_referral(referral: ReferralInput, now: datetime) -> ValidReferral | list[FieldProblem]:
+    """Return the typed referral, or every problem found (never just the first)."""
+    problems: list[FieldProblem] = []
+    account_id = _parse_uuid("account_id", referral.account_id.strip(), problems)
+    campaign_id = _parse_uuid("campaign_id", referral.campaign_id.strip(), problems)
+    partner_id = referral.partner_referral_id.strip()
+    if not partner_id:
+        problems.append(_problem("partner_referral_id", "REQUIRED", "is required"))
+    else:
+        _check_text("partner_referral_id", "partner_referral_id", partner_id, problems)
+    consumer, birth = _check_consumer(referral.consumer, now.date(), problems)
+    opt_in, ip = _check_opt_in(referral.opt_in, referral.opted_in_at, now, problems)
+    _check_extra(referral.extra, problems)
+    if problems or account_id is None or campaign_id is None or referral.opted_in_at is None:
+        return problems
+    return ValidReferral(
+        account_id=account_id,
+        campaign_id=campaign_id,
+        partner_referral_id=partner_id,
+        consumer=consumer,
+        date_of_birth=birth,
+        opt_in=opt_in,
+        opted_in_at=referral.opted_in_at,
+        ip_address=ip,
+        extra=referral.extra,
+    )
+
+
+def check_batch_size(size: int) -> FieldProblem | None:
+    """A problem when a batch is empty or larger than MAX_BATCH_SIZE."""
+    if size == 0:
+        return _problem("referrals", "EMPTY", "a batch needs at least one referral")
+    if size > MAX_BATCH_SIZE:
+        return _problem(
+            "referrals", "TOO_MANY", f"at most {MAX_BATCH_SIZE} referrals per batch, got {size}"
+        )
+    return None
+
+
+def first_occurrences(keys: Iterable[tuple[str, str]]) -> dict[int, int]:
+    """Map the index of each repeated (account, partner id) to its first occurrence."""
+    seen: dict[tuple[str, str], int] = {}
+    repeats: dict[int, int] = {}
+    for index, key in enumerate(keys):
+        if not key[1]:
+            continue
+        first = seen.setdefault(key, index)
+        if first != index:
+            repeats[index] = first
+    return repeats
