@@ -1,0 +1,48 @@
+"""A PostgreSQL for laptops and fresh machines: the one at 127.0.0.1:5432, or pgserver's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import asyncpg
+
+LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_HOME = "/var/tmp/handoff"
+
+
+async def _reachable(dsn: str) -> bool:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=2)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
+def is_reachable(dsn: str) -> bool:
+    """True when a server answers at `dsn`."""
+    return asyncio.run(_reachable(dsn))
+
+
+def start_pgserver(home: Path | None = None) -> str:
+    """Start (or reuse) a pgserver PostgreSQL under $HANDOFF_HOME; return its admin DSN.
+
+    The server keeps running after this process exits, so the next start is instant.
+    """
+    home = home or Path(os.environ.get("HANDOFF_HOME", DEFAULT_HOME))
+    pylib = home / "pylib"
+    if pylib.exists() and str(pylib) not in sys.path:
+        sys.path.append(str(pylib))
+    try:
+        import pgserver
+    except ImportError as exc:
+        raise RuntimeError(
+            f"no DATABASE_URL and pgserver is not installed in {pylib}: run `make setup`"
+        ) from exc
+    data = home / "pgdata"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(data), cleanup_mode=None)
+    return str(server.get_uri())

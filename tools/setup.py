@@ -1,0 +1,46 @@
+"""Installs Handoff with its dev tools once per pyproject.toml change (make setup).
+
+pgserver (PostgreSQL binaries for `make run` without DATABASE_URL) goes to
+$HANDOFF_HOME/pylib, outside /root: as root it opens up every parent folder of its
+binaries and data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOME = Path(os.environ.get("HANDOFF_HOME", "/var/tmp/handoff"))
+
+
+def _pip(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args],
+        check=True,
+    )
+
+
+def main() -> int:
+    """Install what is missing; print what was done."""
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    stamp = ROOT / ".handoff" / f"setup-{digest}"
+    if stamp.exists():
+        return 0
+    print("setup: installing handoff and its dev tools", flush=True)
+    _pip("-e", f"{ROOT}[dev]")
+    pylib = HOME / "pylib"
+    if not (pylib / "pgserver").exists():
+        print(f"setup: installing pgserver into {pylib}", flush=True)
+        pylib.mkdir(parents=True, exist_ok=True)
+        _pip("--target", str(pylib), "pgserver==0.1.4")
+    stamp.parent.mkdir(exist_ok=True)
+    stamp.write_text("ok\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
