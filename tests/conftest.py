@@ -12,16 +12,8 @@ import asyncpg
 import pytest
 
 from services.common.db import create_pool
-from services.common.localdb import LOCAL_DSN, is_reachable, start_pgserver
+from services.common.localdb import resolve_admin_dsn
 from services.common.migrate import migrate
-
-
-def _admin_dsn() -> str:
-    if dsn := os.environ.get("DATABASE_URL"):
-        return dsn
-    if is_reachable(LOCAL_DSN):
-        return LOCAL_DSN
-    return start_pgserver()
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -42,7 +34,7 @@ async def _admin(dsn: str, *statements: str) -> None:
 @pytest.fixture(scope="session")
 def admin_dsn() -> str:
     """DSN of a database on the test server with rights to create databases."""
-    return _admin_dsn()
+    return resolve_admin_dsn()
 
 
 @pytest.fixture(scope="session")

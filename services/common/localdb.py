@@ -46,3 +46,12 @@ def start_pgserver(home: Path | None = None) -> str:
     data.parent.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(str(data), cleanup_mode=None)
     return str(server.get_uri())
+
+
+def resolve_admin_dsn() -> str:
+    """DATABASE_URL if set, else PostgreSQL at 127.0.0.1:5432, else a pgserver one."""
+    if dsn := os.environ.get("DATABASE_URL"):
+        return dsn
+    if is_reachable(LOCAL_DSN):
+        return LOCAL_DSN
+    return start_pgserver()
