@@ -10,7 +10,8 @@ from pathlib import Path
 import asyncpg
 
 LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_HOME = "/var/tmp/handoff"
+# Outside /root on purpose: pgserver as root opens up every parent folder of its data.
+DEFAULT_HOME = "/var/tmp/handoff"  # noqa: S108 - local development database only
 
 
 async def _reachable(dsn: str) -> bool:
