@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -21,6 +21,9 @@ from services.common.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
 
 _CODES: list[tuple[type[HandoffError], int]] = [
     (InvalidArgumentError, code_pb2.INVALID_ARGUMENT),
@@ -88,26 +91,32 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
-            return handler
-        kwargs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
+            return None
+        # The stubs type behaviours as synchronous; under grpc.aio they are coroutines.
+        raw: Any = handler
+        kwargs: dict[str, Any] = {
+            "request_deserializer": raw.request_deserializer,
+            "response_serializer": raw.response_serializer,
         }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), **kwargs)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary), **kwargs)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream_response(handler.unary_stream), **kwargs
+        wrapped: Any = handler
+        if raw.unary_unary:
+            wrapped = grpc.unary_unary_rpc_method_handler(_wrap_unary(raw.unary_unary), **kwargs)
+        elif raw.stream_unary:
+            wrapped = grpc.stream_unary_rpc_method_handler(_wrap_unary(raw.stream_unary), **kwargs)
+        elif raw.unary_stream:
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                _wrap_stream_response(raw.unary_stream), **kwargs
             )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream_response(handler.stream_stream), **kwargs
+        elif raw.stream_stream:
+            wrapped = grpc.stream_stream_rpc_method_handler(
+                _wrap_stream_response(raw.stream_stream), **kwargs
             )
-        return handler
+        result: grpc.RpcMethodHandler[_Req, _Resp] = wrapped
+        return result

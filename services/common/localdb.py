@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -45,7 +46,8 @@ def start_pgserver(home: Path | None = None) -> str:
         ) from exc
     data = home / "pgdata"
     data.parent.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(data), cleanup_mode=None)
+    get_server: Any = pgserver.get_server  # type: ignore[attr-defined]
+    server = get_server(str(data), cleanup_mode=None)
     return str(server.get_uri())
 
 

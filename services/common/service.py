@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from services.common.config import ConfigError, ServiceConfig
 from services.common.db import DatabaseError
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def run_service(
-    name: str, default_port: int, serve: Callable[[ServiceConfig], Awaitable[None]]
+    name: str, default_port: int, serve: Callable[[ServiceConfig], Coroutine[Any, Any, None]]
 ) -> int:
     """Read the service's config, set up telemetry and run `serve` until it returns."""
     try:

@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -84,13 +85,14 @@ def _instrument_libraries() -> None:
         GrpcAioInstrumentorServer,
     )
 
-    for instrumentor in (
-        GrpcAioInstrumentorServer(),
-        GrpcAioInstrumentorClient(),
-        AsyncPGInstrumentor(),
+    instrumentors: list[Any] = [
+        GrpcAioInstrumentorServer(),  # type: ignore[no-untyped-call]
+        GrpcAioInstrumentorClient(),  # type: ignore[no-untyped-call]
+        AsyncPGInstrumentor(),  # type: ignore[no-untyped-call]
         AioHttpClientInstrumentor(),
         AioHttpServerInstrumentor(),
-    ):
+    ]
+    for instrumentor in instrumentors:
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()
 

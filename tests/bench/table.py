@@ -19,9 +19,9 @@ class BenchRow:
     @property
     def ratio(self) -> float | None:
         """value / baseline, when there is a baseline."""
-        if self.baseline in (None, 0):
+        if not self.baseline:
             return None
-        return self.value / self.baseline  # type: ignore[operator]
+        return self.value / self.baseline
 
 
 def _number(value: float) -> str:
