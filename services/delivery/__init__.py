@@ -1,0 +1,1 @@
+"""The delivery service: renders and sends delivery jobs (python -m services.delivery)."""

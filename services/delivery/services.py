@@ -1,0 +1,13 @@
+"""The gRPC servicers the delivery process mounts; later issues append theirs here."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.common.grpc_server import GrpcService
+
+
+def delivery_services(pool: asyncpg.Pool) -> list[GrpcService]:
+    """Every servicer of the delivery service, built on the process's one pool (none yet)."""
+    del pool  # used once the first servicer lands
+    return []

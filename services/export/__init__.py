@@ -1,0 +1,1 @@
+"""The export service: the HTTP face of Handoff (python -m services.export)."""

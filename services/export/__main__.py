@@ -1,0 +1,62 @@
+"""Runs the export service (HTTP API plus gRPC health): python -m services.export."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import AsyncExitStack
+from functools import partial
+
+from services.common.config import ConfigError, ServiceConfig
+from services.common.db import create_pool
+from services.common.grpc_server import grpc_server, wait_for_shutdown_signal
+from services.common.migrate import discover_migrations
+from services.common.service import announce, run_service
+from services.export.config import ExportHttpConfig
+from services.export.health_routes import Readiness
+from services.export.http_app import create_app, serve_http
+from services.export.store import ExportStore
+
+DEFAULT_PORT = 50054
+
+
+async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
+    """Serve the HTTP API and the gRPC health service until SIGTERM."""
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(
+            create_pool(
+                config.database_url, min_size=config.db_pool_min, max_size=config.db_pool_max
+            )
+        )
+        readiness = Readiness()
+        app = create_app(
+            ExportStore(pool),
+            readiness,
+            expected_schema_version=max(m.version for m in discover_migrations()),
+            health_timeout_s=http.health_timeout_s,
+        )
+        running = await stack.enter_async_context(
+            grpc_server(config.host, config.port, [], grace_s=config.shutdown_grace_s)
+        )
+        announce("export", "gRPC", config.host, running.port)
+        http_port = await stack.enter_async_context(
+            serve_http(app, http.host, http.port, grace_s=config.shutdown_grace_s)
+        )
+        announce("export", "HTTP", http.host, http_port)
+        await wait_for_shutdown_signal()
+        # Both faces report not ready before either stops taking calls.
+        readiness.begin_draining()
+        await running.health.enter_graceful_shutdown()
+
+
+def main() -> int:
+    """Read both configs, then run until SIGTERM; the exit code tells how it went."""
+    try:
+        http = ExportHttpConfig.from_env()
+    except ConfigError as exc:
+        print(f"export: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return run_service("export", DEFAULT_PORT, partial(serve, http=http))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The scheduler service: tasks, layouts and due times (python -m services.scheduler)."""

@@ -1,0 +1,38 @@
+"""Runs the scheduler service: python -m services.scheduler."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import AsyncExitStack
+
+from services.common.config import ServiceConfig
+from services.common.db import create_pool
+from services.common.grpc_server import grpc_server, wait_for_shutdown_signal
+from services.common.service import announce, run_service
+from services.scheduler.services import scheduler_services
+
+DEFAULT_PORT = 50052
+
+
+async def serve(config: ServiceConfig) -> None:
+    """Serve the scheduler's gRPC services (health at least) until SIGTERM."""
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(
+            create_pool(
+                config.database_url, min_size=config.db_pool_min, max_size=config.db_pool_max
+            )
+        )
+        running = await stack.enter_async_context(
+            grpc_server(
+                config.host,
+                config.port,
+                scheduler_services(pool),
+                grace_s=config.shutdown_grace_s,
+            )
+        )
+        announce("scheduler", "gRPC", config.host, running.port)
+        await wait_for_shutdown_signal()
+
+
+if __name__ == "__main__":
+    sys.exit(run_service("scheduler", DEFAULT_PORT, serve))
