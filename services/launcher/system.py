@@ -1,0 +1,155 @@
+"""Starts the four services, waits until all are healthy, and stops them on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from services.launcher.children import ChildProcess, stop_children
+from services.launcher.plan import ServicePlan, summary
+from services.launcher.probes import StartupError, wait_until_http_ok, wait_until_serving
+
+# Beyond the services' own grace: time to close pools and exit after the last call.
+STOP_MARGIN_S = 5.0
+
+
+@dataclass(frozen=True)
+class SystemOptions:
+    """How to run the services."""
+
+    env: Mapping[str, str]  # what the children get, DATABASE_URL included
+    database_shown: str  # the DSN without its password, for the summary
+    start_timeout_s: float
+    grace_s: float  # the services' own HANDOFF_SHUTDOWN_GRACE_S
+
+
+class _Signals:
+    """SIGINT/SIGTERM ask to stop; a second one kills the services without waiting."""
+
+    def __init__(self, children: Sequence[ChildProcess]) -> None:
+        self.stop_requested = asyncio.Event()
+        self.count = 0
+        self._children = children
+
+    def __call__(self, sig: signal.Signals) -> None:
+        self.count += 1
+        self.stop_requested.set()
+        if self.count == 1:
+            print(
+                f"run: {sig.name}: stopping the services (once more to kill them)",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif self.count == 2:
+            print(f"run: {sig.name} again: killing the services", file=sys.stderr, flush=True)
+            for child in self._children:
+                child.send_signal(signal.SIGKILL)
+
+
+async def _first_completed(*awaitables: Awaitable[object], all_needed: bool = False) -> None:
+    """Wait for the first to finish (or, with `all_needed`, all of them or the first error).
+
+    The others are cancelled; an error of a finished one is raised.
+    """
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    when = asyncio.FIRST_EXCEPTION if all_needed else asyncio.FIRST_COMPLETED
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=when)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()
+
+
+async def _wait_healthy(
+    plans: Sequence[ServicePlan], children: Sequence[ChildProcess], timeout_s: float
+) -> None:
+    """Every gRPC server answers SERVING and every HTTP /healthz 200, or StartupError."""
+    checks: list[Awaitable[None]] = []
+    for plan, child in zip(plans, children, strict=True):
+        checks.append(wait_until_serving(child, plan.grpc_target, timeout_s))
+        if plan.http_url:
+            checks.append(wait_until_http_ok(child, f"{plan.http_url}/healthz", timeout_s))
+    await _first_completed(*checks, all_needed=True)
+
+
+async def _first_exit(children: Sequence[ChildProcess]) -> ChildProcess:
+    """The first child to exit, whatever its code."""
+    waits = {asyncio.ensure_future(child.wait()): child for child in children}
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+    return waits[done.pop()]
+
+
+async def _supervise(
+    plans: Sequence[ServicePlan],
+    children: Sequence[ChildProcess],
+    options: SystemOptions,
+    signals: _Signals,
+    after_start: Callable[[], Awaitable[None]] | None,
+    out: TextIO,
+) -> int:
+    """Wait for health, announce, run `after_start`, then wait for a signal or a crash."""
+    stop = signals.stop_requested
+    await _first_completed(_wait_healthy(plans, children, options.start_timeout_s), stop.wait())
+    if stop.is_set():
+        return 0
+    print(summary(plans, options.database_shown), file=out, flush=True)
+    crashed = asyncio.ensure_future(_first_exit(children))
+    try:
+        if after_start is not None:
+            await _first_completed(after_start(), stop.wait(), asyncio.shield(crashed))
+        await _first_completed(stop.wait(), asyncio.shield(crashed))
+    finally:
+        crashed.cancel()
+    if stop.is_set():
+        return 0
+    child = crashed.result()
+    print(
+        f"run: {child.name} exited with code {child.returncode}; stopping the others. "
+        f"The end of its stderr:\n{child.stderr_tail()}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1
+
+
+async def run_system(
+    plans: Sequence[ServicePlan],
+    options: SystemOptions,
+    *,
+    after_start: Callable[[], Awaitable[None]] | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Run every planned service until a signal or a crash; return the exit code."""
+    loop = asyncio.get_running_loop()
+    children: list[ChildProcess] = []
+    signals = _Signals(children)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, signals, sig)
+    try:
+        for plan in plans:
+            children.append(await ChildProcess.start_module(plan.name, plan.module, options.env))
+        exit_code = await _supervise(plans, children, options, signals, after_start, out)
+    except StartupError as exc:
+        print(f"run: {exc}", file=sys.stderr, flush=True)
+        exit_code = 1
+    finally:
+        codes = await stop_children(children, options.grace_s + STOP_MARGIN_S)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    failed = [f"{name} ({code})" for name, code in codes.items() if code != 0]
+    if failed:
+        print(f"run: not stopped cleanly: {', '.join(failed)}", file=sys.stderr, flush=True)
+        return 1
+    print("run: all services stopped", file=out, flush=True)
+    return exit_code

@@ -1,0 +1,130 @@
+"""Starts the whole system with one command: python -m services.run [--demo] [--migrate-only].
+
+The database is DATABASE_URL, or (when unset) database `handoff` on a local PostgreSQL
+started with pgserver under $HANDOFF_HOME. Migrations are applied, then the four services
+run as child processes until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+
+import asyncpg
+
+from services.common.config import ConfigError, env_float
+from services.common.migrate import migrate
+from services.launcher.database import (
+    ChosenDatabase,
+    DatabaseUnavailableError,
+    choose_database,
+    redact_dsn,
+)
+from services.launcher.demo import DEMO_COUNT, DemoError, demo_report, load_demo
+from services.launcher.plan import ServicePlan, plan_services
+from services.launcher.system import SystemOptions, run_system
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line of `python -m services.run`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m services.run",
+        description="Migrate the database and run the four Handoff services until Ctrl-C.",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="after startup, create a demo account and campaign and ingest referrals",
+    )
+    parser.add_argument(
+        "--demo-count",
+        type=int,
+        default=DEMO_COUNT,
+        metavar="N",
+        help=f"how many synthetic referrals --demo ingests (default {DEMO_COUNT})",
+    )
+    parser.add_argument("--migrate-only", action="store_true", help="apply the migrations and exit")
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long each service may take to report SERVING (default 30)",
+    )
+    args = parser.parse_args(argv)
+    if args.demo_count < 1:
+        parser.error("--demo-count must be at least 1")
+    if args.start_timeout <= 0:
+        parser.error("--start-timeout must be above 0")
+    return args
+
+
+async def _prepare_database() -> ChosenDatabase:
+    database = await choose_database(os.environ)
+    shown = redact_dsn(database.dsn)
+    try:
+        applied = await migrate(database.dsn)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseUnavailableError(f"cannot migrate {shown}: {exc}") from exc
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
+    print(f"run: database {shown} ({database.origin})", flush=True)
+    print(f"run: migrations: {names or 'schema up to date'}", flush=True)
+    return database
+
+
+def _psql_argument(database: ChosenDatabase) -> str:
+    """How the demo's psql one-liner names the database without printing a password."""
+    if database.origin == "DATABASE_URL":
+        return '"$DATABASE_URL"'
+    return shlex.quote(redact_dsn(database.dsn))
+
+
+async def _run(args: argparse.Namespace, plans: Sequence[ServicePlan], grace_s: float) -> int:
+    database = await _prepare_database()
+    if args.migrate_only:
+        return 0
+    ingest = next(p for p in plans if p.name == "ingest")
+
+    async def demo() -> None:
+        print(f"demo: ingesting {args.demo_count} synthetic referrals …", flush=True)
+        try:
+            outcome = await load_demo(ingest.grpc_target, args.demo_count)
+        except DemoError as exc:
+            print(f"demo: failed: {exc} (the services keep running)", file=sys.stderr, flush=True)
+            return
+        print(demo_report(outcome, _psql_argument(database)), flush=True)
+
+    options = SystemOptions(
+        env={**os.environ, "DATABASE_URL": database.dsn},
+        database_shown=f"{redact_dsn(database.dsn)} ({database.origin})",
+        start_timeout_s=args.start_timeout,
+        grace_s=grace_s,
+    )
+    return await run_system(plans, options, after_start=demo if args.demo else None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; the exit code is 0 only when everything started and stopped cleanly."""
+    args = parse_args(argv)
+    try:
+        plans = plan_services(os.environ)
+        grace_s = env_float(os.environ, "HANDOFF_SHUTDOWN_GRACE_S", 10.0)
+    except ConfigError as exc:
+        print(f"run: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_run(args, plans, grace_s))
+    except DatabaseUnavailableError as exc:
+        print(f"run: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("run: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
