@@ -44,33 +44,37 @@ def campaign_problem(row: ValidReferral, state: CampaignState | None) -> FieldPr
 
 
 async def ingest_rows(
-    store: ReferralStore, rows: Sequence[ReferralInput], now: datetime, first_index: int = 0
+    store: ReferralStore,
+    rows: Sequence[ReferralInput],
+    now: datetime,
+    first_index: int = 0,
+    *,
+    repeats_are_duplicates: bool = False,
 ) -> list[RowResult]:
-    """Store every valid row of `rows` and return one result per row, in order."""
+    """Store every valid row of `rows` and return one result per row, in order.
+
+    A row repeating an earlier row's (account, partner id) is refused as
+    DUPLICATE_IN_BATCH, or, with `repeats_are_duplicates` (streams, whose chunking
+    is an accident of timing), answered as that earlier row was: DUPLICATE of its
+    seq when it was stored, the same rejection when it was not.
+    """
     results: dict[int, RowResult] = {}
     valid: list[tuple[int, ValidReferral]] = []
-    for offset, row in enumerate(rows):
-        outcome = validate_referral(row, now)
+    for offset, raw in enumerate(rows):
+        outcome = validate_referral(raw, now)
         if isinstance(outcome, list):
             results[offset] = RowResult(
-                first_index + offset, RowStatus.REJECTED, row.partner_referral_id, 0,
+                first_index + offset, RowStatus.REJECTED, raw.partner_referral_id, 0,
                 tuple(outcome),
             )  # fmt: skip
         else:
             valid.append((offset, outcome))
     repeats = first_occurrences((str(v.account_id), v.partner_referral_id) for _, v in valid)
     unique: list[tuple[int, ValidReferral]] = []
+    repeated: list[tuple[int, int, ValidReferral]] = []  # (offset, offset of first, row)
     for position, (offset, row) in enumerate(valid):
         if position in repeats:
-            first = first_index + valid[repeats[position]][0]
-            problem = FieldProblem(
-                "partner_referral_id",
-                "DUPLICATE_IN_BATCH",
-                f"{row.partner_referral_id!r} repeats row {first} of this batch",
-            )
-            results[offset] = RowResult(
-                first_index + offset, RowStatus.REJECTED, row.partner_referral_id, 0, (problem,)
-            )
+            repeated.append((offset, valid[repeats[position]][0], row))
         else:
             unique.append((offset, row))
     stored = await store.insert_referrals([row for _, row in unique])
@@ -87,6 +91,26 @@ async def ingest_rows(
         else:
             status = RowStatus.DUPLICATE if hit.duplicate else RowStatus.ACCEPTED
             results[offset] = RowResult(index, status, row.partner_referral_id, hit.seq)
+    for offset, first, row in repeated:
+        index = first_index + offset
+        earlier = results[first]
+        if not repeats_are_duplicates:
+            problem = FieldProblem(
+                "partner_referral_id",
+                "DUPLICATE_IN_BATCH",
+                f"{row.partner_referral_id!r} repeats row {first_index + first} of this batch",
+            )
+            results[offset] = RowResult(
+                index, RowStatus.REJECTED, row.partner_referral_id, 0, (problem,)
+            )
+        elif earlier.status is RowStatus.REJECTED:
+            results[offset] = RowResult(
+                index, RowStatus.REJECTED, row.partner_referral_id, 0, earlier.problems
+            )
+        else:
+            results[offset] = RowResult(
+                index, RowStatus.DUPLICATE, row.partner_referral_id, earlier.seq
+            )
     return [results[offset] for offset in range(len(rows))]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import grpc
@@ -117,22 +117,30 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         context: grpc.aio.ServicerContext[object, object],
     ) -> ingest_pb2.IngestStreamResponse:
         response = ingest_pb2.IngestStreamResponse()
-        async for chunk in _chunks(request_iterator):
-            results = await ingest_rows(self._store, chunk, self._clock(), response.received)
-            counts = _count(results)
-            response.received += len(chunk)
-            response.accepted += counts[RowStatus.ACCEPTED]
-            response.duplicates += counts[RowStatus.DUPLICATE]
-            response.rejected += counts[RowStatus.REJECTED]
-            response.not_accepted.extend(
-                row_result_message(r) for r in results if r.status is not RowStatus.ACCEPTED
-            )
+        # aclosing: a failed chunk must stop the reader task now, not at garbage collection.
+        async with contextlib.aclosing(_chunks(request_iterator)) as chunks:
+            async for chunk in chunks:
+                results = await ingest_rows(
+                    self._store,
+                    chunk,
+                    self._clock(),
+                    response.received,
+                    repeats_are_duplicates=True,
+                )
+                counts = _count(results)
+                response.received += len(chunk)
+                response.accepted += counts[RowStatus.ACCEPTED]
+                response.duplicates += counts[RowStatus.DUPLICATE]
+                response.rejected += counts[RowStatus.REJECTED]
+                response.not_accepted.extend(
+                    row_result_message(r) for r in results if r.status is not RowStatus.ACCEPTED
+                )
         return response
 
 
 async def _chunks(
     requests: AsyncIterator[ingest_pb2.IngestRequest],
-) -> AsyncIterator[list[ReferralInput]]:
+) -> AsyncGenerator[list[ReferralInput], None]:
     """Group a stream into chunks: full ones at once, partial ones after a short pause."""
     queue: asyncio.Queue[ingest_pb2.IngestRequest | None] = asyncio.Queue(STREAM_CHUNK_ROWS * 2)
 

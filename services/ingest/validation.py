@@ -20,7 +20,7 @@ MAX_EXTRA_KEYS = 100
 MAX_LENGTHS: dict[str, int] = {
     "partner_referral_id": 200,
     "email": 254, "title": 20, "first_name": 100, "last_name": 100, "gender": 20,
-    "date_of_birth": 10, "mobile": 32, "phone": 32, "address_line1": 200,
+    "date_of_birth": 32, "mobile": 32, "phone": 32, "address_line1": 200,
     "address_line2": 200, "city": 100, "state": 100, "postcode": 20, "country": 2,
     "language": 35,
     "partner_id": 100, "publisher_id": 100, "creative_id": 100, "ad_text": 5000,
@@ -33,21 +33,24 @@ MAX_EXTRA_VALUE = 2000
 _MULTILINE = frozenset({"ad_text"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Patterns are applied with fullmatch: `$` would also accept a trailing newline.
 # Pragmatic address syntax: one @, a dotted domain, no spaces or quotes.
 _EMAIL = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-    r"[A-Za-z]{2,63}$"
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"[A-Za-z]{2,63}"
 )
-_PHONE = re.compile(r"^\+?[0-9 ().-]{6,32}$")
-_POSTCODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 -]*$")
-_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
-_EXTRA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_PHONE = re.compile(r"\+?[0-9 ().-]{6,32}")
+_POSTCODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]*")
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
+_EXTRA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # not \d: it matches other scripts' digits
 
 _COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
 _SUBDIVISIONS = frozenset(s.code for s in pycountry.subdivisions)
 _COUNTRIES_WITH_SUBDIVISIONS = frozenset(code.split("-")[0] for code in _SUBDIVISIONS)
-_STATE_CODE = re.compile(r"^(?:[A-Za-z]{2}-)?[A-Za-z0-9]{1,3}$")
+# Some subdivision names look like codes ("Zug", "Goa"); they pass as names.
+_SUBDIVISION_NAMES = frozenset((s.country_code, s.name.casefold()) for s in pycountry.subdivisions)
+_STATE_CODE = re.compile(r"(?:[A-Za-z]{2}-)?[A-Za-z0-9]{1,3}")
 
 OPT_IN_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 CLOCK_SKEW = timedelta(minutes=5)
@@ -90,7 +93,7 @@ def _parse_uuid(path: str, value: str, problems: list[FieldProblem]) -> UUID | N
 
 def _parse_birth_date(value: str, today: date, problems: list[FieldProblem]) -> date | None:
     path = "consumer.date_of_birth"
-    if not _DATE.match(value):
+    if not _DATE.fullmatch(value):
         problems.append(_problem(path, "INVALID_FORMAT", "must be a date as YYYY-MM-DD"))
         return None
     try:
@@ -120,7 +123,7 @@ def _check_consumer(
     email = clean.get("email", "")
     if not email:
         problems.append(_problem("consumer.email", "REQUIRED", "is required"))
-    elif "email" in fine and not _EMAIL.match(email):
+    elif "email" in fine and not _EMAIL.fullmatch(email):
         problems.append(
             _problem("consumer.email", "INVALID_FORMAT", f"{email[:64]!r} is not an email address")
         )
@@ -129,16 +132,16 @@ def _check_consumer(
         birth = _parse_birth_date(clean["date_of_birth"], today, problems)
     for name in ("mobile", "phone"):
         if name in fine and (
-            not _PHONE.match(clean[name]) or sum(ch.isdigit() for ch in clean[name]) < 6
+            not _PHONE.fullmatch(clean[name]) or sum(ch.isdigit() for ch in clean[name]) < 6
         ):
             problems.append(
                 _problem(f"consumer.{name}", "INVALID_FORMAT", "must be a phone number (6+ digits)")
             )
-    if "postcode" in fine and not _POSTCODE.match(clean["postcode"]):
+    if "postcode" in fine and not _POSTCODE.fullmatch(clean["postcode"]):
         problems.append(
             _problem("consumer.postcode", "INVALID_FORMAT", "letters, digits, spaces and - only")
         )
-    if "language" in fine and not _LANGUAGE.match(clean["language"]):
+    if "language" in fine and not _LANGUAGE.fullmatch(clean["language"]):
         problems.append(
             _problem("consumer.language", "INVALID_FORMAT", "must be a language tag like en-GB")
         )
@@ -160,10 +163,10 @@ def _check_consumer(
 def _check_state(clean: dict[str, str], country: str, problems: list[FieldProblem]) -> None:
     """A code-shaped state must be a subdivision of the country; names pass as given."""
     state = clean["state"]
-    if not _STATE_CODE.match(state):
+    if not _STATE_CODE.fullmatch(state) or (country, state.casefold()) in _SUBDIVISION_NAMES:
         return
     code = state.upper() if "-" in state else f"{country}-{state.upper()}"
-    if code not in _SUBDIVISIONS:
+    if not code.startswith(f"{country}-") or code not in _SUBDIVISIONS:
         problems.append(
             _problem(
                 "consumer.state",
@@ -199,8 +202,13 @@ def _check_opt_in(
     ip = None
     if "ip_address" in fine:
         try:
-            ip = str(ipaddress.ip_address(clean["ip_address"]))
+            address = ipaddress.ip_address(clean["ip_address"])
         except ValueError:
+            address = None
+        # A scoped IPv6 address (fe80::1%eth0) names a local interface, and inet refuses it.
+        if address is not None and not getattr(address, "scope_id", None):
+            ip = str(address)
+        else:
             problems.append(
                 _problem("opt_in.ip_address", "INVALID_FORMAT", "must be an IPv4 or IPv6 address")
             )
@@ -215,7 +223,7 @@ def _check_extra(extra: dict[str, str], problems: list[FieldProblem]) -> None:
         return
     for key, value in extra.items():
         path = f"extra.{key[:MAX_EXTRA_KEY]}"
-        if len(key) > MAX_EXTRA_KEY or not _EXTRA_KEY.match(key):
+        if len(key) > MAX_EXTRA_KEY or not _EXTRA_KEY.fullmatch(key):
             problems.append(
                 _problem(
                     path, "INVALID_KEY", f"keys are 1-{MAX_EXTRA_KEY} of A-Z a-z 0-9 _ . - chars"
