@@ -42,14 +42,15 @@ def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 async def apply_migrations(conn: asyncpg.Connection) -> list[Migration]:
     """Apply every pending migration, each in its own transaction; return those applied."""
-    await conn.execute(
-        """CREATE TABLE IF NOT EXISTS schema_migrations (
-               version integer PRIMARY KEY,
-               name text NOT NULL,
-               applied_at timestamptz NOT NULL DEFAULT now())"""
-    )
+    # Lock first: concurrent CREATE TABLE IF NOT EXISTS can still collide.
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         applied = []
         for migration in discover_migrations():
