@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HOME = Path(os.environ.get("HANDOFF_HOME", "/var/tmp/handoff"))
+HOME = Path(os.environ.get("HANDOFF_HOME", "/var/tmp/handoff"))  # noqa: S108 - dev-only
 
 
 def _pip(*args: str) -> None:
