@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import signal
 import sys
 from collections import deque
@@ -13,16 +14,29 @@ from typing import TextIO
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TAIL_LINES = 25
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it if the launcher dies without stopping it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ChildProcess:
     """One running service: its output goes to `echo` prefixed by its name."""
 
-    def __init__(self, name: str, process: asyncio.subprocess.Process, echo: TextIO | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        process: asyncio.subprocess.Process,
+        echo: TextIO | None,
+        tail_lines: int = TAIL_LINES,
+    ) -> None:
         self.name = name
         self.process = process
         self._echo = echo
-        self._stderr_tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._stderr_tail: deque[str] = deque(maxlen=tail_lines)
         self.stdout_lines: list[str] = []
         assert process.stdout is not None  # both are pipes: see start()
         assert process.stderr is not None
@@ -38,8 +52,13 @@ class ChildProcess:
         env: Mapping[str, str],
         *,
         echo: TextIO | None = sys.stderr,
+        tail_lines: int = TAIL_LINES,
     ) -> ChildProcess:
-        """Start `argv` in its own process group, so a terminal's Ctrl-C reaches only us."""
+        """Start `argv` in its own process group, so a terminal's Ctrl-C reaches only us.
+
+        Its output is echoed to `echo` (None: not at all); the last `tail_lines` lines of
+        its stderr are kept for error messages.
+        """
         process = await asyncio.create_subprocess_exec(
             *argv,
             env=dict(env),
@@ -48,8 +67,9 @@ class ChildProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             process_group=0,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
-        return cls(name, process, echo)
+        return cls(name, process, echo, tail_lines)
 
     @classmethod
     async def start_module(
@@ -76,7 +96,10 @@ class ChildProcess:
             text = line.decode("utf-8", errors="replace").rstrip("\n")
             keep(text)
             if self._echo is not None:
-                print(f"{self.name:<9}| {text}", file=self._echo, flush=True)
+                try:
+                    print(f"{self.name:<9}| {text}", file=self._echo, flush=True)
+                except OSError:  # the terminal went away; keep draining the pipe
+                    self._echo = None
 
     @property
     def pid(self) -> int:

@@ -15,6 +15,8 @@ from services.launcher.probes import StartupError, wait_until_http_ok, wait_unti
 
 # Beyond the services' own grace: time to close pools and exit after the last call.
 STOP_MARGIN_S = 5.0
+# Ctrl-C, `kill`, and a closed terminal all stop the system cleanly.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class SystemOptions:
 
 
 class _Signals:
-    """SIGINT/SIGTERM ask to stop; a second one kills the services without waiting."""
+    """SIGINT/SIGTERM/SIGHUP ask to stop; a second one kills the services without waiting."""
 
     def __init__(self, children: Sequence[ChildProcess]) -> None:
         self.stop_requested = asyncio.Event()
@@ -134,7 +136,7 @@ async def run_system(
     loop = asyncio.get_running_loop()
     children: list[ChildProcess] = []
     signals = _Signals(children)
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, signals, sig)
     try:
         for plan in plans:
@@ -145,11 +147,18 @@ async def run_system(
         exit_code = 1
     finally:
         codes = await stop_children(children, options.grace_s + STOP_MARGIN_S)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
-    failed = [f"{name} ({code})" for name, code in codes.items() if code != 0]
+    # -SIGTERM: a service still starting up when our SIGTERM came; no crash.
+    failed = [
+        f"{name} ({code})" for name, code in codes.items() if code not in (0, -signal.SIGTERM)
+    ]
     if failed:
-        print(f"run: not stopped cleanly: {', '.join(failed)}", file=sys.stderr, flush=True)
+        print(
+            f"run: services that exited with an error: {', '.join(failed)}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     print("run: all services stopped", file=out, flush=True)
     return exit_code

@@ -1,0 +1,128 @@
+"""`python -m services.run` as a user runs it: against DATABASE_URL, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from services.launcher.children import ChildProcess, stop_children
+from services.launcher.demo import DEMO_CAMPAIGN_ID
+from services.launcher.probes import health_status, http_status
+from tests.conftest import with_database
+from tests.e2e.conftest import SERVICE_NAMES, service_env, wait_for_line
+
+pytestmark = pytest.mark.e2e
+
+READY_LINE = "Press Ctrl-C to stop."
+
+
+@pytest.fixture
+async def launched() -> AsyncIterator[list[ChildProcess]]:
+    """Launchers started by the test; any still running at the end are stopped."""
+    children: list[ChildProcess] = []
+    yield children
+    await stop_children(children, grace_s=20)
+
+
+async def _launch(children: list[ChildProcess], env: dict[str, str], *args: str) -> ChildProcess:
+    argv = [sys.executable, "-m", "services.run", "--start-timeout", "20", *args]
+    child = await ChildProcess.start("run", argv, env, echo=None, tail_lines=1000)
+    children.append(child)
+    return child
+
+
+async def test_run_starts_four_healthy_services_and_stops_cleanly_on_sigterm(
+    database_url: str, launched: list[ChildProcess]
+) -> None:
+    env = service_env(database_url)
+    run = await _launch(launched, env)
+
+    await wait_for_line(run, READY_LINE, timeout_s=25)
+    for name in SERVICE_NAMES:
+        target = f"127.0.0.1:{env[f'HANDOFF_{name.upper()}_PORT']}"
+        assert await health_status(target) == "SERVING", name
+    http = f"http://127.0.0.1:{env['HANDOFF_EXPORT_HTTP_PORT']}"
+    assert await http_status(f"{http}/healthz") == 200
+    printed = "\n".join(run.stdout_lines)
+    assert http in printed
+    assert database_url in printed  # no password in the test's URL, so shown as is
+
+    run.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        assert await run.wait() == 0
+    assert run.stdout_lines[-1] == "run: all services stopped"
+    for name in SERVICE_NAMES:  # nothing left listening
+        target = f"127.0.0.1:{env[f'HANDOFF_{name.upper()}_PORT']}"
+        assert await health_status(target, timeout_s=0.5) is None, name
+
+
+async def test_run_demo_ingests_synthetic_referrals_once(
+    database_url: str, launched: list[ChildProcess]
+) -> None:
+    run = await _launch(launched, service_env(database_url), "--demo", "--demo-count", "1500")
+
+    report = await wait_for_line(run, "demo: sent", timeout_s=40)
+    run.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        assert await run.wait() == 0
+
+    assert "1500 accepted, 0 already there (duplicates), 0 rejected" in report
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM referrals WHERE campaign_id = $1", uuid.UUID(DEMO_CAMPAIGN_ID)
+        )
+        countries = await conn.fetchval(
+            "SELECT count(DISTINCT country) FROM referrals WHERE campaign_id = $1",
+            uuid.UUID(DEMO_CAMPAIGN_ID),
+        )
+    finally:
+        await conn.close()
+    assert stored == 1500
+    assert countries >= 5
+
+
+async def test_run_names_the_service_that_cannot_start_and_exits_1(
+    database_url: str, launched: list[ChildProcess]
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        env = service_env(database_url, HANDOFF_SCHEDULER_PORT=str(port))
+        run = await _launch(launched, env)
+        async with asyncio.timeout(30):
+            code = await run.wait()
+
+    assert code == 1
+    assert "scheduler exited with code 1" in run.stderr_tail()
+    assert f"127.0.0.1:{port}" in run.stderr_tail()  # the address it could not bind
+
+
+async def test_run_migrate_only_migrates_an_empty_database_and_exits(
+    admin_dsn: str, launched: list[ChildProcess]
+) -> None:
+    name = f"handoff_t_{uuid.uuid4().hex[:12]}_empty"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        run = await _launch(launched, service_env(with_database(admin_dsn, name)), "--migrate-only")
+        async with asyncio.timeout(20):
+            assert await run.wait() == 0
+        conn = await asyncpg.connect(with_database(admin_dsn, name))
+        try:
+            versions = await conn.fetchval("SELECT count(*) FROM schema_migrations")
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    assert versions >= 1
+    assert any(line.startswith("run: migrations: 0001_") for line in run.stdout_lines)
