@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,7 +62,7 @@ def _columns(rows: Sequence[ValidReferral]) -> list[list[Any]]:
     columns.append([r.ip_address for r in rows])
     columns.append([o.get("user_agent", "") for o in opt_in])
     columns.append([o.get("browser", "") for o in opt_in])
-    columns.append([r.extra for r in rows])
+    columns.append([json.dumps(r.extra, separators=(",", ":"), ensure_ascii=False) for r in rows])
     return columns
 
 
@@ -88,9 +89,13 @@ def _campaign(record: asyncpg.Record) -> Campaign:
 
 
 class IngestStore:
-    """Referral and account persistence over an asyncpg pool."""
+    """Referral and account persistence over an asyncpg pool.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    Given one connection instead, every call runs on it, inside whatever transaction
+    the caller holds open there.
+    """
+
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection) -> None:
         self._pool = pool
 
     async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:

@@ -8,6 +8,9 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf import timestamp_pb2
 
 from services.common.gen.handoff.ingest.v1 import referral_pb2
+from services.ingest.model import ValidReferral
+from services.ingest.server import referral_input
+from services.ingest.validation import validate_referral
 
 OPTED_IN_AT = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
@@ -71,3 +74,12 @@ def referral(
     if opted_in_at is not None:
         message.opt_in.opted_in_at.CopyFrom(timestamp(opted_in_at))
     return message
+
+
+def valid_referral(account_id: str, campaign_id: str, partner_referral_id: str) -> ValidReferral:
+    """What the store receives for `referral(...)`, for tests that drive the store directly."""
+    outcome = validate_referral(
+        referral_input(referral(account_id, campaign_id, partner_referral_id)), datetime.now(UTC)
+    )
+    assert isinstance(outcome, ValidReferral), outcome
+    return outcome

@@ -19,9 +19,9 @@ CREATE TABLE campaigns (
 );
 CREATE INDEX campaigns_account_idx ON campaigns (account_id, created_at, id);
 
--- Referral positions. A writer must hold a transaction id *before* it draws a seq
--- (referral_next_seq does both), so that every in-flight seq belongs to a transaction
--- that a snapshot taken afterwards still lists as running.
+-- Referral positions. A writer takes its transaction id *before* it draws a seq
+-- (referral_next_seq does both), so any transaction id taken after a seq was drawn is
+-- above the id of the transaction holding that seq: safe_referral_watermark() relies on it.
 CREATE SEQUENCE referral_seq AS bigint;
 
 CREATE FUNCTION referral_next_seq() RETURNS bigint
@@ -68,40 +68,64 @@ CREATE TABLE referrals (
 CREATE INDEX referrals_campaign_seq_idx ON referrals (campaign_id, seq);
 CREATE INDEX referrals_account_received_idx ON referrals (account_id, received_at);
 
--- Points (last_seq, horizon) remembered by safe_referral_watermark(): once every
--- transaction with an id below horizon has ended, every seq up to last_seq is final.
+-- Checkpoints kept by safe_referral_watermark(): once no transaction with an id below
+-- `horizon` is running, every seq up to `last_seq` is final (committed or rolled back).
 CREATE TABLE referral_watermark_checkpoints (
     horizon  xid8 PRIMARY KEY,
     last_seq bigint NOT NULL
 );
 
 -- The highest seq below which no in-flight transaction can still commit a referral.
+-- Readers take (cursor, watermark] and move their cursor to the watermark: they never
+-- skip a referral however transactions interleave, and the value never decreases.
+--
+-- Why a checkpoint and not the current snapshot alone: a snapshot's xmax is
+-- latestCompletedXid + 1, not the next id to be assigned, and running transactions at
+-- or above it are not listed. So "xmin = xmax" does not mean nothing is running: the
+-- newest writer may hold an uncommitted seq. Instead the function takes an id of its
+-- own *after* reading the sequence (so above every writer of those seqs) and records it.
+-- That checkpoint is settled once a later snapshot's xmin reaches it.
+--
+-- Call it before the calling transaction writes anything (or on its own, as the store
+-- does): an id taken earlier than the sequence read would prove nothing.
 CREATE FUNCTION safe_referral_watermark() RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    drawn    bigint;
-    snap     pg_snapshot;
-    best     bigint;
+    drawn   bigint;
+    own_xid xid8;
+    oldest  xid8;
+    best    bigint;
 BEGIN
-    -- Order matters: read the sequence first, then take the snapshot, so every
-    -- transaction that drew a seq <= drawn has an id below the snapshot's xmax.
-    drawn := coalesce(pg_sequence_last_value('referral_seq'), 0);
-    snap := pg_current_snapshot();
-    IF pg_snapshot_xmin(snap) = pg_snapshot_xmax(snap) THEN
-        best := drawn;  -- no transaction with an id was running
-    ELSE
-        SELECT max(last_seq) INTO best
-          FROM referral_watermark_checkpoints
-         WHERE horizon <= pg_snapshot_xmin(snap);
-        INSERT INTO referral_watermark_checkpoints (horizon, last_seq)
-        VALUES (pg_snapshot_xmax(snap), drawn)
-        ON CONFLICT (horizon) DO UPDATE SET last_seq = greatest(
-            referral_watermark_checkpoints.last_seq, excluded.last_seq);
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'safe_referral_watermark() must run before its transaction writes'
+            USING ERRCODE = 'invalid_transaction_state';
     END IF;
+    -- Order matters: every writer of a seq <= drawn took its id before drawing it ...
+    drawn := coalesce(pg_sequence_last_value('referral_seq'), 0);
+    -- ... ids are handed out in order, so ours, taken now, is above all of theirs ...
+    own_xid := pg_current_xact_id();
+    -- ... and a snapshot taken now lists every running transaction below ours.
+    oldest := pg_snapshot_xmin(pg_current_snapshot());
+
+    SELECT max(last_seq) INTO best
+      FROM referral_watermark_checkpoints
+     WHERE horizon <= oldest;
     best := coalesce(best, 0);
-    -- Keep the newest usable checkpoint (it may still be the answer next time).
-    DELETE FROM referral_watermark_checkpoints
-     WHERE last_seq < best;
+    IF own_xid <= oldest THEN
+        -- Nothing older than us runs: all drawn seqs are final. Our checkpoint is settled
+        -- for every later call (new ids are higher), which keeps the value monotonic.
+        best := greatest(best, drawn);
+        DELETE FROM referral_watermark_checkpoints WHERE last_seq <= best;
+        INSERT INTO referral_watermark_checkpoints (horizon, last_seq) VALUES (own_xid, best);
+    ELSE
+        -- A checkpoint that covers no more than an existing one would only settle later.
+        IF NOT EXISTS (SELECT 1 FROM referral_watermark_checkpoints WHERE last_seq >= drawn) THEN
+            INSERT INTO referral_watermark_checkpoints (horizon, last_seq)
+            VALUES (own_xid, drawn);
+        END IF;
+        -- Keep the row that gave `best`: a later call may still need it.
+        DELETE FROM referral_watermark_checkpoints WHERE last_seq < best;
+    END IF;
     RETURN best;
 END
 $$;

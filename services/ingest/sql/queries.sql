@@ -2,14 +2,15 @@
 
 -- name: insert_referrals
 -- Stores the rows whose campaign and account are active; skips partner ids already
--- stored. Wakes real-time delivery through NOTIFY (sent at commit).
+-- stored. Wakes real-time delivery through NOTIFY (sent at commit). `extra` arrives as
+-- JSON text so the statement needs no codec on the connection.
 WITH input AS (
     SELECT *
       FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                   $7::text[], $8::text[], $9::date[], $10::text[], $11::text[], $12::text[],
                   $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
                   $19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
-                  $24::timestamptz[], $25::text[], $26::text[], $27::text[], $28::jsonb[])
+                  $24::timestamptz[], $25::text[], $26::text[], $27::text[], $28::text[])
            WITH ORDINALITY AS r(account_id, campaign_id, partner_referral_id, email, title,
                 first_name, last_name, gender, date_of_birth, mobile, phone, address_line1,
                 address_line2, city, state, postcode, country, language, partner_id,
@@ -25,7 +26,7 @@ WITH input AS (
            i.first_name, i.last_name, i.gender, i.date_of_birth, i.mobile, i.phone,
            i.address_line1, i.address_line2, i.city, i.state, i.postcode, i.country,
            i.language, i.partner_id, i.publisher_id, i.creative_id, i.ad_text, i.audience,
-           i.opted_in_at, i.ip_address::inet, i.user_agent, i.browser, i.extra
+           i.opted_in_at, i.ip_address::inet, i.user_agent, i.browser, i.extra::jsonb
       FROM input i
       JOIN campaigns c ON c.id = i.campaign_id AND c.account_id = i.account_id
                       AND c.status = 'active'
