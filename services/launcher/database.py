@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
+import os
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 
-from services.common.localdb import start_pgserver
+from services.common.localdb import DEFAULT_HOME, start_pgserver
 
 LOCAL_DATABASE = "handoff"
 
@@ -62,8 +66,35 @@ async def ensure_database(admin_dsn: str, name: str) -> None:
         await conn.close()
 
 
+def use_private_pgserver(home: Path) -> Path:
+    """Put $HANDOFF_HOME/pylib first on sys.path and check pgserver comes from there.
+
+    As root, pgserver opens up (chmod a+rx) every parent folder of its binaries, so a
+    copy installed in a site-packages under /root must never be the one that runs.
+    """
+    pylib = (home / "pylib").resolve()
+    if str(pylib) in sys.path:
+        sys.path.remove(str(pylib))
+    sys.path.insert(0, str(pylib))
+    importlib.invalidate_caches()
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or spec.origin is None:
+        raise DatabaseUnavailableError(
+            f"no DATABASE_URL and pgserver is not installed in {pylib}: run `make setup`"
+        )
+    origin = Path(spec.origin).resolve()
+    if not origin.is_relative_to(pylib):
+        raise DatabaseUnavailableError(
+            f"pgserver would be loaded from {origin.parent}, not from {pylib}; as root it "
+            f"would open up every parent folder: run `make setup`"
+        )
+    return origin.parent
+
+
 def start_local_database(home: Path | None = None) -> str:
-    """Start (or reuse) the pgserver PostgreSQL; return its admin DSN."""
+    """Start (or reuse) the pgserver PostgreSQL under $HANDOFF_HOME; return its admin DSN."""
+    home = home or Path(os.environ.get("HANDOFF_HOME", DEFAULT_HOME))
+    use_private_pgserver(home)
     with warnings.catch_warnings():
         # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; harmless here.
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")

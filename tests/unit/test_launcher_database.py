@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from services.launcher.database import redact_dsn, with_database
+from services.launcher.database import (
+    DatabaseUnavailableError,
+    redact_dsn,
+    use_private_pgserver,
+    with_database,
+)
 
 
 @pytest.mark.parametrize(
@@ -30,3 +38,28 @@ def test_with_database_keeps_server_and_options() -> None:
     assert with_database(admin, "handoff") == (
         "postgresql://postgres:@/handoff?host=/var/tmp/handoff/pgdata"
     )
+
+
+def test_pgserver_is_taken_from_handoff_home_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "pgserver", raising=False)
+    package = tmp_path / "pylib" / "pgserver"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('"""stand-in"""\n')
+
+    assert use_private_pgserver(tmp_path) == package.resolve()
+    assert sys.path[0] == str((tmp_path / "pylib").resolve())
+
+
+def test_pgserver_missing_from_handoff_home_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "pgserver", raising=False)
+    (tmp_path / "pylib").mkdir()
+
+    # Refused whether or not another copy (say, one under /root) is importable.
+    with pytest.raises(DatabaseUnavailableError, match="pgserver"):
+        use_private_pgserver(tmp_path)
