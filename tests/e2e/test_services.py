@@ -154,6 +154,20 @@ async def test_sigterm_turns_not_serving_and_lets_an_in_flight_batch_finish(
         assert await ingest.child.wait() == 0
 
 
+async def test_sigterm_stops_every_service_with_exit_code_0(
+    database_url: str, start_service: Starter
+) -> None:
+    env = service_env(database_url)
+    running = await asyncio.gather(*(start_service(name, env) for name in SERVICE_NAMES))
+
+    for service in running:
+        service.child.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(15):
+        codes = await asyncio.gather(*(service.child.wait() for service in running))
+
+    assert dict(zip(SERVICE_NAMES, codes, strict=True)) == dict.fromkeys(SERVICE_NAMES, 0)
+
+
 async def test_export_healthz_answers_503_problem_when_the_database_is_gone(
     database_url: str, admin_dsn: str, start_service: Starter
 ) -> None:
