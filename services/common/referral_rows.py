@@ -1,0 +1,169 @@
+"""Streams referral rows out of PostgreSQL for rendering, as column batches.
+
+Rows are read with `COPY (query) TO STDOUT` in text format: the server formats every value
+once, each record is exactly one line (tabs and line breaks inside values are escaped), and
+splitting a whole chunk at once is far cheaper than decoding records one by one. A bounded
+queue between the COPY and the consumer keeps memory flat: when rendering falls behind, the
+COPY waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from services.common.db import DatabaseError, load_queries
+from services.common.errors import UnavailableError
+from services.common.layouts.catalog import ROW_FIELDS
+
+QUERIES = load_queries(Path(__file__).parent / "sql" / "referral_rows.sql")
+WIDTH = len(ROW_FIELDS)
+BATCH_CHARS = 256 * 1024  # parse in slices of about this much text
+QUEUE_CHUNKS = 16  # COPY chunks buffered ahead of the renderer
+
+_ESCAPE = re.compile(r"\\(.)")
+_UNESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
+
+ColumnBatch = list[Sequence[str]]
+
+
+@dataclass(frozen=True)
+class AccountContext:
+    """An account's time zone and its campaigns' names by id."""
+
+    time_zone: str
+    campaign_names: Mapping[str, str]
+
+
+def _unescape_field(text: str) -> str:
+    if text == "\\N":
+        return ""
+    return _ESCAPE.sub(lambda m: _UNESCAPED.get(m.group(1), m.group(1)), text)
+
+
+class CopyTextParser:
+    """Turns COPY text-format bytes into column batches of WIDTH columns."""
+
+    def __init__(self, width: int = WIDTH) -> None:
+        self._width = width
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._tail = ""
+
+    def feed(self, data: bytes, final: bool = False) -> ColumnBatch | None:
+        """The complete records in what was fed so far (None when there is none yet)."""
+        text = self._tail + self._decoder.decode(data, final)
+        cut = text.rfind("\n") + 1
+        if final and cut < len(text):
+            raise ValueError("COPY output ended inside a record")
+        self._tail = text[cut:]
+        if cut == 0:
+            return None
+        body = text[: cut - 1]
+        lines = body.count("\n") + 1
+        fields = body.replace("\n", "\t").split("\t")
+        if len(fields) != lines * self._width:
+            raise ValueError(f"COPY records must have {self._width} fields")
+        columns: ColumnBatch = [fields[i :: self._width] for i in range(self._width)]
+        if "\\" in body:
+            for i, column in enumerate(columns):
+                if "\\" in "\0".join(column):
+                    columns[i] = [_unescape_field(f) if "\\" in f else f for f in column]
+        return columns
+
+
+async def copy_column_batches(
+    conn: asyncpg.Connection, query: str, *args: Any, batch_chars: int = BATCH_CHARS
+) -> AsyncIterator[ColumnBatch]:
+    """Run `COPY (query) TO STDOUT` and yield its records as column batches.
+
+    The caller runs this inside a transaction that executed `render_session`.
+    """
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_CHUNKS)
+
+    async def into_queue(data: bytes) -> None:
+        await queue.put(data)
+
+    async def copy() -> None:
+        try:
+            await conn.copy_from_query(query, *args, output=into_queue, format="text")
+        finally:
+            await queue.put(None)
+
+    task = asyncio.create_task(copy())
+    parser = CopyTextParser()
+    try:
+        pending: list[bytes] = []
+        size = 0
+        while (data := await queue.get()) is not None:
+            pending.append(data)
+            size += len(data)
+            if size >= batch_chars:
+                batch = parser.feed(b"".join(pending))
+                pending, size = [], 0
+                if batch:
+                    yield batch
+        batch = parser.feed(b"".join(pending), final=True)
+        if batch:
+            yield batch
+        await task  # raises what the COPY raised
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _wrap(exc: BaseException, what: str) -> Exception:
+    if isinstance(exc, OSError | asyncpg.exceptions.ConnectionDoesNotExistError):
+        return UnavailableError(f"database unavailable: {exc}")
+    return DatabaseError(f"{what} failed: {exc}")
+
+
+class ReferralRowReader:
+    """Reads referrals in the engine's row shape over a pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def account_context(self, account_id: UUID) -> AccountContext | None:
+        """The account's zone and campaign names (None when the account is unknown)."""
+        try:
+            record = await self._pool.fetchrow(QUERIES["render_context"], account_id)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise _wrap(exc, "render_context") from exc
+        if record is None:
+            return None
+        return AccountContext(record["time_zone"], dict(record["campaign_names"]))
+
+    async def _stream(self, name: str, *args: Any) -> AsyncIterator[ColumnBatch]:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+                await conn.execute(QUERIES["render_session"])
+                async for batch in copy_column_batches(conn, QUERIES[name], *args):
+                    yield batch
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise _wrap(exc, name) from exc
+
+    def rows_in_range(
+        self, account_id: UUID, after_seq: int, through_seq: int, campaign_id: UUID | None = None
+    ) -> AsyncIterator[ColumnBatch]:
+        """The account's referrals with seq in (after_seq, through_seq], in seq order."""
+        return self._stream(
+            "referral_rows_in_range", account_id, after_seq, through_seq, campaign_id
+        )
+
+    async def latest_rows(self, account_id: UUID, limit: int) -> list[list[str]]:
+        """The account's `limit` most recent referrals as rows, oldest first."""
+        rows: list[list[str]] = []
+        async for batch in self._stream("latest_referral_rows", account_id, limit):
+            rows.extend(list(row) for row in zip(*batch, strict=True))
+        return rows
