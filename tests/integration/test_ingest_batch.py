@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -322,3 +323,21 @@ async def test_retried_stream_stores_nothing_new(
 
     assert (again.accepted, again.duplicates) == (0, 300)
     assert len(await _stored(pool)) == 300
+
+
+async def test_concurrent_batches_sharing_ids_in_different_orders_all_succeed(
+    ingest: IngestServiceAsyncStub, target: Target, pool: asyncpg.Pool
+) -> None:
+    # Row locks taken in request order would deadlock here; one batch would fail.
+    rows = [referral(target.account_id, target.campaign_id, f"shared-{i}") for i in range(2000)]
+    orders = [rows, rows[::-1], rows[1::2] + rows[::2], rows[::2][::-1] + rows[1::2]]
+
+    responses = await asyncio.gather(
+        *(ingest.IngestBatch(ingest_pb2.IngestBatchRequest(referrals=order)) for order in orders)
+    )
+
+    assert sum(r.accepted for r in responses) == 2000
+    seqs = {r.partner_referral_id: r.seq for r in responses[0].results}
+    for response in responses[1:]:
+        assert {r.partner_referral_id: r.seq for r in response.results} == seqs
+    assert len(await _stored(pool)) == 2000

@@ -11,11 +11,11 @@ WITH input AS (
                   $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
                   $19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
                   $24::timestamptz[], $25::text[], $26::text[], $27::text[], $28::text[])
-           WITH ORDINALITY AS r(account_id, campaign_id, partner_referral_id, email, title,
+           AS r(account_id, campaign_id, partner_referral_id, email, title,
                 first_name, last_name, gender, date_of_birth, mobile, phone, address_line1,
                 address_line2, city, state, postcode, country, language, partner_id,
                 publisher_id, creative_id, ad_text, audience, opted_in_at, ip_address,
-                user_agent, browser, extra, ord)
+                user_agent, browser, extra)
 ), inserted AS (
     INSERT INTO referrals (account_id, campaign_id, partner_referral_id, email, title,
                            first_name, last_name, gender, date_of_birth, mobile, phone,
@@ -31,7 +31,9 @@ WITH input AS (
       JOIN campaigns c ON c.id = i.campaign_id AND c.account_id = i.account_id
                       AND c.status = 'active'
       JOIN accounts a ON a.id = i.account_id AND a.status = 'active'
-     ORDER BY i.ord
+     -- Key order, not request order: concurrent batches sharing partner ids then wait on
+     -- each other's unique-index entries in one order instead of deadlocking.
+     ORDER BY i.account_id, i.partner_referral_id
     ON CONFLICT (account_id, partner_referral_id) DO NOTHING
     RETURNING seq, account_id, partner_referral_id
 ), notified AS MATERIALIZED (
