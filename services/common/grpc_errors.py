@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -76,6 +77,10 @@ def _wrap_unary(
 def _wrap_stream_response(
     behavior: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]],
 ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
+    if not inspect.isasyncgenfunction(behavior):
+        # A coroutine that streams with context.write(), like grpc's own health Watch.
+        return _wrap_unary(behavior)  # type: ignore[arg-type,return-value]
+
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             async for item in behavior(request, context):

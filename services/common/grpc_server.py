@@ -68,7 +68,10 @@ async def grpc_server(
         ],
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc}") from exc
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     await server.start()

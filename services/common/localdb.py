@@ -36,8 +36,10 @@ def start_pgserver(home: Path | None = None) -> str:
     """
     home = home or Path(os.environ.get("HANDOFF_HOME", DEFAULT_HOME))
     pylib = home / "pylib"
-    if pylib.exists() and str(pylib) not in sys.path:
-        sys.path.append(str(pylib))
+    # First on the path: a pgserver in a site-packages under /root must never be the one
+    # that runs, since as root it opens up every parent folder of its binaries.
+    if pylib.exists() and sys.path[:1] != [str(pylib)]:
+        sys.path.insert(0, str(pylib))
     try:
         import pgserver
     except ImportError as exc:

@@ -30,6 +30,9 @@ def run_service(
         except DatabaseError as exc:
             log.error("cannot start: %s", exc)
             return 1
+        except OSError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
         except KeyboardInterrupt:
             pass
     return 0

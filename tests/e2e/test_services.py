@@ -109,11 +109,6 @@ async def _wait_for_lock_waiter(conn: asyncpg.Connection, timeout_s: float) -> N
             await asyncio.sleep(0.02)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DomainErrorInterceptor breaks health Watch (it iterates a coroutine); "
-    "drop this mark together with the fix in services/common/grpc_errors.py",
-)
 async def test_sigterm_turns_not_serving_and_lets_an_in_flight_batch_finish(
     database_url: str, start_service: Starter
 ) -> None:

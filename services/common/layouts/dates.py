@@ -148,7 +148,8 @@ def compile_date_step(step: DateStep, account_zone: str) -> Callable[[str], str]
         if date_only:
             return write(parsed.replace(hour=0, minute=0, second=0, microsecond=0), True)
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=in_zone)
+            # Through UTC: astimezone() to the same zone would keep a skipped wall time.
+            parsed = parsed.replace(tzinfo=in_zone).astimezone(UTC)
         try:
             return write(parsed.astimezone(out_zone), False)
         except (OverflowError, ValueError):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 CURRENT_VALUE = "value"  # `{value}` is the value flowing through the pipeline
 MAX_TEMPLATE = 2000
-_PLACEHOLDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.-]+)?")
+_PLACEHOLDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|extra\.[A-Za-z_][A-Za-z0-9_.-]*")
 
 
 class TemplateError(ValueError):
