@@ -13,7 +13,7 @@ import asyncio
 import codecs
 import contextlib
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,7 @@ class CopyTextParser:
 
 async def copy_column_batches(
     conn: asyncpg.Connection, query: str, *args: Any, batch_chars: int = BATCH_CHARS
-) -> AsyncIterator[ColumnBatch]:
+) -> AsyncGenerator[ColumnBatch, None]:
     """Run `COPY (query) TO STDOUT` and yield its records as column batches.
 
     The caller runs this inside a transaction that executed `render_session`.
@@ -144,7 +144,7 @@ class ReferralRowReader:
             return None
         return AccountContext(record["time_zone"], dict(record["campaign_names"]))
 
-    async def _stream(self, name: str, *args: Any) -> AsyncIterator[ColumnBatch]:
+    async def _stream(self, name: str, *args: Any) -> AsyncGenerator[ColumnBatch, None]:
         try:
             async with self._pool.acquire() as conn, conn.transaction(readonly=True):
                 await conn.execute(QUERIES["render_session"])
@@ -155,7 +155,7 @@ class ReferralRowReader:
 
     def rows_in_range(
         self, account_id: UUID, after_seq: int, through_seq: int, campaign_id: UUID | None = None
-    ) -> AsyncIterator[ColumnBatch]:
+    ) -> AsyncGenerator[ColumnBatch, None]:
         """The account's referrals with seq in (after_seq, through_seq], in seq order."""
         return self._stream(
             "referral_rows_in_range", account_id, after_seq, through_seq, campaign_id

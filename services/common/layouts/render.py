@@ -8,7 +8,7 @@ delivery produces the same bytes.
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sequence
 
 from services.common.layouts.compiler import CompiledLayout, transpose
 from services.common.layouts.formats import Encoder, encoder_for
@@ -46,7 +46,7 @@ async def render_columns(
     layout: CompiledLayout,
     batches: AsyncIterable[ColumnBatch],
     fmt: OutputFormat | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Render batches given column-wise (the fastest form) into byte chunks."""
     encoder, chosen = _encoder(layout, fmt)
     sink = _ByteSink(chosen.gzip)
@@ -76,7 +76,7 @@ def render_batches(
     layout: CompiledLayout,
     batches: AsyncIterable[Sequence[Row]],
     fmt: OutputFormat | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Render batches of rows into byte chunks."""
     return render_columns(layout, _columns_of(batches), fmt)
 
@@ -95,7 +95,7 @@ async def batched(rows: AsyncIterable[Row], size: int = BATCH_ROWS) -> AsyncIter
 
 def render_rows(
     layout: CompiledLayout, rows: AsyncIterable[Row], fmt: OutputFormat | None = None
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Render an async iterator of single rows into byte chunks."""
     return render_batches(layout, batched(rows), fmt)
 
