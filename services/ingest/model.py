@@ -32,6 +32,8 @@ class ReferralInput:
     opt_in: dict[str, str]
     opted_in_at: datetime | None
     extra: dict[str, str] = field(default_factory=dict)
+    # Problems found while decoding the wire message (e.g. an impossible timestamp).
+    decode_problems: tuple[FieldProblem, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import grpc
 from opentelemetry import metrics
 
+from services.common.errors import FieldProblem
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc, referral_pb2
 from services.ingest.intake import ReferralStore, ingest_one, ingest_rows, require_batch_size
 from services.ingest.model import (
@@ -42,16 +43,24 @@ def referral_input(message: referral_pb2.Referral) -> ReferralInput:
     """The domain value for a Referral message."""
     consumer = message.consumer
     opt_in = message.opt_in
+    opted_in_at = None
+    decode_problems: tuple[FieldProblem, ...] = ()
+    if opt_in.HasField("opted_in_at"):
+        try:
+            opted_in_at = opt_in.opted_in_at.ToDatetime(tzinfo=UTC)
+        except ValueError:  # seconds or nanos outside Timestamp's range: this row only
+            decode_problems = (
+                FieldProblem("opt_in.opted_in_at", "INVALID_FORMAT", "is not a valid timestamp"),
+            )
     return ReferralInput(
         account_id=message.account_id,
         campaign_id=message.campaign_id,
         partner_referral_id=message.partner_referral_id,
         consumer={name: getattr(consumer, name) for name in CONSUMER_FIELDS},
         opt_in={name: getattr(opt_in, name) for name in _OPT_IN_TEXT},
-        opted_in_at=(
-            opt_in.opted_in_at.ToDatetime(tzinfo=UTC) if opt_in.HasField("opted_in_at") else None
-        ),
+        opted_in_at=opted_in_at,
         extra=dict(message.extra),
+        decode_problems=decode_problems,
     )
 
 

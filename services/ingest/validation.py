@@ -194,7 +194,8 @@ def _check_opt_in(
     if not clean.get("partner_id"):
         problems.append(_problem("opt_in.partner_id", "REQUIRED", "is required"))
     if opted_in_at is None:
-        problems.append(_problem("opt_in.opted_in_at", "REQUIRED", "is required"))
+        if not any(p.field == "opt_in.opted_in_at" for p in problems):  # undecodable
+            problems.append(_problem("opt_in.opted_in_at", "REQUIRED", "is required"))
     elif opted_in_at > now + CLOCK_SKEW:
         problems.append(_problem("opt_in.opted_in_at", "OUT_OF_RANGE", "must not be in the future"))
     elif opted_in_at < OPT_IN_EARLIEST:
@@ -239,7 +240,7 @@ def _check_extra(extra: dict[str, str], problems: list[FieldProblem]) -> None:
 
 def validate_referral(referral: ReferralInput, now: datetime) -> ValidReferral | list[FieldProblem]:
     """Return the typed referral, or every problem found (never just the first)."""
-    problems: list[FieldProblem] = []
+    problems: list[FieldProblem] = list(referral.decode_problems)
     account_id = _parse_uuid("account_id", referral.account_id.strip(), problems)
     campaign_id = _parse_uuid("campaign_id", referral.campaign_id.strip(), problems)
     partner_id = referral.partner_referral_id.strip()

@@ -341,3 +341,17 @@ async def test_concurrent_batches_sharing_ids_in_different_orders_all_succeed(
     for response in responses[1:]:
         assert {r.partner_referral_id: r.seq for r in response.results} == seqs
     assert len(await _stored(pool)) == 2000
+
+
+async def test_row_with_an_impossible_timestamp_is_rejected_alone(
+    ingest: IngestServiceAsyncStub, target: Target, pool: asyncpg.Pool
+) -> None:
+    broken = referral(target.account_id, target.campaign_id, "broken")
+    broken.opt_in.opted_in_at.seconds = 10**12  # beyond year 9999
+    rows = [referral(target.account_id, target.campaign_id, "fine"), broken]
+
+    response = await ingest.IngestBatch(ingest_pb2.IngestBatchRequest(referrals=rows))
+
+    assert [r.status for r in response.results] == [ACCEPTED, REJECTED]
+    assert _errors(response.results[1]) == [("opt_in.opted_in_at", "INVALID_FORMAT")]
+    assert set(await _stored(pool)) == {"fine"}

@@ -573,3 +573,11 @@ def test_first_occurrences_maps_each_repeat_to_its_first_row() -> None:
 
 def test_first_occurrences_ignores_empty_partner_ids_and_other_accounts() -> None:
     assert first_occurrences([("a", ""), ("a", ""), ("b", "x"), ("c", "x")]) == {}
+
+
+def test_decode_problem_is_reported_instead_of_required() -> None:
+    broken = FieldProblem("opt_in.opted_in_at", "INVALID_FORMAT", "is not a valid timestamp")
+
+    assert codes(make_input(opted_in_at=None, decode_problems=(broken,))) == [
+        ("opt_in.opted_in_at", "INVALID_FORMAT")
+    ]
