@@ -304,3 +304,27 @@ async def test_readers_following_the_watermark_read_every_committed_referral_exa
             for called, _, mark in reader.observations
             for e in log
         )
+
+
+async def test_many_concurrent_callers_neither_fail_nor_see_it_move_backwards(
+    store: IngestStore, store_target: Target
+) -> None:
+    stop = asyncio.Event()
+
+    async def keep_ingesting() -> None:
+        while not stop.is_set():
+            await _insert(store, store_target, 2)
+
+    async def call_repeatedly() -> list[int]:
+        return [await store.safe_watermark() for _ in range(40)]
+
+    ingesting = asyncio.ensure_future(keep_ingesting())
+    try:
+        seen = await asyncio.gather(*(call_repeatedly() for _ in range(8)))
+    finally:
+        stop.set()
+        await ingesting
+
+    for marks in seen:
+        assert marks == sorted(marks)
+    assert max(max(marks) for marks in seen) > 0
