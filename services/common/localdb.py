@@ -48,7 +48,8 @@ def start_pgserver(home: Path | None = None) -> str:
         ) from exc
     data = home / "pgdata"
     data.parent.mkdir(parents=True, exist_ok=True)
-    get_server: Any = pgserver.get_server  # type: ignore[attr-defined]
+    module: Any = pgserver  # untyped, and absent from site-packages on purpose
+    get_server = module.get_server
     server = get_server(str(data), cleanup_mode=None)
     return str(server.get_uri())
 

@@ -1,0 +1,268 @@
+"""Ingest benchmarks: batch and unary throughput over gRPC, latency, server memory.
+
+Each figure is printed beside a baseline measured in the same run: raw asyncpg COPY of
+the same rows into the same table, and a no-op unary RPC (health Check) on the same server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date
+from ipaddress import ip_address
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc, referral_pb2
+from services.common.migrate import migrate
+from services.demo_data import synthetic_referrals
+from tests.bench.table import BenchRow, format_table
+
+BATCH_SIZE = 1000
+BATCH_ROWS = 200_000
+BATCHES_IN_FLIGHT = 4
+UNARY_CALLS = 20_000
+UNARY_CONCURRENCY = 100
+STEADY_RATE = 1000
+STEADY_SECONDS = 5.0
+
+_COPY_COLUMNS = (
+    "account_id", "campaign_id", "partner_referral_id", "email", "title", "first_name",
+    "last_name", "gender", "date_of_birth", "mobile", "phone", "address_line1",
+    "address_line2", "city", "state", "postcode", "country", "language", "partner_id",
+    "publisher_id", "creative_id", "ad_text", "audience", "opted_in_at", "ip_address",
+    "user_agent", "browser", "extra",
+)  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _dsn_for(admin_dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
+
+
+def _copy_record(message: referral_pb2.Referral) -> tuple[object, ...]:
+    c, o = message.consumer, message.opt_in
+    return (
+        uuid.UUID(message.account_id), uuid.UUID(message.campaign_id),
+        message.partner_referral_id, c.email, c.title, c.first_name, c.last_name, c.gender,
+        date.fromisoformat(c.date_of_birth) if c.date_of_birth else None, c.mobile, c.phone,
+        c.address_line1, c.address_line2, c.city, c.state, c.postcode, c.country, c.language,
+        o.partner_id, o.publisher_id, o.creative_id, o.ad_text, o.audience,
+        o.opted_in_at.ToDatetime(tzinfo=UTC), ip_address(o.ip_address) if o.ip_address else None,
+        o.user_agent, o.browser, dict(message.extra),
+    )  # fmt: skip
+
+
+@contextmanager
+def _ingest_process(dsn: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "HANDOFF_INGEST_PORT": str(port),
+        "HANDOFF_LOG_LEVEL": "warning",
+        "HANDOFF_INGEST_DB_POOL_MAX": "20",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _wait_serving(channel: grpc.aio.Channel) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    for _ in range(200):
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.aio.AioRpcError:
+            pass
+        await asyncio.sleep(0.05)
+    raise RuntimeError("ingest service did not become healthy")
+
+
+async def _closed_loop(
+    calls: int, concurrency: int, call: Callable[[int], Awaitable[object]]
+) -> float:
+    """Run `calls` calls with `concurrency` callers; return calls per second."""
+    counter = iter(range(calls))
+
+    async def caller() -> None:
+        for index in counter:
+            await call(index)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return calls / (time.perf_counter() - start)
+
+
+async def _open_loop_latencies(
+    rate: int, seconds: float, call: Callable[[int], Awaitable[object]]
+) -> list[float]:
+    """Send at a steady rate regardless of replies; return each acknowledgement latency (ms)."""
+    latencies: list[float] = []
+    interval = 1.0 / rate
+    total = int(rate * seconds)
+
+    async def one(index: int) -> None:
+        sent = time.perf_counter()
+        await call(index)
+        latencies.append((time.perf_counter() - sent) * 1000)
+
+    tasks = []
+    start = time.perf_counter()
+    for index in range(total):
+        delay = start + index * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(index)))
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+def _percentile(values: Sequence[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+async def run(admin_dsn: str) -> list[BenchRow]:
+    """Measure everything in a scratch database; return the table rows."""
+    name = f"handoff_bench_{os.getpid()}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = _dsn_for(admin_dsn, name)
+    try:
+        return await _measure(dsn)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def _measure(dsn: str) -> list[BenchRow]:
+    await migrate(dsn)
+    account_id, campaign_id = uuid.uuid4(), uuid.uuid4()
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("INSERT INTO accounts (id, name) VALUES ($1, 'bench')", account_id)
+    await conn.execute(
+        "INSERT INTO campaigns (id, account_id, name) VALUES ($1, $2, 'bench')",
+        campaign_id,
+        account_id,
+    )
+    messages = synthetic_referrals(str(account_id), str(campaign_id), BATCH_ROWS, seed=7)
+
+    # Baseline: raw COPY of the same rows into the same table.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: b"\x01" + json.dumps(value).encode(),
+        decoder=lambda data: json.loads(data[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
+    records = [_copy_record(m) for m in messages]
+    start = time.perf_counter()
+    await conn.copy_records_to_table("referrals", records=records, columns=_COPY_COLUMNS)
+    copy_rate = len(records) / (time.perf_counter() - start)
+    await conn.execute("TRUNCATE referrals")
+    await conn.execute("VACUUM ANALYZE referrals")
+    await conn.close()
+
+    batches = [
+        ingest_pb2.IngestBatchRequest(referrals=messages[i : i + BATCH_SIZE])
+        for i in range(0, len(messages), BATCH_SIZE)
+    ]
+    unary = [
+        ingest_pb2.IngestRequest(referral=m)
+        for m in synthetic_referrals(str(account_id), str(campaign_id), UNARY_CALLS, seed=8)
+    ]
+    steady = [
+        ingest_pb2.IngestRequest(referral=m)
+        for m in synthetic_referrals(
+            str(account_id), str(campaign_id), int(STEADY_RATE * STEADY_SECONDS), seed=9
+        )
+    ]
+    port = _free_port()
+    with _ingest_process(dsn, port) as proc:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)]
+        ) as channel:
+            await _wait_serving(channel)
+            ingest = ingest_pb2_grpc.IngestServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def send_batch(index: int) -> None:
+                reply = await ingest.IngestBatch(batches[index])
+                assert reply.accepted == len(batches[index].referrals), reply.rejected
+
+            batch_rate = BATCH_SIZE * await _closed_loop(
+                len(batches), BATCHES_IN_FLIGHT, send_batch
+            )
+
+            async def noop(index: int) -> None:
+                await health.Check(health_pb2.HealthCheckRequest())
+
+            async def send_one(index: int) -> None:
+                await ingest.Ingest(unary[index])
+
+            noop_rate = await _closed_loop(UNARY_CALLS, UNARY_CONCURRENCY, noop)
+            unary_rate = await _closed_loop(UNARY_CALLS, UNARY_CONCURRENCY, send_one)
+
+            async def send_steady(index: int) -> None:
+                await ingest.Ingest(steady[index])
+
+            noop_latency = await _open_loop_latencies(STEADY_RATE, 2.0, noop)
+            latency = await _open_loop_latencies(STEADY_RATE, STEADY_SECONDS, send_steady)
+        peak = _peak_rss_mib(proc.pid)
+    return [
+        BenchRow(
+            f"IngestBatch x{BATCH_SIZE}, {BATCHES_IN_FLIGHT} in flight",
+            batch_rate, "referrals/s", "asyncpg COPY, same rows", copy_rate,
+            ">= 50,000/s, aim 0.25x",
+        ),
+        BenchRow(
+            f"unary Ingest, {UNARY_CONCURRENCY} callers", unary_rate, "referrals/s",
+            "no-op unary RPC (health Check)", noop_rate, ">= 0.5x",
+        ),
+        BenchRow(
+            f"Ingest ack p50 at {STEADY_RATE}/s", _percentile(latency, 50), "ms",
+            "no-op RPC p50", _percentile(noop_latency, 50),
+        ),
+        BenchRow(
+            f"Ingest ack p99 at {STEADY_RATE}/s", _percentile(latency, 99), "ms",
+            "no-op RPC p99", _percentile(noop_latency, 99),
+        ),
+        BenchRow("ingest server peak RSS", peak, "MiB"),
+    ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    from services.common.localdb import resolve_admin_dsn
+
+    rows = asyncio.run(run(resolve_admin_dsn()))
+    print(format_table("ingest", rows))
