@@ -13,8 +13,7 @@ import asyncio
 import codecs
 import contextlib
 import re
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -24,6 +23,7 @@ import asyncpg
 from services.common.db import DatabaseError, load_queries
 from services.common.errors import UnavailableError
 from services.common.layouts.catalog import ROW_FIELDS
+from services.common.layouts.compiler import RenderContext
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "referral_rows.sql")
 WIDTH = len(ROW_FIELDS)
@@ -34,14 +34,6 @@ _ESCAPE = re.compile(r"\\(.)")
 _UNESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
 
 ColumnBatch = list[Sequence[str]]
-
-
-@dataclass(frozen=True)
-class AccountContext:
-    """An account's time zone and its campaigns' names by id."""
-
-    time_zone: str
-    campaign_names: Mapping[str, str]
 
 
 def _unescape_field(text: str) -> str:
@@ -80,23 +72,33 @@ class CopyTextParser:
         return columns
 
 
+class _CopyStoppedError(Exception):
+    """Raised into the COPY so that asyncpg cancels it cleanly on the server."""
+
+
 async def copy_column_batches(
     conn: asyncpg.Connection, query: str, *args: Any, batch_chars: int = BATCH_CHARS
 ) -> AsyncGenerator[ColumnBatch, None]:
     """Run `COPY (query) TO STDOUT` and yield its records as column batches.
 
-    The caller runs this inside a transaction that executed `render_session`.
+    The caller runs this inside a transaction that executed `render_session`. Closing the
+    generator early stops the COPY through its output callback: asyncpg then cancels the
+    statement and leaves the connection usable (cancelling the task itself would not).
     """
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_CHUNKS)
+    stopping = False
 
     async def into_queue(data: bytes) -> None:
+        if stopping:
+            raise _CopyStoppedError
         await queue.put(data)
 
     async def copy() -> None:
         try:
             await conn.copy_from_query(query, *args, output=into_queue, format="text")
         finally:
-            await queue.put(None)
+            if not stopping:
+                await queue.put(None)
 
     task = asyncio.create_task(copy())
     parser = CopyTextParser()
@@ -117,9 +119,15 @@ async def copy_column_batches(
         await task  # raises what the COPY raised
     finally:
         if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            stopping = True
+            while not task.done():
+                while not queue.empty():  # unblock a callback waiting for room
+                    queue.get_nowait()
+                await asyncio.wait({task}, timeout=0.05)
+            with contextlib.suppress(_CopyStoppedError, asyncpg.QueryCanceledError):
+                task.result()
+        elif not task.cancelled() and task.exception() is not None:
+            pass  # already raised by `await task`, or the consumer stopped after an error
 
 
 def _wrap(exc: BaseException, what: str) -> Exception:
@@ -134,7 +142,7 @@ class ReferralRowReader:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def account_context(self, account_id: UUID) -> AccountContext | None:
+    async def render_context(self, account_id: UUID) -> RenderContext | None:
         """The account's zone and campaign names (None when the account is unknown)."""
         try:
             record = await self._pool.fetchrow(QUERIES["render_context"], account_id)
@@ -142,14 +150,19 @@ class ReferralRowReader:
             raise _wrap(exc, "render_context") from exc
         if record is None:
             return None
-        return AccountContext(record["time_zone"], dict(record["campaign_names"]))
+        return RenderContext(
+            account_time_zone=record["time_zone"], campaign_names=dict(record["campaign_names"])
+        )
 
     async def _stream(self, name: str, *args: Any) -> AsyncGenerator[ColumnBatch, None]:
         try:
             async with self._pool.acquire() as conn, conn.transaction(readonly=True):
                 await conn.execute(QUERIES["render_session"])
-                async for batch in copy_column_batches(conn, QUERIES[name], *args):
-                    yield batch
+                async with contextlib.aclosing(
+                    copy_column_batches(conn, QUERIES[name], *args)
+                ) as batches:
+                    async for batch in batches:
+                        yield batch
         except (OSError, asyncpg.PostgresError) as exc:
             raise _wrap(exc, name) from exc
 

@@ -100,6 +100,17 @@ def render_rows(
     return render_batches(layout, batched(rows), fmt)
 
 
+def render_table(
+    layout: CompiledLayout, rows: Iterable[Row], fmt: OutputFormat | None = None
+) -> tuple[bytes, list[tuple[str, ...]]]:
+    """Render a small set of rows at once, returning the output and the cells as a table."""
+    encoder, chosen = _encoder(layout, fmt)
+    columns = layout.cell_columns(transpose(rows))
+    sink = _ByteSink(chosen.gzip)
+    text = encoder.start() + encoder.encode(columns) + encoder.end()
+    return sink.feed(text) + sink.finish(), list(zip(*columns, strict=True))
+
+
 def render_bytes(
     layout: CompiledLayout, rows: Iterable[Row], fmt: OutputFormat | None = None
 ) -> bytes:
