@@ -13,24 +13,29 @@ from services.common.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from services.ingest.model import ReferralInput, RowResult, RowStatus, StoredRow, ValidReferral
+from services.ingest.model import ReferralInput, ReferralRow, RowResult, RowStatus, StoredRow
 from services.ingest.store import CampaignState, ReferralKey
-from services.ingest.validation import check_batch_size, first_occurrences, validate_referral
+from services.ingest.validation import (
+    check_batch_size,
+    first_occurrences,
+    referral_row,
+    validate_referral,
+)
 
 
 class ReferralStore(Protocol):
     """What intake needs from the store."""
 
     async def insert_referrals(
-        self, rows: Sequence[ValidReferral]
+        self, rows: Sequence[ReferralRow]
     ) -> dict[ReferralKey, StoredRow]: ...
 
     async def campaign_states(self, campaign_ids: Sequence[UUID]) -> dict[UUID, CampaignState]: ...
 
 
-def campaign_problem(row: ValidReferral, state: CampaignState | None) -> FieldProblem:
+def campaign_problem(row: ReferralRow, state: CampaignState | None) -> FieldProblem:
     """Why a valid row of this campaign was not stored."""
-    if state is None or state.account_id != row.account_id:
+    if state is None or str(state.account_id) != row.account_id:
         return FieldProblem(
             "campaign_id",
             "NOT_FOUND",
@@ -45,7 +50,7 @@ def campaign_problem(row: ValidReferral, state: CampaignState | None) -> FieldPr
 
 async def ingest_rows(
     store: ReferralStore,
-    rows: Sequence[ReferralInput],
+    rows: Sequence[ReferralInput | ReferralRow],
     now: datetime,
     first_index: int = 0,
     *,
@@ -53,14 +58,18 @@ async def ingest_rows(
 ) -> list[RowResult]:
     """Store every valid row of `rows` and return one result per row, in order.
 
-    A row repeating an earlier row's (account, partner id) is refused as
+    A ReferralRow has passed the fast path of validation already; a ReferralInput is
+    validated here. A row repeating an earlier row's (account, partner id) is refused as
     DUPLICATE_IN_BATCH, or, with `repeats_are_duplicates` (streams, whose chunking
     is an accident of timing), answered as that earlier row was: DUPLICATE of its
     seq when it was stored, the same rejection when it was not.
     """
     results: dict[int, RowResult] = {}
-    valid: list[tuple[int, ValidReferral]] = []
+    valid: list[tuple[int, ReferralRow]] = []
     for offset, raw in enumerate(rows):
+        if isinstance(raw, ReferralRow):
+            valid.append((offset, raw))
+            continue
         outcome = validate_referral(raw, now)
         if isinstance(outcome, list):
             results[offset] = RowResult(
@@ -68,10 +77,10 @@ async def ingest_rows(
                 tuple(outcome),
             )  # fmt: skip
         else:
-            valid.append((offset, outcome))
-    repeats = first_occurrences((str(v.account_id), v.partner_referral_id) for _, v in valid)
-    unique: list[tuple[int, ValidReferral]] = []
-    repeated: list[tuple[int, int, ValidReferral]] = []  # (offset, offset of first, row)
+            valid.append((offset, referral_row(outcome)))
+    repeats = first_occurrences((v.account_id, v.partner_referral_id) for _, v in valid)
+    unique: list[tuple[int, ReferralRow]] = []
+    repeated: list[tuple[int, int, ReferralRow]] = []  # (offset, offset of first, row)
     for position, (offset, row) in enumerate(valid):
         if position in repeats:
             repeated.append((offset, valid[repeats[position]][0], row))
@@ -79,12 +88,14 @@ async def ingest_rows(
             unique.append((offset, row))
     stored = await store.insert_referrals([row for _, row in unique])
     refused = [(o, r) for o, r in unique if (r.account_id, r.partner_referral_id) not in stored]
-    states = await store.campaign_states([r.campaign_id for _, r in refused]) if refused else {}
+    states = (
+        await store.campaign_states([UUID(r.campaign_id) for _, r in refused]) if refused else {}
+    )
     for offset, row in unique:
         hit = stored.get((row.account_id, row.partner_referral_id))
         index = first_index + offset
         if hit is None:
-            problem = campaign_problem(row, states.get(row.campaign_id))
+            problem = campaign_problem(row, states.get(UUID(row.campaign_id)))
             results[offset] = RowResult(
                 index, RowStatus.REJECTED, row.partner_referral_id, 0, (problem,)
             )
@@ -114,9 +125,8 @@ async def ingest_rows(
     return [results[offset] for offset in range(len(rows))]
 
 
-async def ingest_one(store: ReferralStore, row: ReferralInput, now: datetime) -> RowResult:
-    """Store one referral or raise the domain error that explains why not."""
-    (result,) = await ingest_rows(store, [row], now)
+def unary_outcome(result: RowResult) -> RowResult:
+    """The result of a single-referral call, or the domain error that explains a rejection."""
     if result.status is not RowStatus.REJECTED:
         return result
     codes = {p.code for p in result.problems}
@@ -127,6 +137,14 @@ async def ingest_one(store: ReferralStore, row: ReferralInput, now: datetime) ->
     raise InvalidArgumentError(
         f"referral is invalid: {len(result.problems)} problem(s)", list(result.problems)
     )
+
+
+async def ingest_one(
+    store: ReferralStore, row: ReferralInput | ReferralRow, now: datetime
+) -> RowResult:
+    """Store one referral or raise the domain error that explains why not."""
+    (result,) = await ingest_rows(store, [row], now)
+    return unary_outcome(result)
 
 
 def require_batch_size(size: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import NamedTuple
 from uuid import UUID
 
 from services.common.errors import FieldProblem
@@ -49,6 +50,42 @@ class ValidReferral:
     opted_in_at: datetime
     ip_address: str | None
     extra: dict[str, str]
+
+
+class ReferralRow(NamedTuple):
+    """A valid referral as the text of each stored column (None for NULL), in COPY order."""
+
+    account_id: str
+    campaign_id: str
+    partner_referral_id: str
+    email: str
+    title: str
+    first_name: str
+    last_name: str
+    gender: str
+    date_of_birth: str | None
+    mobile: str
+    phone: str
+    address_line1: str
+    address_line2: str
+    city: str
+    state: str
+    postcode: str
+    country: str
+    language: str
+    partner_id: str
+    publisher_id: str
+    creative_id: str
+    ad_text: str
+    audience: str
+    opted_in_at: str
+    ip_address: str | None
+    user_agent: str
+    browser: str
+    extra: str  # JSON object
+
+
+REFERRAL_COLUMNS: tuple[str, ...] = ReferralRow._fields
 
 
 class RowStatus(enum.Enum):

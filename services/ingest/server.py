@@ -7,17 +7,21 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
+from operator import attrgetter
 
 import grpc
 from opentelemetry import metrics
 
 from services.common.errors import FieldProblem
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc, referral_pb2
-from services.ingest.intake import ReferralStore, ingest_one, ingest_rows, require_batch_size
+from services.ingest.coalescer import UnaryCoalescer
+from services.ingest.fast_validation import OPT_IN_TEXT, quick_row
+from services.ingest.intake import ReferralStore, ingest_rows, require_batch_size, unary_outcome
 from services.ingest.model import (
     CONSUMER_FIELDS,
     OPT_IN_FIELDS,
     ReferralInput,
+    ReferralRow,
     RowResult,
     RowStatus,
 )
@@ -64,6 +68,27 @@ def referral_input(message: referral_pb2.Referral) -> ReferralInput:
     )
 
 
+_consumer_values = attrgetter(*CONSUMER_FIELDS)
+_opt_in_values = attrgetter(*OPT_IN_TEXT)
+
+
+def candidate(message: referral_pb2.Referral, now: datetime) -> ReferralRow | ReferralInput:
+    """The stored values when the fast path accepts the message, else the full input."""
+    opt_in = message.opt_in
+    stamp = opt_in.opted_in_at
+    row = quick_row(
+        message.account_id,
+        message.campaign_id,
+        message.partner_referral_id,
+        _consumer_values(message.consumer),
+        _opt_in_values(opt_in),
+        (stamp.seconds, stamp.nanos) if opt_in.HasField("opted_in_at") else None,
+        message.extra,
+        now,
+    )
+    return row if row is not None else referral_input(message)
+
+
 def row_result_message(result: RowResult) -> ingest_pb2.RowResult:
     """The RowResult message for a domain result."""
     return ingest_pb2.RowResult(
@@ -94,11 +119,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self, store: ReferralStore, clock: Callable[[], datetime] | None = None) -> None:
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._coalescer = UnaryCoalescer(store, self._clock)
 
     async def Ingest(  # noqa: N802 - gRPC method name
         self, request: ingest_pb2.IngestRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> ingest_pb2.IngestResponse:
-        result = await ingest_one(self._store, referral_input(request.referral), self._clock())
+        row = candidate(request.referral, self._clock())
+        result = unary_outcome(await self._coalescer.submit(row))
         _count([result])
         return ingest_pb2.IngestResponse(
             seq=result.seq, duplicate=result.status is RowStatus.DUPLICATE
@@ -110,8 +137,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         context: grpc.aio.ServicerContext[object, object],
     ) -> ingest_pb2.IngestBatchResponse:
         require_batch_size(len(request.referrals))
-        rows = [referral_input(m) for m in request.referrals]
-        results = await ingest_rows(self._store, rows, self._clock())
+        now = self._clock()
+        rows = [candidate(m, now) for m in request.referrals]
+        results = await ingest_rows(self._store, rows, now)
         counts = _count(results)
         return ingest_pb2.IngestBatchResponse(
             results=[row_result_message(r) for r in results],
@@ -127,7 +155,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     ) -> ingest_pb2.IngestStreamResponse:
         response = ingest_pb2.IngestStreamResponse()
         # aclosing: a failed chunk must stop the reader task now, not at garbage collection.
-        async with contextlib.aclosing(_chunks(request_iterator)) as chunks:
+        async with contextlib.aclosing(_chunks(request_iterator, self._clock)) as chunks:
             async for chunk in chunks:
                 results = await ingest_rows(
                     self._store,
@@ -149,7 +177,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
 async def _chunks(
     requests: AsyncIterator[ingest_pb2.IngestRequest],
-) -> AsyncGenerator[list[ReferralInput], None]:
+    clock: Callable[[], datetime],
+) -> AsyncGenerator[list[ReferralInput | ReferralRow], None]:
     """Group a stream into chunks: full ones at once, partial ones after a short pause."""
     queue: asyncio.Queue[ingest_pb2.IngestRequest | None] = asyncio.Queue(STREAM_CHUNK_ROWS * 2)
 
@@ -167,7 +196,8 @@ async def _chunks(
             first = await queue.get()
             if first is None:
                 break
-            chunk = [referral_input(first.referral)]
+            now = clock()
+            chunk = [candidate(first.referral, now)]
             while len(chunk) < STREAM_CHUNK_ROWS:
                 try:
                     item = await asyncio.wait_for(queue.get(), STREAM_CHUNK_WAIT_S)
@@ -176,7 +206,7 @@ async def _chunks(
                 if item is None:
                     done = True
                     break
-                chunk.append(referral_input(item.referral))
+                chunk.append(candidate(item.referral, now))
             yield chunk
         await reader  # re-raises a broken stream
     finally:

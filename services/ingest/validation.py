@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from uuid import UUID
 
 import pycountry
 
 from services.common.errors import FieldProblem
-from services.ingest.model import ReferralInput, ValidReferral
+from services.ingest.model import (
+    CONSUMER_FIELDS,
+    OPT_IN_FIELDS,
+    ReferralInput,
+    ReferralRow,
+    ValidReferral,
+)
 
 MAX_BATCH_SIZE = 10_000
 MAX_EXTRA_KEYS = 100
@@ -43,6 +51,10 @@ _PHONE = re.compile(r"\+?[0-9 ().-]{6,32}")
 _POSTCODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]*")
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
 _EXTRA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_IPV4 = re.compile(
+    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # not \d: it matches other scripts' digits
 
 _COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
@@ -53,6 +65,7 @@ _SUBDIVISION_NAMES = frozenset((s.country_code, s.name.casefold()) for s in pyco
 _STATE_CODE = re.compile(r"(?:[A-Za-z]{2}-)?[A-Za-z0-9]{1,3}")
 
 OPT_IN_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -80,15 +93,63 @@ def _check_text(path: str, name: str, value: str, problems: list[FieldProblem]) 
     return True
 
 
+def _checked_texts(prefix: str, clean: dict[str, str], problems: list[FieldProblem]) -> set[str]:
+    """Names of the non-empty values that pass length and control-character checks."""
+    # Fast path for the usual row: one search over all values, then lengths only.
+    if not _CONTROL.search("".join(clean.values())):
+        fine = set()
+        for name, value in clean.items():
+            if value:
+                limit = MAX_LENGTHS[name]
+                if len(value) > limit:
+                    problems.append(
+                        _problem(
+                            prefix + name,
+                            "TOO_LONG",
+                            f"at most {limit} characters, got {len(value)}",
+                        )
+                    )
+                else:
+                    fine.add(name)
+        return fine
+    return {
+        name
+        for name, value in clean.items()
+        if value and _check_text(prefix + name, name, value, problems)
+    }
+
+
+@lru_cache(maxsize=4096)
+def _uuid_or_none(value: str) -> UUID | None:
+    # Batches repeat the same account and campaign ids: parse each once.
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
 def _parse_uuid(path: str, value: str, problems: list[FieldProblem]) -> UUID | None:
     if not value:
         problems.append(_problem(path, "REQUIRED", "is required"))
         return None
-    try:
-        return UUID(value)
-    except ValueError:
+    parsed = _uuid_or_none(value)
+    if parsed is None:
         problems.append(_problem(path, "INVALID_FORMAT", f"must be a UUID, got {value[:64]!r}"))
+    return parsed
+
+
+def _canonical_ip(value: str) -> str | None:
+    """The address in canonical form, or None when it is not one inet accepts."""
+    if _IPV4.fullmatch(value):  # the common case, already canonical
+        return value
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
         return None
+    # A scoped IPv6 address (fe80::1%eth0) names a local interface, and inet refuses it.
+    if getattr(address, "scope_id", None):
+        return None
+    return str(address)
 
 
 def _parse_birth_date(value: str, today: date, problems: list[FieldProblem]) -> date | None:
@@ -113,13 +174,8 @@ def _parse_birth_date(value: str, today: date, problems: list[FieldProblem]) -> 
 def _check_consumer(
     consumer: dict[str, str], today: date, problems: list[FieldProblem]
 ) -> tuple[dict[str, str], date | None]:
-    clean: dict[str, str] = {}
-    fine: set[str] = set()
-    for name, raw in consumer.items():
-        value = raw.strip()
-        clean[name] = value
-        if value and _check_text(f"consumer.{name}", name, value, problems):
-            fine.add(name)
+    clean = {name: raw.strip() for name, raw in consumer.items()}
+    fine = _checked_texts("consumer.", clean, problems)
     email = clean.get("email", "")
     if not email:
         problems.append(_problem("consumer.email", "REQUIRED", "is required"))
@@ -132,7 +188,7 @@ def _check_consumer(
         birth = _parse_birth_date(clean["date_of_birth"], today, problems)
     for name in ("mobile", "phone"):
         if name in fine and (
-            not _PHONE.fullmatch(clean[name]) or sum(ch.isdigit() for ch in clean[name]) < 6
+            not _PHONE.fullmatch(clean[name]) or sum(map(str.isdigit, clean[name])) < 6
         ):
             problems.append(
                 _problem(f"consumer.{name}", "INVALID_FORMAT", "must be a phone number (6+ digits)")
@@ -184,13 +240,8 @@ def _check_opt_in(
     now: datetime,
     problems: list[FieldProblem],
 ) -> tuple[dict[str, str], str | None]:
-    clean: dict[str, str] = {}
-    fine: set[str] = set()
-    for name, raw in opt_in.items():
-        value = raw if name in _MULTILINE else raw.strip()
-        clean[name] = value
-        if value and _check_text(f"opt_in.{name}", name, value, problems):
-            fine.add(name)
+    clean = {name: raw if name in _MULTILINE else raw.strip() for name, raw in opt_in.items()}
+    fine = _checked_texts("opt_in.", clean, problems)
     if not clean.get("partner_id"):
         problems.append(_problem("opt_in.partner_id", "REQUIRED", "is required"))
     if opted_in_at is None:
@@ -202,14 +253,8 @@ def _check_opt_in(
         problems.append(_problem("opt_in.opted_in_at", "OUT_OF_RANGE", "must be in 2000 or later"))
     ip = None
     if "ip_address" in fine:
-        try:
-            address = ipaddress.ip_address(clean["ip_address"])
-        except ValueError:
-            address = None
-        # A scoped IPv6 address (fe80::1%eth0) names a local interface, and inet refuses it.
-        if address is not None and not getattr(address, "scope_id", None):
-            ip = str(address)
-        else:
+        ip = _canonical_ip(clean["ip_address"])
+        if ip is None:
             problems.append(
                 _problem("opt_in.ip_address", "INVALID_FORMAT", "must be an IPv4 or IPv6 address")
             )
@@ -288,3 +333,24 @@ def first_occurrences(keys: Iterable[tuple[str, str]]) -> dict[int, int]:
         if first != index:
             repeats[index] = first
     return repeats
+
+
+def referral_row(valid: ValidReferral) -> ReferralRow:
+    """The stored column values of a validated referral."""
+    consumer, opt_in = valid.consumer, valid.opt_in
+    return ReferralRow._make(
+        (
+            str(valid.account_id),
+            str(valid.campaign_id),
+            valid.partner_referral_id,
+            *(consumer.get(name, "") for name in CONSUMER_FIELDS[:5]),
+            valid.date_of_birth.isoformat() if valid.date_of_birth else None,
+            *(consumer.get(name, "") for name in CONSUMER_FIELDS[6:]),
+            *(opt_in.get(name, "") for name in OPT_IN_FIELDS[:5]),
+            valid.opted_in_at.isoformat(),
+            valid.ip_address,
+            opt_in.get("user_agent", ""),
+            opt_in.get("browser", ""),
+            _JSON.encode(valid.extra),
+        )
+    )

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf import timestamp_pb2
 
 from services.common.gen.handoff.ingest.v1 import referral_pb2
-from services.ingest.model import ValidReferral
+from services.ingest.model import ReferralRow, ValidReferral
 from services.ingest.server import referral_input
-from services.ingest.validation import validate_referral
+from services.ingest.validation import referral_row, validate_referral
 
 OPTED_IN_AT = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
@@ -76,10 +76,10 @@ def referral(
     return message
 
 
-def valid_referral(account_id: str, campaign_id: str, partner_referral_id: str) -> ValidReferral:
+def valid_referral(account_id: str, campaign_id: str, partner_referral_id: str) -> ReferralRow:
     """What the store receives for `referral(...)`, for tests that drive the store directly."""
     outcome = validate_referral(
         referral_input(referral(account_id, campaign_id, partner_referral_id)), datetime.now(UTC)
     )
     assert isinstance(outcome, ValidReferral), outcome
-    return outcome
+    return referral_row(outcome)

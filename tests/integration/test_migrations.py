@@ -182,6 +182,8 @@ async def test_watermark_functions_exist_with_their_signatures(
 async def test_every_ingest_query_is_valid_against_the_migrated_schema(
     migrated: asyncpg.Connection, name: str
 ) -> None:
+    # The staging table is per connection, made by the store on first use.
+    await migrated.execute(QUERIES["create_referral_staging"])
     statement = await migrated.prepare(QUERIES[name])
 
     assert statement.get_parameters() is not None

@@ -1,22 +1,20 @@
 -- Every statement the ingest service runs. Loaded by services/ingest/store.py.
 
--- name: insert_referrals
--- Stores the rows whose campaign and account are active; skips partner ids already
--- stored. Wakes real-time delivery through NOTIFY (sent at commit). `extra` arrives as
--- JSON text so the statement needs no codec on the connection.
-WITH input AS (
-    SELECT *
-      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                  $7::text[], $8::text[], $9::date[], $10::text[], $11::text[], $12::text[],
-                  $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-                  $19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
-                  $24::timestamptz[], $25::text[], $26::text[], $27::text[], $28::text[])
-           AS r(account_id, campaign_id, partner_referral_id, email, title,
-                first_name, last_name, gender, date_of_birth, mobile, phone, address_line1,
-                address_line2, city, state, postcode, country, language, partner_id,
-                publisher_id, creative_id, ad_text, audience, opted_in_at, ip_address,
-                user_agent, browser, extra)
-), inserted AS (
+-- name: create_referral_staging
+-- Per connection: valid rows are COPied here, then moved by insert_staged_referrals.
+CREATE TEMP TABLE IF NOT EXISTS referral_staging (
+    account_id uuid, campaign_id uuid, partner_referral_id text, email text, title text,
+    first_name text, last_name text, gender text, date_of_birth date, mobile text,
+    phone text, address_line1 text, address_line2 text, city text, state text,
+    postcode text, country text, language text, partner_id text, publisher_id text,
+    creative_id text, ad_text text, audience text, opted_in_at timestamptz,
+    ip_address inet, user_agent text, browser text, extra jsonb
+) ON COMMIT DELETE ROWS;
+
+-- name: insert_staged_referrals
+-- Stores the staged rows whose campaign and account are active; skips partner ids
+-- already stored. Wakes real-time delivery through NOTIFY (sent at commit).
+WITH inserted AS (
     INSERT INTO referrals (account_id, campaign_id, partner_referral_id, email, title,
                            first_name, last_name, gender, date_of_birth, mobile, phone,
                            address_line1, address_line2, city, state, postcode, country,
@@ -26,8 +24,8 @@ WITH input AS (
            i.first_name, i.last_name, i.gender, i.date_of_birth, i.mobile, i.phone,
            i.address_line1, i.address_line2, i.city, i.state, i.postcode, i.country,
            i.language, i.partner_id, i.publisher_id, i.creative_id, i.ad_text, i.audience,
-           i.opted_in_at, i.ip_address::inet, i.user_agent, i.browser, i.extra::jsonb
-      FROM input i
+           i.opted_in_at, i.ip_address, i.user_agent, i.browser, i.extra
+      FROM referral_staging i
       JOIN campaigns c ON c.id = i.campaign_id AND c.account_id = i.account_id
                       AND c.status = 'active'
       JOIN accounts a ON a.id = i.account_id AND a.status = 'active'
