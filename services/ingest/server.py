@@ -15,7 +15,7 @@ from opentelemetry import metrics
 from services.common.errors import FieldProblem
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc, referral_pb2
 from services.ingest.coalescer import UnaryCoalescer
-from services.ingest.fast_validation import OPT_IN_TEXT, quick_row
+from services.ingest.fast_validation import OPT_IN_TEXT, Clock, quick_row
 from services.ingest.intake import ReferralStore, ingest_rows, require_batch_size, unary_outcome
 from services.ingest.model import (
     CONSUMER_FIELDS,
@@ -72,7 +72,7 @@ _consumer_values = attrgetter(*CONSUMER_FIELDS)
 _opt_in_values = attrgetter(*OPT_IN_TEXT)
 
 
-def candidate(message: referral_pb2.Referral, now: datetime) -> ReferralRow | ReferralInput:
+def candidate(message: referral_pb2.Referral, clock: Clock) -> ReferralRow | ReferralInput:
     """The stored values when the fast path accepts the message, else the full input."""
     opt_in = message.opt_in
     stamp = opt_in.opted_in_at
@@ -84,7 +84,7 @@ def candidate(message: referral_pb2.Referral, now: datetime) -> ReferralRow | Re
         _opt_in_values(opt_in),
         (stamp.seconds, stamp.nanos) if opt_in.HasField("opted_in_at") else None,
         message.extra,
-        now,
+        clock,
     )
     return row if row is not None else referral_input(message)
 
@@ -124,7 +124,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def Ingest(  # noqa: N802 - gRPC method name
         self, request: ingest_pb2.IngestRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> ingest_pb2.IngestResponse:
-        row = candidate(request.referral, self._clock())
+        row = candidate(request.referral, Clock.at(self._clock()))
         result = unary_outcome(await self._coalescer.submit(row))
         _count([result])
         return ingest_pb2.IngestResponse(
@@ -138,7 +138,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     ) -> ingest_pb2.IngestBatchResponse:
         require_batch_size(len(request.referrals))
         now = self._clock()
-        rows = [candidate(m, now) for m in request.referrals]
+        clock = Clock.at(now)
+        rows = [candidate(m, clock) for m in request.referrals]
         results = await ingest_rows(self._store, rows, now)
         counts = _count(results)
         return ingest_pb2.IngestBatchResponse(
@@ -196,7 +197,7 @@ async def _chunks(
             first = await queue.get()
             if first is None:
                 break
-            now = clock()
+            now = Clock.at(clock())
             chunk = [candidate(first.referral, now)]
             while len(chunk) < STREAM_CHUNK_ROWS:
                 try:

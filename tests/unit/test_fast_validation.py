@@ -9,7 +9,7 @@ import pytest
 
 from services.common.gen.handoff.ingest.v1 import referral_pb2
 from services.demo_data import synthetic_referrals
-from services.ingest.fast_validation import canonical_uuid
+from services.ingest.fast_validation import Clock, canonical_uuid
 from services.ingest.model import ReferralInput, ReferralRow, ValidReferral
 from services.ingest.server import candidate, referral_input
 from services.ingest.validation import referral_row, validate_referral
@@ -58,7 +58,7 @@ def _mutate(message: referral_pb2.Referral, rng: random.Random) -> referral_pb2.
 
 def test_clean_synthetic_rows_take_the_fast_path() -> None:
     messages = synthetic_referrals(ACCOUNT, CAMPAIGN, 500, seed=5)
-    fast = [candidate(m, NOW) for m in messages]
+    fast = [candidate(m, Clock.at(NOW)) for m in messages]
     assert sum(isinstance(row, ReferralRow) for row in fast) == len(messages)
 
 
@@ -68,7 +68,7 @@ def test_every_fast_row_equals_what_full_validation_stores(seed: int) -> None:
     messages = [_mutate(m, rng) for m in synthetic_referrals(ACCOUNT, CAMPAIGN, 400, seed=seed)]
     fast_rows = 0
     for message in messages:
-        quick = candidate(message, NOW)
+        quick = candidate(message, Clock.at(NOW))
         full = validate_referral(referral_input(message), NOW)
         if isinstance(quick, ReferralInput):
             continue  # deferred: the full validator decides, nothing to compare

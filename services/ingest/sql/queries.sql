@@ -14,18 +14,24 @@ CREATE TEMP TABLE IF NOT EXISTS referral_staging (
 -- name: insert_staged_referrals
 -- Stores the staged rows whose campaign and account are active; skips partner ids
 -- already stored. Wakes real-time delivery through NOTIFY (sent at commit).
-WITH inserted AS (
-    INSERT INTO referrals (account_id, campaign_id, partner_referral_id, email, title,
+-- Seqs are drawn here rather than by the column default (a PL/pgSQL call per row): the
+-- transaction holds an id by now (the staging COPY wrote), and `writer` makes sure of
+-- it, so every seq is drawn after the id, as the safe watermark requires.
+WITH writer AS MATERIALIZED (
+    SELECT pg_current_xact_id() AS xid
+), inserted AS (
+    INSERT INTO referrals (seq, account_id, campaign_id, partner_referral_id, email, title,
                            first_name, last_name, gender, date_of_birth, mobile, phone,
                            address_line1, address_line2, city, state, postcode, country,
                            language, partner_id, publisher_id, creative_id, ad_text, audience,
                            opted_in_at, ip_address, user_agent, browser, extra)
-    SELECT i.account_id, i.campaign_id, i.partner_referral_id, i.email, i.title,
+    SELECT nextval('referral_seq'), i.account_id, i.campaign_id, i.partner_referral_id,
+           i.email, i.title,
            i.first_name, i.last_name, i.gender, i.date_of_birth, i.mobile, i.phone,
            i.address_line1, i.address_line2, i.city, i.state, i.postcode, i.country,
            i.language, i.partner_id, i.publisher_id, i.creative_id, i.ad_text, i.audience,
            i.opted_in_at, i.ip_address, i.user_agent, i.browser, i.extra
-      FROM referral_staging i
+      FROM writer, referral_staging i
       JOIN campaigns c ON c.id = i.campaign_id AND c.account_id = i.account_id
                       AND c.status = 'active'
       JOIN accounts a ON a.id = i.account_id AND a.status = 'active'
