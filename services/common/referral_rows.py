@@ -27,8 +27,8 @@ from services.common.layouts.compiler import RenderContext
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "referral_rows.sql")
 WIDTH = len(ROW_FIELDS)
-BATCH_CHARS = 256 * 1024  # parse in slices of about this much text
-QUEUE_CHUNKS = 16  # COPY chunks buffered ahead of the renderer
+BATCH_CHARS = 256 * 1024  # parse in blocks of about this many bytes
+QUEUE_BLOCKS = 4  # blocks buffered ahead of the renderer
 
 _ESCAPE = re.compile(r"\\(.)")
 _UNESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
@@ -85,17 +85,29 @@ async def copy_column_batches(
     generator early stops the COPY through its output callback: asyncpg then cancels the
     statement and leaves the connection usable (cancelling the task itself would not).
     """
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_CHUNKS)
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_BLOCKS)
     stopping = False
+    pending: list[bytes] = []
+    pending_size = 0
 
     async def into_queue(data: bytes) -> None:
+        # asyncpg hands over ~16 KB at a time; gather blocks so the queue hop is rare.
+        nonlocal pending_size
         if stopping:
             raise _CopyStoppedError
-        await queue.put(data)
+        pending.append(data)
+        pending_size += len(data)
+        if pending_size >= batch_chars:
+            block = b"".join(pending)
+            pending.clear()
+            pending_size = 0
+            await queue.put(block)
 
     async def copy() -> None:
         try:
             await conn.copy_from_query(query, *args, output=into_queue, format="text")
+            if pending:
+                await queue.put(b"".join(pending))
         finally:
             if not stopping:
                 await queue.put(None)
@@ -103,17 +115,11 @@ async def copy_column_batches(
     task = asyncio.create_task(copy())
     parser = CopyTextParser()
     try:
-        pending: list[bytes] = []
-        size = 0
-        while (data := await queue.get()) is not None:
-            pending.append(data)
-            size += len(data)
-            if size >= batch_chars:
-                batch = parser.feed(b"".join(pending))
-                pending, size = [], 0
-                if batch:
-                    yield batch
-        batch = parser.feed(b"".join(pending), final=True)
+        while (block := await queue.get()) is not None:
+            batch = parser.feed(block)
+            if batch:
+                yield batch
+        batch = parser.feed(b"", final=True)
         if batch:
             yield batch
         await task  # raises what the COPY raised
@@ -167,11 +173,21 @@ class ReferralRowReader:
             raise _wrap(exc, name) from exc
 
     def rows_in_range(
-        self, account_id: UUID, after_seq: int, through_seq: int, campaign_id: UUID | None = None
+        self,
+        account_id: UUID,
+        after_seq: int,
+        through_seq: int,
+        campaign_id: UUID | None = None,
+        fields: Sequence[str] | None = None,
     ) -> AsyncGenerator[ColumnBatch, None]:
-        """The account's referrals with seq in (after_seq, through_seq], in seq order."""
+        """The account's referrals with seq in (after_seq, through_seq], in seq order.
+
+        With `fields` (e.g. a compiled layout's `row_fields`), only those fields are read;
+        the others arrive as ''.
+        """
+        wanted = list(fields) if fields is not None else None
         return self._stream(
-            "referral_rows_in_range", account_id, after_seq, through_seq, campaign_id
+            "referral_rows_in_range", account_id, after_seq, through_seq, campaign_id, wanted
         )
 
     async def latest_rows(self, account_id: UUID, limit: int) -> list[list[str]]:

@@ -8,7 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from services.common.layouts.dates import compile_date_step
 from services.common.layouts.model import DateKind, DateStep
+from services.common.layouts.problems import StepError
 from services.common.layouts.strftime import compile_strftime
 from tests.unit.layout_support import run_steps, value_of
 
@@ -207,3 +209,31 @@ def test_compiled_strftime_equals_datetime_strftime(pattern: str) -> None:
         assert formatted(at) == at.strftime(pattern)
         naive = at.replace(tzinfo=None)
         assert formatted(naive) == naive.strftime(pattern)
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        DateStep(
+            output=DateKind.PATTERN, output_pattern="%d/%m/%Y %H:%M %Z", output_time_zone=NEW_YORK
+        ),
+        DateStep(input=DateKind.UNIX_SECONDS, output=DateKind.SPREADSHEET_SERIAL),
+        DateStep(
+            input=DateKind.PATTERN, input_pattern="%d/%m/%Y", output=DateKind.UNIX_MILLISECONDS
+        ),
+        DateStep(input=DateKind.SPREADSHEET_SERIAL, output_time_zone="Asia/Kolkata"),
+    ],
+)
+def test_the_fast_column_path_agrees_with_the_reporting_path(step: DateStep) -> None:
+    reporting = compile_date_step(step, "UTC")
+    fast = compile_date_step(step, "UTC", none_on_error=True)
+    values = [
+        "", " ", "2024-03-10", "2024-03-10T02:30", "2024-11-03 01:30:00+00", "1710052200",
+        "45474.5", "60", "10/03/2024", "9999-12-31T23:59:59-05:00", "nonsense", "1e400", "-1",
+    ]  # fmt: skip
+    for value in values:
+        try:
+            expected: str | None = reporting(value)
+        except StepError:
+            expected = None
+        assert fast(value) == expected, value

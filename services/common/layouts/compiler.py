@@ -104,7 +104,17 @@ class CompiledLayout:
         self._slots: dict[str, int] = {}
         self._computed: list[SlotFn] = []
         self._compiling: set[str] = set()
+        self._row_fields: set[str] = {"seq"}  # seq locates problems
         self._cell_slots = [self.slot_of(c.field) for c in spec.columns]
+
+    @property
+    def row_fields(self) -> tuple[str, ...]:
+        """The row fields this layout reads (a reader may leave the others empty)."""
+        return tuple(f for f in ROW_FIELDS if f in self._row_fields)
+
+    def _row_index(self, name: str) -> int:
+        self._row_fields.add(name)
+        return ROW_INDEX[name]
 
     @property
     def rows_done(self) -> int:
@@ -116,7 +126,7 @@ class CompiledLayout:
         if name in self._slots:
             return self._slots[name]
         if name in ROW_INDEX and name not in TIMESTAMP_FIELDS:
-            return ROW_INDEX[name]
+            return self._row_index(name)
         fn = self._slot_function(name)
         self._computed.append(fn)
         self._slots[name] = ROW_WIDTH + len(self._computed) - 1
@@ -125,13 +135,13 @@ class CompiledLayout:
     def _slot_function(self, name: str) -> SlotFn:
         context = self._context
         if name in TIMESTAMP_FIELDS:
-            at = ROW_INDEX[name]
+            at = self._row_index(name)
             return lambda slots, first: _iso_column(slots[at])
         if name == "campaign_name":
-            names, at = context.campaign_names, ROW_INDEX["campaign_id"]
+            names, at = context.campaign_names, self._row_index("campaign_id")
             return lambda slots, first: list(map(names.get, slots[at], repeat("")))
         if name == "partner_name":
-            partners, at = context.partner_names, ROW_INDEX["partner_id"]
+            partners, at = context.partner_names, self._row_index("partner_id")
             return lambda slots, first: list(map(partners.get, slots[at], slots[at]))
         if name in ("delivery_id", "delivery_time"):
             when = context.delivery_time
@@ -150,7 +160,7 @@ class CompiledLayout:
     def _parsed_extra_slot(self) -> int:
         marker = " parsed extra"  # not a valid field name, so it cannot collide
         if marker not in self._slots:
-            at = ROW_INDEX["extra"]
+            at = self._row_index("extra")
             self._computed.append(lambda slots, first: list(map(_parse_extra, slots[at])))
             self._slots[marker] = ROW_WIDTH + len(self._computed) - 1
         return self._slots[marker]
@@ -182,11 +192,13 @@ class CompiledLayout:
         slots: list[Column],
         first: int,
     ) -> list[str]:
+        may_fail = step.explain is not None  # steps without it never put None in a column
         try:
             out = step.apply(values, slots)
         except Exception:  # a bad value must never stop a delivery: retry value by value
             out = [_apply_one(step, values, slots, i) for i in range(len(values))]
-        if None in out:
+            may_fail = True
+        if may_fail and None in out:
             explain, fallback = step.explain, step.fallback
             for i, result in enumerate(out):
                 if result is None:

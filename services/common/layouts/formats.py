@@ -79,7 +79,11 @@ class CsvEncoder:
         joined = _SEPARATOR.join(column)
         guard = self._guard
         if guard is not FormulaGuard.OFF and _TRIGGER_AT_START.search(_SEPARATOR + joined):
-            column = [neutralise_formula(c, guard) for c in column]
+            if guard is FormulaGuard.STRICT:
+                triggers = FORMULA_TRIGGERS
+                column = ["'" + c if c[:1] in triggers else c for c in column]
+            else:
+                column = [neutralise_formula(c, guard) for c in column]
         if self._quote_all:
             if '"' in joined:
                 return [c.replace('"', '""') for c in column]

@@ -30,7 +30,7 @@ from services.common.layouts.model import (
     TruncateStep,
     ValueMapStep,
 )
-from services.common.layouts.phones import normalise_phones, phone_problem, regions_for
+from services.common.layouts.phones import PhoneNormaliser
 from services.common.layouts.problems import StepError
 from services.common.layouts.templates import CURRENT_VALUE, Placeholder, parse_template
 
@@ -168,12 +168,7 @@ def _trim(step: TrimStep) -> Apply:
 
 def _date(step: DateStep, account_zone: str) -> ColumnStep:
     convert = compile_date_step(step, account_zone)
-
-    def converted(value: str) -> str | None:
-        try:
-            return convert(value)
-        except Exception:  # StepError or anything a strange value provokes: reported
-            return None
+    converted = compile_date_step(step, account_zone, none_on_error=True)
 
     def explain(value: str, columns: Columns, row: int) -> StepError:
         try:
@@ -184,19 +179,22 @@ def _date(step: DateStep, account_zone: str) -> ColumnStep:
             return StepError("INVALID_DATE", f"{type(exc).__name__}: {exc}")
         return StepError("INVALID_DATE", "could not be converted")
 
-    return ColumnStep(lambda values, columns: list(map(converted, values)), explain, step.fallback)
+    return ColumnStep(
+        lambda values, columns: list(map(converted, values)),
+        explain,
+        step.fallback,
+    )
 
 
 def _phone(step: PhoneStep, slot_of: SlotOf) -> ColumnStep:
     country = slot_of(step.country_field) if step.country_field else None
+    normaliser = PhoneNormaliser(step)
 
     def apply(values: Sequence[str], columns: Columns) -> list[str | None]:
-        countries = columns[country] if country is not None else None
-        return normalise_phones(step, values, regions_for(step, countries, len(values)))
+        return normaliser.column(values, columns[country] if country is not None else None)
 
     def explain(value: str, columns: Columns, row: int) -> StepError:
-        countries = [columns[country][row]] if country is not None else None
-        return phone_problem(value, regions_for(step, countries, 1)[0])
+        return normaliser.problem(value, columns[country][row] if country is not None else None)
 
     return ColumnStep(apply, explain, step.fallback)
 

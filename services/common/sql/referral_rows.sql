@@ -8,12 +8,39 @@ SELECT set_config('TimeZone', 'UTC', true), set_config('DateStyle', 'ISO, YMD', 
 
 -- name: referral_rows_in_range
 -- One account's referrals with seq in ($2, $3], optionally of one campaign ($4), in order.
-SELECT r.seq, r.account_id, r.campaign_id, r.partner_referral_id, r.received_at,
-       r.email, r.title, r.first_name, r.last_name, r.gender,
-       coalesce(r.date_of_birth::text, '') AS date_of_birth, r.mobile, r.phone,
-       r.address_line1, r.address_line2, r.city, r.state, r.postcode, r.country, r.language,
-       r.partner_id, r.publisher_id, r.creative_id, r.ad_text, r.audience, r.opted_in_at,
-       coalesce(host(r.ip_address), '') AS ip_address, r.user_agent, r.browser, r.extra
+-- $5 names the fields the caller reads (NULL: all); the others come as '' so that neither
+-- the server nor the client spends time on them. The renderer passes the list as literals
+-- (COPY cannot take parameters), so the planner folds every CASE away.
+SELECT r.seq,
+       CASE WHEN $5::text[] IS NULL OR 'account_id' = ANY ($5) THEN r.account_id::text ELSE '' END AS account_id,
+       CASE WHEN $5::text[] IS NULL OR 'campaign_id' = ANY ($5) THEN r.campaign_id::text ELSE '' END AS campaign_id,
+       CASE WHEN $5::text[] IS NULL OR 'partner_referral_id' = ANY ($5) THEN r.partner_referral_id::text ELSE '' END AS partner_referral_id,
+       CASE WHEN $5::text[] IS NULL OR 'received_at' = ANY ($5) THEN r.received_at::text ELSE '' END AS received_at,
+       CASE WHEN $5::text[] IS NULL OR 'email' = ANY ($5) THEN r.email::text ELSE '' END AS email,
+       CASE WHEN $5::text[] IS NULL OR 'title' = ANY ($5) THEN r.title::text ELSE '' END AS title,
+       CASE WHEN $5::text[] IS NULL OR 'first_name' = ANY ($5) THEN r.first_name::text ELSE '' END AS first_name,
+       CASE WHEN $5::text[] IS NULL OR 'last_name' = ANY ($5) THEN r.last_name::text ELSE '' END AS last_name,
+       CASE WHEN $5::text[] IS NULL OR 'gender' = ANY ($5) THEN r.gender::text ELSE '' END AS gender,
+       CASE WHEN $5::text[] IS NULL OR 'date_of_birth' = ANY ($5) THEN coalesce(r.date_of_birth::text, '') ELSE '' END AS date_of_birth,
+       CASE WHEN $5::text[] IS NULL OR 'mobile' = ANY ($5) THEN r.mobile::text ELSE '' END AS mobile,
+       CASE WHEN $5::text[] IS NULL OR 'phone' = ANY ($5) THEN r.phone::text ELSE '' END AS phone,
+       CASE WHEN $5::text[] IS NULL OR 'address_line1' = ANY ($5) THEN r.address_line1::text ELSE '' END AS address_line1,
+       CASE WHEN $5::text[] IS NULL OR 'address_line2' = ANY ($5) THEN r.address_line2::text ELSE '' END AS address_line2,
+       CASE WHEN $5::text[] IS NULL OR 'city' = ANY ($5) THEN r.city::text ELSE '' END AS city,
+       CASE WHEN $5::text[] IS NULL OR 'state' = ANY ($5) THEN r.state::text ELSE '' END AS state,
+       CASE WHEN $5::text[] IS NULL OR 'postcode' = ANY ($5) THEN r.postcode::text ELSE '' END AS postcode,
+       CASE WHEN $5::text[] IS NULL OR 'country' = ANY ($5) THEN r.country::text ELSE '' END AS country,
+       CASE WHEN $5::text[] IS NULL OR 'language' = ANY ($5) THEN r.language::text ELSE '' END AS language,
+       CASE WHEN $5::text[] IS NULL OR 'partner_id' = ANY ($5) THEN r.partner_id::text ELSE '' END AS partner_id,
+       CASE WHEN $5::text[] IS NULL OR 'publisher_id' = ANY ($5) THEN r.publisher_id::text ELSE '' END AS publisher_id,
+       CASE WHEN $5::text[] IS NULL OR 'creative_id' = ANY ($5) THEN r.creative_id::text ELSE '' END AS creative_id,
+       CASE WHEN $5::text[] IS NULL OR 'ad_text' = ANY ($5) THEN r.ad_text::text ELSE '' END AS ad_text,
+       CASE WHEN $5::text[] IS NULL OR 'audience' = ANY ($5) THEN r.audience::text ELSE '' END AS audience,
+       CASE WHEN $5::text[] IS NULL OR 'opted_in_at' = ANY ($5) THEN r.opted_in_at::text ELSE '' END AS opted_in_at,
+       CASE WHEN $5::text[] IS NULL OR 'ip_address' = ANY ($5) THEN coalesce(host(r.ip_address), '') ELSE '' END AS ip_address,
+       CASE WHEN $5::text[] IS NULL OR 'user_agent' = ANY ($5) THEN r.user_agent::text ELSE '' END AS user_agent,
+       CASE WHEN $5::text[] IS NULL OR 'browser' = ANY ($5) THEN r.browser::text ELSE '' END AS browser,
+       CASE WHEN $5::text[] IS NULL OR 'extra' = ANY ($5) THEN r.extra::text ELSE '' END AS extra
   FROM referrals r
  WHERE r.account_id = $1 AND r.seq > $2 AND r.seq <= $3
    AND ($4::uuid IS NULL OR r.campaign_id = $4)
