@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncpg
 
 from services.common.grpc_server import GrpcService
+from services.common.referral_rows import ReferralRowReader
+from services.scheduler.layouts_server import layout_service
+from services.scheduler.layouts_store import LayoutStorePg
 
 
 def scheduler_services(pool: asyncpg.Pool) -> list[GrpcService]:
-    """Every servicer of the scheduler, built on the process's one pool (none yet)."""
-    del pool  # used once the first servicer lands
-    return []
+    """Every servicer of the scheduler, built on the process's one pool."""
+    return [layout_service(LayoutStorePg(pool), ReferralRowReader(pool))]
