@@ -31,7 +31,7 @@ from services.common.layouts.model import (
     ValueMapStep,
 )
 from services.common.layouts.problems import ProblemLog
-from services.common.layouts.render import render_bytes, render_rows
+from services.common.layouts.render import render_bytes, render_objects, render_rows
 from services.common.referral_rows import CopyTextParser
 from tests.unit.layout_support import referral_row
 
@@ -196,3 +196,19 @@ def test_copy_text_parser_refuses_truncated_or_misshapen_records() -> None:
         CopyTextParser(2).feed(b"1\ta\n2\t", final=True)
     with pytest.raises(ValueError, match="2 fields"):
         CopyTextParser(2).feed(b"1\ta\tb\n")
+
+
+def test_objects_for_api_bodies_are_keyed_by_header() -> None:
+    layout = compile_layout(LAYOUT, {"dob": DOB})
+    rows = [referral_row(seq=7, date_of_birth="1990-01-02"), referral_row(seq=8)]
+    assert render_objects(layout, rows, empty_as_null=True) == [
+        {"Seq": "7", "Email": "jo@example.com", "DOB": "02.01.1990"},
+        {"Seq": "8", "Email": "jo@example.com", "DOB": None},
+    ]
+
+
+def test_a_layout_reports_the_row_fields_it_reads() -> None:
+    spec = LayoutSpec((Column("when", "dob"), Column("c", "campaign_name"), Column("q", "extra.q")))
+    assert compile_layout(spec, {"dob": DOB}).row_fields == (
+        "seq", "campaign_id", "date_of_birth", "extra",
+    )  # fmt: skip

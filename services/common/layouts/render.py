@@ -11,7 +11,7 @@ import zlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sequence
 
 from services.common.layouts.compiler import CompiledLayout, transpose
-from services.common.layouts.formats import Encoder, encoder_for
+from services.common.layouts.formats import Encoder, encoder_for, json_object
 from services.common.layouts.model import OutputFormat
 
 CHUNK_CHARS = 64 * 1024
@@ -119,3 +119,13 @@ def render_bytes(
     sink = _ByteSink(chosen.gzip)
     text = encoder.start() + encoder.encode(layout.cell_columns(transpose(rows))) + encoder.end()
     return sink.feed(text) + sink.finish()
+
+
+def render_objects(
+    layout: CompiledLayout, rows: Iterable[Row], *, empty_as_null: bool = False
+) -> list[dict[str, str | None]]:
+    """Each row as an object keyed by header: the body of a real-time API call."""
+    headers = layout.headers
+    return [
+        json_object(headers, cells, empty_as_null=empty_as_null) for cells in layout.cells(rows)
+    ]
