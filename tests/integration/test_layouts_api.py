@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -315,3 +316,37 @@ async def test_accounts_are_isolated_and_ids_checked(
     assert unknown.code() == grpc.StatusCode.NOT_FOUND
     malformed = await _error(client.GetLayout(pb.GetLayoutRequest(account_id="nope", id=mine.id)))
     assert violations(malformed) == [("account_id", "INVALID_FORMAT")]
+
+
+async def test_concurrent_saves_cannot_create_a_cycle_or_orphan_a_layout(
+    client: Stub, account: str
+) -> None:
+    first = await client.CreateCustomField(
+        pb.CreateCustomFieldRequest(account_id=account, field=_full_name("a", "{first_name}"))
+    )
+    second = await client.CreateCustomField(
+        pb.CreateCustomFieldRequest(account_id=account, field=_full_name("b", "{last_name}"))
+    )
+    a_reads_b, b_reads_a = _full_name("a", "{b}"), _full_name("b", "{a}")
+    a_reads_b.id, b_reads_a.id = first.id, second.id
+    outcomes = await asyncio.gather(
+        client.UpdateCustomField(pb.UpdateCustomFieldRequest(account_id=account, field=a_reads_b)),
+        client.UpdateCustomField(pb.UpdateCustomFieldRequest(account_id=account, field=b_reads_a)),
+        return_exceptions=True,
+    )
+    failed = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(failed) == 1
+    assert violations(failed[0]) == [("field.steps[0].template.template", "REFERENCE_CYCLE")]
+
+    layout = _layout("Uses a", ("A", "a"))
+    racing = await asyncio.gather(
+        client.CreateLayout(pb.CreateLayoutRequest(account_id=account, layout=layout)),
+        client.DeleteCustomField(pb.DeleteCustomFieldRequest(account_id=account, id=first.id)),
+        return_exceptions=True,
+    )
+    layouts = await client.ListLayouts(pb.ListLayoutsRequest(account_id=account))
+    fields = await client.ListCustomFields(pb.ListCustomFieldsRequest(account_id=account))
+    names = {f.name for f in fields.fields}
+    # Either the layout exists and still has its field, or the field is gone and so is it.
+    assert [lay.name for lay in layouts.layouts] == (["Uses a"] if "a" in names else [])
+    assert sum(isinstance(o, grpc.aio.AioRpcError) for o in racing) == 1
