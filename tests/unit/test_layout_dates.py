@@ -237,3 +237,9 @@ def test_the_fast_column_path_agrees_with_the_reporting_path(step: DateStep) -> 
         except StepError:
             expected = None
         assert fast(value) == expected, value
+
+
+def test_a_date_step_on_a_timestamp_field_keeps_sub_second_precision() -> None:
+    step = DateStep(output=DateKind.PATTERN, output_pattern="%H:%M:%S.%f", output_time_zone="UTC")
+    at = datetime(2024, 7, 1, 12, 30, 5, 250000, tzinfo=UTC)
+    assert value_of(step, "opted_in_at", opted_in_at=at) == "12:30:05.250000"

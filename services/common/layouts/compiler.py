@@ -23,7 +23,7 @@ from services.common.layouts.catalog import (
     iso_timestamp,
     pg_timestamp,
 )
-from services.common.layouts.model import CustomFieldSpec, LayoutSpec
+from services.common.layouts.model import CustomFieldSpec, DateKind, DateStep, LayoutSpec
 from services.common.layouts.problems import ProblemLog, StepError
 from services.common.layouts.steps import ColumnStep, compile_step
 
@@ -169,7 +169,17 @@ class CompiledLayout:
         if spec.name in self._compiling:
             raise LayoutCompileError(f"custom field {spec.name!r} refers to itself")
         self._compiling.add(spec.name)
-        source = self.slot_of(spec.source) if spec.source else None
+        first = spec.steps[0] if spec.steps else None
+        if (
+            spec.source in TIMESTAMP_FIELDS
+            and isinstance(first, DateStep)
+            and first.input is DateKind.ISO_8601
+        ):
+            # A date step reads PostgreSQL's text form directly: it keeps sub-second
+            # precision and skips rendering the ISO form first.
+            source: int | None = self._row_index(spec.source)
+        else:
+            source = self.slot_of(spec.source) if spec.source else None
         zone = self._context.account_time_zone
         chain = [compile_step(step, self.slot_of, zone) for step in spec.steps]
         self._compiling.discard(spec.name)
@@ -198,18 +208,22 @@ class CompiledLayout:
         except Exception:  # a bad value must never stop a delivery: retry value by value
             out = [_apply_one(step, values, slots, i) for i in range(len(values))]
             may_fail = True
-        if may_fail and None in out:
-            explain, fallback = step.explain, step.fallback
-            for i, result in enumerate(out):
-                if result is None:
-                    failure = (
-                        explain(values[i], slots, i)
-                        if explain
-                        else StepError("STEP_FAILED", "could not be converted")
-                    )
-                    self.problems.add(name, index, failure, values[i], first + i, slots[_SEQ][i])
-                    out[i] = values[i] if fallback is None else fallback
-        return out  # type: ignore[return-value]  # no None left
+        if not may_fail:
+            return out  # type: ignore[return-value]  # such steps never give None
+        explain, fallback = step.explain, step.fallback
+        i = -1
+        while True:
+            try:
+                i = out.index(None, i + 1)  # scans at C speed; failures are the exception
+            except ValueError:
+                return out  # type: ignore[return-value]  # no None left
+            failure = (
+                explain(values[i], slots, i)
+                if explain
+                else StepError("STEP_FAILED", "could not be converted")
+            )
+            self.problems.add(name, index, failure, values[i], first + i, slots[_SEQ][i])
+            out[i] = values[i] if fallback is None else fallback
 
     def cell_columns(self, columns: Sequence[Column]) -> list[Column]:
         """The layout's columns of cells for a batch given as ROW_WIDTH columns."""
