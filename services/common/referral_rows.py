@@ -119,10 +119,10 @@ async def copy_column_batches(
             batch = parser.feed(block)
             if batch:
                 yield batch
+        await task  # raises what the COPY raised, before the tail is judged incomplete
         batch = parser.feed(b"", final=True)
         if batch:
             yield batch
-        await task  # raises what the COPY raised
     finally:
         if not task.done():
             stopping = True
@@ -132,8 +132,8 @@ async def copy_column_batches(
                 await asyncio.wait({task}, timeout=0.05)
             with contextlib.suppress(_CopyStoppedError, asyncpg.QueryCanceledError):
                 task.result()
-        elif not task.cancelled() and task.exception() is not None:
-            pass  # already raised by `await task`, or the consumer stopped after an error
+        elif not task.cancelled():
+            task.exception()  # retrieved: raised above, or the consumer stopped on its own error
 
 
 def _wrap(exc: BaseException, what: str) -> Exception:
