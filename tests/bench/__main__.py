@@ -1,0 +1,30 @@
+"""make bench: every benchmark, each figure beside its raw baseline from the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from services.common.localdb import resolve_admin_dsn
+from tests.bench import ingest
+from tests.bench.table import format_table
+
+
+def main() -> int:
+    """Run the benchmarks named on the command line (default: all) and print tables."""
+    wanted = set(sys.argv[1:]) or {"ingest", "render"}
+    dsn = resolve_admin_dsn()
+    if "ingest" in wanted:
+        print(format_table("ingest (gRPC -> PostgreSQL)", asyncio.run(ingest.run(dsn))), flush=True)
+    if "render" in wanted:
+        try:
+            from tests.bench import render
+        except ImportError:
+            print("render: benchmark not available yet", flush=True)
+        else:
+            print(format_table("render (PostgreSQL -> CSV)", asyncio.run(render.run(dsn))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
