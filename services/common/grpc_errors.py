@@ -94,6 +94,9 @@ def _wrap_stream_response(
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps HandoffError raised by any servicer method to its gRPC status."""
 
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -104,6 +107,18 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
+        # Wrap each method's handler once, not on every call.
+        cached = self._wrapped.get(handler_call_details.method)
+        if cached is not None and cached[0] is handler:
+            hit: grpc.RpcMethodHandler[_Req, _Resp] = cached[1]
+            return hit
+        result = self._wrap(handler)
+        self._wrapped[handler_call_details.method] = (handler, result)
+        return result
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[_Req, _Resp]
+    ) -> grpc.RpcMethodHandler[_Req, _Resp]:
         # The stubs type behaviours as synchronous; under grpc.aio they are coroutines.
         raw: Any = handler
         kwargs: dict[str, Any] = {

@@ -27,7 +27,7 @@ class UnaryCoalescer:
         clock: Callable[[], datetime],
         *,
         max_batch: int = 500,
-        max_flushes: int = 4,
+        max_flushes: int = 1,
     ) -> None:
         self._store = store
         self._clock = clock

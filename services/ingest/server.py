@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from operator import attrgetter
 
 import grpc
 from opentelemetry import metrics
@@ -15,7 +14,7 @@ from opentelemetry import metrics
 from services.common.errors import FieldProblem
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc, referral_pb2
 from services.ingest.coalescer import UnaryCoalescer
-from services.ingest.fast_validation import OPT_IN_TEXT, Clock, quick_row
+from services.ingest.fast_validation import Clock, quick_rows
 from services.ingest.intake import ReferralStore, ingest_rows, require_batch_size, unary_outcome
 from services.ingest.model import (
     CONSUMER_FIELDS,
@@ -68,25 +67,20 @@ def referral_input(message: referral_pb2.Referral) -> ReferralInput:
     )
 
 
-_consumer_values = attrgetter(*CONSUMER_FIELDS)
-_opt_in_values = attrgetter(*OPT_IN_TEXT)
+def candidates(
+    messages: Sequence[referral_pb2.Referral], clock: Clock
+) -> list[ReferralRow | ReferralInput]:
+    """Stored values where the fast path accepts a message, else the full input."""
+    quick = quick_rows(messages, clock)
+    return [
+        row if row is not None else referral_input(message)
+        for row, message in zip(quick, messages, strict=True)
+    ]
 
 
 def candidate(message: referral_pb2.Referral, clock: Clock) -> ReferralRow | ReferralInput:
-    """The stored values when the fast path accepts the message, else the full input."""
-    opt_in = message.opt_in
-    stamp = opt_in.opted_in_at
-    row = quick_row(
-        message.account_id,
-        message.campaign_id,
-        message.partner_referral_id,
-        _consumer_values(message.consumer),
-        _opt_in_values(opt_in),
-        (stamp.seconds, stamp.nanos) if opt_in.HasField("opted_in_at") else None,
-        message.extra,
-        clock,
-    )
-    return row if row is not None else referral_input(message)
+    """One message's stored values, or its full input for the full validator."""
+    return candidates([message], clock)[0]
 
 
 def row_result_message(result: RowResult) -> ingest_pb2.RowResult:
@@ -139,7 +133,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         require_batch_size(len(request.referrals))
         now = self._clock()
         clock = Clock.at(now)
-        rows = [candidate(m, clock) for m in request.referrals]
+        rows = candidates(request.referrals, clock)
         results = await ingest_rows(self._store, rows, now)
         counts = _count(results)
         return ingest_pb2.IngestBatchResponse(

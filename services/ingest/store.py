@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import io
-from collections.abc import Sequence
+import json
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +27,10 @@ from services.ingest.model import (
 QUERIES = load_queries(Path(__file__).parent / "sql" / "queries.sql")
 NOTIFY_CHANNEL = "referrals_ingested"
 
+# Up to this many rows one statement is cheaper than COPY's extra round trips.
+SMALL_BATCH = 64
+_PLAIN_COLUMNS = REFERRAL_COLUMNS[:-1]  # all but extra, which is last
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 
 ReferralKey = tuple[str, str]  # (account id, partner referral id)
@@ -40,6 +44,19 @@ class CampaignState:
     account_id: UUID
     status: Status
     account_status: Status
+
+
+def json_rows(rows: Sequence[ReferralRow]) -> str:
+    """The rows as a JSON array of column-keyed objects (for insert_referrals)."""
+    # `extra` is JSON already: splice it in rather than decode and encode it again.
+    objects = [
+        _JSON.encode(dict(zip(_PLAIN_COLUMNS, row, strict=False)))[:-1]
+        + ',"extra":'
+        + row.extra
+        + "}"
+        for row in rows
+    ]
+    return "[" + ",".join(objects) + "]"
 
 
 def copy_text(rows: Sequence[ReferralRow]) -> bytes:
@@ -56,6 +73,12 @@ def copy_text(rows: Sequence[ReferralRow]) -> bytes:
         if special in body:
             body = body.replace(special, escaped)
     return (body.replace("\x00", "\t").replace("\x01", "\\N").replace("\x02", "\n") + "\n").encode()
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    # An async source: asyncpg reads file objects in a thread pool, which costs more than
+    # the COPY itself for small batches.
+    yield data
 
 
 def _account(record: asyncpg.Record) -> Account:
@@ -105,10 +128,12 @@ class IngestStore:
         """
         if not rows:
             return {}
-        data = copy_text(rows)
         try:
-            async with self._connection() as conn:
-                records = await self._insert_staged(conn, data)
+            if len(rows) <= SMALL_BATCH:
+                records = await self._pool.fetch(QUERIES["insert_referrals"], json_rows(rows))
+            else:
+                async with self._connection() as conn:
+                    records = await self._insert_staged(conn, copy_text(rows))
         except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
             raise UnavailableError(f"database unavailable: {exc}") from exc
         except asyncpg.PostgresError as exc:
@@ -148,7 +173,7 @@ class IngestStore:
             try:
                 async with conn.transaction():
                     await conn.copy_to_table(
-                        "referral_staging", source=io.BytesIO(data), columns=REFERRAL_COLUMNS
+                        "referral_staging", source=_chunks(data), columns=REFERRAL_COLUMNS
                     )
                     return list(await conn.fetch(QUERIES["insert_staged_referrals"]))
             except asyncpg.exceptions.UndefinedTableError:

@@ -11,7 +11,7 @@ from services.common.gen.handoff.ingest.v1 import referral_pb2
 from services.demo_data import synthetic_referrals
 from services.ingest.fast_validation import Clock, canonical_uuid
 from services.ingest.model import ReferralInput, ReferralRow, ValidReferral
-from services.ingest.server import candidate, referral_input
+from services.ingest.server import candidate, candidates, referral_input
 from services.ingest.validation import referral_row, validate_referral
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -67,8 +67,9 @@ def test_every_fast_row_equals_what_full_validation_stores(seed: int) -> None:
     rng = random.Random(seed)
     messages = [_mutate(m, rng) for m in synthetic_referrals(ACCOUNT, CAMPAIGN, 400, seed=seed)]
     fast_rows = 0
-    for message in messages:
-        quick = candidate(message, Clock.at(NOW))
+    batch = candidates(messages, Clock.at(NOW))
+    for message, quick in zip(messages, batch, strict=True):
+        assert candidate(message, Clock.at(NOW)) == quick  # alone or in a batch, the same
         full = validate_referral(referral_input(message), NOW)
         if isinstance(quick, ReferralInput):
             continue  # deferred: the full validator decides, nothing to compare

@@ -1,5 +1,33 @@
 -- Every statement the ingest service runs. Loaded by services/ingest/store.py.
 
+-- name: insert_referrals
+-- One statement for small batches (a coalesced group of unary calls): the rows arrive as
+-- a JSON array of column-keyed objects; seqs come from the column default, which takes
+-- the transaction id first. Same rules as insert_staged_referrals.
+WITH inserted AS (
+    INSERT INTO referrals (account_id, campaign_id, partner_referral_id, email, title,
+                           first_name, last_name, gender, date_of_birth, mobile, phone,
+                           address_line1, address_line2, city, state, postcode, country,
+                           language, partner_id, publisher_id, creative_id, ad_text, audience,
+                           opted_in_at, ip_address, user_agent, browser, extra)
+    SELECT i.account_id, i.campaign_id, i.partner_referral_id, i.email, i.title,
+           i.first_name, i.last_name, i.gender, i.date_of_birth, i.mobile, i.phone,
+           i.address_line1, i.address_line2, i.city, i.state, i.postcode, i.country,
+           i.language, i.partner_id, i.publisher_id, i.creative_id, i.ad_text, i.audience,
+           i.opted_in_at, i.ip_address, i.user_agent, i.browser, i.extra
+      FROM json_populate_recordset(NULL::referrals, $1::text::json) i
+      JOIN campaigns c ON c.id = i.campaign_id AND c.account_id = i.account_id
+                      AND c.status = 'active'
+      JOIN accounts a ON a.id = i.account_id AND a.status = 'active'
+     ORDER BY i.account_id, i.partner_referral_id
+    ON CONFLICT (account_id, partner_referral_id) DO NOTHING
+    RETURNING seq, account_id, partner_referral_id
+), notified AS MATERIALIZED (
+    SELECT pg_notify('referrals_ingested', max(seq)::text) FROM inserted HAVING count(*) > 0
+)
+SELECT inserted.seq, inserted.account_id, inserted.partner_referral_id
+  FROM inserted LEFT JOIN notified ON true;
+
 -- name: create_referral_staging
 -- Per connection: valid rows are COPied here, then moved by insert_staged_referrals.
 CREATE TEMP TABLE IF NOT EXISTS referral_staging (
