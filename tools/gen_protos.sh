@@ -7,7 +7,7 @@ out=services/common/gen
 rm -rf "$out"
 mkdir -p "$out"
 protos=$(find protos -name '*.proto' | sort)
-python -m grpc_tools.protoc -I protos \
+"${PYTHON:-python3}" -m grpc_tools.protoc -I protos \
   --python_out="$out" --mypy_out="$out" \
   --grpc_python_out="$out" --mypy_grpc_out="$out" \
   $protos

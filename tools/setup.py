@@ -28,11 +28,11 @@ def main() -> int:
     """Install what is missing; print what was done."""
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
     stamp = ROOT / ".handoff" / f"setup-{digest}"
-    if stamp.exists():
-        return 0
-    print("setup: installing handoff and its dev tools", flush=True)
-    _pip("-e", f"{ROOT}[dev]")
     pylib = HOME / "pylib"
+    if not stamp.exists():
+        print("setup: installing handoff and its dev tools", flush=True)
+        _pip("-e", f"{ROOT}[dev]")
+    # Checked every time: HANDOFF_HOME may have changed, or /var/tmp been cleaned.
     if not (pylib / "pgserver").exists():
         print(f"setup: installing pgserver into {pylib}", flush=True)
         pylib.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -88,7 +88,7 @@ class ServiceConfig:
     name: str
     host: str
     port: int
-    database_url: str
+    database_url: str = field(repr=False)  # may hold a password
     db_pool_min: int
     db_pool_max: int
     shutdown_grace_s: float
@@ -101,13 +101,19 @@ class ServiceConfig:
         """Read HANDOFF_<NAME>_* variables plus the shared ones."""
         env = os.environ if env is None else env
         prefix = f"HANDOFF_{name.upper()}_"
+        pool_min = env_int(env, prefix + "DB_POOL_MIN", 2, minimum=1)
+        pool_max = env_int(env, prefix + "DB_POOL_MAX", 20, minimum=1)
+        if pool_min > pool_max:
+            raise ConfigError(
+                f"{prefix}DB_POOL_MIN ({pool_min}) must not exceed {prefix}DB_POOL_MAX ({pool_max})"
+            )
         return cls(
             name=name,
             host=env_str(env, prefix + "HOST", "127.0.0.1"),
             port=env_int(env, prefix + "PORT", default_port),
             database_url=env_str(env, "DATABASE_URL", DEFAULT_DATABASE_URL),
-            db_pool_min=env_int(env, prefix + "DB_POOL_MIN", 2, minimum=1),
-            db_pool_max=env_int(env, prefix + "DB_POOL_MAX", 20, minimum=1),
+            db_pool_min=pool_min,
+            db_pool_max=pool_max,
             shutdown_grace_s=env_float(env, "HANDOFF_SHUTDOWN_GRACE_S", 10.0),
             telemetry=TelemetryConfig.from_env(name, env),
         )

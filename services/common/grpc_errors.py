@@ -1,9 +1,10 @@
-"""Turns domain errors into gRPC statuses with google.rpc details."""
+"""Turns domain errors into gRPC statuses with google.rpc details; hides unexpected ones."""
 
 from __future__ import annotations
 
 import inspect
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -59,7 +60,21 @@ def status_for(error: HandoffError) -> status_pb2.Status:
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: HandoffError) -> None:
+    if isinstance(error, UnavailableError):
+        # The cause (a host, a driver message) is for the logs, not for callers.
+        log.warning("dependency unavailable: %s", error.message, exc_info=error.__cause__)
+        error = UnavailableError("a dependency is unavailable; retry with backoff")
     await context.abort_with_status(rpc_status.to_status(status_for(error)))
+
+
+async def _abort_unexpected(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+    """INTERNAL with a reference to find in the logs; the error itself stays server-side."""
+    reference = uuid.uuid4().hex[:12]
+    log.error("unexpected error (reference %s)", reference, exc_info=exc)
+    status = status_pb2.Status(
+        code=code_pb2.INTERNAL, message=f"internal error (reference {reference})"
+    )
+    await context.abort_with_status(rpc_status.to_status(status))
 
 
 def _wrap_unary(
@@ -70,6 +85,10 @@ def _wrap_unary(
             return await behavior(request, context)
         except HandoffError as error:
             await _abort(context, error)
+        except grpc.aio.AbortError:
+            raise  # the servicer aborted on purpose
+        except Exception as exc:
+            await _abort_unexpected(context, exc)
 
     return wrapped
 
@@ -87,6 +106,10 @@ def _wrap_stream_response(
                 yield item
         except HandoffError as error:
             await _abort(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort_unexpected(context, exc)
 
     return wrapped
 

@@ -46,6 +46,12 @@ def start_pgserver(home: Path | None = None) -> str:
         raise RuntimeError(
             f"no DATABASE_URL and pgserver is not installed in {pylib}: run `make setup`"
         ) from exc
+    origin = Path(str(pgserver.__file__)).resolve()
+    if not origin.is_relative_to(pylib.resolve()):
+        raise RuntimeError(
+            f"pgserver would run from {origin.parent}, not {pylib}; as root it would open up "
+            "every parent folder of its binaries: run `make setup`"
+        )
     data = home / "pgdata"
     data.parent.mkdir(parents=True, exist_ok=True)
     module: Any = pgserver  # untyped, and absent from site-packages on purpose

@@ -66,7 +66,8 @@ class HealthEndpoints:
         except TimeoutError:
             return f"the database did not answer within {self._timeout_s:g} s"
         except DatabaseError as exc:
-            return str(exc)
+            log.warning("database check failed: %s", exc)
+            return "the database is unavailable"
         return None
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
@@ -91,7 +92,8 @@ class HealthEndpoints:
             detail = f"the schema version was not read within {self._timeout_s:g} s"
             return problem_response(503, detail, instance=request.path)
         except DatabaseError as exc:
-            return problem_response(503, str(exc), instance=request.path)
+            log.warning("schema version check failed: %s", exc)
+            return problem_response(503, "the database is unavailable", instance=request.path)
         if version < self._expected_schema_version:
             return problem_response(
                 503,

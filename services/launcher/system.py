@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
@@ -16,6 +17,7 @@ from services.launcher.probes import StartupError, wait_until_http_ok, wait_unti
 # Beyond the services' own grace: time to close pools and exit after the last call.
 STOP_MARGIN_S = 5.0
 # Ctrl-C, `kill`, and a closed terminal all stop the system cleanly.
+_REPEAT_WINDOW_S = 0.5
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -35,12 +37,19 @@ class _Signals:
     def __init__(self, children: Sequence[ChildProcess]) -> None:
         self.stop_requested = asyncio.Event()
         self.count = 0
+        self._first_at = 0.0
         self._children = children
 
     def __call__(self, sig: signal.Signals) -> None:
+        now = time.monotonic()
+        # One Ctrl-C can arrive twice (e.g. `timeout` forwards it to its process group):
+        # a repeat within half a second is the same request, not "kill now".
+        if self.count == 1 and now - self._first_at < _REPEAT_WINDOW_S:
+            return
         self.count += 1
         self.stop_requested.set()
         if self.count == 1:
+            self._first_at = now
             print(
                 f"run: {sig.name}: stopping the services (once more to kill them)",
                 file=sys.stderr,
