@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import pytest
 
-from services.ingest.store import IngestStore
+from services.ingest.store import SMALL_BATCH, IngestStore
 from tests.integration.conftest import Target
 from tests.integration.factories import valid_referral
 
@@ -99,6 +99,24 @@ async def test_watermark_stays_below_an_open_transaction_until_it_commits(
         await transaction.commit()
 
     assert await _watermark_reaching(store, held + 5) >= held + 5
+
+
+async def test_watermark_stays_below_an_open_copy_batch_until_it_commits(
+    store: IngestStore, store_target: Target, database_url: str
+) -> None:
+    size = SMALL_BATCH + 6  # large enough for the staging-table COPY path
+    await _watermark_reaching(store, (await _insert(store, store_target, 1))[-1])
+    async with held_ingest(database_url, store_target, size) as (held, transaction):
+        later = await _insert(store, store_target, size)
+        assert min(later) > max(held)
+
+        for _ in range(5):
+            assert await store.safe_watermark() < min(held)
+            await asyncio.sleep(0.01)
+
+        await transaction.commit()
+
+    assert await _watermark_reaching(store, max(later)) >= max(later)
 
 
 async def test_watermark_stays_below_an_open_transaction_that_holds_the_newest_xid(
@@ -231,7 +249,9 @@ async def _writer(
         for _ in range(transactions):
             transaction = conn.transaction()
             await transaction.start()
-            seqs = await _insert(store, target, rng.randint(1, 3))
+            # Small batches take the one-statement path, large ones the COPY path.
+            size = rng.randint(1, 3) if rng.random() < 0.7 else rng.randint(SMALL_BATCH + 1, 100)
+            seqs = await _insert(store, target, size)
             entry = WriterTransaction(seqs, commit=rng.random() > 0.2)
             log.append(entry)
             # A third are held open long enough for many later seqs to commit first.
