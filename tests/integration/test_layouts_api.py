@@ -180,6 +180,17 @@ async def test_invalid_definitions_name_the_step_and_the_problem(
     assert "%Q" in (error.details() or "")
 
 
+async def test_a_name_with_a_trailing_line_break_is_invalid_not_a_database_error(
+    client: Stub, account: str
+) -> None:
+    field = pb.CustomField(name="upper\n", source="city")
+    error = await _error(
+        client.CreateCustomField(pb.CreateCustomFieldRequest(account_id=account, field=field))
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(error) == [("field.name", "INVALID_NAME")]
+
+
 async def test_a_step_without_a_type_is_refused(client: Stub, account: str) -> None:
     field = pb.CustomField(name="empty_step", steps=[pb.Step(trim=pb.TrimStep()), pb.Step()])
     error = await _error(

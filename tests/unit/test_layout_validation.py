@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.common.errors import FieldProblem, InvalidArgumentError
+from services.common.layouts.catalog import extra_key
 from services.common.layouts.model import (
     Column,
     CsvFormat,
@@ -109,6 +110,16 @@ def test_extra_attributes_are_known_fields() -> None:
     assert _problems(source="extra.") == [("field.source", "UNKNOWN_FIELD")]
 
 
+def test_extra_keys_are_matched_whole_so_a_trailing_line_break_is_unknown() -> None:
+    assert extra_key("extra.question_1") == "question_1"
+    assert extra_key("extra.question_1\n") is None
+    assert _problems(source="extra.question_1\n") == [("field.source", "UNKNOWN_FIELD")]
+    layout = _layout(("Answer", "extra.q1\n"))
+    assert [(p.field, p.code) for p in layout_problems(layout, set())] == [
+        ("layout.columns[0].field", "UNKNOWN_FIELD")
+    ]
+
+
 def test_self_reference_is_a_cycle() -> None:
     assert _problems(TemplateStep("{mine}")) == [
         ("field.steps[0].template.template", "REFERENCE_CYCLE")
@@ -144,7 +155,8 @@ def test_referencing_other_custom_fields_without_a_cycle_is_fine() -> None:
 @pytest.mark.parametrize(
     ("name", "code"),
     [("", "INVALID_NAME"), ("1st", "INVALID_NAME"), ("full name", "INVALID_NAME"),
-     ("email", "RESERVED_NAME"), ("campaign_name", "RESERVED_NAME"), ("value", "RESERVED_NAME"),
+     ("upper\n", "INVALID_NAME"), ("x" * 65, "INVALID_NAME"), ("email", "RESERVED_NAME"),
+     ("campaign_name", "RESERVED_NAME"), ("value", "RESERVED_NAME"),
      ("extra", "RESERVED_NAME")],
 )  # fmt: skip
 def test_names_must_be_identifiers_and_not_built_in(name: str, code: str) -> None:

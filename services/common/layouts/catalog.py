@@ -113,7 +113,7 @@ ROW_INDEX: Mapping[str, int] = {name: i for i, name in enumerate(ROW_FIELDS)}
 FIELDS_BY_NAME: Mapping[str, FieldInfo] = {f.name: f for f in STANDARD_FIELDS + CONTEXT_FIELDS}
 TIMESTAMP_FIELDS = frozenset(f.name for f in STANDARD_FIELDS if f.type is FieldType.TIMESTAMP)
 
-_EXTRA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_EXTRA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")  # fullmatch: `$` allows a final "\n"
 
 
 def extra_key(name: str) -> str | None:
@@ -121,7 +121,7 @@ def extra_key(name: str) -> str | None:
     if not name.startswith(EXTRA_PREFIX):
         return None
     key = name[len(EXTRA_PREFIX) :]
-    return key if _EXTRA_KEY.match(key) else None
+    return key if _EXTRA_KEY.fullmatch(key) else None
 
 
 def is_builtin_field(name: str) -> bool:

@@ -44,7 +44,7 @@ MAX_TRUNCATE = 100_000
 MAX_DESCRIPTION = 500
 MAX_COLUMNS = 500
 MAX_HEADER = 200
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # fullmatch: `$` allows a final "\n"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 STEP_KEYS: Mapping[type, str] = {
@@ -246,7 +246,7 @@ def custom_field_problems(
 ) -> list[FieldProblem]:
     """Every problem of `spec`, given the account's other custom fields by name."""
     problems: list[FieldProblem] = []
-    if not _NAME.match(spec.name):
+    if not _NAME.fullmatch(spec.name):
         problems.append(
             FieldProblem(
                 f"{prefix}.name",
