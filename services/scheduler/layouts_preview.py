@@ -17,6 +17,7 @@ from services.common.layouts.problems import ProblemLog, ProblemSummary
 from services.common.layouts.render import render_table
 from services.common.layouts.validation import (
     custom_field_problems,
+    format_problems,
     layout_problems,
     require_no_problems,
 )
@@ -88,6 +89,8 @@ async def preview_layout(
         spec = (await get_layout(store, request.account_id, request.layout_id)).spec
     else:
         spec = (await default_layout(store, request.account_id)).spec
+    if request.format is not None:
+        problems += format_problems(request.format, "format")
     require_no_problems("preview", problems)
     if request.samples is not None:
         if len(request.samples) > MAX_ROWS:

@@ -254,3 +254,17 @@ async def test_preview_validates_drafts_like_a_save(client: Stub, pool: asyncpg.
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await client.PreviewLayout(pb.PreviewLayoutRequest(account_id=str(account_id), latest=1000))
     assert violations(raised.value) == [("latest", "OUT_OF_RANGE")]
+
+
+@pytest.mark.parametrize("delimiter", ['"', "\n", "ab", "x"])
+async def test_preview_validates_a_format_override_like_a_save(
+    client: Stub, pool: asyncpg.Pool, delimiter: str
+) -> None:
+    account_id, _ = await create_account(pool)
+    override = pb.OutputFormat(csv=pb.CsvFormat(delimiter=delimiter))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await client.PreviewLayout(
+            pb.PreviewLayoutRequest(account_id=str(account_id), format=override)
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(raised.value) == [("format.csv.delimiter", "INVALID_FORMAT")]

@@ -25,6 +25,7 @@ from services.common.layouts.model import (
 from services.common.layouts.validation import (
     custom_dependencies,
     custom_field_problems,
+    format_problems,
     layout_custom_fields,
     layout_problems,
     require_no_problems,
@@ -216,6 +217,7 @@ def test_layout_needs_columns_and_a_usable_delimiter() -> None:
     assert [p.code for p in layout_problems(_layout(), set())] == ["REQUIRED"]
     bad = _layout(("a", "email"), fmt=OutputFormat(CsvFormat(delimiter='"')))
     assert [p.field for p in layout_problems(bad, set())] == ["layout.format.csv.delimiter"]
+    assert [p.field for p in format_problems(bad.format, "format")] == ["format.csv.delimiter"]
     assert layout_problems(_layout(("a", "email"), fmt=OutputFormat(CsvFormat(";"))), set()) == []
 
 

@@ -26,6 +26,7 @@ from services.common.layouts.model import (
     DefaultStep,
     LayoutSpec,
     MatchMode,
+    OutputFormat,
     PhoneStep,
     Step,
     TemplateStep,
@@ -271,16 +272,23 @@ def custom_field_problems(
     return problems
 
 
-def _csv_problems(prefix: str, csv: CsvFormat) -> Iterator[FieldProblem]:
-    delimiter = csv.delimiter
+def format_problems(fmt: OutputFormat, path: str) -> list[FieldProblem]:
+    """Every problem of an output format; `path` names it, e.g. `layout.format`."""
+    if not isinstance(fmt.body, CsvFormat):
+        return []
+    problems: list[FieldProblem] = []
+    delimiter = fmt.body.delimiter
     if len(delimiter) != 1 or delimiter in '"\r\n' or delimiter.isalnum():
-        yield FieldProblem(
-            f"{prefix}.format.csv.delimiter",
-            "INVALID_FORMAT",
-            "must be one character other than a letter, digit, quote or line break",
+        problems.append(
+            FieldProblem(
+                f"{path}.csv.delimiter",
+                "INVALID_FORMAT",
+                "must be one character other than a letter, digit, quote or line break",
+            )
         )
-    if csv.line_ending not in ("\r\n", "\n"):
-        yield FieldProblem(f"{prefix}.format.csv.line_ending", "INVALID_FORMAT", "CRLF or LF")
+    if fmt.body.line_ending not in ("\r\n", "\n"):
+        problems.append(FieldProblem(f"{path}.csv.line_ending", "INVALID_FORMAT", "CRLF or LF"))
+    return problems
 
 
 def layout_problems(
@@ -316,8 +324,7 @@ def layout_problems(
             problems.append(FieldProblem(f"{where}.field", "REQUIRED", "is required"))
         else:
             problems.extend(_reference_problem(f"{where}.field", column.field, custom_names, ""))
-    if isinstance(spec.format.body, CsvFormat):
-        problems.extend(_csv_problems(prefix, spec.format.body))
+    problems.extend(format_problems(spec.format, f"{prefix}.format"))
     return problems
 
 
