@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -377,8 +377,41 @@ def field_info_messages(customs: Iterable[SavedCustomField]) -> list[pb.FieldInf
     ]
 
 
-def sample_row(account_id: str, message: referral_pb2.Referral, received_at: datetime) -> list[str]:
-    """A row in the engine's shape for a sample Referral (seq '' as it has none)."""
+def sample_rows(
+    account_id: str, messages: Sequence[referral_pb2.Referral], received_at: datetime
+) -> list[list[str]]:
+    """Rows for sample Referrals; InvalidArgumentError naming every sample that has none."""
+    rows: list[list[str]] = []
+    problems: list[FieldProblem] = []
+    for i, message in enumerate(messages):
+        try:
+            rows.append(sample_row(account_id, message, received_at, f"samples[{i}]"))
+        except InvalidArgumentError as exc:
+            problems += exc.problems
+    if problems:
+        raise InvalidArgumentError(f"{problems[0].field} {problems[0].message}", problems)
+    return rows
+
+
+def _opted_in_at(opt_in: referral_pb2.OptIn, path: str) -> datetime:
+    try:
+        return opt_in.opted_in_at.ToDatetime(tzinfo=UTC)
+    except ValueError as exc:  # seconds or nanos outside what a datetime can hold
+        problem = FieldProblem(
+            f"{path}.opt_in.opted_in_at",
+            "OUT_OF_RANGE",
+            "must be a time from 0001-01-01 to 9999-12-31 UTC",
+        )
+        raise InvalidArgumentError(f"{problem.field} {problem.message}", [problem]) from exc
+
+
+def sample_row(
+    account_id: str, message: referral_pb2.Referral, received_at: datetime, path: str = "sample"
+) -> list[str]:
+    """A row in the engine's shape for a sample Referral (seq '' as it has none).
+
+    InvalidArgumentError (on `path`.opt_in.opted_in_at) when its opt-in time is out of range.
+    """
     consumer, opt_in = message.consumer, message.opt_in
     values: dict[str, RowValue] = {
         "account_id": account_id,
@@ -393,7 +426,7 @@ def sample_row(account_id: str, message: referral_pb2.Referral, received_at: dat
         if name != "opted_in_at":
             values[name] = getattr(opt_in, name)
     if opt_in.HasField("opted_in_at"):
-        values["opted_in_at"] = opt_in.opted_in_at.ToDatetime(tzinfo=UTC)
+        values["opted_in_at"] = _opted_in_at(opt_in, path)
     return row_from_values(values)
 
 

@@ -19,7 +19,7 @@ from services.scheduler.layouts_messages import (
     layout_spec,
     output_format,
     problem_messages,
-    sample_row,
+    sample_rows,
 )
 from services.scheduler.layouts_model import LayoutStore
 from services.scheduler.layouts_preview import PreviewRequest, PreviewRows, preview_layout
@@ -164,9 +164,7 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
                 for i, f in enumerate(request.custom_fields)
             ),
             samples=(
-                [sample_row(request.account_id, s, now) for s in request.samples]
-                if request.samples
-                else None
+                sample_rows(request.account_id, request.samples, now) if request.samples else None
             ),
             latest=request.latest,
             format=output_format(request.format, "format") if request.HasField("format") else None,

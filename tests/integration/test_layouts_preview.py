@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 
 from services.common.gen.handoff.ingest.v1 import referral_pb2
 from services.common.gen.handoff.scheduler.v1 import layouts_pb2 as pb
@@ -268,3 +269,50 @@ async def test_preview_validates_a_format_override_like_a_save(
         )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violations(raised.value) == [("format.csv.delimiter", "INVALID_FORMAT")]
+
+
+def _opted_sample(campaign_id: object, seconds: int, nanos: int = 0) -> referral_pb2.Referral:
+    opted = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    return referral_pb2.Referral(
+        campaign_id=str(campaign_id), opt_in=referral_pb2.OptIn(opted_in_at=opted)
+    )
+
+
+EARLIEST = -62_135_596_800  # 0001-01-01T00:00:00Z, the first time a datetime holds
+OPTED_DRAFT = pb.Layout(columns=[pb.Column(header="opted", field="opted_in_at")])
+
+
+async def test_sample_opt_in_times_out_of_range_are_invalid_arguments_naming_the_sample(
+    client: Stub, pool: asyncpg.Pool
+) -> None:
+    account_id, campaign_id = await create_account(pool)
+    samples = [
+        _opted_sample(campaign_id, 0),
+        _opted_sample(campaign_id, 2**40),
+        _opted_sample(campaign_id, EARLIEST - 1),
+        _opted_sample(campaign_id, 0, nanos=2**30),
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await client.PreviewLayout(
+            pb.PreviewLayoutRequest(account_id=str(account_id), layout=OPTED_DRAFT, samples=samples)
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(raised.value) == [
+        ("samples[1].opt_in.opted_in_at", "OUT_OF_RANGE"),
+        ("samples[2].opt_in.opted_in_at", "OUT_OF_RANGE"),
+        ("samples[3].opt_in.opted_in_at", "OUT_OF_RANGE"),
+    ]
+
+
+async def test_sample_opt_in_times_at_the_edges_of_the_range_render(
+    client: Stub, pool: asyncpg.Pool
+) -> None:
+    account_id, campaign_id = await create_account(pool)
+    samples = [_opted_sample(campaign_id, EARLIEST), _opted_sample(campaign_id, 253_402_300_799)]
+    preview = await client.PreviewLayout(
+        pb.PreviewLayoutRequest(account_id=str(account_id), layout=OPTED_DRAFT, samples=samples)
+    )
+    assert [list(r.cells) for r in preview.rows] == [
+        ["0001-01-01T00:00:00Z"],
+        ["9999-12-31T23:59:59Z"],
+    ]

@@ -114,6 +114,11 @@ def test_timestamp_text_forms() -> None:
     assert (row[0], row[ROW_FIELDS.index("date_of_birth")]) == ("7", "1990-05-17")
 
 
+def test_timestamps_before_year_1000_keep_four_year_digits_as_postgresql_writes_them() -> None:
+    assert pg_timestamp(datetime(5, 3, 1, 7, 8, 9, tzinfo=UTC)) == "0005-03-01 07:08:09+00"
+    assert iso_timestamp(pg_timestamp(datetime(1, 1, 1, tzinfo=UTC))) == "0001-01-01T00:00:00Z"
+
+
 def test_the_default_layout_is_valid_and_starts_with_the_consumer() -> None:
     assert layout_problems(DEFAULT_LAYOUT, set()) == []
     assert [c.field for c in DEFAULT_LAYOUT.columns[:4]] == [

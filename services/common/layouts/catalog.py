@@ -139,7 +139,11 @@ def iso_timestamp(pg_text: str) -> str:
 def pg_timestamp(value: datetime) -> str:
     """The PostgreSQL UTC text form of an aware datetime."""
     utc = value.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%d %H:%M:%S")
+    # Not strftime: glibc writes year 5 as "5", PostgreSQL as "0005".
+    text = (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d} "
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+    )
     if utc.microsecond:
         text += f".{utc.microsecond:06d}".rstrip("0")
     return text + "+00"
