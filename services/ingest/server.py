@@ -113,13 +113,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self, store: ReferralStore, clock: Callable[[], datetime] | None = None) -> None:
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._coalescer = UnaryCoalescer(store, self._clock)
+        self._coalescer: UnaryCoalescer[referral_pb2.Referral] = UnaryCoalescer(
+            store, self._clock, lambda messages, now: candidates(messages, Clock.at(now))
+        )
 
     async def Ingest(  # noqa: N802 - gRPC method name
         self, request: ingest_pb2.IngestRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> ingest_pb2.IngestResponse:
-        row = candidate(request.referral, Clock.at(self._clock()))
-        result = unary_outcome(await self._coalescer.submit(row))
+        result = unary_outcome(await self._coalescer.submit(request.referral))
         _count([result])
         return ingest_pb2.IngestResponse(
             seq=result.seq, duplicate=result.status is RowStatus.DUPLICATE
