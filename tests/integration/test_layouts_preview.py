@@ -316,3 +316,49 @@ async def test_sample_opt_in_times_at_the_edges_of_the_range_render(
         ["0001-01-01T00:00:00Z"],
         ["9999-12-31T23:59:59Z"],
     ]
+
+
+async def test_preview_caps_each_value_and_refuses_drafts_that_copy_it_absurdly(
+    client: Stub, pool: asyncpg.Pool
+) -> None:
+    account_id, campaign_id = await create_account(pool)
+    account = str(account_id)
+    draft = pb.Layout(columns=[pb.Column(header="twice", field="twice")])
+    twice = pb.CustomField(
+        name="twice",
+        source="first_name",
+        steps=[pb.Step(template=pb.TemplateStep(template="{value}{value}"))],
+    )
+    long_name = "x" * 40_000  # twice: 80,000 characters, over the 65,536 cap
+    samples = [
+        referral_pb2.Referral(
+            campaign_id=str(campaign_id), consumer=referral_pb2.Consumer(first_name=name)
+        )
+        for name in ("Jo", long_name)
+    ]
+    preview = await client.PreviewLayout(
+        pb.PreviewLayoutRequest(
+            account_id=account, layout=draft, custom_fields=[twice], samples=samples
+        )
+    )
+    assert [list(r.cells) for r in preview.rows] == [["JoJo"], [long_name]]
+    (problem,) = preview.problems
+    assert (problem.row, problem.field, problem.step, problem.code) == (
+        1, "twice", 0, "VALUE_TOO_LONG",
+    )  # fmt: skip
+    assert [(c.field, c.code, c.count) for c in preview.problem_counts] == [
+        ("twice", "VALUE_TOO_LONG", 1)
+    ]
+
+    bomb = pb.CustomField(
+        name="twice",
+        source="email",
+        steps=[pb.Step(template=pb.TemplateStep(template="{value}" * 4))] * 12,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await client.PreviewLayout(
+            pb.PreviewLayoutRequest(account_id=account, layout=draft, custom_fields=[bomb])
+        )
+    assert violations(raised.value) == [
+        ("custom_fields[0].steps[2].template.template", "TOO_MANY_COPIES")
+    ]

@@ -106,6 +106,19 @@ def test_template_unknown_and_malformed() -> None:
     assert _problems(TemplateStep("}")) == [("field.steps[0].template.template", "BAD_TEMPLATE")]
 
 
+def test_templates_that_copy_the_value_too_often_along_the_steps_are_refused() -> None:
+    double, quadruple = TemplateStep("{value} {value}"), TemplateStep("{value}" * 4)
+    assert _problems(double, TrimStep(), double, double, double, source="email") == []  # 16
+    assert _problems(*[quadruple] * 12, source="email") == [
+        ("field.steps[2].template.template", "TOO_MANY_COPIES")  # 64 copies
+    ]
+    assert _problems(TemplateStep("{value}" * 17), source="email") == [
+        ("field.steps[0].template.template", "TOO_MANY_COPIES")
+    ]
+    # Other fields are not copies of the value: a template may name many of them.
+    assert _problems(TemplateStep("{first_name} " * 40)) == []
+
+
 def test_extra_attributes_are_known_fields() -> None:
     assert _problems(TemplateStep("{extra.question_1}")) == []
     assert _problems(source="extra.") == [("field.source", "UNKNOWN_FIELD")]

@@ -3,6 +3,11 @@
 Working column-wise lets most steps run as C-level map() calls over a batch instead of
 Python calls per value. A step that cannot handle a value puts None in its place; the
 compiler reports it and substitutes the step's fallback or the unchanged input.
+
+No step makes a value longer than MAX_VALUE_CHARS: a longer result is a VALUE_TOO_LONG
+problem like any other. Only the steps that can lengthen a value check: templates (before
+building anything, from the longest input) and case changes (by up to 3x, e.g. 'ß' -> 'SS').
+Every other step returns its input, a part of it, or text bounded by its saved definition.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from services.common.layouts.dates import compile_date_step
 from services.common.layouts.model import (
@@ -38,6 +44,8 @@ Columns = Sequence[Sequence[str]]  # every slot's column, indexed by slot
 SlotOf = Callable[[str], int]  # field name -> slot holding its rendered text
 Apply = Callable[[Sequence[str], Columns], list[str | None]]
 Explain = Callable[[str, Columns, int], StepError]
+
+MAX_VALUE_CHARS = 64 * 1024
 
 # Capitalise the first letter of each word, and after O' / D' style prefixes.
 _WORD_START = re.compile(r"(?:(?<=^)|(?<=[\s\-/(.]))\w|(?<=\b\w')\w")
@@ -109,31 +117,60 @@ def _value_map(step: ValueMapStep) -> Apply:
     return contains
 
 
-def _template(step: TemplateStep, slot_of: SlotOf) -> Apply:
+def _longest(column: Sequence[str]) -> int:
+    return max(map(len, column), default=0)  # len() is O(1): no string is scanned
+
+
+def _too_long(value: str, columns: Columns, row: int) -> StepError:
+    return StepError(
+        "VALUE_TOO_LONG", f"the result would be longer than {MAX_VALUE_CHARS:,} characters"
+    )
+
+
+def _template(step: TemplateStep, slot_of: SlotOf) -> ColumnStep:
     parts = parse_template(step.template)
-    uses_value = any(isinstance(p, Placeholder) and p.name == CURRENT_VALUE for p in parts)
+    # One format argument per distinct field, in order of appearance; `uses` counts how
+    # often each appears, so the longest possible result is known before building any.
+    arguments: dict[str, int] = {}
+    uses: list[int] = []
     pattern: list[str] = []
-    slots: list[int] = []
+    literal_chars = 0
     for part in parts:
         if isinstance(part, Placeholder):
-            if part.name == CURRENT_VALUE:
-                pattern.append("{0}")
-            else:
-                slots.append(slot_of(part.name))
-                pattern.append(f"{{{len(slots) - 1 + uses_value}}}")
+            if part.name not in arguments:
+                arguments[part.name] = len(uses)
+                uses.append(0)
+            uses[arguments[part.name]] += 1
+            pattern.append(f"{{{arguments[part.name]}}}")
         else:
+            literal_chars += len(part)
             pattern.append(part.replace("{", "{{").replace("}", "}}"))
     fmt = "".join(pattern)
+    slots = [None if name == CURRENT_VALUE else slot_of(name) for name in arguments]
 
     def joined(values: Sequence[str], columns: Columns) -> list[str | None]:
-        arguments = [columns[s] for s in slots]
-        if uses_value:
-            arguments.insert(0, values)
-        if not arguments:
-            return [fmt.format()] * len(values)
-        return list(map(fmt.format, *arguments))
+        if not slots:
+            return [fmt.format()] * len(values)  # literal text only, at most MAX_TEMPLATE
+        inputs = [values if s is None else columns[s] for s in slots]
+        longest = literal_chars + sum(n * _longest(c) for n, c in zip(uses, inputs, strict=True))
+        if longest <= MAX_VALUE_CHARS:
+            return list(map(fmt.format, *inputs))
+        return _capped_format(fmt, inputs, uses, literal_chars)
 
-    return joined
+    return ColumnStep(joined, _too_long)
+
+
+def _capped_format(
+    fmt: str, inputs: Sequence[Sequence[str]], uses: Sequence[int], literal_chars: int
+) -> list[str | None]:
+    """Format only the rows whose result stays within MAX_VALUE_CHARS (None for the others)."""
+    lengths = [literal_chars] * len(inputs[0])
+    for column, count in zip(inputs, uses, strict=True):
+        lengths = [n + count * len(v) for n, v in zip(lengths, column, strict=True)]
+    return [
+        fmt.format(*row) if n <= MAX_VALUE_CHARS else None
+        for n, *row in zip(lengths, *inputs, strict=True)
+    ]
 
 
 def _hash(step: HashStep) -> Apply:
@@ -151,13 +188,20 @@ def _md5(data: bytes) -> hashlib._Hash:
     return hashlib.md5(data, usedforsecurity=False)
 
 
-def _case(step: CaseStep) -> Apply:
+def _case(step: CaseStep) -> ColumnStep:
     convert: Callable[[str], str] = {
         CaseMode.UPPER: str.upper,
         CaseMode.LOWER: str.lower,
         CaseMode.TITLE: title_case,
     }[step.mode]
-    return lambda values, columns: list(map(convert, values))
+
+    def changed(values: Sequence[str], columns: Columns) -> list[str | None]:
+        out = list(map(convert, values))
+        if _longest(out) <= MAX_VALUE_CHARS:
+            return cast("list[str | None]", out)
+        return [v if len(v) <= MAX_VALUE_CHARS else None for v in out]
+
+    return ColumnStep(changed, _too_long)
 
 
 def _trim(step: TrimStep) -> Apply:
@@ -207,9 +251,9 @@ def compile_step(step: Step, slot_of: SlotOf, account_zone: str) -> ColumnStep:
         case DateStep():
             return _date(step, account_zone)
         case TemplateStep():
-            return ColumnStep(_template(step, slot_of))
+            return _template(step, slot_of)
         case CaseStep():
-            return ColumnStep(_case(step))
+            return _case(step)
         case TrimStep():
             return ColumnStep(_trim(step))
         case TruncateStep(max_chars=limit):

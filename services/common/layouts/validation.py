@@ -7,7 +7,7 @@ Every problem names its place the way the API spells it, e.g.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Set
+from collections.abc import Iterator, Mapping, Sequence, Set
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.common.errors import FieldProblem, InvalidArgumentError
@@ -35,7 +35,13 @@ from services.common.layouts.model import (
 )
 from services.common.layouts.patterns import pattern_problem
 from services.common.layouts.phones import REGIONS
-from services.common.layouts.templates import CURRENT_VALUE, TemplateError, template_fields
+from services.common.layouts.templates import (
+    CURRENT_VALUE,
+    Placeholder,
+    TemplateError,
+    parse_template,
+    template_fields,
+)
 
 MAX_STEPS = 50
 MAX_MAP_ENTRIES = 1000
@@ -45,6 +51,10 @@ MAX_TRUNCATE = 100_000
 MAX_DESCRIPTION = 500
 MAX_COLUMNS = 500
 MAX_HEADER = 200
+# How many copies of the incoming value a field's templates may make, multiplied along its
+# steps: `{value} {value}` twice in a row is 4. Results are capped at render time anyway
+# (steps.MAX_VALUE_CHARS); this refuses definitions that could only ever hit that cap.
+MAX_VALUE_COPIES = 16
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # fullmatch: `$` allows a final "\n"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -202,6 +212,29 @@ def _step_problems(
             return
 
 
+def _value_copies(step: TemplateStep) -> int:
+    try:
+        parts = parse_template(step.template)
+    except TemplateError:
+        return 1  # reported as BAD_TEMPLATE
+    return sum(1 for p in parts if isinstance(p, Placeholder) and p.name == CURRENT_VALUE)
+
+
+def _copies_problems(prefix: str, steps: Sequence[Step]) -> Iterator[FieldProblem]:
+    copies = 1
+    for index, step in enumerate(steps):
+        if isinstance(step, TemplateStep):
+            copies *= max(1, _value_copies(step))
+            if copies > MAX_VALUE_COPIES:
+                yield FieldProblem(
+                    f"{prefix}.steps[{index}].template.template",
+                    "TOO_MANY_COPIES",
+                    f"the templates so far copy the value {copies:,} times"
+                    f" (at most {MAX_VALUE_COPIES})",
+                )
+                return
+
+
 def _find_cycle(start: str, graph: Mapping[str, tuple[str, ...]]) -> list[str] | None:
     """A path start -> ... -> start through the graph, or None."""
     stack: list[tuple[str, list[str]]] = [(start, [start])]
@@ -267,6 +300,7 @@ def custom_field_problems(
         problems.append(FieldProblem(f"{prefix}.steps", "TOO_MANY", f"at most {MAX_STEPS} steps"))
     for index, step in enumerate(spec.steps[:MAX_STEPS]):
         problems.extend(_step_problems(prefix, index, step, custom, spec.name))
+    problems.extend(_copies_problems(prefix, spec.steps[:MAX_STEPS]))
     if not problems:
         problems.extend(_cycle_problems(prefix, spec, others))
     return problems
