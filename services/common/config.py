@@ -93,6 +93,8 @@ class ServiceConfig:
     db_pool_max: int
     shutdown_grace_s: float
     telemetry: TelemetryConfig
+    workers: int = 1  # processes serving the same port (SO_REUSEPORT) when > 1
+    reuse_port: bool = False
 
     @classmethod
     def from_env(
@@ -107,13 +109,19 @@ class ServiceConfig:
             raise ConfigError(
                 f"{prefix}DB_POOL_MIN ({pool_min}) must not exceed {prefix}DB_POOL_MAX ({pool_max})"
             )
+        workers = env_int(env, prefix + "WORKERS", 1, minimum=1)
+        port = env_int(env, prefix + "PORT", default_port)
+        if workers > 1 and port == 0:
+            raise ConfigError(f"{prefix}WORKERS > 1 needs a fixed {prefix}PORT, not 0")
         return cls(
             name=name,
             host=env_str(env, prefix + "HOST", "127.0.0.1"),
-            port=env_int(env, prefix + "PORT", default_port),
+            port=port,
             database_url=env_str(env, "DATABASE_URL", DEFAULT_DATABASE_URL),
             db_pool_min=pool_min,
             db_pool_max=pool_max,
             shutdown_grace_s=env_float(env, "HANDOFF_SHUTDOWN_GRACE_S", 10.0),
             telemetry=TelemetryConfig.from_env(name, env),
+            workers=workers,
+            reuse_port=workers > 1 or env.get(prefix + "REUSE_PORT", "") == "1",
         )

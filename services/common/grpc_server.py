@@ -45,6 +45,7 @@ async def grpc_server(
     services: Sequence[GrpcService],
     *,
     grace_s: float = 10.0,
+    reuse_port: bool = False,
 ) -> AsyncIterator[RunningServer]:
     """Serve `services` until the block exits; then turn NOT_SERVING and stop gracefully."""
     server = grpc.aio.server(
@@ -52,7 +53,9 @@ async def grpc_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
+            # Off unless several worker processes share the port on purpose: a second
+            # server on a taken port must fail, not silently split the traffic.
+            ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
     health_servicer = health.aio.HealthServicer()

@@ -11,19 +11,41 @@ from typing import Any
 from services.common.config import ConfigError, ServiceConfig
 from services.common.db import DatabaseError
 from services.common.telemetry import telemetry
+from services.common.workers import start_workers, stop_workers
 
 log = logging.getLogger(__name__)
 
 
 def run_service(
-    name: str, default_port: int, serve: Callable[[ServiceConfig], Coroutine[Any, Any, None]]
+    name: str,
+    default_port: int,
+    serve: Callable[[ServiceConfig], Coroutine[Any, Any, None]],
+    *,
+    workers_allowed: bool = False,
 ) -> int:
-    """Read the service's config, set up telemetry and run `serve` until it returns."""
+    """Read the service's config, set up telemetry and run `serve` until it returns.
+
+    With HANDOFF_<NAME>_WORKERS=N (where allowed), N-1 more processes serve the same
+    port: Python runs one core per process, and the kernel spreads connections.
+    """
     try:
         config = ServiceConfig.from_env(name, default_port)
+        if config.workers > 1 and not workers_allowed:
+            raise ConfigError(f"HANDOFF_{name.upper()}_WORKERS is not supported by {name}")
     except ConfigError as exc:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         return 2
+    workers = start_workers(name, config.workers - 1)
+    try:
+        code = _serve(config, serve)
+    finally:
+        failed = stop_workers(workers, config.shutdown_grace_s + 5)
+    return code or (1 if failed else 0)
+
+
+def _serve(
+    config: ServiceConfig, serve: Callable[[ServiceConfig], Coroutine[Any, Any, None]]
+) -> int:
     with telemetry(config.telemetry):
         try:
             asyncio.run(serve(config))

@@ -46,11 +46,17 @@ async def serve(config: ServiceConfig) -> None:
             ),
         ]
         running = await stack.enter_async_context(
-            grpc_server(config.host, config.port, services, grace_s=config.shutdown_grace_s)
+            grpc_server(
+                config.host,
+                config.port,
+                services,
+                grace_s=config.shutdown_grace_s,
+                reuse_port=config.reuse_port,
+            )
         )
         announce("ingest", "gRPC", config.host, running.port)
         await wait_for_shutdown_signal()
 
 
 if __name__ == "__main__":
-    sys.exit(run_service("ingest", DEFAULT_PORT, serve))
+    sys.exit(run_service("ingest", DEFAULT_PORT, serve, workers_allowed=True))

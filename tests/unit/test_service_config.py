@@ -38,3 +38,15 @@ def test_repr_never_shows_the_database_password() -> None:
     config = ServiceConfig.from_env("ingest", 50051, {"DATABASE_URL": "postgresql://u:s3cret@h/db"})
 
     assert "s3cret" not in repr(config)
+
+
+def test_several_workers_need_a_fixed_port_and_share_it() -> None:
+    with pytest.raises(ConfigError, match="WORKERS > 1 needs a fixed HANDOFF_INGEST_PORT"):
+        ServiceConfig.from_env(
+            "ingest", 50051, {"HANDOFF_INGEST_WORKERS": "2", "HANDOFF_INGEST_PORT": "0"}
+        )
+
+    config = ServiceConfig.from_env("ingest", 50051, {"HANDOFF_INGEST_WORKERS": "3"})
+
+    assert (config.workers, config.reuse_port) == (3, True)
+    assert not ServiceConfig.from_env("ingest", 50051, {}).reuse_port
