@@ -138,10 +138,11 @@ class IngestStore:
             raise UnavailableError(f"database unavailable: {exc}") from exc
         except asyncpg.PostgresError as exc:
             raise DatabaseError(f"insert_staged_referrals failed: {exc}") from exc
-        result: dict[ReferralKey, StoredRow] = {}
-        for rec in records:
-            key = (str(rec["account_id"]), rec["partner_referral_id"])
-            result[key] = StoredRow(rec["seq"], False)
+        # account_id comes back as text: it is only a dictionary key here.
+        result: dict[ReferralKey, StoredRow] = {
+            (account_id, partner_id): StoredRow(seq, False)
+            for seq, account_id, partner_id in records
+        }
         missing = [
             (r.account_id, r.partner_referral_id)
             for r in rows

@@ -25,7 +25,7 @@ WITH inserted AS (
 ), notified AS MATERIALIZED (
     SELECT pg_notify('referrals_ingested', max(seq)::text) FROM inserted HAVING count(*) > 0
 )
-SELECT inserted.seq, inserted.account_id, inserted.partner_referral_id
+SELECT inserted.seq, inserted.account_id::text AS account_id, inserted.partner_referral_id
   FROM inserted LEFT JOIN notified ON true;
 
 -- name: create_referral_staging
@@ -71,7 +71,7 @@ WITH writer AS MATERIALIZED (
 ), notified AS MATERIALIZED (
     SELECT pg_notify('referrals_ingested', max(seq)::text) FROM inserted HAVING count(*) > 0
 )
-SELECT inserted.seq, inserted.account_id, inserted.partner_referral_id
+SELECT inserted.seq, inserted.account_id::text AS account_id, inserted.partner_referral_id
   FROM inserted LEFT JOIN notified ON true;
 
 -- name: existing_referrals
