@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from itertools import chain
 from operator import attrgetter, methodcaller
 from typing import Protocol
 from uuid import UUID
@@ -189,7 +190,7 @@ def quick_rows(messages: Sequence[ReferralMessage], clock: Clock) -> list[Referr
     moments = _opted_in_at(opt_ins, clock, bad)
 
     rows: list[ReferralRow | None] = []
-    extras = map(attrgetter("extra"), messages)
+    extras = _extra_texts(messages)
     columns = zip(
         accounts, campaigns, partner_ids, *(cons[n] for n in CONSUMER_FIELDS), ips, moments,
         *(opts[n] for n in OPT_IN_TEXT), extras, strict=True,
@@ -201,7 +202,7 @@ def quick_rows(messages: Sequence[ReferralMessage], clock: Clock) -> list[Referr
         (account, campaign, partner_id, email, title, first, last, gender, birth, mobile, phone,
          line1, line2, city, state, postcode, country, language, ip, moment, partner, publisher,
          creative, ad_text, audience, _raw_ip, user_agent, browser, extra) = values  # fmt: skip
-        extra_text = extra_json(extra)
+        extra_text = extra
         if extra_text is None:
             rows.append(None)
             continue
@@ -212,6 +213,27 @@ def quick_rows(messages: Sequence[ReferralMessage], clock: Clock) -> list[Referr
         )  # fmt: skip
         rows.append(row)
     return rows
+
+
+def _extra_texts(messages: Sequence[ReferralMessage]) -> list[str | None]:
+    """Each message's attributes as JSON, or None where they break a rule.
+
+    Keys, lengths and control characters are checked once for the whole batch; only when
+    that fails is each row checked on its own.
+    """
+    dicts: list[dict[str, str]] = list(map(dict, map(attrgetter("extra"), messages)))
+    keys = list(chain.from_iterable(dicts))
+    if not keys:
+        return ["{}"] * len(dicts)
+    values = list(chain.from_iterable(map(dict.values, dicts)))
+    if (
+        max(map(len, dicts)) <= MAX_EXTRA_KEYS
+        and _EXTRA_KEYS.fullmatch("\x00".join(keys))
+        and max(map(len, values)) <= MAX_EXTRA_VALUE
+        and not _CONTROL_MULTILINE.search("".join(values))
+    ):
+        return list(map(_JSON.encode, dicts))
+    return list(map(extra_json, dicts))
 
 
 def _check_births(column: list[str], clock: Clock, bad: set[int]) -> None:
