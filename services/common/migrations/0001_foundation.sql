@@ -73,9 +73,12 @@ CREATE INDEX referrals_account_received_idx ON referrals (account_id, received_a
 
 -- Checkpoints kept by safe_referral_watermark(): once no transaction with an id below
 -- `horizon` is running, every seq up to `last_seq` is final (committed or rolled back).
+-- `final` marks a checkpoint whose seqs were already final when it was written: usable by
+-- every later call, even one with an older id (which could not see it as settled).
 CREATE TABLE referral_watermark_checkpoints (
     horizon  xid8 PRIMARY KEY,
-    last_seq bigint NOT NULL
+    last_seq bigint NOT NULL,
+    final    boolean NOT NULL DEFAULT false
 );
 
 -- The highest seq below which no in-flight transaction can still commit a referral.
@@ -112,14 +115,15 @@ BEGIN
 
     SELECT max(last_seq) INTO best
       FROM referral_watermark_checkpoints
-     WHERE horizon <= oldest;
+     WHERE final OR horizon <= oldest;
     best := coalesce(best, 0);
     IF own_xid <= oldest THEN
         -- Nothing older than us runs: all drawn seqs are final. Our checkpoint is settled
         -- for every later call (new ids are higher), which keeps the value monotonic.
         best := greatest(best, drawn);
         DELETE FROM referral_watermark_checkpoints WHERE last_seq <= best;
-        INSERT INTO referral_watermark_checkpoints (horizon, last_seq) VALUES (own_xid, best);
+        INSERT INTO referral_watermark_checkpoints (horizon, last_seq, final)
+        VALUES (own_xid, best, true);
     ELSE
         -- A checkpoint that covers no more than an existing one would only settle later.
         IF NOT EXISTS (SELECT 1 FROM referral_watermark_checkpoints WHERE last_seq >= drawn) THEN
