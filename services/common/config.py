@@ -95,6 +95,8 @@ class ServiceConfig:
     telemetry: TelemetryConfig
     workers: int = 1  # processes serving the same port (SO_REUSEPORT) when > 1
     reuse_port: bool = False
+    shutdown_drain_s: float = 0.0
+    max_concurrent_rpcs: int = 1000
 
     @classmethod
     def from_env(
@@ -123,5 +125,7 @@ class ServiceConfig:
             shutdown_grace_s=env_float(env, "HANDOFF_SHUTDOWN_GRACE_S", 10.0),
             telemetry=TelemetryConfig.from_env(name, env),
             workers=workers,
+            shutdown_drain_s=env_float(env, "HANDOFF_SHUTDOWN_DRAIN_S", 0.0),
+            max_concurrent_rpcs=env_int(env, prefix + "MAX_CONCURRENT_RPCS", 1000, minimum=1),
             reuse_port=workers > 1 or env.get(prefix + "REUSE_PORT", "") == "1",
         )

@@ -6,13 +6,14 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.config import ServiceConfig
 from services.common.grpc_errors import DomainErrorInterceptor
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,18 @@ async def grpc_server(
     *,
     grace_s: float = 10.0,
     reuse_port: bool = False,
+    drain_s: float = 0.0,
+    max_concurrent_rpcs: int | None = None,
 ) -> AsyncIterator[RunningServer]:
-    """Serve `services` until the block exits; then turn NOT_SERVING and stop gracefully."""
+    """Serve `services` until the block exits; then turn NOT_SERVING and stop gracefully.
+
+    `drain_s` is how long to keep serving after turning NOT_SERVING, so load balancers
+    see it before new calls are refused; `max_concurrent_rpcs` bounds memory (callers
+    beyond it get RESOURCE_EXHAUSTED).
+    """
     server = grpc.aio.server(
         interceptors=[DomainErrorInterceptor()],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -86,7 +95,24 @@ async def grpc_server(
     finally:
         # Tell load balancers first, then let in-flight calls finish within the grace.
         await health_servicer.enter_graceful_shutdown()
+        if drain_s > 0:
+            await asyncio.sleep(drain_s)
         await server.stop(grace_s)
+
+
+def grpc_server_for(
+    config: ServiceConfig, services: Sequence[GrpcService]
+) -> AbstractAsyncContextManager[RunningServer]:
+    """grpc_server with everything a service's configuration says about serving."""
+    return grpc_server(
+        config.host,
+        config.port,
+        services,
+        grace_s=config.shutdown_grace_s,
+        reuse_port=config.reuse_port,
+        drain_s=config.shutdown_drain_s,
+        max_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
 
 
 async def wait_for_shutdown_signal() -> None:

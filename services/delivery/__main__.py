@@ -7,7 +7,7 @@ from contextlib import AsyncExitStack
 
 from services.common.config import ServiceConfig
 from services.common.db import create_pool
-from services.common.grpc_server import grpc_server, wait_for_shutdown_signal
+from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
 from services.common.service import announce, run_service
 from services.delivery.services import delivery_services
 
@@ -22,14 +22,7 @@ async def serve(config: ServiceConfig) -> None:
                 config.database_url, min_size=config.db_pool_min, max_size=config.db_pool_max
             )
         )
-        running = await stack.enter_async_context(
-            grpc_server(
-                config.host,
-                config.port,
-                delivery_services(pool),
-                grace_s=config.shutdown_grace_s,
-            )
-        )
+        running = await stack.enter_async_context(grpc_server_for(config, delivery_services(pool)))
         announce("delivery", "gRPC", config.host, running.port)
         await wait_for_shutdown_signal()
 

@@ -8,7 +8,7 @@ from functools import partial
 
 from services.common.config import ConfigError, ServiceConfig
 from services.common.db import create_pool
-from services.common.grpc_server import grpc_server, wait_for_shutdown_signal
+from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
 from services.common.migrate import discover_migrations
 from services.common.service import announce, run_service
 from services.export.config import ExportHttpConfig
@@ -34,9 +34,7 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             expected_schema_version=max(m.version for m in discover_migrations()),
             health_timeout_s=http.health_timeout_s,
         )
-        running = await stack.enter_async_context(
-            grpc_server(config.host, config.port, [], grace_s=config.shutdown_grace_s)
-        )
+        running = await stack.enter_async_context(grpc_server_for(config, []))
         announce("export", "gRPC", config.host, running.port)
         http_port = await stack.enter_async_context(
             serve_http(app, http.host, http.port, grace_s=config.shutdown_grace_s)

@@ -13,7 +13,7 @@ from services.common.gen.handoff.ingest.v1 import (
     ingest_pb2,
     ingest_pb2_grpc,
 )
-from services.common.grpc_server import GrpcService, grpc_server, wait_for_shutdown_signal
+from services.common.grpc_server import GrpcService, grpc_server_for, wait_for_shutdown_signal
 from services.common.service import announce, run_service
 from services.ingest.accounts_server import AccountServicer
 from services.ingest.server import IngestServicer
@@ -45,15 +45,7 @@ async def serve(config: ServiceConfig) -> None:
                 ),
             ),
         ]
-        running = await stack.enter_async_context(
-            grpc_server(
-                config.host,
-                config.port,
-                services,
-                grace_s=config.shutdown_grace_s,
-                reuse_port=config.reuse_port,
-            )
-        )
+        running = await stack.enter_async_context(grpc_server_for(config, services))
         announce("ingest", "gRPC", config.host, running.port)
         await wait_for_shutdown_signal()
 

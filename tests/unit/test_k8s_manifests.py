@@ -34,6 +34,7 @@ def _service_env_names() -> frozenset[str]:
     names = {
         "DATABASE_URL",
         "HANDOFF_SHUTDOWN_GRACE_S",
+        "HANDOFF_SHUTDOWN_DRAIN_S",
         "HANDOFF_LOG_LEVEL",
         "HANDOFF_LOG_FORMAT",
         "OTEL_SERVICE_NAME",
@@ -44,7 +45,7 @@ def _service_env_names() -> frozenset[str]:
         "HANDOFF_EXPORT_HTTP_PORT",
     }
     for service in GRPC_PORTS:
-        for setting in ("HOST", "PORT", "DB_POOL_MIN", "DB_POOL_MAX"):
+        for setting in ("HOST", "PORT", "DB_POOL_MIN", "DB_POOL_MAX", "MAX_CONCURRENT_RPCS"):
             names.add(f"HANDOFF_{service.upper()}_{setting}")
     return frozenset(names)
 
@@ -306,6 +307,7 @@ def test_env_names_are_ones_the_services_read() -> None:
 def test_termination_grace_outlasts_the_shutdown_grace() -> None:
     grace_values = [
         float(literals["HANDOFF_SHUTDOWN_GRACE_S"])
+        + float(literals.get("HANDOFF_SHUTDOWN_DRAIN_S", "0"))
         for directory in _kustomization_dirs()
         if "HANDOFF_SHUTDOWN_GRACE_S"
         in (literals := _generator_literals(_kustomization(directory), "handoff-config"))
@@ -313,7 +315,7 @@ def test_termination_grace_outlasts_the_shutdown_grace() -> None:
     assert grace_values, "HANDOFF_SHUTDOWN_GRACE_S is set in the base ConfigMap"
     for name, deployment in _base_deployments().items():
         termination = _pod_spec(deployment)["terminationGracePeriodSeconds"]
-        # Room after the gRPC grace for closing the pool and flushing telemetry.
+        # Room after the drain and the gRPC grace for closing the pool and flushing telemetry.
         assert termination >= max(grace_values) + 5, name
         assert "lifecycle" not in _main_container(deployment), f"{name}: no preStop hook"
 

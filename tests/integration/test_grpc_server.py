@@ -1,0 +1,50 @@
+"""The shared gRPC bootstrap: drain before stopping, bounded concurrent calls."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.grpc_server import grpc_server
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_server_answers_not_serving_during_the_drain_then_stops() -> None:
+    stack = AsyncExitStack()
+    running = await stack.enter_async_context(grpc_server("127.0.0.1", 0, [], drain_s=0.6))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == SERVING
+
+        stopping = asyncio.create_task(stack.aclose())
+        await asyncio.sleep(0.2)
+        # Still accepting calls, and telling load balancers to go elsewhere.
+        reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == NOT_SERVING
+        assert not stopping.done()
+
+        await asyncio.wait_for(stopping, 5)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+
+
+async def test_calls_beyond_the_concurrency_bound_are_resource_exhausted() -> None:
+    async with (
+        grpc_server("127.0.0.1", 0, [], grace_s=0.1, max_concurrent_rpcs=1) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest())  # holds the only slot
+        first = await watch.read()
+        assert first.status == SERVING
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        watch.cancel()
