@@ -35,6 +35,8 @@ _STATUS = {
 }
 STREAM_CHUNK_ROWS = 1000
 STREAM_CHUNK_WAIT_S = 0.05
+# A stream can run for hours: list at most this many rows; the counts stay exact.
+STREAM_MAX_LISTED = 10_000
 
 _meter = metrics.get_meter("handoff.ingest")
 _referrals_counter = _meter.create_counter(
@@ -165,9 +167,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 response.accepted += counts[RowStatus.ACCEPTED]
                 response.duplicates += counts[RowStatus.DUPLICATE]
                 response.rejected += counts[RowStatus.REJECTED]
-                response.not_accepted.extend(
-                    row_result_message(r) for r in results if r.status is not RowStatus.ACCEPTED
-                )
+                room = STREAM_MAX_LISTED - len(response.not_accepted)
+                listed = [r for r in results if r.status is not RowStatus.ACCEPTED]
+                response.not_accepted.extend(row_result_message(r) for r in listed[:room])
+                response.not_accepted_truncated |= len(listed) > room
         return response
 
 

@@ -11,6 +11,7 @@ import asyncpg
 import grpc
 import pytest
 
+import services.ingest.server as ingest_server_module
 from services.common.gen.handoff.ingest.v1 import accounts_pb2, ingest_pb2, referral_pb2
 from tests.integration.conftest import MakeTarget, Target
 from tests.integration.factories import referral
@@ -355,3 +356,19 @@ async def test_row_with_an_impossible_timestamp_is_rejected_alone(
     assert [r.status for r in response.results] == [ACCEPTED, REJECTED]
     assert _errors(response.results[1]) == [("opt_in.opted_in_at", "INVALID_FORMAT")]
     assert set(await _stored(pool)) == {"fine"}
+
+
+async def test_stream_lists_at_most_the_limit_of_rows_but_counts_every_one(
+    ingest: IngestServiceAsyncStub, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_server_module, "STREAM_MAX_LISTED", 5)
+    rows = [
+        referral(target.account_id, target.campaign_id, f"t-{i}", opted_in_at=None)
+        for i in range(12)
+    ]
+
+    response = await ingest.IngestStream(_requests(rows))
+
+    assert (response.received, response.rejected) == (12, 12)
+    assert [r.index for r in response.not_accepted] == [0, 1, 2, 3, 4]
+    assert response.not_accepted_truncated

@@ -208,13 +208,17 @@ class IngestStreamResponse(_message.Message):
     DUPLICATES_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
     NOT_ACCEPTED_FIELD_NUMBER: _builtins.int
+    NOT_ACCEPTED_TRUNCATED_FIELD_NUMBER: _builtins.int
     received: _builtins.int
     accepted: _builtins.int
     duplicates: _builtins.int
     rejected: _builtins.int
+    not_accepted_truncated: _builtins.bool
     @_builtins.property
     def not_accepted(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowResult]:
-        """Every row that was not ACCEPTED, in stream order; rows not listed were stored."""
+        """Rows that were not ACCEPTED, in stream order, up to the first 10,000 (the counts
+        above are always exact); rows not listed were stored unless the list is truncated.
+        """
 
     def __init__(
         self,
@@ -224,10 +228,11 @@ class IngestStreamResponse(_message.Message):
         duplicates: _builtins.int = ...,
         rejected: _builtins.int = ...,
         not_accepted: _abc.Iterable[Global___RowResult] | None = ...,
+        not_accepted_truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicates", b"duplicates", "not_accepted", b"not_accepted", "received", b"received", "rejected", b"rejected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicates", b"duplicates", "not_accepted", b"not_accepted", "not_accepted_truncated", b"not_accepted_truncated", "received", b"received", "rejected", b"rejected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
