@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import uuid
 import zoneinfo
 from datetime import datetime
 from typing import Protocol
@@ -18,6 +17,7 @@ from services.common.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from services.common.ids import parse_id
 from services.ingest.model import Account, Campaign, Status
 
 DEFAULT_PAGE_SIZE = 100
@@ -48,21 +48,6 @@ class AccountStore(Protocol):
         limit: int,
     ) -> list[Campaign]: ...
     async def archive_campaign(self, account_id: UUID, campaign_id: UUID) -> Campaign | None: ...
-
-
-def parse_id(field: str, value: str, *, required: bool = True) -> UUID:
-    """A UUID from a request field, or InvalidArgumentError naming the field."""
-    if not value:
-        if required:
-            raise InvalidArgumentError(
-                f"{field} is required", [FieldProblem(field, "REQUIRED", "is required")]
-            )
-        return uuid.uuid4()
-    try:
-        return UUID(value)
-    except ValueError as exc:
-        problem = FieldProblem(field, "INVALID_FORMAT", f"must be a UUID, got {value[:64]!r}")
-        raise InvalidArgumentError(f"{field} must be a UUID", [problem]) from exc
 
 
 def check_name(name: str) -> str:

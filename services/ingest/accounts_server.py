@@ -9,8 +9,9 @@ from google.protobuf import timestamp_pb2
 
 from services.common.errors import NotFoundError
 from services.common.gen.handoff.ingest.v1 import accounts_pb2, accounts_pb2_grpc
+from services.common.ids import parse_id
 from services.ingest import accounts
-from services.ingest.accounts import AccountStore, parse_id
+from services.ingest.accounts import AccountStore
 from services.ingest.model import Account, Campaign, Status
 
 _STATUS = {Status.ACTIVE: accounts_pb2.ACTIVE, Status.ARCHIVED: accounts_pb2.ARCHIVED}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import uuid
 from uuid import UUID
 
 from services.common.errors import (
@@ -20,6 +19,7 @@ from services.common.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from services.common.ids import parse_id
 from services.common.layouts.defaults import DEFAULT_LAYOUT, DEFAULT_LAYOUT_NAME
 from services.common.layouts.model import CustomFieldSpec, LayoutSpec
 from services.common.layouts.validation import (
@@ -40,21 +40,6 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_LAYOUT_NAME = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def parse_id(field: str, value: str, *, required: bool = True) -> UUID:
-    """A UUID from a request field (a fresh one when optional and empty)."""
-    if not value:
-        if required:
-            raise InvalidArgumentError(
-                f"{field} is required", [FieldProblem(field, "REQUIRED", "is required")]
-            )
-        return uuid.uuid4()
-    try:
-        return UUID(value)
-    except ValueError as exc:
-        problem = FieldProblem(field, "INVALID_FORMAT", f"must be a UUID, got {value[:64]!r}")
-        raise InvalidArgumentError(f"{field} must be a UUID", [problem]) from exc
 
 
 def page_size(requested: int) -> int:

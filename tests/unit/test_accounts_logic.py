@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from services.common.errors import InvalidArgumentError
+from services.common.ids import parse_id
 from services.ingest.accounts import (
     DEFAULT_PAGE_SIZE,
     MAX_NAME,
@@ -18,7 +19,6 @@ from services.ingest.accounts import (
     decode_page_token,
     encode_page_token,
     page_size,
-    parse_id,
 )
 
 
