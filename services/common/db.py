@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+IDLE_IN_TRANSACTION_MS = 60_000
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
@@ -62,6 +63,9 @@ async def create_pool(
             max_size=max_size,
             init=_init_connection,
             reset=_keep_session,
+            # A transaction left open by a bug would hold the safe watermark back for every
+            # account; PostgreSQL ends any that sits idle this long.
+            server_settings={"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)},
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise DatabaseError(f"cannot connect to the database: {exc}") from exc
