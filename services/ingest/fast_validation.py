@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import chain
 from operator import attrgetter, methodcaller
 from typing import Protocol
@@ -30,6 +30,7 @@ from services.ingest.validation import (
     _COUNTRIES_WITH_SUBDIVISIONS,
     _EMAIL,
     _EXTRA_KEY,
+    _IPV4,
     _JSON,
     _LANGUAGE,
     _POSTCODE,
@@ -55,6 +56,8 @@ _EXTRA_KEYS = re.compile(f"{_KEY}(?:\x00{_KEY})*")
 _PHONE6 = re.compile(r"(?=(?:[^0-9]*[0-9]){6})\+?[0-9 ().-]{6,32}")
 _COUNTRY_OR_EMPTY = _COUNTRIES | {""}
 _has_opted_in_at = methodcaller("HasField", "opted_in_at")
+_new_row = partial(tuple.__new__, ReferralRow)
+_IPV4_COLUMN = re.compile(f"(?:{_IPV4.pattern})?(?:\n(?:{_IPV4.pattern})?)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +162,8 @@ def quick_rows(messages: Sequence[ReferralMessage], clock: Clock) -> list[Referr
     consumers = list(map(attrgetter("consumer"), messages))
     opt_ins = list(map(attrgetter("opt_in"), messages))
 
-    accounts = [canonical_uuid(v) for v in map(attrgetter("account_id"), messages)]
-    campaigns = [canonical_uuid(v) for v in map(attrgetter("campaign_id"), messages)]
+    accounts = _canonical_ids(list(map(attrgetter("account_id"), messages)))
+    campaigns = _canonical_ids(list(map(attrgetter("campaign_id"), messages)))
     bad.update(
         i for i, (a, c) in enumerate(zip(accounts, campaigns, strict=True)) if not a or not c
     )
@@ -189,29 +192,18 @@ def quick_rows(messages: Sequence[ReferralMessage], clock: Clock) -> list[Referr
     ips = _check_ips(opts["ip_address"], bad)
     moments = _opted_in_at(opt_ins, clock, bad)
 
-    rows: list[ReferralRow | None] = []
     extras = _extra_texts(messages)
+    bad.update(i for i, extra in enumerate(extras) if extra is None)
+    births = [birth or None for birth in cons["date_of_birth"]]
     columns = zip(
-        accounts, campaigns, partner_ids, *(cons[n] for n in CONSUMER_FIELDS), ips, moments,
-        *(opts[n] for n in OPT_IN_TEXT), extras, strict=True,
+        accounts, campaigns, partner_ids, *(cons[n] for n in CONSUMER_FIELDS[:5]), births,
+        *(cons[n] for n in CONSUMER_FIELDS[6:]), *(opts[n] for n in OPT_IN_TEXT[:5]), moments,
+        ips, opts["user_agent"], opts["browser"], extras, strict=True,
     )  # fmt: skip
-    for index, values in enumerate(columns):
-        if index in bad:
-            rows.append(None)
-            continue
-        (account, campaign, partner_id, email, title, first, last, gender, birth, mobile, phone,
-         line1, line2, city, state, postcode, country, language, ip, moment, partner, publisher,
-         creative, ad_text, audience, _raw_ip, user_agent, browser, extra) = values  # fmt: skip
-        extra_text = extra
-        if extra_text is None:
-            rows.append(None)
-            continue
-        row = ReferralRow(
-            account, campaign, partner_id, email, title, first, last, gender, birth or None,
-            mobile, phone, line1, line2, city, state, postcode, country, language, partner,
-            publisher, creative, ad_text, audience, moment, ip, user_agent, browser, extra_text,
-        )  # fmt: skip
-        rows.append(row)
+    # Columns in ReferralRow order: rows are built by C-level calls, no Python per row.
+    rows: list[ReferralRow | None] = list(map(_new_row, columns))
+    for index in bad:
+        rows[index] = None
     return rows
 
 
@@ -234,6 +226,12 @@ def _extra_texts(messages: Sequence[ReferralMessage]) -> list[str | None]:
     ):
         return list(map(_JSON.encode, dicts))
     return list(map(extra_json, dicts))
+
+
+def _canonical_ids(column: list[str]) -> list[str | None]:
+    """Each id in canonical form, or None; a batch repeats few distinct ids."""
+    canonical = {value: canonical_uuid(value) for value in set(column)}
+    return list(map(canonical.__getitem__, column))
 
 
 def _check_births(column: list[str], clock: Clock, bad: set[int]) -> None:
@@ -268,6 +266,8 @@ def _check_states(countries: list[str], states: list[str], bad: set[int]) -> Non
 
 
 def _check_ips(column: list[str], bad: set[int]) -> list[str | None]:
+    if _IPV4_COLUMN.fullmatch("\n".join(column)):  # all IPv4 (canonical already) or empty
+        return [value or None for value in column]
     canonical = {value: _canonical_ip(value) if value else None for value in set(column)}
     for index, value in enumerate(column):
         if value and canonical[value] is None:
