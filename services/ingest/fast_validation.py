@@ -24,25 +24,25 @@ from uuid import UUID
 from services.common.errors import FieldProblem
 from services.ingest.model import CONSUMER_FIELDS, OPT_IN_FIELDS, ReferralRow
 from services.ingest.validation import (
-    _CONTROL,
-    _CONTROL_MULTILINE,
-    _COUNTRIES,
-    _COUNTRIES_WITH_SUBDIVISIONS,
-    _EMAIL,
-    _EXTRA_KEY,
-    _IPV4,
-    _JSON,
-    _LANGUAGE,
-    _POSTCODE,
     CLOCK_SKEW,
+    CONTROL,
+    CONTROL_MULTILINE,
+    COUNTRIES,
+    COUNTRIES_WITH_SUBDIVISIONS,
+    EMAIL,
+    EXTRA_KEY,
+    IPV4,
+    JSON_ENCODER,
+    LANGUAGE,
     MAX_EXTRA_KEY,
     MAX_EXTRA_KEYS,
     MAX_EXTRA_VALUE,
     MAX_LENGTHS,
     OPT_IN_EARLIEST,
-    _canonical_ip,
-    _check_state,
-    _parse_birth_date,
+    POSTCODE,
+    canonical_ip,
+    check_state,
+    parse_birth_date,
 )
 
 # Opt-in text fields in the order they are gathered (OPT_IN_FIELDS less opted_in_at).
@@ -54,10 +54,10 @@ _KEY = rf"[A-Za-z_][A-Za-z0-9_.-]{{0,{MAX_EXTRA_KEY - 1}}}"
 _EXTRA_KEYS = re.compile(f"{_KEY}(?:\x00{_KEY})*")
 # _PHONE plus "at least six digits", in one match.
 _PHONE6 = re.compile(r"(?=(?:[^0-9]*[0-9]){6})\+?[0-9 ().-]{6,32}")
-_COUNTRY_OR_EMPTY = _COUNTRIES | {""}
+_COUNTRY_OR_EMPTY = COUNTRIES | {""}
 _has_opted_in_at = methodcaller("HasField", "opted_in_at")
 _new_row = partial(tuple.__new__, ReferralRow)
-_IPV4_COLUMN = re.compile(f"(?:{_IPV4.pattern})?(?:\n(?:{_IPV4.pattern})?)*")
+_IPV4_COLUMN = re.compile(f"(?:{IPV4.pattern})?(?:\n(?:{IPV4.pattern})?)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +88,18 @@ def extra_json(extra: Mapping[str, str]) -> str | None:
     if (
         _EXTRA_KEYS.fullmatch("\x00".join(extra))
         and max(map(len, values)) <= MAX_EXTRA_VALUE
-        and not _CONTROL_MULTILINE.search("".join(values))
+        and not CONTROL_MULTILINE.search("".join(values))
     ):
-        return _JSON.encode(dict(extra))
+        return JSON_ENCODER.encode(dict(extra))
     for key, value in extra.items():
         if (
             len(key) > MAX_EXTRA_KEY
-            or not _EXTRA_KEY.fullmatch(key)
+            or not EXTRA_KEY.fullmatch(key)
             or len(value) > MAX_EXTRA_VALUE
-            or _CONTROL_MULTILINE.search(value)
+            or CONTROL_MULTILINE.search(value)
         ):
             return None
-    return _JSON.encode(dict(extra))
+    return JSON_ENCODER.encode(dict(extra))
 
 
 @lru_cache(maxsize=4096)
@@ -174,14 +174,14 @@ def quick_rows(messages: Sequence[ReferralMessage], clock: Clock) -> list[Referr
     opts = {name: _text_column(opt_ins, name, bad, strip=name != "ad_text") for name in OPT_IN_TEXT}
     single_line = [partner_ids, *cons.values(), *(v for k, v in opts.items() if k != "ad_text")]
     for column in single_line:
-        _mark_control(column, _CONTROL, bad)
-    _mark_control(opts["ad_text"], _CONTROL_MULTILINE, bad)
+        _mark_control(column, CONTROL, bad)
+    _mark_control(opts["ad_text"], CONTROL_MULTILINE, bad)
 
     emails = cons["email"]
     bad.update(i for i, v in enumerate(emails) if not v)
-    _mark_values(emails, _wrong(emails, _EMAIL), bad)
+    _mark_values(emails, _wrong(emails, EMAIL), bad)
     for name, pattern in (
-        ("mobile", _PHONE6), ("phone", _PHONE6), ("postcode", _POSTCODE), ("language", _LANGUAGE),
+        ("mobile", _PHONE6), ("phone", _PHONE6), ("postcode", POSTCODE), ("language", LANGUAGE),
     ):  # fmt: skip
         _mark_values(cons[name], _wrong(cons[name], pattern), bad)
     countries = cons["country"]
@@ -222,9 +222,9 @@ def _extra_texts(messages: Sequence[ReferralMessage]) -> list[str | None]:
         max(map(len, dicts)) <= MAX_EXTRA_KEYS
         and _EXTRA_KEYS.fullmatch("\x00".join(keys))
         and max(map(len, values)) <= MAX_EXTRA_VALUE
-        and not _CONTROL_MULTILINE.search("".join(values))
+        and not CONTROL_MULTILINE.search("".join(values))
     ):
-        return list(map(_JSON.encode, dicts))
+        return list(map(JSON_ENCODER.encode, dicts))
     return list(map(extra_json, dicts))
 
 
@@ -238,7 +238,7 @@ def _check_births(column: list[str], clock: Clock, bad: set[int]) -> None:
     wrong = set()
     for value in set(column):
         problems: list[FieldProblem] = []
-        if value and _parse_birth_date(value, clock.today, problems) is None:
+        if value and parse_birth_date(value, clock.today, problems) is None:
             wrong.add(value)
     _mark_values(column, wrong, bad)
 
@@ -248,12 +248,12 @@ def _check_states(countries: list[str], states: list[str], bad: set[int]) -> Non
     verdicts: dict[tuple[str, str], str | None] = {}
     for pair in set(zip(countries, states, strict=True)):
         country, state = pair
-        if not state or country not in _COUNTRIES_WITH_SUBDIVISIONS:
+        if not state or country not in COUNTRIES_WITH_SUBDIVISIONS:
             verdicts[pair] = state
             continue
         clean = {"state": state}
         problems: list[FieldProblem] = []
-        _check_state(clean, country, problems)
+        check_state(clean, country, problems)
         verdicts[pair] = None if problems else clean["state"]
     if all(verdicts[pair] == pair[1] for pair in verdicts):
         return
@@ -268,7 +268,7 @@ def _check_states(countries: list[str], states: list[str], bad: set[int]) -> Non
 def _check_ips(column: list[str], bad: set[int]) -> list[str | None]:
     if _IPV4_COLUMN.fullmatch("\n".join(column)):  # all IPv4 (canonical already) or empty
         return [value or None for value in column]
-    canonical = {value: _canonical_ip(value) if value else None for value in set(column)}
+    canonical = {value: canonical_ip(value) if value else None for value in set(column)}
     for index, value in enumerate(column):
         if value and canonical[value] is None:
             bad.add(index)

@@ -39,33 +39,33 @@ MAX_EXTRA_VALUE = 2000
 
 # Fields that may hold several lines; everything else must be one line.
 _MULTILINE = frozenset({"ad_text"})
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # Patterns are applied with fullmatch: `$` would also accept a trailing newline.
 # Pragmatic address syntax: one @, a dotted domain, no spaces or quotes.
-_EMAIL = re.compile(
+EMAIL = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
     r"[A-Za-z]{2,63}"
 )
 _PHONE = re.compile(r"\+?[0-9 ().-]{6,32}")
-_POSTCODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]*")
-_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
-_EXTRA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-_IPV4 = re.compile(
+POSTCODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]*")
+LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
+EXTRA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+IPV4 = re.compile(
     r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
     r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 )
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # not \d: it matches other scripts' digits
 
-_COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
+COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
 _SUBDIVISIONS = frozenset(s.code for s in pycountry.subdivisions)
-_COUNTRIES_WITH_SUBDIVISIONS = frozenset(code.split("-")[0] for code in _SUBDIVISIONS)
+COUNTRIES_WITH_SUBDIVISIONS = frozenset(code.split("-")[0] for code in _SUBDIVISIONS)
 # Some subdivision names look like codes ("Zug", "Goa"); they pass as names.
 _SUBDIVISION_NAMES = frozenset((s.country_code, s.name.casefold()) for s in pycountry.subdivisions)
 _STATE_CODE = re.compile(r"(?:[A-Za-z]{2}-)?[A-Za-z0-9]{1,3}")
 
 OPT_IN_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -79,7 +79,7 @@ def _check_text(path: str, name: str, value: str, problems: list[FieldProblem]) 
     if len(value) > limit:
         problems.append(_problem(path, "TOO_LONG", f"at most {limit} characters, got {len(value)}"))
         return False
-    pattern = _CONTROL_MULTILINE if name in _MULTILINE else _CONTROL
+    pattern = CONTROL_MULTILINE if name in _MULTILINE else CONTROL
     found = pattern.search(value)
     if found:
         problems.append(
@@ -96,7 +96,7 @@ def _check_text(path: str, name: str, value: str, problems: list[FieldProblem]) 
 def _checked_texts(prefix: str, clean: dict[str, str], problems: list[FieldProblem]) -> set[str]:
     """Names of the non-empty values that pass length and control-character checks."""
     # Fast path for the usual row: one search over all values, then lengths only.
-    if not _CONTROL.search("".join(clean.values())):
+    if not CONTROL.search("".join(clean.values())):
         fine = set()
         for name, value in clean.items():
             if value:
@@ -138,9 +138,9 @@ def _parse_uuid(path: str, value: str, problems: list[FieldProblem]) -> UUID | N
     return parsed
 
 
-def _canonical_ip(value: str) -> str | None:
+def canonical_ip(value: str) -> str | None:
     """The address in canonical form, or None when it is not one inet accepts."""
-    if _IPV4.fullmatch(value):  # the common case, already canonical
+    if IPV4.fullmatch(value):  # the common case, already canonical
         return value
     try:
         address = ipaddress.ip_address(value)
@@ -152,7 +152,7 @@ def _canonical_ip(value: str) -> str | None:
     return str(address)
 
 
-def _parse_birth_date(value: str, today: date, problems: list[FieldProblem]) -> date | None:
+def parse_birth_date(value: str, today: date, problems: list[FieldProblem]) -> date | None:
     path = "consumer.date_of_birth"
     if not _DATE.fullmatch(value):
         problems.append(_problem(path, "INVALID_FORMAT", "must be a date as YYYY-MM-DD"))
@@ -179,13 +179,13 @@ def _check_consumer(
     email = clean.get("email", "")
     if not email:
         problems.append(_problem("consumer.email", "REQUIRED", "is required"))
-    elif "email" in fine and not _EMAIL.fullmatch(email):
+    elif "email" in fine and not EMAIL.fullmatch(email):
         problems.append(
             _problem("consumer.email", "INVALID_FORMAT", f"{email[:64]!r} is not an email address")
         )
     birth = None
     if "date_of_birth" in fine:
-        birth = _parse_birth_date(clean["date_of_birth"], today, problems)
+        birth = parse_birth_date(clean["date_of_birth"], today, problems)
     for name in ("mobile", "phone"):
         if name in fine and (
             not _PHONE.fullmatch(clean[name]) or sum(map(str.isdigit, clean[name])) < 6
@@ -193,17 +193,17 @@ def _check_consumer(
             problems.append(
                 _problem(f"consumer.{name}", "INVALID_FORMAT", "must be a phone number (6+ digits)")
             )
-    if "postcode" in fine and not _POSTCODE.fullmatch(clean["postcode"]):
+    if "postcode" in fine and not POSTCODE.fullmatch(clean["postcode"]):
         problems.append(
             _problem("consumer.postcode", "INVALID_FORMAT", "letters, digits, spaces and - only")
         )
-    if "language" in fine and not _LANGUAGE.fullmatch(clean["language"]):
+    if "language" in fine and not LANGUAGE.fullmatch(clean["language"]):
         problems.append(
             _problem("consumer.language", "INVALID_FORMAT", "must be a language tag like en-GB")
         )
     country = clean.get("country", "").upper()
     if "country" in fine:
-        if country not in _COUNTRIES:
+        if country not in COUNTRIES:
             problems.append(
                 _problem(
                     "consumer.country", "UNKNOWN_CODE", f"{country!r} is not an ISO 3166-1 code"
@@ -211,12 +211,12 @@ def _check_consumer(
             )
         else:
             clean["country"] = country
-    if "state" in fine and country in _COUNTRIES_WITH_SUBDIVISIONS:
-        _check_state(clean, country, problems)
+    if "state" in fine and country in COUNTRIES_WITH_SUBDIVISIONS:
+        check_state(clean, country, problems)
     return clean, birth
 
 
-def _check_state(clean: dict[str, str], country: str, problems: list[FieldProblem]) -> None:
+def check_state(clean: dict[str, str], country: str, problems: list[FieldProblem]) -> None:
     """A code-shaped state must be a subdivision of the country; names pass as given."""
     state = clean["state"]
     if not _STATE_CODE.fullmatch(state) or (country, state.casefold()) in _SUBDIVISION_NAMES:
@@ -253,7 +253,7 @@ def _check_opt_in(
         problems.append(_problem("opt_in.opted_in_at", "OUT_OF_RANGE", "must be in 2000 or later"))
     ip = None
     if "ip_address" in fine:
-        ip = _canonical_ip(clean["ip_address"])
+        ip = canonical_ip(clean["ip_address"])
         if ip is None:
             problems.append(
                 _problem("opt_in.ip_address", "INVALID_FORMAT", "must be an IPv4 or IPv6 address")
@@ -269,7 +269,7 @@ def _check_extra(extra: dict[str, str], problems: list[FieldProblem]) -> None:
         return
     for key, value in extra.items():
         path = f"extra.{key[:MAX_EXTRA_KEY]}"
-        if len(key) > MAX_EXTRA_KEY or not _EXTRA_KEY.fullmatch(key):
+        if len(key) > MAX_EXTRA_KEY or not EXTRA_KEY.fullmatch(key):
             problems.append(
                 _problem(
                     path, "INVALID_KEY", f"keys are 1-{MAX_EXTRA_KEY} of A-Z a-z 0-9 _ . - chars"
@@ -277,7 +277,7 @@ def _check_extra(extra: dict[str, str], problems: list[FieldProblem]) -> None:
             )
         elif len(value) > MAX_EXTRA_VALUE:
             problems.append(_problem(path, "TOO_LONG", f"at most {MAX_EXTRA_VALUE} characters"))
-        elif found := _CONTROL_MULTILINE.search(value):
+        elif found := CONTROL_MULTILINE.search(value):
             problems.append(
                 _problem(path, "CONTROL_CHARACTER", f"control character U+{ord(found.group()):04X}")
             )
@@ -351,6 +351,6 @@ def referral_row(valid: ValidReferral) -> ReferralRow:
             valid.ip_address,
             opt_in.get("user_agent", ""),
             opt_in.get("browser", ""),
-            _JSON.encode(valid.extra),
+            JSON_ENCODER.encode(valid.extra),
         )
     )
