@@ -405,6 +405,37 @@ def _opted_in_at(opt_in: referral_pb2.OptIn, path: str) -> datetime:
         raise InvalidArgumentError(f"{problem.field} {problem.message}", [problem]) from exc
 
 
+# Samples need not be complete referrals, but they are held to ingest's size limits (the
+# longest ingest field, ad_text, is 5,000 characters) so a preview cannot be made huge.
+SAMPLE_MAX_CHARS = 5_000
+SAMPLE_MAX_EXTRA = 100
+
+
+def _check_sample_sizes(message: referral_pb2.Referral, path: str) -> None:
+    problems: list[FieldProblem] = []
+    texts = [
+        ("account_id", message.account_id),
+        ("campaign_id", message.campaign_id),
+        ("partner_referral_id", message.partner_referral_id),
+        *((f"consumer.{f.name}", v) for f, v in message.consumer.ListFields()),
+        *((f"opt_in.{f.name}", v) for f, v in message.opt_in.ListFields() if isinstance(v, str)),
+        *((f"extra.{k[:64]}", k + v) for k, v in message.extra.items()),
+    ]
+    for name, value in texts:
+        if len(value) > SAMPLE_MAX_CHARS:
+            problems.append(
+                FieldProblem(
+                    f"{path}.{name}", "TOO_LONG", f"at most {SAMPLE_MAX_CHARS:,} characters"
+                )
+            )
+    if len(message.extra) > SAMPLE_MAX_EXTRA:
+        problems.append(
+            FieldProblem(f"{path}.extra", "TOO_MANY", f"at most {SAMPLE_MAX_EXTRA} attributes")
+        )
+    if problems:
+        raise InvalidArgumentError(f"{problems[0].field} {problems[0].message}", problems)
+
+
 def sample_row(
     account_id: str, message: referral_pb2.Referral, received_at: datetime, path: str = "sample"
 ) -> list[str]:
@@ -413,6 +444,7 @@ def sample_row(
     InvalidArgumentError (on `path`.opt_in.opted_in_at) when its opt-in time is out of range.
     """
     consumer, opt_in = message.consumer, message.opt_in
+    _check_sample_sizes(message, path)
     values: dict[str, RowValue] = {
         "account_id": account_id,
         "campaign_id": message.campaign_id,

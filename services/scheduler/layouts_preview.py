@@ -14,7 +14,7 @@ from services.common.layouts.compiler import RenderContext, compile_layout
 from services.common.layouts.formats import media_type
 from services.common.layouts.model import CustomFieldSpec, LayoutSpec, OutputFormat
 from services.common.layouts.problems import ProblemLog, ProblemSummary
-from services.common.layouts.render import render_table
+from services.common.layouts.render import OutputTooLargeError, render_table
 from services.common.layouts.validation import (
     custom_field_problems,
     format_problems,
@@ -26,6 +26,8 @@ from services.scheduler.layouts_model import LayoutStore
 
 DEFAULT_LATEST = 10
 MAX_ROWS = 100
+# A preview answers in one message: its cells are kept well below the gRPC size limit.
+PREVIEW_MAX_CHARS = 8 * 1024 * 1024
 MAX_PROBLEMS_SHOWN = 1000
 
 
@@ -107,7 +109,13 @@ async def preview_layout(
     )
     layout = compile_layout(spec, customs, context, ProblemLog(MAX_PROBLEMS_SHOWN))
     chosen = dataclasses.replace(request.format or spec.format, gzip=False)
-    output, table = render_table(layout, rows, chosen)
+    try:
+        output, table = render_table(layout, rows, chosen, max_chars=PREVIEW_MAX_CHARS)
+    except OutputTooLargeError as exc:
+        problem = FieldProblem(
+            "layout", "TOO_LARGE", f"{exc}: preview fewer rows, or a layout with fewer columns"
+        )
+        raise InvalidArgumentError(f"preview: {problem.message}", [problem]) from exc
     return PreviewResult(
         output, media_type(chosen), layout.headers, table, layout.problems.summary()
     )

@@ -327,9 +327,9 @@ async def test_preview_caps_each_value_and_refuses_drafts_that_copy_it_absurdly(
     twice = pb.CustomField(
         name="twice",
         source="first_name",
-        steps=[pb.Step(template=pb.TemplateStep(template="{value}{value}"))],
+        steps=[pb.Step(template=pb.TemplateStep(template="{value}" * 16))],
     )
-    long_name = "x" * 40_000  # twice: 80,000 characters, over the 65,536 cap
+    long_name = "x" * 5_000  # 16 copies: 80,000 characters, over the 65,536 cap
     samples = [
         referral_pb2.Referral(
             campaign_id=str(campaign_id), consumer=referral_pb2.Consumer(first_name=name)
@@ -341,7 +341,7 @@ async def test_preview_caps_each_value_and_refuses_drafts_that_copy_it_absurdly(
             account_id=account, layout=draft, custom_fields=[twice], samples=samples
         )
     )
-    assert [list(r.cells) for r in preview.rows] == [["JoJo"], [long_name]]
+    assert [list(r.cells) for r in preview.rows] == [["Jo" * 16], [long_name]]
     (problem,) = preview.problems
     assert (problem.row, problem.field, problem.step, problem.code) == (
         1, "twice", 0, "VALUE_TOO_LONG",
@@ -362,3 +362,35 @@ async def test_preview_caps_each_value_and_refuses_drafts_that_copy_it_absurdly(
     assert violations(raised.value) == [
         ("custom_fields[0].steps[2].template.template", "TOO_MANY_COPIES")
     ]
+
+
+async def test_sample_fields_beyond_ingest_sizes_are_refused_by_name(
+    client: Stub, pool: asyncpg.Pool
+) -> None:
+    account_id, campaign_id = await create_account(pool)
+    sample = referral_pb2.Referral(
+        campaign_id=str(campaign_id),
+        consumer=referral_pb2.Consumer(first_name="x" * 5_001),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await client.PreviewLayout(
+            pb.PreviewLayoutRequest(account_id=str(account_id), samples=[sample])
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(raised.value) == [("samples[0].consumer.first_name", "TOO_LONG")]
+
+
+async def test_preview_too_large_to_answer_is_refused_not_built(
+    client: Stub, pool: asyncpg.Pool
+) -> None:
+    account_id, campaign_id = await create_account(pool)
+    wide = pb.Layout(
+        name="wide", columns=[pb.Column(header=f"c{i}", field="extra.note") for i in range(300)]
+    )
+    sample = referral_pb2.Referral(campaign_id=str(campaign_id), extra={"note": "n" * 4_000})
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await client.PreviewLayout(
+            pb.PreviewLayoutRequest(account_id=str(account_id), layout=wide, samples=[sample] * 100)
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(raised.value) == [("layout", "TOO_LARGE")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sequence
+from typing import Any
 
 from services.common.layouts.compiler import CompiledLayout, transpose
 from services.common.layouts.formats import Encoder, encoder_for, json_object
@@ -100,12 +101,42 @@ def render_rows(
     return render_batches(layout, batched(rows), fmt)
 
 
+_BUDGET_STEP = 10  # rows rendered between budget checks
+
+
+class OutputTooLargeError(ValueError):
+    """Rendering would exceed the caller's budget of cell characters."""
+
+
 def render_table(
-    layout: CompiledLayout, rows: Iterable[Row], fmt: OutputFormat | None = None
+    layout: CompiledLayout,
+    rows: Iterable[Row],
+    fmt: OutputFormat | None = None,
+    *,
+    max_chars: int | None = None,
 ) -> tuple[bytes, list[tuple[str, ...]]]:
-    """Render a small set of rows at once, returning the output and the cells as a table."""
+    """Render a small set of rows at once, returning the output and the cells as a table.
+
+    With `max_chars`, rows are rendered a few at a time and OutputTooLargeError is raised as
+    soon as the cells hold more characters than that (wide layouts of long values).
+    """
     encoder, chosen = _encoder(layout, fmt)
-    columns = layout.cell_columns(transpose(rows))
+    materialised = list(rows)
+    if max_chars is None or not materialised:
+        columns = layout.cell_columns(transpose(materialised))
+    else:
+        gathered: list[list[Any]] = [[] for _ in layout.headers]
+        used = 0
+        for start in range(0, len(materialised), _BUDGET_STEP):
+            part = layout.cell_columns(transpose(materialised[start : start + _BUDGET_STEP]))
+            used += sum(sum(map(len, column)) for column in part)
+            if used > max_chars:
+                raise OutputTooLargeError(
+                    f"the cells would hold more than {max_chars:,} characters"
+                )
+            for column, more in zip(gathered, part, strict=True):
+                column.extend(more)
+        columns = list(gathered)
     sink = _ByteSink(chosen.gzip)
     text = encoder.start() + encoder.encode(columns) + encoder.end()
     return sink.feed(text) + sink.finish(), list(zip(*columns, strict=True))
