@@ -64,7 +64,6 @@ _IPV4_COLUMN = re.compile(f"(?:{IPV4.pattern})?(?:\n(?:{IPV4.pattern})?)*")
 class Clock:
     """One reading of the clock, shared by every row of a batch."""
 
-    now: datetime
     latest: datetime  # the latest acceptable opt-in time
     latest_s: float
     today: date
@@ -74,7 +73,7 @@ class Clock:
     def at(cls, now: datetime) -> Clock:
         """The bounds that hold at `now`."""
         latest = now + CLOCK_SKEW
-        return cls(now, latest, latest.timestamp(), now.date())
+        return cls(latest, latest.timestamp(), now.date())
 
 
 def extra_json(extra: Mapping[str, str]) -> str | None:

@@ -139,14 +139,6 @@ def unary_outcome(result: RowResult) -> RowResult:
     )
 
 
-async def ingest_one(
-    store: ReferralStore, row: ReferralInput | ReferralRow, now: datetime
-) -> RowResult:
-    """Store one referral or raise the domain error that explains why not."""
-    (result,) = await ingest_rows(store, [row], now)
-    return unary_outcome(result)
-
-
 def require_batch_size(size: int) -> None:
     """Raise InvalidArgumentError for an empty or oversized batch."""
     problem = check_batch_size(size)

@@ -174,12 +174,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     ) -> ingest_pb2.IngestStreamResponse:
         response = ingest_pb2.IngestStreamResponse()
         # aclosing: a failed chunk must stop the reader task now, not at garbage collection.
-        async with contextlib.aclosing(_chunks(request_iterator, self._clock)) as chunks:
+        async with contextlib.aclosing(_chunks(request_iterator)) as chunks:
             async for chunk in chunks:
+                now = self._clock()
                 results = await ingest_rows(
                     self._store,
-                    chunk,
-                    self._clock(),
+                    candidates(chunk, Clock.at(now)),
+                    now,
                     response.received,
                     repeats_are_duplicates=True,
                 )
@@ -197,8 +198,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
 async def _chunks(
     requests: AsyncIterator[ingest_pb2.IngestRequest],
-    clock: Callable[[], datetime],
-) -> AsyncGenerator[list[ReferralInput | ReferralRow], None]:
+) -> AsyncGenerator[list[referral_pb2.Referral], None]:
     """Group a stream into chunks: full ones at once, partial ones after a short pause."""
     queue: asyncio.Queue[ingest_pb2.IngestRequest | None] = asyncio.Queue(STREAM_CHUNK_ROWS * 2)
 
@@ -216,8 +216,7 @@ async def _chunks(
             first = await queue.get()
             if first is None:
                 break
-            now = Clock.at(clock())
-            chunk = [candidate(first.referral, now)]
+            chunk = [first.referral]
             while len(chunk) < STREAM_CHUNK_ROWS:
                 try:
                     item = await asyncio.wait_for(queue.get(), STREAM_CHUNK_WAIT_S)
@@ -226,7 +225,7 @@ async def _chunks(
                 if item is None:
                     done = True
                     break
-                chunk.append(candidate(item.referral, now))
+                chunk.append(item.referral)
             yield chunk
         await reader  # re-raises a broken stream
     finally:
