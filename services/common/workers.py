@@ -14,8 +14,8 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def _die_with_parent() -> None:
-    # Runs in the child before exec: a worker must not outlive a parent killed by -9.
+def die_with_parent() -> None:
+    """Run in a child before exec (preexec_fn): SIGTERM it if its parent dies, even by -9."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
@@ -25,7 +25,7 @@ def start_workers(name: str, count: int) -> list[subprocess.Popen[bytes]]:
     env = {**os.environ, prefix + "WORKERS": "1", prefix + "REUSE_PORT": "1"}
     return [
         subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], env=env, preexec_fn=_die_with_parent
+            [sys.executable, "-m", f"services.{name}"], env=env, preexec_fn=die_with_parent
         )
         for _ in range(count)
     ]
