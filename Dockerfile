@@ -7,13 +7,20 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
+# A C compiler for the ingest scanner (services/ingest/_scan.c); only this stage has one.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# .dockerignore admits only pyproject.toml, README.md and services/.
+# .dockerignore admits only pyproject.toml, setup.py, README.md and services/.
 COPY . .
 # pip compiles .pyc files at install time, so the read-only runtime never needs to write any.
-RUN pip install .
+# The import check runs outside /src, so that it finds the installed package: without the
+# scanner ingest would still work, but slowly, so a missing one fails the build instead.
+RUN pip install . \
+ && cd / && python -c "import services.ingest._scan"
 
 # --- runtime: the virtualenv on a clean base, no compilers, no pip cache, no sources -----
 FROM ${PYTHON_IMAGE} AS runtime

@@ -1,4 +1,7 @@
-"""Installs Handoff with its dev tools once per pyproject.toml change (make setup).
+"""Installs Handoff with its dev tools once per change of its build inputs (make setup).
+
+The build inputs are pyproject.toml, setup.py and the C source of the ingest scanner,
+which the editable install compiles in place.
 
 pgserver (PostgreSQL binaries for `make run` without DATABASE_URL) goes to
 $HANDOFF_HOME/pylib, outside /root: as root it opens up every parent folder of its
@@ -26,7 +29,9 @@ def _pip(*args: str) -> None:
 
 def main() -> int:
     """Install what is missing; print what was done."""
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    inputs = ("pyproject.toml", "setup.py", "services/ingest/_scan.c")
+    content = b"".join((ROOT / name).read_bytes() for name in inputs)
+    digest = hashlib.sha256(content).hexdigest()[:16]
     stamp = ROOT / ".handoff" / f"setup-{digest}"
     pylib = HOME / "pylib"
     if not stamp.exists():

@@ -10,13 +10,11 @@ from services.common.db import create_pool
 from services.common.gen.handoff.ingest.v1 import (
     accounts_pb2,
     accounts_pb2_grpc,
-    ingest_pb2,
-    ingest_pb2_grpc,
 )
 from services.common.grpc_server import GrpcService, grpc_server_for, wait_for_shutdown_signal
 from services.common.service import announce, run_service
 from services.ingest.accounts_server import AccountServicer
-from services.ingest.server import IngestServicer
+from services.ingest.server import IngestServicer, ingest_grpc_service
 from services.ingest.store import IngestStore
 
 DEFAULT_PORT = 50051
@@ -34,10 +32,7 @@ async def serve(config: ServiceConfig) -> None:
         ingest = IngestServicer(store)
         admin = AccountServicer(store)
         services = [
-            GrpcService(
-                ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
-                lambda server: ingest_pb2_grpc.add_IngestServiceServicer_to_server(ingest, server),
-            ),
+            ingest_grpc_service(ingest),
             GrpcService(
                 accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
                 lambda server: accounts_pb2_grpc.add_AccountServiceServicer_to_server(

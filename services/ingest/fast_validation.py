@@ -50,6 +50,7 @@ OPT_IN_TEXT: tuple[str, ...] = tuple(f for f in OPT_IN_FIELDS if f != "opted_in_
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EARLIEST_S = int(OPT_IN_EARLIEST.timestamp())
 _NANOS = 1_000_000_000
+_MICROSECOND = timedelta(microseconds=1)
 _KEY = rf"[A-Za-z_][A-Za-z0-9_.-]{{0,{MAX_EXTRA_KEY - 1}}}"
 _EXTRA_KEYS = re.compile(f"{_KEY}(?:\x00{_KEY})*")
 # _PHONE plus "at least six digits", in one match.
@@ -66,6 +67,7 @@ class Clock:
 
     latest: datetime  # the latest acceptable opt-in time
     latest_s: float
+    latest_us: int  # the same, in whole microseconds since the epoch
     today: date
     earliest_s: int = _EARLIEST_S
 
@@ -73,7 +75,7 @@ class Clock:
     def at(cls, now: datetime) -> Clock:
         """The bounds that hold at `now`."""
         latest = now + CLOCK_SKEW
-        return cls(latest, latest.timestamp(), now.date())
+        return cls(latest, latest.timestamp(), (latest - _EPOCH) // _MICROSECOND, now.date())
 
 
 def extra_json(extra: Mapping[str, str]) -> str | None:
@@ -242,18 +244,19 @@ def _check_births(column: list[str], clock: Clock, bad: set[int]) -> None:
     _mark_values(column, wrong, bad)
 
 
+def state_verdict(country: str, state: str) -> str | None:
+    """The state as stored for a valid country code, or None when it is refused."""
+    if not state or country not in COUNTRIES_WITH_SUBDIVISIONS:
+        return state
+    clean = {"state": state}
+    problems: list[FieldProblem] = []
+    check_state(clean, country, problems)
+    return None if problems else clean["state"]
+
+
 def _check_states(countries: list[str], states: list[str], bad: set[int]) -> None:
     """Check each distinct (country, state) once; normalise states in place."""
-    verdicts: dict[tuple[str, str], str | None] = {}
-    for pair in set(zip(countries, states, strict=True)):
-        country, state = pair
-        if not state or country not in COUNTRIES_WITH_SUBDIVISIONS:
-            verdicts[pair] = state
-            continue
-        clean = {"state": state}
-        problems: list[FieldProblem] = []
-        check_state(clean, country, problems)
-        verdicts[pair] = None if problems else clean["state"]
+    verdicts = {pair: state_verdict(*pair) for pair in set(zip(countries, states, strict=True))}
     if all(verdicts[pair] == pair[1] for pair in verdicts):
         return
     for index, pair in enumerate(zip(countries, states, strict=True)):

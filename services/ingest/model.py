@@ -95,6 +95,10 @@ class RowStatus(enum.Enum):
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
 
+    # Members are singletons: hash by identity in C, not by name in Python (Enum's
+    # default), since every row's status is looked up in a dict or two.
+    __hash__ = object.__hash__
+
 
 @dataclass(slots=True)
 class RowResult:

@@ -10,13 +10,22 @@ from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+from google.protobuf.message import DecodeError
 from opentelemetry import metrics
 
-from services.common.errors import FieldProblem
+from services.common.errors import FieldProblem, InvalidArgumentError
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc, referral_pb2
+from services.common.grpc_server import GrpcService
+from services.ingest import native
 from services.ingest.coalescer import UnaryCoalescer
 from services.ingest.fast_validation import Clock, quick_rows
-from services.ingest.intake import ReferralStore, ingest_rows, require_batch_size, unary_outcome
+from services.ingest.intake import (
+    ReferralStore,
+    ingest_pairs,
+    ingest_rows,
+    require_batch_size,
+    unary_outcome,
+)
 from services.ingest.model import (
     CONSUMER_FIELDS,
     OPT_IN_FIELDS,
@@ -25,6 +34,7 @@ from services.ingest.model import (
     RowResult,
     RowStatus,
 )
+from services.ingest.store import SMALL_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +130,8 @@ def add_row_results(
 
 
 def _count(results: list[RowResult]) -> dict[RowStatus, int]:
-    counts = dict.fromkeys(RowStatus, 0)
-    for result in results:
-        counts[result.status] += 1
+    statuses = [result.status for result in results]
+    counts = {status: statuses.count(status) for status in RowStatus}
     for status, n in counts.items():
         if n:
             _referrals_counter.add(n, {"outcome": status.value})
@@ -150,14 +159,26 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     async def IngestBatch(  # noqa: N802
         self,
-        request: ingest_pb2.IngestBatchRequest,
+        request: ingest_pb2.IngestBatchRequest | bytes,
         context: grpc.aio.ServicerContext[object, object],
     ) -> ingest_pb2.IngestBatchResponse:
-        require_batch_size(len(request.referrals))
+        """Registered by add_ingest_service to take the request serialized, for the scanner."""
         now = self._clock()
         clock = Clock.at(now)
-        rows = candidates(request.referrals, clock)
-        results = await ingest_rows(self._store, rows, now)
+        scanned = native.scan(request, clock) if isinstance(request, bytes) else None
+        if scanned is not None and scanned.count > SMALL_BATCH:
+            require_batch_size(scanned.count)
+            messages = [referral_pb2.Referral.FromString(raw) for _, raw in scanned.deferred]
+            offsets = [offset for offset, _ in scanned.deferred]
+            pairs = list(zip(offsets, candidates(messages, clock), strict=True))
+            results = await ingest_pairs(
+                self._store, pairs, now, scanned=scanned.clean, count=scanned.count
+            )
+        else:
+            # Small batches go as one statement, which needs the rows as values.
+            batch = _batch_request(request)
+            require_batch_size(len(batch.referrals))
+            results = await ingest_rows(self._store, candidates(batch.referrals, clock), now)
         counts = _count(results)
         response = ingest_pb2.IngestBatchResponse(
             accepted=counts[RowStatus.ACCEPTED],
@@ -194,6 +215,46 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 response.not_accepted.extend(row_result_message(r) for r in listed[:room])
                 response.not_accepted_truncated |= len(listed) > room
         return response
+
+
+def _batch_request(request: ingest_pb2.IngestBatchRequest | bytes) -> ingest_pb2.IngestBatchRequest:
+    if not isinstance(request, bytes):
+        return request
+    try:
+        return ingest_pb2.IngestBatchRequest.FromString(request)
+    except DecodeError as exc:
+        raise InvalidArgumentError(f"not a valid IngestBatchRequest: {exc}") from exc
+
+
+def add_ingest_service(servicer: IngestServicer, server: grpc.aio.Server) -> None:
+    """Register IngestService; IngestBatch gets its request serialized, for the scanner."""
+    name = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+    handlers = {
+        "Ingest": grpc.unary_unary_rpc_method_handler(
+            servicer.Ingest,
+            request_deserializer=ingest_pb2.IngestRequest.FromString,
+            response_serializer=ingest_pb2.IngestResponse.SerializeToString,
+        ),
+        "IngestBatch": grpc.unary_unary_rpc_method_handler(
+            servicer.IngestBatch,
+            response_serializer=ingest_pb2.IngestBatchResponse.SerializeToString,
+        ),
+        "IngestStream": grpc.stream_unary_rpc_method_handler(
+            servicer.IngestStream,
+            request_deserializer=ingest_pb2.IngestRequest.FromString,
+            response_serializer=ingest_pb2.IngestStreamResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
+
+
+def ingest_grpc_service(servicer: IngestServicer) -> GrpcService:
+    """IngestService for grpc_server()."""
+    return GrpcService(
+        ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
+        lambda server: add_ingest_service(servicer, server),
+    )
 
 
 async def _chunks(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -34,6 +36,8 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 
 ReferralKey = tuple[str, str]  # (account id, partner referral id)
+_new_stored = partial(tuple.__new__, StoredRow)  # StoredRow((seq, duplicate)), at C speed
+DEADLOCK_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,34 +132,62 @@ class IngestStore:
         """
         if not rows:
             return {}
+        if len(rows) > SMALL_BATCH:
+            ordered = sorted(rows, key=lambda r: (r.account_id, r.partner_referral_id))
+            keys = [(r.account_id, r.partner_referral_id) for r in ordered]
+            return await self.insert_copy(
+                copy_text(ordered), keys, {r.campaign_id for r in ordered}
+            )
         try:
-            if len(rows) <= SMALL_BATCH:
-                records = await self._pool.fetch(QUERIES["insert_referrals"], json_rows(rows))
-            else:
-                async with self._connection() as conn:
-                    records = await self._insert_staged(conn, copy_text(rows))
+            (record,) = await self._pool.fetch(QUERIES["insert_referrals"], json_rows(rows))
+        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
+            raise UnavailableError(f"database unavailable: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise DatabaseError(f"insert_referrals failed: {exc}") from exc
+        return await self._with_existing(
+            record, [(r.account_id, r.partner_referral_id) for r in rows]
+        )
+
+    async def insert_copy(
+        self, data: bytes, keys: Sequence[ReferralKey], campaign_ids: Collection[str]
+    ) -> dict[ReferralKey, StoredRow]:
+        """insert_referrals for rows given as COPY text, with each row's key in order.
+
+        Rows should come in key order, so that concurrent batches sharing keys lock them
+        in one order; a deadlock, should one happen, is retried.
+        """
+        if not keys:
+            return {}
+        try:
+            async with self._connection() as conn:
+                record = await self._insert_staged(conn, data, list(campaign_ids))
         except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
             raise UnavailableError(f"database unavailable: {exc}") from exc
         except asyncpg.PostgresError as exc:
             raise DatabaseError(f"insert_staged_referrals failed: {exc}") from exc
-        # account_id comes back as text: it is only a dictionary key here.
-        result: dict[ReferralKey, StoredRow] = {
-            (account_id, partner_id): StoredRow(seq, False)
-            for seq, account_id, partner_id in records
-        }
-        missing = [
-            (r.account_id, r.partner_referral_id)
-            for r in rows
-            if (r.account_id, r.partner_referral_id) not in result
-        ]
-        if missing:
-            # A fresh statement sees rows committed by concurrent callers we waited on.
-            found = await self._fetch(
-                "existing_referrals", [k[0] for k in missing], [k[1] for k in missing]
+        return await self._with_existing(record, keys)
+
+    async def _with_existing(
+        self, inserted: asyncpg.Record, keys: Sequence[ReferralKey]
+    ) -> dict[ReferralKey, StoredRow]:
+        """Inserted rows by key, plus the stored ones among the keys that were not inserted."""
+        seqs, accounts, partners = inserted
+        result: dict[ReferralKey, StoredRow] = {}
+        if seqs:
+            # account_id comes back as text: it is only a dictionary key here.
+            fresh = map(_new_stored, zip(seqs, repeat(False)))  # as long as seqs
+            result = dict(zip(zip(accounts, partners, strict=True), fresh, strict=False))
+        if len(result) == len(keys):
+            return result
+        missing = [key for key in keys if key not in result]
+        # A fresh statement sees rows committed by concurrent callers we waited on.
+        found = await self._fetch(
+            "existing_referrals", [k[0] for k in missing], [k[1] for k in missing]
+        )
+        for rec in found:
+            result[(str(rec["account_id"]), rec["partner_referral_id"])] = StoredRow(
+                rec["seq"], True
             )
-            for rec in found:
-                key = (str(rec["account_id"]), rec["partner_referral_id"])
-                result[key] = StoredRow(rec["seq"], True)
         return result
 
     def _connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
@@ -163,24 +195,31 @@ class IngestStore:
             return self._pool.acquire()  # type: ignore[no-any-return]
         return nullcontext(self._pool)
 
-    async def _insert_staged(self, conn: asyncpg.Connection, data: bytes) -> list[asyncpg.Record]:
+    async def _insert_staged(
+        self, conn: asyncpg.Connection, data: bytes, campaign_ids: list[str]
+    ) -> asyncpg.Record:
         """COPY rows into the connection's temporary staging table, then insert them.
 
         The staging table is made on a connection's first use: the first attempt fails,
         its transaction (or savepoint, inside a caller's transaction) rolls back, and the
-        table is created before the second.
+        table is created before the next.
         """
-        for attempt in (1, 2):
+        created = False
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
                 async with conn.transaction():
                     await conn.copy_to_table(
                         "referral_staging", source=_chunks(data), columns=REFERRAL_COLUMNS
                     )
-                    return list(await conn.fetch(QUERIES["insert_staged_referrals"]))
+                    return await conn.fetchrow(QUERIES["insert_staged_referrals"], campaign_ids)
             except asyncpg.exceptions.UndefinedTableError:
-                if attempt == 2:
+                if created:
                     raise
+                created = True
                 await conn.execute(QUERIES["create_referral_staging"])
+            except asyncpg.exceptions.DeadlockDetectedError:
+                if attempt == DEADLOCK_ATTEMPTS:
+                    raise
         raise AssertionError("unreachable")
 
     async def campaign_states(self, campaign_ids: Sequence[UUID]) -> dict[UUID, CampaignState]:

@@ -14,7 +14,6 @@ import pytest
 from services.common.gen.handoff.ingest.v1 import (
     accounts_pb2,
     accounts_pb2_grpc,
-    ingest_pb2,
     ingest_pb2_grpc,
 )
 from services.common.grpc_server import (
@@ -24,7 +23,7 @@ from services.common.grpc_server import (
     grpc_server,
 )
 from services.ingest.accounts_server import AccountServicer
-from services.ingest.server import IngestServicer
+from services.ingest.server import IngestServicer, ingest_grpc_service
 from services.ingest.store import IngestStore
 
 if TYPE_CHECKING:
@@ -52,10 +51,7 @@ async def ingest_server(store: IngestStore) -> AsyncIterator[RunningServer]:
     ingest = IngestServicer(store)
     admin = AccountServicer(store)
     services = [
-        GrpcService(
-            ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
-            lambda server: ingest_pb2_grpc.add_IngestServiceServicer_to_server(ingest, server),
-        ),
+        ingest_grpc_service(ingest),
         GrpcService(
             accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
             lambda server: accounts_pb2_grpc.add_AccountServiceServicer_to_server(admin, server),

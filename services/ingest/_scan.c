@@ -1,0 +1,911 @@
+/*
+ * The compiled fast path of ingest: a serialized IngestBatchRequest in, COPY text out.
+ *
+ * It reads the protobuf wire format directly, applies the same rules as the Python fast
+ * path (services/ingest/fast_validation.py), and writes each clean referral as one line
+ * of COPY text. A referral it is not sure about is *deferred*: its bytes go back to
+ * Python, where the full validator decides and reports. So this file may be stricter than
+ * the Python rules, never looser; tests/unit/test_native_scan.py checks every accepted
+ * line against what the Python validator would store.
+ *
+ * Anything structurally odd (a truncated field, a group, invalid UTF-8) makes the whole
+ * call answer None, and the request is parsed by protobuf instead, which gives the same
+ * answers it always did.
+ *
+ * Rules that need data (country codes, field limits) come from Python once, through
+ * configure(). Rules that need libraries (ISO 3166-2 states, IPv6) are asked of a
+ * Python callback once per distinct value, through a cache dict owned by the caller.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Text slots, in the order of the referrals table (opted_in_at and extra aside). */
+enum {
+    S_ACCOUNT = 0, S_CAMPAIGN = 1, S_PARTNER_REF = 2,
+    S_EMAIL = 3, S_DOB = 8, S_MOBILE = 9, S_PHONE = 10, S_STATE = 14, S_POSTCODE = 15,
+    S_COUNTRY = 16, S_LANGUAGE = 17,
+    S_PARTNER_ID = 18, S_AD_TEXT = 21, S_AUDIENCE = 22, S_IP = 23, S_BROWSER = 25,
+    N_SLOTS = 26
+};
+#define CONSUMER_FIRST 3   /* Consumer field k (1..15) is slot 2 + k */
+#define OPT_IN_FIRST 18    /* OptIn fields 1..5 are slots 18..22; 7..9 are 23..25 */
+#define MAX_EXTRA_HARD 1024
+
+typedef struct {
+    const uint8_t *p;
+    Py_ssize_t n;
+} Slice;
+
+typedef struct {
+    uint8_t *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} Buf;
+
+/* Rules, set by configure(). */
+static Py_ssize_t limits[N_SLOTS];
+static uint8_t countries[26 * 26]; /* 1: ISO 3166-1 code; 2: one with subdivisions */
+static Py_ssize_t max_extra_keys = 100, max_extra_key = 64, max_extra_value = 2000;
+static int configured = 0;
+
+/* ---- growable output buffer ------------------------------------------------------ */
+
+static int buf_reserve(Buf *b, Py_ssize_t extra) {
+    if (b->len + extra <= b->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + extra) {
+        cap *= 2;
+    }
+    uint8_t *grown = PyMem_Realloc(b->data, (size_t)cap);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = grown;
+    b->cap = cap;
+    return 0;
+}
+
+static inline void put(Buf *b, const void *p, Py_ssize_t n) {
+    memcpy(b->data + b->len, p, (size_t)n);
+    b->len += n;
+}
+
+static inline void put_byte(Buf *b, uint8_t c) { b->data[b->len++] = c; }
+
+/* Bytes that COPY text escapes: backslash, tab, newline, carriage return. */
+static const uint8_t copy_special[256] = {['\\'] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1};
+
+/* COPY text: runs of plain bytes copied whole, specials escaped (room: 2n bytes). */
+static void put_copy_escaped(Buf *b, Slice s) {
+    uint8_t *out = b->data + b->len;
+    const uint8_t *p = s.p, *end = s.p + s.n;
+    while (p < end) {
+        const uint8_t *run = p;
+        while (p < end && !copy_special[*p]) p++;
+        memcpy(out, run, (size_t)(p - run));
+        out += p - run;
+        if (p < end) {
+            *out++ = '\\';
+            *out++ = *p == '\\' ? '\\' : *p == '\t' ? 't' : *p == '\n' ? 'n' : 'r';
+            p++;
+        }
+    }
+    b->len = out - b->data;
+}
+
+/* A JSON string body (ensure_ascii=False) as COPY text (room: 4n bytes).
+ * Validated values hold no control characters but tab, newline and carriage return. */
+static void put_json_copy_escaped(Buf *b, Slice s) {
+    for (Py_ssize_t i = 0; i < s.n; i++) {
+        uint8_t c = s.p[i];
+        switch (c) {
+        case '"': put(b, "\\\\\"", 3); break;
+        case '\\': put(b, "\\\\\\\\", 4); break;
+        case '\t': put(b, "\\\\t", 3); break;
+        case '\n': put(b, "\\\\n", 3); break;
+        case '\r': put(b, "\\\\r", 3); break;
+        default: put_byte(b, c);
+        }
+    }
+}
+
+/* ---- protobuf wire format --------------------------------------------------------- */
+
+static inline int read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out) {
+    uint64_t value = 0;
+    for (int shift = 0; shift < 64 && *pp < end; shift += 7) {
+        uint8_t byte = *(*pp)++;
+        value |= (uint64_t)(byte & 0x7f) << shift;
+        if (!(byte & 0x80)) {
+            *out = value;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    uint32_t field;
+    uint32_t wire;
+    uint64_t varint;
+    Slice bytes; /* wire type 2 */
+} Field;
+
+/* The next field of a message; 0 at the end, -1 on malformed input. */
+static int next_field(const uint8_t **pp, const uint8_t *end, Field *f) {
+    if (*pp >= end) {
+        return 0;
+    }
+    uint64_t tag;
+    if (!read_varint(pp, end, &tag) || (tag >> 3) == 0 || (tag >> 3) > 536870911u) {
+        return -1;
+    }
+    f->field = (uint32_t)(tag >> 3);
+    f->wire = (uint32_t)(tag & 7);
+    switch (f->wire) {
+    case 0:
+        return read_varint(pp, end, &f->varint) ? 1 : -1;
+    case 1:
+        if (end - *pp < 8) return -1;
+        *pp += 8;
+        return 1;
+    case 2: {
+        uint64_t n;
+        if (!read_varint(pp, end, &n) || n > (uint64_t)(end - *pp)) return -1;
+        f->bytes.p = *pp;
+        f->bytes.n = (Py_ssize_t)n;
+        *pp += n;
+        return 1;
+    }
+    case 5:
+        if (end - *pp < 4) return -1;
+        *pp += 4;
+        return 1;
+    default: /* groups and unknown wire types: leave them to protobuf */
+        return -1;
+    }
+}
+
+/* ---- UTF-8 and the text rules ----------------------------------------------------- */
+
+/* Length of the well-formed UTF-8 sequence at p (no surrogates, no overlongs), or 0. */
+static inline int utf8_len(const uint8_t *p, const uint8_t *end, uint32_t *cp) {
+    uint8_t c = p[0];
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    Py_ssize_t left = end - p;
+    if (c >= 0xC2 && c <= 0xDF) {
+        if (left < 2 || (p[1] & 0xC0) != 0x80) return 0;
+        *cp = ((uint32_t)(c & 0x1F) << 6) | (p[1] & 0x3F);
+        return 2;
+    }
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (left < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
+        if (c == 0xE0 && p[1] < 0xA0) return 0;
+        if (c == 0xED && p[1] > 0x9F) return 0;
+        *cp = ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(p[1] & 0x3F) << 6) | (p[2] & 0x3F);
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (left < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 ||
+            (p[3] & 0xC0) != 0x80)
+            return 0;
+        if (c == 0xF0 && p[1] < 0x90) return 0;
+        if (c == 0xF4 && p[1] > 0x8F) return 0;
+        *cp = ((uint32_t)(c & 0x07) << 18) | ((uint32_t)(p[1] & 0x3F) << 12) |
+              ((uint32_t)(p[2] & 0x3F) << 6) | (p[3] & 0x3F);
+        return 4;
+    }
+    return 0;
+}
+
+/* Eight bytes at a time: any byte at or above 0x80? Any below 0x20, or 0x7f? */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+static inline uint64_t load8(const uint8_t *p) {
+    uint64_t word;
+    memcpy(&word, p, 8);
+    return word;
+}
+static inline int word_plain(uint64_t w) {
+    uint64_t below_space = (w - ONES * 0x20) & ~w;
+    uint64_t is_del = ((w ^ (ONES * 0x7f)) - ONES) & ~(w ^ (ONES * 0x7f));
+    return !((w | below_space | is_del) & HIGHS);
+}
+
+static int valid_utf8(Slice s) {
+    const uint8_t *p = s.p, *end = s.p + s.n;
+    while (end - p >= 8 && !(load8(p) & HIGHS)) p += 8;
+    while (p < end) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        uint32_t cp;
+        int n = utf8_len(p, end, &cp);
+        if (!n) return 0;
+        p += n;
+    }
+    return 1;
+}
+
+/* str.strip(): whitespace as Python defines it, at both ends. s is valid UTF-8. */
+static Slice strip(Slice s) {
+    const uint8_t *p = s.p, *end = s.p + s.n;
+    while (p < end) {
+        uint32_t cp;
+        int n = utf8_len(p, end, &cp);
+        if (!Py_UNICODE_ISSPACE(cp)) break;
+        p += n;
+    }
+    while (end > p) {
+        const uint8_t *start = end - 1;
+        while (start > p && (*start & 0xC0) == 0x80) start--;
+        uint32_t cp;
+        utf8_len(start, end, &cp);
+        if (!Py_UNICODE_ISSPACE(cp)) break;
+        end = start;
+    }
+    Slice out = {p, end - p};
+    return out;
+}
+
+/* Code points in s; -1 when s holds a control character ([\x00-\x1f\x7f-\x9f], or for
+ * multi-line text the same less tab, newline and carriage return). */
+static Py_ssize_t checked_length(Slice s, int multiline) {
+    Py_ssize_t count = 0, i = 0;
+    /* Printable ASCII, the usual case, eight bytes at a time. */
+    while (s.n - i >= 8 && word_plain(load8(s.p + i))) i += 8;
+    count = i;
+    for (; i < s.n; i++) {
+        uint8_t c = s.p[i];
+        if (c < 0x20) {
+            if (!multiline || (c != '\t' && c != '\n' && c != '\r')) return -1;
+        } else if (c == 0x7f) {
+            return -1;
+        } else if (c == 0xC2 && i + 1 < s.n && s.p[i + 1] >= 0x80 && s.p[i + 1] <= 0x9F) {
+            return -1;
+        }
+        count += (c & 0xC0) != 0x80;
+    }
+    return count;
+}
+
+static inline int is_alpha(uint8_t c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
+static inline int is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
+static inline int is_alnum(uint8_t c) { return is_alpha(c) || is_digit(c); }
+static inline int is_hex_lower(uint8_t c) { return is_digit(c) || (c >= 'a' && c <= 'f'); }
+
+/* The canonical spelling of a UUID: 8-4-4-4-12 lower-case hex digits. */
+static int canonical_uuid(Slice s) {
+    if (s.n != 36) return 0;
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s.p[i] != '-') return 0;
+        } else if (!is_hex_lower(s.p[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* EMAIL: [A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@ then two or more dot-separated labels: each
+ * 1-63 letters, digits and hyphens, not at either end; the last 2-63 letters only. */
+static int email_ok(Slice s) {
+    static const char local[] = "!#$%&'*+/=?^_`{|}~.-";
+    Py_ssize_t i = 0;
+    while (i < s.n && (is_alnum(s.p[i]) || (s.p[i] && strchr(local, s.p[i])))) i++;
+    if (i == 0 || i >= s.n || s.p[i] != '@') return 0;
+    i++;
+    int labels = 0;
+    for (;;) {
+        Py_ssize_t start = i;
+        while (i < s.n && (is_alnum(s.p[i]) || s.p[i] == '-')) i++;
+        Py_ssize_t n = i - start;
+        if (n < 1 || n > 63 || s.p[start] == '-' || s.p[i - 1] == '-') return 0;
+        labels++;
+        if (i == s.n) {
+            if (labels < 2 || n < 2) return 0;
+            for (Py_ssize_t k = start; k < i; k++) {
+                if (!is_alpha(s.p[k])) return 0;
+            }
+            return 1;
+        }
+        if (s.p[i] != '.') return 0;
+        i++;
+    }
+}
+
+/* \+?[0-9 ().-]{6,32} holding six or more digits. */
+static int phone_ok(Slice s) {
+    Py_ssize_t i = (s.n && s.p[0] == '+') ? 1 : 0;
+    Py_ssize_t rest = s.n - i, digits = 0;
+    if (rest < 6 || rest > 32) return 0;
+    for (; i < s.n; i++) {
+        uint8_t c = s.p[i];
+        if (is_digit(c)) digits++;
+        else if (c != ' ' && c != '(' && c != ')' && c != '.' && c != '-') return 0;
+    }
+    return digits >= 6;
+}
+
+/* [A-Za-z0-9][A-Za-z0-9 -]* */
+static int postcode_ok(Slice s) {
+    if (s.n == 0 || !is_alnum(s.p[0])) return 0;
+    for (Py_ssize_t i = 1; i < s.n; i++) {
+        if (!is_alnum(s.p[i]) && s.p[i] != ' ' && s.p[i] != '-') return 0;
+    }
+    return 1;
+}
+
+/* [A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})* */
+static int language_ok(Slice s) {
+    Py_ssize_t i = 0;
+    while (i < s.n && is_alpha(s.p[i])) i++;
+    if (i < 2 || i > 3) return 0;
+    while (i < s.n) {
+        if (s.p[i] != '-') return 0;
+        Py_ssize_t start = ++i;
+        while (i < s.n && is_alnum(s.p[i])) i++;
+        if (i - start < 1 || i - start > 8) return 0;
+    }
+    return 1;
+}
+
+/* YYYY-MM-DD, a calendar date from 1900 up to today (yyyymmdd). */
+static int birth_ok(Slice s, long today) {
+    if (s.n != 10 || s.p[4] != '-' || s.p[7] != '-') return 0;
+    for (int i = 0; i < 10; i++) {
+        if (i != 4 && i != 7 && !is_digit(s.p[i])) return 0;
+    }
+    int year = (s.p[0] - '0') * 1000 + (s.p[1] - '0') * 100 + (s.p[2] - '0') * 10 + (s.p[3] - '0');
+    int month = (s.p[5] - '0') * 10 + (s.p[6] - '0');
+    int day = (s.p[8] - '0') * 10 + (s.p[9] - '0');
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (year < 1900 || month < 1 || month > 12 || day < 1) return 0;
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (day > days[month - 1] + (month == 2 && leap)) return 0;
+    return (long)year * 10000 + month * 100 + day <= today;
+}
+
+/* Dotted-quad IPv4 in canonical form (no leading zeros, each part 0-255). */
+static int ipv4_ok(Slice s) {
+    Py_ssize_t i = 0;
+    for (int part = 0; part < 4; part++) {
+        if (part > 0) {
+            if (i >= s.n || s.p[i] != '.') return 0;
+            i++;
+        }
+        Py_ssize_t start = i;
+        int value = 0;
+        while (i < s.n && is_digit(s.p[i]) && i - start < 3) value = value * 10 + (s.p[i++] - '0');
+        Py_ssize_t n = i - start;
+        if (n == 0 || (n > 1 && s.p[start] == '0') || value > 255) return 0;
+    }
+    return i == s.n;
+}
+
+/* [A-Za-z_][A-Za-z0-9_.-]{0,max-1} */
+static int extra_key_ok(Slice s) {
+    if (s.n < 1 || s.n > max_extra_key || !(is_alpha(s.p[0]) || s.p[0] == '_')) return 0;
+    for (Py_ssize_t i = 1; i < s.n; i++) {
+        uint8_t c = s.p[i];
+        if (!is_alnum(c) && c != '_' && c != '.' && c != '-') return 0;
+    }
+    return 1;
+}
+
+static inline int country_class(Slice s) {
+    if (s.n != 2 || s.p[0] < 'A' || s.p[0] > 'Z' || s.p[1] < 'A' || s.p[1] > 'Z') return 0;
+    return countries[(s.p[0] - 'A') * 26 + (s.p[1] - 'A')];
+}
+
+/* ---- opted_in_at --------------------------------------------------------------- */
+
+static inline void put_digits(char *out, Py_ssize_t *n, int64_t value, int width) {
+    for (int i = width - 1; i >= 0; i--) {
+        out[*n + i] = (char)('0' + value % 10);
+        value /= 10;
+    }
+    *n += width;
+}
+
+/* "YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00", as datetime.isoformat() writes it. */
+static Py_ssize_t format_moment(char *out, int64_t seconds, int64_t micros) {
+    int64_t days = seconds / 86400, rem = seconds % 86400;
+    /* civil_from_days (H. Hinnant); seconds >= 0 here */
+    int64_t z = days + 719468;
+    int64_t era = z / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = yoe + era * 400;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1;
+    int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    y += m <= 2;
+    Py_ssize_t n = 0;
+    put_digits(out, &n, y, 4);
+    out[n++] = '-';
+    put_digits(out, &n, m, 2);
+    out[n++] = '-';
+    put_digits(out, &n, d, 2);
+    out[n++] = 'T';
+    put_digits(out, &n, rem / 3600, 2);
+    out[n++] = ':';
+    put_digits(out, &n, rem % 3600 / 60, 2);
+    out[n++] = ':';
+    put_digits(out, &n, rem % 60, 2);
+    if (micros) {
+        out[n++] = '.';
+        put_digits(out, &n, micros, 6);
+    }
+    memcpy(out + n, "+00:00", 6);
+    return n + 6;
+}
+
+/* ---- one referral ------------------------------------------------------------------ */
+
+typedef struct {
+    Slice text[N_SLOTS];
+    uint8_t seen[N_SLOTS];
+    int has_moment;
+    int64_t seconds, nanos;
+    int odd; /* well-formed, but something only the Python path handles */
+    Py_ssize_t n_extra;
+    /* last: reset_referral() clears everything before these */
+    Slice keys[MAX_EXTRA_HARD], values[MAX_EXTRA_HARD];
+} Referral;
+
+static inline void reset_referral(Referral *r) { memset(r, 0, offsetof(Referral, keys)); }
+
+static int set_text(Referral *r, int slot, Slice value) {
+    if (!valid_utf8(value)) return -1;
+    if (r->seen[slot]) r->odd = 1; /* repeated singular field: last wins; leave it to protobuf */
+    r->seen[slot] = 1;
+    r->text[slot] = value;
+    return 0;
+}
+
+static int parse_timestamp(Referral *r, Slice m) {
+    const uint8_t *p = m.p, *end = m.p + m.n;
+    Field f;
+    int got;
+    if (r->has_moment) r->odd = 1; /* repeated message fields merge */
+    r->has_moment = 1;
+    while ((got = next_field(&p, end, &f)) > 0) {
+        if (f.field == 1 && f.wire == 0) r->seconds = (int64_t)f.varint;
+        else if (f.field == 2 && f.wire == 0) r->nanos = (int32_t)(uint32_t)f.varint;
+        else if (f.field <= 2) r->odd = 1;
+    }
+    return got;
+}
+
+static int parse_sub(Referral *r, Slice m, int opt_in) {
+    const uint8_t *p = m.p, *end = m.p + m.n;
+    Field f;
+    int got;
+    while ((got = next_field(&p, end, &f)) > 0) {
+        int slot = -1;
+        if (!opt_in && f.field >= 1 && f.field <= 15) slot = CONSUMER_FIRST - 1 + (int)f.field;
+        else if (opt_in && f.field >= 1 && f.field <= 5) slot = OPT_IN_FIRST - 1 + (int)f.field;
+        else if (opt_in && f.field >= 7 && f.field <= 9) slot = OPT_IN_FIRST - 2 + (int)f.field;
+        else if (opt_in && f.field == 6) {
+            if (f.wire != 2) {
+                r->odd = 1;
+            } else if (parse_timestamp(r, f.bytes) < 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (slot < 0) continue; /* unknown field */
+        if (f.wire != 2) {
+            r->odd = 1;
+        } else if (set_text(r, slot, f.bytes) < 0) {
+            return -1;
+        }
+    }
+    return got;
+}
+
+static int parse_extra_entry(Referral *r, Slice m) {
+    const uint8_t *p = m.p, *end = m.p + m.n;
+    Field f;
+    int got;
+    Slice key = {(const uint8_t *)"", 0}, value = {(const uint8_t *)"", 0};
+    int seen_key = 0, seen_value = 0;
+    while ((got = next_field(&p, end, &f)) > 0) {
+        if (f.field != 1 && f.field != 2) continue;
+        if (f.wire != 2) {
+            r->odd = 1;
+            continue;
+        }
+        if (!valid_utf8(f.bytes)) return -1;
+        if (f.field == 1) {
+            r->odd |= seen_key;
+            seen_key = 1;
+            key = f.bytes;
+        } else {
+            r->odd |= seen_value;
+            seen_value = 1;
+            value = f.bytes;
+        }
+    }
+    if (got < 0) return -1;
+    if (r->n_extra >= MAX_EXTRA_HARD) {
+        r->odd = 1;
+        return 0;
+    }
+    r->keys[r->n_extra] = key;
+    r->values[r->n_extra] = value;
+    r->n_extra++;
+    return 0;
+}
+
+static int parse_referral(Referral *r, Slice m) {
+    const uint8_t *p = m.p, *end = m.p + m.n;
+    Field f;
+    int got, seen_consumer = 0, seen_opt_in = 0;
+    while ((got = next_field(&p, end, &f)) > 0) {
+        if (f.field > 6) continue;
+        if (f.wire != 2) {
+            r->odd = 1;
+            continue;
+        }
+        switch (f.field) {
+        case 1: case 2: case 3:
+            if (set_text(r, (int)f.field - 1, f.bytes) < 0) return -1;
+            break;
+        case 4:
+            r->odd |= seen_consumer;
+            seen_consumer = 1;
+            if (parse_sub(r, f.bytes, 0) < 0) return -1;
+            break;
+        case 5:
+            r->odd |= seen_opt_in;
+            seen_opt_in = 1;
+            if (parse_sub(r, f.bytes, 1) < 0) return -1;
+            break;
+        case 6:
+            if (parse_extra_entry(r, f.bytes) < 0) return -1;
+            break;
+        }
+    }
+    return got;
+}
+
+/* ---- verdicts from Python ---------------------------------------------------------- */
+
+typedef struct {
+    PyObject *cache;  /* dict: bytes key -> str or None */
+    PyObject *decide; /* callable(kind: str, value: str, country: str) -> str | None */
+} Verdicts;
+
+/* Python's verdict on a value: 1 with *out set (a borrowed str), 0 when refused, -1 on error. */
+static int verdict(Verdicts *v, char kind, Slice value, Slice country, PyObject **out) {
+    char small[256];
+    Py_ssize_t n = 1 + country.n + 1 + value.n;
+    char *key = n <= (Py_ssize_t)sizeof(small) ? small : PyMem_Malloc((size_t)n);
+    if (key == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    key[0] = kind;
+    memcpy(key + 1, country.p, (size_t)country.n);
+    key[1 + country.n] = 0;
+    memcpy(key + 2 + country.n, value.p, (size_t)value.n);
+    PyObject *bytes_key = PyBytes_FromStringAndSize(key, n);
+    if (key != small) PyMem_Free(key);
+    if (bytes_key == NULL) return -1;
+    PyObject *found = PyDict_GetItemWithError(v->cache, bytes_key);
+    if (found == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(bytes_key);
+            return -1;
+        }
+        found = PyObject_CallFunction(v->decide, "s#s#s#", &kind, (Py_ssize_t)1,
+                                      (const char *)value.p, value.n,
+                                      (const char *)country.p, country.n);
+        if (found == NULL) {
+            Py_DECREF(bytes_key);
+            return -1;
+        }
+        if (found != Py_None && !PyUnicode_Check(found)) {
+            Py_DECREF(found);
+            Py_DECREF(bytes_key);
+            PyErr_SetString(PyExc_TypeError, "decide must return str or None");
+            return -1;
+        }
+        int failed = PyDict_SetItem(v->cache, bytes_key, found);
+        Py_DECREF(found); /* the cache holds it */
+        if (failed) {
+            Py_DECREF(bytes_key);
+            return -1;
+        }
+    }
+    Py_DECREF(bytes_key);
+    if (found == Py_None) return 0;
+    *out = found;
+    return 1;
+}
+
+static int verdict_slice(Verdicts *v, char kind, Slice value, Slice country, Slice *out) {
+    PyObject *text;
+    int got = verdict(v, kind, value, country, &text);
+    if (got <= 0) return got;
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n); /* cached on the str, which the dict keeps */
+    if (utf8 == NULL) return -1;
+    out->p = (const uint8_t *)utf8;
+    out->n = n;
+    return 1;
+}
+
+/* ---- the rules for one referral --------------------------------------------------------- */
+
+/* 1 when the referral is clean (the row is written), 0 to defer it, -1 on error. */
+static int write_row(Referral *r, Buf *out, Verdicts *v, int64_t earliest_s, int64_t latest_us,
+                     long today) {
+    if (r->odd || !r->has_moment) return 0;
+    if (!canonical_uuid(r->text[S_ACCOUNT]) || !canonical_uuid(r->text[S_CAMPAIGN])) return 0;
+    Slice t[N_SLOTS];
+    Py_ssize_t room = 64 + 8; /* opted_in_at, tabs, newline */
+    for (int slot = 0; slot < N_SLOTS; slot++) {
+        Slice s = r->text[slot];
+        if (slot >= S_PARTNER_REF) {
+            int multiline = slot == S_AD_TEXT;
+            if (!multiline) s = strip(s);
+            Py_ssize_t length = checked_length(s, multiline);
+            if (length < 0 || length > limits[slot]) return 0;
+        }
+        t[slot] = s;
+        room += 2 * s.n + 1;
+    }
+    if (!t[S_PARTNER_REF].n || !t[S_PARTNER_ID].n || !email_ok(t[S_EMAIL])) return 0;
+    if (t[S_DOB].n && !birth_ok(t[S_DOB], today)) return 0;
+    if (t[S_MOBILE].n && !phone_ok(t[S_MOBILE])) return 0;
+    if (t[S_PHONE].n && !phone_ok(t[S_PHONE])) return 0;
+    if (t[S_POSTCODE].n && !postcode_ok(t[S_POSTCODE])) return 0;
+    if (t[S_LANGUAGE].n && !language_ok(t[S_LANGUAGE])) return 0;
+    int country = 0;
+    if (t[S_COUNTRY].n && !(country = country_class(t[S_COUNTRY]))) return 0;
+    if (t[S_STATE].n && country == 2) {
+        Slice normal;
+        int got = verdict_slice(v, 'S', t[S_STATE], t[S_COUNTRY], &normal);
+        if (got <= 0) return got;
+        room += 2 * (normal.n - t[S_STATE].n);
+        t[S_STATE] = normal;
+    }
+    if (t[S_IP].n && !ipv4_ok(t[S_IP])) {
+        Slice none = {(const uint8_t *)"", 0}, canonical;
+        int got = verdict_slice(v, 'I', t[S_IP], none, &canonical);
+        if (got <= 0) return got;
+        room += 2 * (canonical.n - t[S_IP].n);
+        t[S_IP] = canonical;
+    }
+    if (r->nanos < 0 || r->nanos >= 1000000000 || r->seconds < earliest_s) return 0;
+    if (r->seconds > latest_us / 1000000 + 1) return 0;
+    int64_t micros = r->nanos / 1000;
+    if (r->seconds * 1000000 + micros > latest_us) return 0;
+    if (r->n_extra > max_extra_keys) return 0;
+    room += 2;
+    for (Py_ssize_t i = 0; i < r->n_extra; i++) {
+        Slice key = r->keys[i], value = r->values[i];
+        Py_ssize_t length = checked_length(value, 1);
+        if (!extra_key_ok(key) || length < 0 || length > max_extra_value) return 0;
+        for (Py_ssize_t j = 0; j < i; j++) {
+            if (r->keys[j].n == key.n && !memcmp(r->keys[j].p, key.p, (size_t)key.n)) return 0;
+        }
+        room += key.n + 4 * value.n + 8;
+    }
+
+    if (buf_reserve(out, room) < 0) return -1;
+    for (int slot = 0; slot < N_SLOTS; slot++) {
+        if (slot == S_IP) {
+            char moment[48];
+            put(out, moment, format_moment(moment, r->seconds, micros));
+            put_byte(out, '\t');
+        }
+        if ((slot == S_DOB || slot == S_IP) && !t[slot].n) put(out, "\\N", 2);
+        else put_copy_escaped(out, t[slot]);
+        put_byte(out, '\t');
+    }
+    put_byte(out, '{');
+    for (Py_ssize_t i = 0; i < r->n_extra; i++) {
+        if (i) put_byte(out, ',');
+        put_byte(out, '"');
+        put(out, r->keys[i].p, r->keys[i].n);
+        put(out, "\":\"", 3);
+        put_json_copy_escaped(out, r->values[i]);
+        put_byte(out, '"');
+    }
+    put(out, "}\n", 2);
+    return 1;
+}
+
+/* ---- module functions ----------------------------------------------------------------- */
+
+/* An interned str for a repeated id (accounts, campaigns): a batch names few of them. */
+static PyObject *id_text(PyObject *seen, Slice s) {
+    PyObject *key = PyBytes_FromStringAndSize((const char *)s.p, s.n);
+    if (key == NULL) return NULL;
+    PyObject *text = PyDict_GetItemWithError(seen, key);
+    if (text != NULL) {
+        Py_DECREF(key);
+        return Py_NewRef(text);
+    }
+    if (PyErr_Occurred() ||
+        (text = PyUnicode_DecodeUTF8((const char *)s.p, s.n, "strict")) == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    int failed = PyDict_SetItem(seen, key, text);
+    Py_DECREF(key);
+    if (failed) {
+        Py_DECREF(text);
+        return NULL;
+    }
+    return text;
+}
+
+static int append_new(PyObject *list, PyObject *item) {
+    if (item == NULL) return -1;
+    int failed = PyList_Append(list, item);
+    Py_DECREF(item);
+    return failed;
+}
+
+PyDoc_STRVAR(scan_batch_doc,
+"scan_batch(data, earliest_s, latest_us, today, cache, decide)\n"
+"--\n\n"
+"Scan a serialized IngestBatchRequest. Returns None when the bytes are not plainly\n"
+"well-formed (let protobuf parse them), else a tuple (count, copy, ends, offsets,\n"
+"accounts, partners, campaigns, deferred): the number of referrals; the COPY text of\n"
+"the clean ones with each line's end offset, request offset and key columns; and\n"
+"(offset, bytes) for each referral the Python validator must decide.");
+
+static PyObject *scan_batch(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer data;
+    long long earliest_s, latest_us;
+    long today;
+    PyObject *cache, *decide;
+    if (!PyArg_ParseTuple(args, "y*LLlO!O:scan_batch", &data, &earliest_s, &latest_us, &today,
+                          &PyDict_Type, &cache, &decide)) {
+        return NULL;
+    }
+    if (!configured) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_RuntimeError, "configure() first");
+        return NULL;
+    }
+    Verdicts v = {cache, decide};
+    Buf out = {NULL, 0, 0};
+    Referral *r = PyMem_Malloc(sizeof(Referral));
+    PyObject *ends = PyList_New(0), *offsets = PyList_New(0), *accounts = PyList_New(0);
+    PyObject *partners = PyList_New(0), *campaigns = PyList_New(0), *deferred = PyList_New(0);
+    PyObject *seen_ids = PyDict_New(), *result = NULL;
+    if (r == NULL || !ends || !offsets || !accounts || !partners || !campaigns || !deferred ||
+        !seen_ids) {
+        if (r == NULL) PyErr_NoMemory();
+        goto done;
+    }
+    const uint8_t *p = data.buf, *end = p + data.len;
+    Field f;
+    int got;
+    Py_ssize_t count = 0;
+    /* Structure first: any malformed byte sends the whole request to protobuf. */
+    while ((got = next_field(&p, end, &f)) > 0) {
+        if (f.field == 1 && f.wire != 2) got = -1;
+        if (got < 0) break;
+    }
+    if (got < 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    p = data.buf;
+    while ((got = next_field(&p, end, &f)) > 0) {
+        if (f.field != 1) continue;
+        Py_ssize_t offset = count++;
+        reset_referral(r);
+        if (parse_referral(r, f.bytes) < 0) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        int clean = write_row(r, &out, &v, earliest_s, latest_us, today);
+        if (clean < 0) goto done;
+        if (!clean) {
+            PyObject *raw = Py_BuildValue("(ny#)", offset, (const char *)f.bytes.p, f.bytes.n);
+            if (append_new(deferred, raw) < 0) goto done;
+            continue;
+        }
+        Slice partner = strip(r->text[S_PARTNER_REF]);
+        if (append_new(ends, PyLong_FromSsize_t(out.len)) < 0 ||
+            append_new(offsets, PyLong_FromSsize_t(offset)) < 0 ||
+            append_new(accounts, id_text(seen_ids, r->text[S_ACCOUNT])) < 0 ||
+            append_new(campaigns, id_text(seen_ids, r->text[S_CAMPAIGN])) < 0 ||
+            append_new(partners, PyUnicode_DecodeUTF8((const char *)partner.p, partner.n,
+                                                      "strict")) < 0) {
+            goto done;
+        }
+    }
+    PyObject *copy = PyBytes_FromStringAndSize((const char *)out.data, out.len);
+    if (copy == NULL) goto done;
+    result = Py_BuildValue("(nNOOOOOO)", count, copy, ends, offsets, accounts, partners,
+                           campaigns, deferred);
+done:
+    PyBuffer_Release(&data);
+    PyMem_Free(out.data);
+    PyMem_Free(r);
+    Py_XDECREF(ends);
+    Py_XDECREF(offsets);
+    Py_XDECREF(accounts);
+    Py_XDECREF(partners);
+    Py_XDECREF(campaigns);
+    Py_XDECREF(deferred);
+    Py_XDECREF(seen_ids);
+    return result;
+}
+
+PyDoc_STRVAR(configure_doc,
+"configure(limits, countries, max_extra_keys, max_extra_key, max_extra_value)\n"
+"--\n\n"
+"Set the rules: the longest value of each text slot (26 ints, in table order without\n"
+"opted_in_at and extra; account and campaign ids are ignored), and a 676-byte table of\n"
+"two-letter codes (index (a-'A')*26 + (b-'A'); 1: a country, 2: one with subdivisions).");
+
+static PyObject *configure(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *seq;
+    Py_buffer table;
+    Py_ssize_t keys, key_len, value_len;
+    if (!PyArg_ParseTuple(args, "Oy*nnn:configure", &seq, &table, &keys, &key_len, &value_len)) {
+        return NULL;
+    }
+    PyObject *fast = PySequence_Fast(seq, "limits must be a sequence");
+    if (fast == NULL || PySequence_Fast_GET_SIZE(fast) != N_SLOTS || table.len != 26 * 26) {
+        Py_XDECREF(fast);
+        PyBuffer_Release(&table);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "26 limits and 676 codes");
+        return NULL;
+    }
+    for (int i = 0; i < N_SLOTS; i++) {
+        Py_ssize_t limit = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(fast, i));
+        if (limit == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            PyBuffer_Release(&table);
+            return NULL;
+        }
+        limits[i] = limit;
+    }
+    Py_DECREF(fast);
+    memcpy(countries, table.buf, sizeof(countries));
+    PyBuffer_Release(&table);
+    if (keys > MAX_EXTRA_HARD) keys = MAX_EXTRA_HARD;
+    max_extra_keys = keys;
+    max_extra_key = key_len;
+    max_extra_value = value_len;
+    configured = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"scan_batch", scan_batch, METH_VARARGS, scan_batch_doc},
+    {"configure", configure, METH_VARARGS, configure_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_scan", "Compiled fast path of referral ingest.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__scan(void) { return PyModule_Create(&module); }

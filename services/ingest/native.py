@@ -1,0 +1,92 @@
+"""The compiled scanner (`_scan.c`), configured from the Python rules it mirrors.
+
+`scan()` turns a serialized IngestBatchRequest into COPY text for its clean referrals and
+hands back the bytes of every other one, for the Python validator to decide. When the
+extension is not built (no C compiler where Handoff was installed), `AVAILABLE` is False
+and callers take the Python path, which gives the same answers, only slower.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from types import ModuleType
+
+from services.ingest.fast_validation import Clock, state_verdict
+from services.ingest.intake import ValidRows
+from services.ingest.model import REFERRAL_COLUMNS
+from services.ingest.validation import (
+    COUNTRIES,
+    COUNTRIES_WITH_SUBDIVISIONS,
+    MAX_EXTRA_KEY,
+    MAX_EXTRA_KEYS,
+    MAX_EXTRA_VALUE,
+    MAX_LENGTHS,
+    canonical_ip,
+)
+
+_scan: ModuleType | None
+try:
+    from services.ingest import _scan  # type: ignore[attr-defined, no-redef, unused-ignore]
+except ImportError:  # pragma: no cover - depends on how Handoff was installed
+    _scan = None
+
+AVAILABLE = _scan is not None
+# Verdicts of the Python rules on states and non-IPv4 addresses, kept across batches.
+_VERDICTS: dict[bytes, str | None] = {}
+_MAX_VERDICTS = 100_000
+# The scanner's text slots: the table's columns less opted_in_at and extra.
+_SLOTS = [c for c in REFERRAL_COLUMNS if c not in ("opted_in_at", "extra")]
+
+
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    """What the scanner made of one request."""
+
+    count: int  # referrals in the request
+    clean: ValidRows  # as COPY text, in request order
+    deferred: list[tuple[int, bytes]]  # (offset, serialized Referral) for Python to decide
+
+
+def _decide(kind: str, value: str, country: str) -> str | None:
+    if kind == "S":
+        return state_verdict(country, value)
+    return canonical_ip(value)
+
+
+def _country_table() -> bytes:
+    table = bytearray(26 * 26)
+    letters = string.ascii_uppercase
+    for code in COUNTRIES:
+        if len(code) == 2 and code[0] in letters and code[1] in letters:
+            index = letters.index(code[0]) * 26 + letters.index(code[1])
+            table[index] = 2 if code in COUNTRIES_WITH_SUBDIVISIONS else 1
+    return bytes(table)
+
+
+if _scan is not None:
+    _scan.configure(
+        [MAX_LENGTHS.get(slot, 0) for slot in _SLOTS],
+        _country_table(),
+        MAX_EXTRA_KEYS,
+        MAX_EXTRA_KEY,
+        MAX_EXTRA_VALUE,
+    )
+
+
+def scan(data: bytes, clock: Clock) -> Scanned | None:
+    """The request's clean rows and deferred referrals; None when protobuf must parse it.
+
+    None also when the extension is not built.
+    """
+    if _scan is None:
+        return None
+    if len(_VERDICTS) > _MAX_VERDICTS:
+        _VERDICTS.clear()
+    today = clock.today.year * 10000 + clock.today.month * 100 + clock.today.day
+    found = _scan.scan_batch(data, clock.earliest_s, clock.latest_us, today, _VERDICTS, _decide)
+    if found is None:
+        return None
+    count, copy, ends, offsets, accounts, partners, campaigns, deferred = found
+    clean = ValidRows(offsets, accounts, partners, campaigns, None, copy, ends)
+    return Scanned(count, clean, deferred)
