@@ -855,6 +855,58 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(number_lines_doc,
+"number_lines(seqs, lines)\n"
+"--\n\n"
+"The lines (bytes) joined, each after its seq (int) and a tab: COPY text with a\n"
+"leading seq column.");
+
+static PyObject *number_lines(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *seqs, *lines;
+    if (!PyArg_ParseTuple(args, "O!O!:number_lines", &PyList_Type, &seqs, &PyList_Type, &lines)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    if (PyList_GET_SIZE(seqs) != n) {
+        PyErr_SetString(PyExc_ValueError, "one seq per line");
+        return NULL;
+    }
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
+            return NULL;
+        }
+        size += PyBytes_GET_SIZE(line) + 21;
+    }
+    Buf out = {NULL, 0, 0};
+    if (buf_reserve(&out, size) < 0) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long seq = PyLong_AsLongLong(PyList_GET_ITEM(seqs, i));
+        if (seq == -1 && PyErr_Occurred()) {
+            PyMem_Free(out.data);
+            return NULL;
+        }
+        char digits[24];
+        int width = 0;
+        unsigned long long value = seq < 0 ? 0ULL - (unsigned long long)seq : (unsigned long long)seq;
+        do {
+            digits[width++] = (char)('0' + value % 10);
+            value /= 10;
+        } while (value);
+        if (seq < 0) digits[width++] = '-';
+        while (width) put_byte(&out, (uint8_t)digits[--width]);
+        put_byte(&out, '\t');
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        put(&out, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line));
+    }
+    PyObject *joined = PyBytes_FromStringAndSize((const char *)out.data, out.len);
+    PyMem_Free(out.data);
+    return joined;
+}
+
 PyDoc_STRVAR(configure_doc,
 "configure(limits, countries, max_extra_keys, max_extra_key, max_extra_value)\n"
 "--\n\n"
@@ -900,6 +952,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"scan_batch", scan_batch, METH_VARARGS, scan_batch_doc},
     {"configure", configure, METH_VARARGS, configure_doc},
+    {"number_lines", number_lines, METH_VARARGS, number_lines_doc},
     {NULL, NULL, 0, NULL},
 };
 

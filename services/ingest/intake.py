@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import accumulate, chain, count
@@ -34,7 +34,7 @@ class ReferralStore(Protocol):
     ) -> dict[ReferralKey, StoredRow]: ...
 
     async def insert_copy(
-        self, data: bytes, keys: Sequence[ReferralKey], campaign_ids: Collection[str]
+        self, lines: Sequence[bytes], keys: Sequence[ReferralKey], campaign_ids: Sequence[str]
     ) -> dict[ReferralKey, StoredRow]: ...
 
     async def campaign_states(self, campaign_ids: Sequence[UUID]) -> dict[UUID, CampaignState]: ...
@@ -204,8 +204,8 @@ async def _store_valid(
         # Staged in key order: see insert_copy.
         in_order = unique if keys == sorted(keys) else unique.kept(_key_order(keys))
         stored = await store.insert_copy(
-            in_order.copy, list(zip(in_order.accounts, in_order.partners, strict=True)),
-            set(unique.campaigns),
+            in_order.lines(), list(zip(in_order.accounts, in_order.partners, strict=True)),
+            in_order.campaigns,
         )  # fmt: skip
     refused = [c for key, c in zip(keys, unique.campaigns, strict=True) if key not in stored]
     states = await store.campaign_states([UUID(c) for c in refused]) if refused else {}

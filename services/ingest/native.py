@@ -27,7 +27,7 @@ from services.ingest.validation import (
 
 _scan: ModuleType | None
 try:
-    from services.ingest import _scan  # type: ignore[attr-defined, no-redef, unused-ignore]
+    from services.ingest import _scan
 except ImportError:  # pragma: no cover - depends on how Handoff was installed
     _scan = None
 

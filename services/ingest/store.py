@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,8 +36,25 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 
 ReferralKey = tuple[str, str]  # (account id, partner referral id)
+
+
+def _number_lines(seqs: list[int], lines: list[bytes]) -> bytes:
+    """COPY text lines, each after its seq and a tab (the C version is _scan.number_lines)."""
+    return b"".join(map(b"%d\t%b".__mod__, zip(seqs, lines, strict=True)))
+
+
+number_lines: Callable[[list[int], list[bytes]], bytes]
+try:
+    from services.ingest._scan import number_lines
+except ImportError:  # pragma: no cover - built without a C compiler
+    number_lines = _number_lines
+
 _new_stored = partial(tuple.__new__, StoredRow)  # StoredRow((seq, duplicate)), at C speed
 DEADLOCK_ATTEMPTS = 3
+
+
+class _NotDirectError(Exception):
+    """The direct path does not apply: roll it back and take the staged path."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +151,10 @@ class IngestStore:
             return {}
         if len(rows) > SMALL_BATCH:
             ordered = sorted(rows, key=lambda r: (r.account_id, r.partner_referral_id))
-            keys = [(r.account_id, r.partner_referral_id) for r in ordered]
             return await self.insert_copy(
-                copy_text(ordered), keys, {r.campaign_id for r in ordered}
+                [copy_text([row]) for row in ordered],
+                [(r.account_id, r.partner_referral_id) for r in ordered],
+                [r.campaign_id for r in ordered],
             )
         try:
             (record,) = await self._pool.fetch(QUERIES["insert_referrals"], json_rows(rows))
@@ -144,28 +162,65 @@ class IngestStore:
             raise UnavailableError(f"database unavailable: {exc}") from exc
         except asyncpg.PostgresError as exc:
             raise DatabaseError(f"insert_referrals failed: {exc}") from exc
-        return await self._with_existing(
-            record, [(r.account_id, r.partner_referral_id) for r in rows]
-        )
+        keys = [(r.account_id, r.partner_referral_id) for r in rows]
+        return await self._with_existing(record, keys)
 
     async def insert_copy(
-        self, data: bytes, keys: Sequence[ReferralKey], campaign_ids: Collection[str]
+        self, lines: Sequence[bytes], keys: Sequence[ReferralKey], campaign_ids: Sequence[str]
     ) -> dict[ReferralKey, StoredRow]:
-        """insert_referrals for rows given as COPY text, with each row's key in order.
+        """insert_referrals for rows given as COPY text lines, with each row's key and campaign.
 
         Rows should come in key order, so that concurrent batches sharing keys lock them
         in one order; a deadlock, should one happen, is retried.
+
+        First the direct path: seqs drawn up front and the rows copied straight into the
+        table, as fast as a plain COPY. It needs every campaign active and every key new;
+        when it meets a stored key (a retried batch) it rolls back, and the staged path
+        (COPY to a temporary table, then INSERT ... ON CONFLICT DO NOTHING) decides.
         """
         if not keys:
             return {}
         try:
             async with self._connection() as conn:
-                record = await self._insert_staged(conn, data, list(campaign_ids))
+                direct = await self._insert_direct(conn, lines, keys, campaign_ids)
+                if direct is not None:
+                    return direct
+                record = await self._insert_staged(conn, b"".join(lines), list(set(campaign_ids)))
         except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
             raise UnavailableError(f"database unavailable: {exc}") from exc
         except asyncpg.PostgresError as exc:
             raise DatabaseError(f"insert_staged_referrals failed: {exc}") from exc
         return await self._with_existing(record, keys)
+
+    async def _insert_direct(
+        self,
+        conn: asyncpg.Connection,
+        lines: Sequence[bytes],
+        keys: Sequence[ReferralKey],
+        campaign_ids: Sequence[str],
+    ) -> dict[ReferralKey, StoredRow] | None:
+        """Every row stored by one COPY into referrals, or None when one could not be."""
+        accounts = (key[0] for key in keys)
+        pairs = {f"{c} {a}" for c, a in set(zip(campaign_ids, accounts, strict=True))}
+        try:
+            async with conn.transaction():
+                active, seqs = await conn.fetchrow(
+                    QUERIES["draw_referral_seqs"], list({c for c in campaign_ids}), len(lines)
+                )
+                if not pairs.issubset(active):
+                    raise _NotDirectError
+                data = number_lines(seqs, list(lines))
+                await conn.copy_to_table(
+                    "referrals", source=_chunks(data), columns=("seq", *REFERRAL_COLUMNS)
+                )
+                await conn.execute(QUERIES["notify_referrals_ingested"], seqs[-1])
+        except (
+            _NotDirectError,
+            asyncpg.exceptions.UniqueViolationError,
+            asyncpg.exceptions.DeadlockDetectedError,
+        ):
+            return None
+        return dict(zip(keys, map(_new_stored, zip(seqs, repeat(False))), strict=False))
 
     async def _with_existing(
         self, inserted: asyncpg.Record, keys: Sequence[ReferralKey]

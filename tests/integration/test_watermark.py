@@ -104,7 +104,7 @@ async def test_watermark_stays_below_an_open_transaction_until_it_commits(
 async def test_watermark_stays_below_an_open_copy_batch_until_it_commits(
     store: IngestStore, store_target: Target, database_url: str
 ) -> None:
-    size = SMALL_BATCH + 6  # large enough for the staging-table COPY path
+    size = SMALL_BATCH + 6  # large enough for the COPY paths
     await _watermark_reaching(store, (await _insert(store, store_target, 1))[-1])
     async with held_ingest(database_url, store_target, size) as (held, transaction):
         later = await _insert(store, store_target, size)

@@ -30,6 +30,26 @@ SELECT array_agg(inserted.seq) AS seqs, array_agg(inserted.account_id::text) AS 
        array_agg(inserted.partner_referral_id) AS partners
   FROM inserted LEFT JOIN notified ON true;
 
+-- name: draw_referral_seqs
+-- The direct path (store.insert_copy): of the campaigns $1, the active ones of active
+-- accounts, as "campaign account" pairs; and $2 seqs, drawn after the transaction took
+-- its id, as the safe watermark requires (see insert_staged_referrals).
+WITH writer AS MATERIALIZED (
+    SELECT pg_current_xact_id() AS xid
+)
+SELECT ARRAY(
+           SELECT c.id::text || ' ' || c.account_id::text
+             FROM campaigns c JOIN accounts a ON a.id = c.account_id AND a.status = 'active'
+            WHERE c.id = ANY($1::uuid[]) AND c.status = 'active'
+       ) AS active,
+       ARRAY(
+           SELECT nextval('referral_seq') FROM writer, generate_series(1, $2::integer)
+       ) AS seqs;
+
+-- name: notify_referrals_ingested
+-- Sent at commit, like the NOTIFY of the insert statements.
+SELECT pg_notify('referrals_ingested', $1::bigint::text);
+
 -- name: create_referral_staging
 -- Per connection: valid rows are COPied here, then moved by insert_staged_referrals.
 CREATE TEMP TABLE IF NOT EXISTS referral_staging (

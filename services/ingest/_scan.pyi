@@ -1,0 +1,34 @@
+"""Types of the compiled scanner, services/ingest/_scan.c (see there for the rules)."""
+
+from collections.abc import Callable, Sequence
+
+def configure(
+    limits: Sequence[int],
+    countries: bytes,
+    max_extra_keys: int,
+    max_extra_key: int,
+    max_extra_value: int,
+    /,
+) -> None: ...
+def scan_batch(
+    data: bytes,
+    earliest_s: int,
+    latest_us: int,
+    today: int,
+    cache: dict[bytes, str | None],
+    decide: Callable[[str, str, str], str | None],
+    /,
+) -> (
+    tuple[
+        int,
+        bytes,
+        list[int],
+        list[int],
+        list[str],
+        list[str],
+        list[str],
+        list[tuple[int, bytes]],
+    ]
+    | None
+): ...
+def number_lines(seqs: list[int], lines: list[bytes], /) -> bytes: ...
