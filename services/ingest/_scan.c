@@ -523,7 +523,11 @@ static int parse_extra_entry(Referral *r, Slice m) {
     Slice key = {(const uint8_t *)"", 0}, value = {(const uint8_t *)"", 0};
     int seen_key = 0, seen_value = 0;
     while ((got = next_field(&p, end, &f)) > 0) {
-        if (f.field != 1 && f.field != 2) continue;
+        if (f.field != 1 && f.field != 2) {
+            /* upb keeps such an entry whole among the unknown fields, out of the map */
+            r->odd = 1;
+            continue;
+        }
         if (f.wire != 2) {
             r->odd = 1;
             continue;
