@@ -911,6 +911,129 @@ static PyObject *number_lines(PyObject *self, PyObject *args) {
     return joined;
 }
 
+/* ---- the reply ------------------------------------------------------------------------ */
+
+static void put_varint(Buf *b, uint64_t value) {
+    while (value >= 0x80) {
+        put_byte(b, (uint8_t)(value | 0x80));
+        value >>= 7;
+    }
+    put_byte(b, (uint8_t)value);
+}
+
+/* Field `number` as a varint, left out when zero (proto3 defaults are not written). */
+static int put_int_field(Buf *b, int number, PyObject *value) {
+    long long v = PyLong_AsLongLong(value);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (v == 0) return 0;
+    if (buf_reserve(b, 11) < 0) return -1;
+    put_byte(b, (uint8_t)(number << 3));
+    put_varint(b, (uint64_t)v); /* negative int32/int64: ten bytes, as protobuf writes them */
+    return 0;
+}
+
+/* Field `number` as a string, left out when empty. */
+static int put_str_field(Buf *b, int number, PyObject *value) {
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(value, &n);
+    if (utf8 == NULL) return -1;
+    if (n == 0) return 0;
+    if (buf_reserve(b, n + 11) < 0) return -1;
+    put_byte(b, (uint8_t)(number << 3 | 2));
+    put_varint(b, (uint64_t)n);
+    put(b, utf8, n);
+    return 0;
+}
+
+/* The attribute `name` of `object`, for one call of `use`. */
+#define WITH_ATTR(var, object, name, use)                      \
+    do {                                                       \
+        PyObject *var = PyObject_GetAttrString(object, name);  \
+        if (var == NULL) return -1;                            \
+        int failed_ = (use) < 0;                               \
+        Py_DECREF(var);                                        \
+        if (failed_) return -1;                                \
+    } while (0)
+
+/* A nested message: its fields are written to `inner`, then it goes into `out` whole. */
+static int put_message(Buf *out, int number, Buf *inner) {
+    if (buf_reserve(out, inner->len + 11) < 0) return -1;
+    put_byte(out, (uint8_t)(number << 3 | 2));
+    put_varint(out, (uint64_t)inner->len);
+    put(out, inner->data, inner->len);
+    inner->len = 0;
+    return 0;
+}
+
+static int put_problem(Buf *out, Buf *inner, PyObject *problem) {
+    WITH_ATTR(field, problem, "field", put_str_field(inner, 1, field));
+    WITH_ATTR(code, problem, "code", put_str_field(inner, 2, code));
+    WITH_ATTR(message, problem, "message", put_str_field(inner, 3, message));
+    return put_message(out, 4, inner);
+}
+
+/* One RowResult message: index 1, status 2, seq 3, errors 4, partner_referral_id 5. */
+static int put_result(Buf *out, Buf *row, Buf *inner, PyObject *result, PyObject *codes) {
+    WITH_ATTR(index, result, "index", put_int_field(row, 1, index));
+    PyObject *status = PyObject_GetAttrString(result, "status");
+    if (status == NULL) return -1;
+    PyObject *code = PyDict_GetItemWithError(codes, status);
+    Py_DECREF(status);
+    if (code == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "status without a code");
+        return -1;
+    }
+    if (put_int_field(row, 2, code) < 0) return -1;
+    WITH_ATTR(seq, result, "seq", put_int_field(row, 3, seq));
+    PyObject *problems = PyObject_GetAttrString(result, "problems");
+    if (problems == NULL) return -1;
+    PyObject *fast = PySequence_Fast(problems, "problems must be a sequence");
+    Py_DECREF(problems);
+    if (fast == NULL) return -1;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
+        if (put_problem(row, inner, PySequence_Fast_GET_ITEM(fast, i)) < 0) {
+            Py_DECREF(fast);
+            return -1;
+        }
+    }
+    Py_DECREF(fast);
+    WITH_ATTR(partner, result, "partner_referral_id", put_str_field(row, 5, partner));
+    return put_message(out, 1, row);
+}
+
+PyDoc_STRVAR(encode_results_doc,
+"encode_results(results, codes, accepted, duplicates, rejected)\n"
+"--\n\n"
+"A serialized IngestBatchResponse: one RowResult per result (objects with index,\n"
+"status, seq, partner_referral_id and problems of field, code, message), each status\n"
+"mapped to its enum number by `codes`, then the three counts.");
+
+static PyObject *encode_results(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *results, *codes, *accepted, *duplicates, *rejected;
+    if (!PyArg_ParseTuple(args, "O!O!OOO:encode_results", &PyList_Type, &results,
+                          &PyDict_Type, &codes, &accepted, &duplicates, &rejected)) {
+        return NULL;
+    }
+    Buf out = {NULL, 0, 0}, row = {NULL, 0, 0}, inner = {NULL, 0, 0};
+    PyObject *encoded = NULL;
+    Py_ssize_t n = PyList_GET_SIZE(results);
+    if (buf_reserve(&out, n * 48 + 64) < 0) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (put_result(&out, &row, &inner, PyList_GET_ITEM(results, i), codes) < 0) goto done;
+    }
+    if (put_int_field(&out, 2, accepted) < 0 || put_int_field(&out, 3, duplicates) < 0 ||
+        put_int_field(&out, 4, rejected) < 0) {
+        goto done;
+    }
+    encoded = PyBytes_FromStringAndSize((const char *)out.data, out.len);
+done:
+    PyMem_Free(out.data);
+    PyMem_Free(row.data);
+    PyMem_Free(inner.data);
+    return encoded;
+}
+
 PyDoc_STRVAR(configure_doc,
 "configure(limits, countries, max_extra_keys, max_extra_key, max_extra_value)\n"
 "--\n\n"
@@ -957,6 +1080,7 @@ static PyMethodDef methods[] = {
     {"scan_batch", scan_batch, METH_VARARGS, scan_batch_doc},
     {"configure", configure, METH_VARARGS, configure_doc},
     {"number_lines", number_lines, METH_VARARGS, number_lines_doc},
+    {"encode_results", encode_results, METH_VARARGS, encode_results_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,6 +1,7 @@
 """Types of the compiled scanner, services/ingest/_scan.c (see there for the rules)."""
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 def configure(
     limits: Sequence[int],
@@ -32,3 +33,6 @@ def scan_batch(
     | None
 ): ...
 def number_lines(seqs: list[int], lines: list[bytes], /) -> bytes: ...
+def encode_results(
+    results: list[Any], codes: dict[Any, int], accepted: int, duplicates: int, rejected: int, /
+) -> bytes: ...

@@ -9,12 +9,13 @@ and callers take the Python path, which gives the same answers, only slower.
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
 
 from services.ingest.fast_validation import Clock, state_verdict
 from services.ingest.intake import ValidRows
-from services.ingest.model import REFERRAL_COLUMNS
+from services.ingest.model import REFERRAL_COLUMNS, RowResult, RowStatus
 from services.ingest.validation import (
     COUNTRIES,
     COUNTRIES_WITH_SUBDIVISIONS,
@@ -90,3 +91,19 @@ def scan(data: bytes, clock: Clock) -> Scanned | None:
     count, copy, ends, offsets, accounts, partners, campaigns, deferred = found
     clean = ValidRows(offsets, accounts, partners, campaigns, None, copy, ends)
     return Scanned(count, clean, deferred)
+
+
+def encode_results(
+    results: list[RowResult], codes: Mapping[RowStatus, int], counts: Mapping[RowStatus, int]
+) -> bytes | None:
+    """A serialized IngestBatchResponse for `results`; None when the extension is not built."""
+    if _scan is None:
+        return None
+    encoded: bytes = _scan.encode_results(
+        results,
+        dict(codes),
+        counts[RowStatus.ACCEPTED],
+        counts[RowStatus.DUPLICATE],
+        counts[RowStatus.REJECTED],
+    )
+    return encoded

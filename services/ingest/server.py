@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry import metrics
 
 from services.common.errors import FieldProblem, InvalidArgumentError
-from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc, referral_pb2
+from services.common.gen.handoff.ingest.v1 import ingest_pb2, referral_pb2
 from services.common.grpc_server import GrpcService
 from services.ingest import native
 from services.ingest.coalescer import UnaryCoalescer
@@ -129,6 +129,21 @@ def add_row_results(
             )
 
 
+def batch_response(results: list[RowResult]) -> bytes:
+    """The serialized IngestBatchResponse for `results` (counted in the metrics)."""
+    counts = _count(results)
+    encoded = native.encode_results(results, _STATUS, counts)
+    if encoded is not None:
+        return encoded
+    response = ingest_pb2.IngestBatchResponse(
+        accepted=counts[RowStatus.ACCEPTED],
+        duplicates=counts[RowStatus.DUPLICATE],
+        rejected=counts[RowStatus.REJECTED],
+    )
+    add_row_results(response.results, results)
+    return response.SerializeToString()
+
+
 def _count(results: list[RowResult]) -> dict[RowStatus, int]:
     statuses = [result.status for result in results]
     counts = {status: statuses.count(status) for status in RowStatus}
@@ -138,7 +153,7 @@ def _count(results: list[RowResult]) -> dict[RowStatus, int]:
     return counts
 
 
-class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+class IngestServicer:
     """Ingest, IngestBatch and IngestStream over one store."""
 
     def __init__(self, store: ReferralStore, clock: Callable[[], datetime] | None = None) -> None:
@@ -161,8 +176,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self,
         request: ingest_pb2.IngestBatchRequest | bytes,
         context: grpc.aio.ServicerContext[object, object],
-    ) -> ingest_pb2.IngestBatchResponse:
-        """Registered by add_ingest_service to take the request serialized, for the scanner."""
+    ) -> bytes:
+        """Registered by add_ingest_service to take the request serialized, for the scanner,
+        and to answer serialized, built in C."""
         now = self._clock()
         clock = Clock.at(now)
         scanned = native.scan(request, clock) if isinstance(request, bytes) else None
@@ -179,14 +195,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             batch = _batch_request(request)
             require_batch_size(len(batch.referrals))
             results = await ingest_rows(self._store, candidates(batch.referrals, clock), now)
-        counts = _count(results)
-        response = ingest_pb2.IngestBatchResponse(
-            accepted=counts[RowStatus.ACCEPTED],
-            duplicates=counts[RowStatus.DUPLICATE],
-            rejected=counts[RowStatus.REJECTED],
-        )
-        add_row_results(response.results, results)
-        return response
+        return batch_response(results)
 
     async def IngestStream(  # noqa: N802
         self,
@@ -227,7 +236,7 @@ def _batch_request(request: ingest_pb2.IngestBatchRequest | bytes) -> ingest_pb2
 
 
 def add_ingest_service(servicer: IngestServicer, server: grpc.aio.Server) -> None:
-    """Register IngestService; IngestBatch gets its request serialized, for the scanner."""
+    """Register IngestService; IngestBatch takes and gives serialized messages (see there)."""
     name = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
     handlers = {
         "Ingest": grpc.unary_unary_rpc_method_handler(
@@ -235,10 +244,7 @@ def add_ingest_service(servicer: IngestServicer, server: grpc.aio.Server) -> Non
             request_deserializer=ingest_pb2.IngestRequest.FromString,
             response_serializer=ingest_pb2.IngestResponse.SerializeToString,
         ),
-        "IngestBatch": grpc.unary_unary_rpc_method_handler(
-            servicer.IngestBatch,
-            response_serializer=ingest_pb2.IngestBatchResponse.SerializeToString,
-        ),
+        "IngestBatch": grpc.unary_unary_rpc_method_handler(servicer.IngestBatch),
         "IngestStream": grpc.stream_unary_rpc_method_handler(
             servicer.IngestStream,
             request_deserializer=ingest_pb2.IngestRequest.FromString,
