@@ -128,22 +128,18 @@ async def ingest_rows(
     now: datetime,
     first_index: int = 0,
     *,
-    scanned: ValidRows | None = None,
-    count: int | None = None,
     repeats_are_duplicates: bool = False,
 ) -> list[RowResult]:
-    """Store every valid row and return one result per request row, in order.
+    """Store every valid row of `rows` and return one result per row, in order.
 
-    `rows` are (offset, row) pairs. A ReferralRow has passed the fast path of validation
-    already; a ReferralInput is validated here. `scanned` holds rows the compiled scanner
-    found clean, and then `rows` are only the ones it deferred (`count` is the size of
-    the whole request). A row repeating an earlier row's (account, partner id) is refused
-    as DUPLICATE_IN_BATCH, or, with `repeats_are_duplicates` (streams, whose chunking is
-    an accident of timing), answered as that earlier row was: DUPLICATE of its seq when
-    it was stored, the same rejection when it was not.
+    A ReferralRow has passed the fast path of validation already; a ReferralInput is
+    validated here. A row repeating an earlier row's (account, partner id) is refused as
+    DUPLICATE_IN_BATCH, or, with `repeats_are_duplicates` (streams, whose chunking is an
+    accident of timing), answered as that earlier row was: DUPLICATE of its seq when it
+    was stored, the same rejection when it was not.
     """
     return await ingest_pairs(
-        store, list(enumerate(rows)), now, first_index, scanned=scanned, count=count,
+        store, list(enumerate(rows)), now, first_index,
         repeats_are_duplicates=repeats_are_duplicates,
     )  # fmt: skip
 
@@ -158,7 +154,11 @@ async def ingest_pairs(
     count: int | None = None,
     repeats_are_duplicates: bool = False,
 ) -> list[RowResult]:
-    """ingest_rows for rows given with their request offsets (see there)."""
+    """ingest_rows for rows given with their offsets in the request.
+
+    `scanned` holds the rows the compiled scanner found clean; `pairs` are then the ones
+    it deferred, and `count` is the size of the whole request.
+    """
     results: dict[int, RowResult] = {}
     valid: list[tuple[int, ReferralRow]] = []
     for offset, raw in pairs:

@@ -184,12 +184,7 @@ class IngestServicer:
         scanned = native.scan(request, clock) if isinstance(request, bytes) else None
         if scanned is not None and scanned.count > SMALL_BATCH:
             require_batch_size(scanned.count)
-            messages = [referral_pb2.Referral.FromString(raw) for _, raw in scanned.deferred]
-            offsets = [offset for offset, _ in scanned.deferred]
-            pairs = list(zip(offsets, candidates(messages, clock), strict=True))
-            results = await ingest_pairs(
-                self._store, pairs, now, scanned=scanned.clean, count=scanned.count
-            )
+            results = await self._ingest_scanned(scanned, clock, now)
         else:
             # Small batches go as one statement, which needs the rows as values.
             batch = _batch_request(request)
@@ -199,21 +194,15 @@ class IngestServicer:
 
     async def IngestStream(  # noqa: N802
         self,
-        request_iterator: AsyncIterator[ingest_pb2.IngestRequest],
+        request_iterator: AsyncIterator[bytes],
         context: grpc.aio.ServicerContext[object, object],
     ) -> ingest_pb2.IngestStreamResponse:
+        """Registered by add_ingest_service to take each IngestRequest serialized."""
         response = ingest_pb2.IngestStreamResponse()
         # aclosing: a failed chunk must stop the reader task now, not at garbage collection.
         async with contextlib.aclosing(_chunks(request_iterator)) as chunks:
             async for chunk in chunks:
-                now = self._clock()
-                results = await ingest_rows(
-                    self._store,
-                    candidates(chunk, Clock.at(now)),
-                    now,
-                    response.received,
-                    repeats_are_duplicates=True,
-                )
+                results = await self._ingest_chunk(chunk, int(response.received))
                 counts = _count(results)
                 response.received += len(chunk)
                 response.accepted += counts[RowStatus.ACCEPTED]
@@ -224,6 +213,61 @@ class IngestServicer:
                 response.not_accepted.extend(row_result_message(r) for r in listed[:room])
                 response.not_accepted_truncated |= len(listed) > room
         return response
+
+    async def _ingest_chunk(self, chunk: list[bytes], first_index: int) -> list[RowResult]:
+        """Store one chunk of a stream: through the scanner when each message is plainly
+        one referral (so that the messages joined are an IngestBatchRequest)."""
+        now = self._clock()
+        clock = Clock.at(now)
+        if len(chunk) > SMALL_BATCH and all(map(_one_referral, chunk)):
+            scanned = native.scan(b"".join(chunk), clock)
+            if scanned is not None:
+                return await self._ingest_scanned(scanned, clock, now, first_index, stream=True)
+        messages = [_stream_request(first_index + i, raw).referral for i, raw in enumerate(chunk)]
+        return await ingest_rows(
+            self._store, candidates(messages, clock), now, first_index, repeats_are_duplicates=True
+        )
+
+    async def _ingest_scanned(
+        self,
+        scanned: native.Scanned,
+        clock: Clock,
+        now: datetime,
+        first_index: int = 0,
+        *,
+        stream: bool = False,
+    ) -> list[RowResult]:
+        """Store the scanner's clean rows with the deferred ones, validated in Python."""
+        messages = [referral_pb2.Referral.FromString(raw) for _, raw in scanned.deferred]
+        offsets = [offset for offset, _ in scanned.deferred]
+        pairs = list(zip(offsets, candidates(messages, clock), strict=True))
+        return await ingest_pairs(
+            self._store, pairs, now, first_index, scanned=scanned.clean, count=scanned.count,
+            repeats_are_duplicates=stream,
+        )  # fmt: skip
+
+
+def _one_referral(message: bytes) -> bool:
+    """Whether a serialized IngestRequest is field 1 (the referral) alone, once."""
+    if len(message) < 2 or message[0] != 0x0A:
+        return False
+    length = shift = 0
+    for position in range(1, min(len(message), 6)):
+        byte = message[position]
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return position + 1 + length == len(message)
+        shift += 7
+    return False
+
+
+def _stream_request(index: int, raw: bytes) -> ingest_pb2.IngestRequest:
+    try:
+        return ingest_pb2.IngestRequest.FromString(raw)
+    except DecodeError as exc:
+        raise InvalidArgumentError(
+            f"stream message {index} is not an IngestRequest: {exc}"
+        ) from exc
 
 
 def _batch_request(request: ingest_pb2.IngestBatchRequest | bytes) -> ingest_pb2.IngestBatchRequest:
@@ -236,7 +280,8 @@ def _batch_request(request: ingest_pb2.IngestBatchRequest | bytes) -> ingest_pb2
 
 
 def add_ingest_service(servicer: IngestServicer, server: grpc.aio.Server) -> None:
-    """Register IngestService; IngestBatch takes and gives serialized messages (see there)."""
+    """Register IngestService. IngestBatch takes and gives serialized messages, and
+    IngestStream takes them, for the compiled scanner (see there)."""
     name = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
     handlers = {
         "Ingest": grpc.unary_unary_rpc_method_handler(
@@ -247,7 +292,6 @@ def add_ingest_service(servicer: IngestServicer, server: grpc.aio.Server) -> Non
         "IngestBatch": grpc.unary_unary_rpc_method_handler(servicer.IngestBatch),
         "IngestStream": grpc.stream_unary_rpc_method_handler(
             servicer.IngestStream,
-            request_deserializer=ingest_pb2.IngestRequest.FromString,
             response_serializer=ingest_pb2.IngestStreamResponse.SerializeToString,
         ),
     }
@@ -263,11 +307,9 @@ def ingest_grpc_service(servicer: IngestServicer) -> GrpcService:
     )
 
 
-async def _chunks(
-    requests: AsyncIterator[ingest_pb2.IngestRequest],
-) -> AsyncGenerator[list[referral_pb2.Referral], None]:
+async def _chunks(requests: AsyncIterator[bytes]) -> AsyncGenerator[list[bytes], None]:
     """Group a stream into chunks: full ones at once, partial ones after a short pause."""
-    queue: asyncio.Queue[ingest_pb2.IngestRequest | None] = asyncio.Queue(STREAM_CHUNK_ROWS * 2)
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_CHUNK_ROWS * 2)
 
     async def read_all() -> None:
         try:
@@ -283,7 +325,7 @@ async def _chunks(
             first = await queue.get()
             if first is None:
                 break
-            chunk = [first.referral]
+            chunk = [first]
             while len(chunk) < STREAM_CHUNK_ROWS:
                 try:
                     item = await asyncio.wait_for(queue.get(), STREAM_CHUNK_WAIT_S)
@@ -292,7 +334,7 @@ async def _chunks(
                 if item is None:
                     done = True
                     break
-                chunk.append(item.referral)
+                chunk.append(item)
             yield chunk
         await reader  # re-raises a broken stream
     finally:

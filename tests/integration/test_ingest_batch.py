@@ -372,3 +372,49 @@ async def test_stream_lists_at_most_the_limit_of_rows_but_counts_every_one(
     assert (response.received, response.rejected) == (12, 12)
     assert [r.index for r in response.not_accepted] == [0, 1, 2, 3, 4]
     assert response.not_accepted_truncated
+
+
+# --- requests read as bytes (the compiled scanner's input) ----------------------------------
+
+
+async def test_a_stream_message_without_a_referral_is_rejected_alone(
+    ingest: IngestServiceAsyncStub, target: Target, pool: asyncpg.Pool
+) -> None:
+    # The chunk can no longer be read as one batch, so the Python path takes it whole.
+    rows = [referral(target.account_id, target.campaign_id, f"e-{i}") for i in range(100)]
+
+    async def requests() -> AsyncIterator[ingest_pb2.IngestRequest]:
+        for i, row in enumerate(rows):
+            yield ingest_pb2.IngestRequest() if i == 50 else ingest_pb2.IngestRequest(referral=row)
+
+    response = await ingest.IngestStream(requests())
+
+    assert (response.received, response.accepted, response.rejected) == (100, 99, 1)
+    (empty,) = response.not_accepted
+    assert empty.index == 50
+    assert ("account_id", "REQUIRED") in _errors(empty)
+    assert len(await _stored(pool)) == 99
+
+
+async def test_undecodable_bytes_are_invalid_argument_not_internal(
+    channel: grpc.aio.Channel, target: Target, pool: asyncpg.Pool
+) -> None:
+    batch: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+        "/handoff.ingest.v1.IngestService/IngestBatch"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await batch(bytes([0x0A, 0x05, 0x01]))  # a field running past the end
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid IngestBatchRequest" in (caught.value.details() or "")
+
+    good = ingest_pb2.IngestRequest(
+        referral=referral(target.account_id, target.campaign_id, "before")
+    ).SerializeToString()
+    stream: grpc.aio.StreamUnaryMultiCallable[bytes, bytes] = channel.stream_unary(
+        "/handoff.ingest.v1.IngestService/IngestStream"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stream(iter([good, bytes([0x0A, 0x05, 0x01])]))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "stream message 1" in (caught.value.details() or "")
+    assert await _stored(pool) == {}  # the chunk failed whole: nothing half-written
