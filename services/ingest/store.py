@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover - built without a C compiler
     number_lines = _number_lines
 
 _new_stored = partial(tuple.__new__, StoredRow)  # StoredRow((seq, duplicate)), at C speed
-DEADLOCK_ATTEMPTS = 3
+DEADLOCK_ATTEMPTS = 3  # tries of the staged insert that may end in a deadlock
 
 
 class _NotDirectError(Exception):
@@ -260,7 +260,8 @@ class IngestStore:
         table is created before the next.
         """
         created = False
-        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        deadlocks = 0
+        while True:
             try:
                 async with conn.transaction():
                     await conn.copy_to_table(
@@ -273,9 +274,9 @@ class IngestStore:
                 created = True
                 await conn.execute(QUERIES["create_referral_staging"])
             except asyncpg.exceptions.DeadlockDetectedError:
-                if attempt == DEADLOCK_ATTEMPTS:
+                deadlocks += 1
+                if deadlocks >= DEADLOCK_ATTEMPTS:
                     raise
-        raise AssertionError("unreachable")
 
     async def campaign_states(self, campaign_ids: Sequence[UUID]) -> dict[UUID, CampaignState]:
         """Status of each known campaign (and its account) among `campaign_ids`."""

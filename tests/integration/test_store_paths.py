@@ -122,3 +122,51 @@ def test_numbered_lines_match_the_python_version() -> None:
     assert store_module.number_lines(seqs, lines).startswith(b"1\ta\tb\n9\t\n10\tx")
     with pytest.raises(ValueError, match="one seq per line"):
         store_module.number_lines([1], [])
+
+
+async def test_a_deadlock_in_the_staged_insert_is_retried(
+    store: IngestStore,
+    pool: asyncpg.Pool,
+    two_campaigns: tuple[Target, Target],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    live, _ = two_campaigns
+    first = await _insert(store, _rows(live, "dl"))  # stored: the retry takes the staged path
+    calls: list[str] = []
+    original = asyncpg.Connection.fetchrow
+
+    async def deadlock_once(self: asyncpg.Connection, query: str, *args: object) -> object:
+        if "referral_staging" in query:
+            calls.append("staged")
+            if len(calls) == 1:
+                raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        return await original(self, query, *args)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetchrow", deadlock_once)
+    again = await _insert(store, _rows(live, "dl"))
+
+    assert calls == ["staged", "staged"]
+    assert again == {key: (seq, True) for key, (seq, _) in first.items()}
+
+
+async def test_a_deadlock_in_the_direct_copy_falls_back_to_the_staged_path(
+    store: IngestStore,
+    pool: asyncpg.Pool,
+    two_campaigns: tuple[Target, Target],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    live, _ = two_campaigns
+    original = asyncpg.Connection.copy_to_table
+
+    async def deadlock_direct(self: asyncpg.Connection, table: str, **kwargs: object) -> object:
+        if table == "referrals":
+            raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        return await original(self, table, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "copy_to_table", deadlock_direct)
+    answer = await _insert(store, _rows(live, "fb"))
+
+    in_table = await _seqs_in_table(pool, live.account_id)
+    assert {key[1]: seq for key, (seq, _) in answer.items()} == in_table
+    assert len(in_table) == BATCH
+    assert not any(duplicate for _, duplicate in answer.values())
