@@ -117,9 +117,12 @@ static void put_json_copy_escaped(Buf *b, Slice s) {
 
 /* ---- protobuf wire format --------------------------------------------------------- */
 
-static inline int read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out) {
+/* A varint of at most `max_bytes` bytes: 10 for values, 5 for tags and lengths, which
+ * upb refuses when longer (even with leading zero groups). */
+static inline int read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out,
+                              int max_bytes) {
     uint64_t value = 0;
-    for (int shift = 0; shift < 64 && *pp < end; shift += 7) {
+    for (int shift = 0; shift < 7 * max_bytes && shift < 64 && *pp < end; shift += 7) {
         uint8_t byte = *(*pp)++;
         value |= (uint64_t)(byte & 0x7f) << shift;
         if (!(byte & 0x80)) {
@@ -143,21 +146,21 @@ static int next_field(const uint8_t **pp, const uint8_t *end, Field *f) {
         return 0;
     }
     uint64_t tag;
-    if (!read_varint(pp, end, &tag) || (tag >> 3) == 0 || (tag >> 3) > 536870911u) {
+    if (!read_varint(pp, end, &tag, 5) || (tag >> 3) == 0 || (tag >> 3) > 536870911u) {
         return -1;
     }
     f->field = (uint32_t)(tag >> 3);
     f->wire = (uint32_t)(tag & 7);
     switch (f->wire) {
     case 0:
-        return read_varint(pp, end, &f->varint) ? 1 : -1;
+        return read_varint(pp, end, &f->varint, 10) ? 1 : -1;
     case 1:
         if (end - *pp < 8) return -1;
         *pp += 8;
         return 1;
     case 2: {
         uint64_t n;
-        if (!read_varint(pp, end, &n) || n > (uint64_t)(end - *pp)) return -1;
+        if (!read_varint(pp, end, &n, 5) || n > (uint64_t)(end - *pp)) return -1;
         f->bytes.p = *pp;
         f->bytes.n = (Py_ssize_t)n;
         *pp += n;
@@ -641,13 +644,17 @@ static int verdict(Verdicts *v, char kind, Slice value, Slice country, PyObject 
     return 1;
 }
 
-static int verdict_slice(Verdicts *v, char kind, Slice value, Slice country, Slice *out) {
+/* The verdict as UTF-8 in *out, valid while the caller holds *held (a new reference:
+ * the cache dict could lose the entry while Python runs the next verdict). */
+static int verdict_slice(Verdicts *v, char kind, Slice value, Slice country, Slice *out,
+                         PyObject **held) {
     PyObject *text;
     int got = verdict(v, kind, value, country, &text);
     if (got <= 0) return got;
     Py_ssize_t n;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n); /* cached on the str, which the dict keeps */
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n);
     if (utf8 == NULL) return -1;
+    *held = Py_NewRef(text);
     out->p = (const uint8_t *)utf8;
     out->n = n;
     return 1;
@@ -655,9 +662,10 @@ static int verdict_slice(Verdicts *v, char kind, Slice value, Slice country, Sli
 
 /* ---- the rules for one referral --------------------------------------------------------- */
 
-/* 1 when the referral is clean (the row is written), 0 to defer it, -1 on error. */
-static int write_row(Referral *r, Buf *out, Verdicts *v, int64_t earliest_s, int64_t latest_us,
-                     long today) {
+/* 1 when the referral is clean (the row is written), 0 to defer it, -1 on error.
+ * held[0] and held[1] keep the state and address verdicts alive; the caller releases them. */
+static int write_row_held(Referral *r, Buf *out, Verdicts *v, int64_t earliest_s,
+                          int64_t latest_us, long today, PyObject **held) {
     if (r->odd || !r->has_moment) return 0;
     if (!canonical_uuid(r->text[S_ACCOUNT]) || !canonical_uuid(r->text[S_CAMPAIGN])) return 0;
     Slice t[N_SLOTS];
@@ -683,14 +691,14 @@ static int write_row(Referral *r, Buf *out, Verdicts *v, int64_t earliest_s, int
     if (t[S_COUNTRY].n && !(country = country_class(t[S_COUNTRY]))) return 0;
     if (t[S_STATE].n && country == 2) {
         Slice normal;
-        int got = verdict_slice(v, 'S', t[S_STATE], t[S_COUNTRY], &normal);
+        int got = verdict_slice(v, 'S', t[S_STATE], t[S_COUNTRY], &normal, &held[0]);
         if (got <= 0) return got;
         room += 2 * (normal.n - t[S_STATE].n);
         t[S_STATE] = normal;
     }
     if (t[S_IP].n && !ipv4_ok(t[S_IP])) {
         Slice none = {(const uint8_t *)"", 0}, canonical;
-        int got = verdict_slice(v, 'I', t[S_IP], none, &canonical);
+        int got = verdict_slice(v, 'I', t[S_IP], none, &canonical, &held[1]);
         if (got <= 0) return got;
         room += 2 * (canonical.n - t[S_IP].n);
         t[S_IP] = canonical;
@@ -733,6 +741,15 @@ static int write_row(Referral *r, Buf *out, Verdicts *v, int64_t earliest_s, int
     }
     put(out, "}\n", 2);
     return 1;
+}
+
+static int write_row(Referral *r, Buf *out, Verdicts *v, int64_t earliest_s, int64_t latest_us,
+                     long today) {
+    PyObject *held[2] = {NULL, NULL};
+    int clean = write_row_held(r, out, v, earliest_s, latest_us, today, held);
+    Py_XDECREF(held[0]);
+    Py_XDECREF(held[1]);
+    return clean;
 }
 
 /* ---- module functions ----------------------------------------------------------------- */
@@ -888,7 +905,11 @@ static PyObject *number_lines(PyObject *self, PyObject *args) {
     Buf out = {NULL, 0, 0};
     if (buf_reserve(&out, size) < 0) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        long long seq = PyLong_AsLongLong(PyList_GET_ITEM(seqs, i));
+        /* Exact ints only: converting anything else could run Python, which could change
+         * `lines` under the size computed above. */
+        PyObject *item = PyList_GET_ITEM(seqs, i);
+        long long seq = PyLong_CheckExact(item) ? PyLong_AsLongLong(item) : -1;
+        if (!PyLong_CheckExact(item)) PyErr_SetString(PyExc_TypeError, "seqs must be ints");
         if (seq == -1 && PyErr_Occurred()) {
             PyMem_Free(out.data);
             return NULL;
@@ -923,6 +944,10 @@ static void put_varint(Buf *b, uint64_t value) {
 
 /* Field `number` as a varint, left out when zero (proto3 defaults are not written). */
 static int put_int_field(Buf *b, int number, PyObject *value) {
+    if (!PyLong_Check(value)) { /* no __index__: it could run Python mid-encoding */
+        PyErr_SetString(PyExc_TypeError, "an int field must be an int");
+        return -1;
+    }
     long long v = PyLong_AsLongLong(value);
     if (v == -1 && PyErr_Occurred()) return -1;
     if (v == 0) return 0;
@@ -1017,10 +1042,14 @@ static PyObject *encode_results(PyObject *self, PyObject *args) {
     }
     Buf out = {NULL, 0, 0}, row = {NULL, 0, 0}, inner = {NULL, 0, 0};
     PyObject *encoded = NULL;
-    Py_ssize_t n = PyList_GET_SIZE(results);
-    if (buf_reserve(&out, n * 48 + 64) < 0) goto done;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (put_result(&out, &row, &inner, PyList_GET_ITEM(results, i), codes) < 0) goto done;
+    if (buf_reserve(&out, PyList_GET_SIZE(results) * 48 + 64) < 0) goto done;
+    /* Attribute reads could run Python that changes the list: re-check its size, and hold
+     * the result being written. */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(results); i++) {
+        PyObject *result = Py_NewRef(PyList_GET_ITEM(results, i));
+        int failed = put_result(&out, &row, &inner, result, codes);
+        Py_DECREF(result);
+        if (failed < 0) goto done;
     }
     if (put_int_field(&out, 2, accepted) < 0 || put_int_field(&out, 3, duplicates) < 0 ||
         put_int_field(&out, 4, rejected) < 0) {
@@ -1049,7 +1078,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "Oy*nnn:configure", &seq, &table, &keys, &key_len, &value_len)) {
         return NULL;
     }
-    PyObject *fast = PySequence_Fast(seq, "limits must be a sequence");
+    PyObject *fast = PySequence_Tuple(seq); /* a copy nothing can change under us */
     if (fast == NULL || PySequence_Fast_GET_SIZE(fast) != N_SLOTS || table.len != 26 * 26) {
         Py_XDECREF(fast);
         PyBuffer_Release(&table);

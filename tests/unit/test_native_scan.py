@@ -18,12 +18,12 @@ from google.protobuf.message import DecodeError
 
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, referral_pb2
 from services.demo_data import synthetic_referrals
-from services.ingest import native
-from services.ingest.fast_validation import Clock
+from services.ingest import _scan, native
+from services.ingest.fast_validation import Clock, state_verdict
 from services.ingest.model import REFERRAL_COLUMNS, ValidReferral
 from services.ingest.server import referral_input
 from services.ingest.store import copy_text
-from services.ingest.validation import referral_row, validate_referral
+from services.ingest.validation import canonical_ip, referral_row, validate_referral
 from tests.unit.test_fast_validation import ACCOUNT, CAMPAIGN, NOW, TRICKY, _mutate
 
 CLOCK = Clock.at(NOW)
@@ -220,6 +220,8 @@ def test_wire_level_oddities() -> None:
         bytes([0x0A, 0x03, 0x0A, 0x01, 0xFF]),  # invalid UTF-8 in account_id
         bytes([0x0A, 0x04, 0x22, 0x02, 0x0A, 0x05]),  # consumer field cut short
         bytes([0xFF] * 11),  # a varint that never ends
+        bytes([0x8A, 0x80, 0x80, 0x80, 0x80, 0x00, 0x00]),  # a tag in 6 bytes
+        bytes([0x0A, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00]),  # a length in 6 bytes
     ],
 )
 def test_malformed_requests_go_to_protobuf(data: bytes) -> None:
@@ -251,6 +253,47 @@ def test_fuzzed_bytes_never_break_the_contract(seed: int) -> None:
             _check(bytes(data))
         except DecodeError:  # pragma: no cover - the check parses only what the scan took
             pytest.fail("scanned bytes that protobuf refuses")
+
+
+def test_an_overlong_tag_inside_a_referral_sends_the_request_to_protobuf() -> None:
+    # upb refuses tags and lengths written in more than 5 bytes, at any depth.
+    message = _with("consumer.first_name", "")
+    consumer = message.consumer.SerializeToString() + bytes([0x9A, 0x80, 0x80, 0x80, 0x80, 0x00])
+    message.ClearField("consumer")
+    data = _len_field(1, message.SerializeToString() + _len_field(4, consumer + b"\x03Eve"))
+    assert native.scan(data, CLOCK) is None
+    with pytest.raises(DecodeError):
+        ingest_pb2.IngestBatchRequest.FromString(data)
+
+
+def test_a_verdict_survives_the_cache_being_emptied_before_the_row_is_written() -> None:
+    message = _with("consumer.state", "ca")
+    message.opt_in.ip_address = "2001:DB8::1"  # its verdict runs after the state's
+    cache: dict[bytes, str | None] = {}
+
+    def decide(kind: str, value: str, country: str) -> str | None:
+        if kind == "I":
+            cache.clear()  # drops the state's verdict, which the row still needs
+            _ = ["Z" * 91 for _ in range(1000)]  # and reuses freed memory
+            return canonical_ip(value)
+        return "".join(list(state_verdict(country, value) or ""))  # a fresh str
+
+    today = CLOCK.today.year * 10000 + CLOCK.today.month * 100 + CLOCK.today.day
+    found = _scan.scan_batch(
+        _batch([message]), CLOCK.earliest_s, CLOCK.latest_us, today, cache, decide
+    )
+    assert found is not None
+    state = _fields(found[1])[REFERRAL_COLUMNS.index("state")]
+    assert state == "CA"
+
+
+def test_number_lines_takes_only_ints() -> None:
+    class Sneaky:
+        def __index__(self) -> int:
+            return 1
+
+    with pytest.raises(TypeError, match="seqs must be ints"):
+        _scan.number_lines([Sneaky()], [b"x\n"])  # type: ignore[list-item]
 
 
 def test_no_clean_row_without_the_extension_built_rows() -> None:
