@@ -13,6 +13,8 @@ import pytest
 
 import services.ingest.server as ingest_server_module
 from services.common.gen.handoff.ingest.v1 import accounts_pb2, ingest_pb2, referral_pb2
+from services.ingest import native
+from services.ingest import store as store_module
 from tests.integration.conftest import MakeTarget, Target
 from tests.integration.factories import referral
 
@@ -418,3 +420,29 @@ async def test_undecodable_bytes_are_invalid_argument_not_internal(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "stream message 1" in (caught.value.details() or "")
     assert await _stored(pool) == {}  # the chunk failed whole: nothing half-written
+
+
+async def test_without_the_extension_a_large_batch_gets_the_same_answers(
+    ingest: IngestServiceAsyncStub,
+    target: Target,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What a machine without a C compiler runs: protobuf, the Python validator, the
+    # Python reply and seq numbering.
+    monkeypatch.setattr(native, "_scan", None)
+    monkeypatch.setattr(store_module, "number_lines", store_module._number_lines)
+    rows = [referral(target.account_id, target.campaign_id, f"py-{i}") for i in range(100)]
+    rows[7].consumer.email = "not an email"
+    rows[9].partner_referral_id = "py-3"
+
+    response = await ingest.IngestBatch(ingest_pb2.IngestBatchRequest(referrals=rows))
+
+    assert (response.accepted, response.rejected) == (98, 2)
+    assert _errors(response.results[7]) == [("consumer.email", "INVALID_FORMAT")]
+    assert _errors(response.results[9]) == [("partner_referral_id", "DUPLICATE_IN_BATCH")]
+    stored = await _stored(pool)
+    assert len(stored) == 98
+    assert {
+        r.partner_referral_id: r.seq for r in response.results if r.status == ACCEPTED
+    } == stored
