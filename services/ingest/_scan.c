@@ -72,6 +72,7 @@ static int buf_reserve(Buf *b, Py_ssize_t extra) {
 }
 
 static inline void put(Buf *b, const void *p, Py_ssize_t n) {
+    if (n == 0) return; /* p may be NULL then (an empty buffer), and memcpy must not see it */
     memcpy(b->data + b->len, p, (size_t)n);
     b->len += n;
 }
