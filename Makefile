@@ -3,7 +3,7 @@ PYTHON ?= python3
 HANDOFF_HOME ?= /var/tmp/handoff
 export HANDOFF_HOME
 
-.PHONY: help setup protos protos-check migrate run demo test test-unit lint bench clean
+.PHONY: help setup protos protos-check native-check migrate run demo test test-unit lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ protos:  ## regenerate gRPC code from protos/ into services/common/gen
 
 protos-check:  ## fail when the committed gRPC code differs from a fresh generation
 	./tools/check_protos.sh
+
+native-check:  ## the C scanner's tests under AddressSanitizer and UBSan
+	./tools/check_native.sh
 
 migrate: setup  ## apply database migrations to DATABASE_URL (or the local database)
 	$(PYTHON) -m services.run --migrate-only
