@@ -15,6 +15,7 @@ import services.ingest.server as ingest_server_module
 from services.common.gen.handoff.ingest.v1 import accounts_pb2, ingest_pb2, referral_pb2
 from services.ingest import native
 from services.ingest import store as store_module
+from services.ingest.store import SMALL_BATCH
 from tests.integration.conftest import MakeTarget, Target
 from tests.integration.factories import referral
 
@@ -144,26 +145,45 @@ async def test_partner_id_repeated_inside_a_batch_is_stored_once_and_the_repeat_
     ) == ("Ada")
 
 
+# Batches of a few rows go as one statement; padded past SMALL_BATCH they take the
+# compiled scanner and the COPY paths. Both must answer alike.
+PADDINGS = [0, SMALL_BATCH + 36]
+
+
+def _padding(target: Target, count: int) -> list[referral_pb2.Referral]:
+    return [referral(target.account_id, target.campaign_id, f"pad-{i}") for i in range(count)]
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
 async def test_same_partner_id_for_two_accounts_in_one_batch_is_two_referrals(
-    ingest: IngestServiceAsyncStub, make_target: MakeTarget, pool: asyncpg.Pool
+    ingest: IngestServiceAsyncStub, make_target: MakeTarget, pool: asyncpg.Pool, padding: int
 ) -> None:
     one, two = await make_target(), await make_target()
     rows = [
         referral(one.account_id, one.campaign_id, "same"),
         referral(two.account_id, two.campaign_id, "same"),
+        *_padding(two, padding),
     ]
 
     response = await ingest.IngestBatch(ingest_pb2.IngestBatchRequest(referrals=rows))
 
-    assert [r.status for r in response.results] == [ACCEPTED, ACCEPTED]
-    assert await pool.fetchval("SELECT count(*) FROM referrals") == 2
+    assert [r.status for r in response.results] == [ACCEPTED] * (2 + padding)
+    assert await pool.fetchval("SELECT count(*) FROM referrals") == 2 + padding
+    seqs = dict(
+        await pool.fetch(
+            "SELECT account_id::text, seq FROM referrals WHERE partner_referral_id = 'same'"
+        )
+    )
+    assert [r.seq for r in response.results[:2]] == [seqs[one.account_id], seqs[two.account_id]]
 
 
+@pytest.mark.parametrize("padding", PADDINGS)
 async def test_batch_rows_of_unknown_foreign_or_archived_campaigns_are_rejected_per_row(
     ingest: IngestServiceAsyncStub,
     accounts: AccountServiceAsyncStub,
     make_target: MakeTarget,
     pool: asyncpg.Pool,
+    padding: int,
 ) -> None:
     mine, theirs, archived_account = await make_target(), await make_target(), await make_target()
     archived_campaign = await accounts.CreateCampaign(
@@ -181,18 +201,20 @@ async def test_batch_rows_of_unknown_foreign_or_archived_campaigns_are_rejected_
         referral(mine.account_id, theirs.campaign_id, "foreign"),
         referral(mine.account_id, archived_campaign.id, "archived-campaign"),
         referral(archived_account.account_id, archived_account.campaign_id, "archived-account"),
+        *_padding(mine, padding),
     ]
 
     response = await ingest.IngestBatch(ingest_pb2.IngestBatchRequest(referrals=rows))
 
-    assert [r.status for r in response.results] == [ACCEPTED, *[REJECTED] * 4]
-    assert [_errors(r) for r in response.results[1:]] == [
+    statuses = [r.status for r in response.results]
+    assert statuses == [ACCEPTED, *[REJECTED] * 4, *[ACCEPTED] * padding]
+    assert [_errors(r) for r in response.results[1:5]] == [
         [("campaign_id", "NOT_FOUND")],
         [("campaign_id", "NOT_FOUND")],
         [("campaign_id", "ARCHIVED")],
         [("account_id", "ARCHIVED")],
     ]
-    assert set(await _stored(pool)) == {"fine"}
+    assert set(await _stored(pool)) == {"fine"} | {f"pad-{i}" for i in range(padding)}
 
 
 async def test_empty_batch_is_invalid_argument(
