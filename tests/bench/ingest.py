@@ -18,14 +18,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date
 from ipaddress import ip_address
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc, referral_pb2
@@ -182,15 +184,50 @@ async def _checkpoint(dsn: str) -> None:
         await conn.close()
 
 
+@dataclass(frozen=True)
+class BatchRun:
+    """One IngestBatch run: its rate, and CPU seconds per referral by process group."""
+
+    rate: float
+    ingest_cpu: float
+    postgres_cpu: float | None  # None when PostgreSQL runs elsewhere
+    client_cpu: float
+
+
+def _cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
+    found = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:  # gone since it was listed
+            continue
+        found[pid] = times.user + times.system
+    return found
+
+
+def _postgres_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+
+
+def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU used between two readings, counting processes started in between whole."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
+def _database_is_local(dsn: str) -> bool:
+    host = urlsplit(dsn).hostname
+    return host in (None, "", "localhost", "127.0.0.1", "::1")
+
+
 async def _batch_rate(
     dsn: str, batches: list[ingest_pb2.IngestBatchRequest], workers: int
-) -> float:
-    """Referrals/s of IngestBatch against an ingest service with `workers` processes."""
+) -> BatchRun:
+    """IngestBatch against an ingest service with `workers` processes, and where its CPU went."""
     await _checkpoint(dsn)
     port = _free_port()
     # Separate connections (no shared subchannel), so the kernel spreads them over workers.
     options = [("grpc.max_send_message_length", 64 << 20), ("grpc.use_local_subchannel_pool", 1)]
-    with _ingest_process(dsn, port, workers):
+    with _ingest_process(dsn, port, workers) as proc:
         channels = [
             grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
             for _ in range(CONNECTIONS)
@@ -204,10 +241,31 @@ async def _batch_rate(
                 reply = await stubs[index % CONNECTIONS].IngestBatch(batches[index])
                 assert reply.accepted == len(batches[index].referrals), reply.rejected
 
-            return BATCH_SIZE * await _closed_loop(len(batches), BATCHES_IN_FLIGHT, send_batch)
+            ingest_pids = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(True))]
+            local = _database_is_local(dsn)
+            ingest_before = _cpu_by_pid(ingest_pids)
+            postgres_before = _cpu_by_pid(_postgres_pids()) if local else {}
+            client_before = time.process_time()
+            rate = BATCH_SIZE * await _closed_loop(len(batches), BATCHES_IN_FLIGHT, send_batch)
+            client = time.process_time() - client_before
+            ingest = _cpu_delta(ingest_before, _cpu_by_pid(ingest_pids))
+            postgres = _cpu_delta(postgres_before, _cpu_by_pid(_postgres_pids())) if local else None
         finally:
             for channel in channels:
                 await channel.close()
+    count = len(batches) * BATCH_SIZE
+    return BatchRun(
+        rate, ingest / count, None if postgres is None else postgres / count, client / count
+    )
+
+
+def _cpu_rows(run: BatchRun, label: str) -> list[BenchRow]:
+    """Where a batch run's CPU went, per referral (PostgreSQL only when it runs here)."""
+    rows = [BenchRow(f"  CPU per referral, ingest ({label})", run.ingest_cpu * 1e6, "us")]
+    if run.postgres_cpu is not None:
+        rows.append(BenchRow("  CPU per referral, PostgreSQL", run.postgres_cpu * 1e6, "us"))
+    rows.append(BenchRow("  CPU per referral, bench client", run.client_cpu * 1e6, "us"))
+    return rows
 
 
 async def _measure(dsn: str) -> list[BenchRow]:
@@ -248,8 +306,8 @@ async def _measure(dsn: str) -> list[BenchRow]:
         ingest_pb2.IngestBatchRequest(referrals=more[i : i + BATCH_SIZE])
         for i in range(0, len(more), BATCH_SIZE)
     ]
-    batch_rate = await _batch_rate(dsn, batches, workers=1)
-    batch_rate_2 = await _batch_rate(dsn, more_batches, workers=2)
+    one_worker = await _batch_rate(dsn, batches, workers=1)
+    two_workers = await _batch_rate(dsn, more_batches, workers=2)
     unary = [
         ingest_pb2.IngestRequest(referral=m)
         for m in synthetic_referrals(str(account_id), str(campaign_id), UNARY_CALLS, seed=8)
@@ -288,14 +346,15 @@ async def _measure(dsn: str) -> list[BenchRow]:
     return [
         BenchRow(
             f"IngestBatch x{BATCH_SIZE}, {BATCHES_IN_FLIGHT} in flight, 1 worker",
-            batch_rate, "referrals/s", "asyncpg COPY, same rows", copy_rate,
+            one_worker.rate, "referrals/s", "asyncpg COPY, same rows", copy_rate,
             ">= 50,000/s, aim 0.25x",
         ),
         BenchRow(
             f"IngestBatch x{BATCH_SIZE}, {BATCHES_IN_FLIGHT} in flight, 2 workers",
-            batch_rate_2, "referrals/s", "asyncpg COPY, same rows", copy_rate,
+            two_workers.rate, "referrals/s", "asyncpg COPY, same rows", copy_rate,
             ">= 50,000/s, aim 0.25x",
         ),
+        *_cpu_rows(one_worker, "1 worker"),
         BenchRow(
             f"unary Ingest, {UNARY_CONCURRENCY} callers", unary_rate, "referrals/s",
             "no-op unary RPC (health Check)", noop_rate, ">= 0.5x",
