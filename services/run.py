@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
@@ -104,7 +105,17 @@ async def _run(args: argparse.Namespace, plans: Sequence[ServicePlan], grace_s: 
         start_timeout_s=args.start_timeout,
         grace_s=grace_s,
     )
-    return await run_system(plans, options, after_start=demo if args.demo else None)
+    code = await run_system(plans, options, after_start=demo if args.demo else None)
+    folder = parse_qs(urlsplit(database.dsn).query).get("host", [""])[0]
+    if database.origin != "DATABASE_URL" and folder:
+        # Kept on purpose (the next start is instant), but say so: nothing else would.
+        stop = f"kill -INT $(head -1 {shlex.quote(folder + '/postmaster.pid')})"
+        print(
+            f"run: the local PostgreSQL keeps running for the next start (a Unix socket in "
+            f"{folder}, no TCP port); to stop it: {stop}",
+            flush=True,
+        )
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
