@@ -7,14 +7,9 @@ from contextlib import AsyncExitStack
 
 from services.common.config import ServiceConfig
 from services.common.db import create_pool
-from services.common.gen.handoff.ingest.v1 import (
-    accounts_pb2,
-    accounts_pb2_grpc,
-)
-from services.common.grpc_server import GrpcService, grpc_server_for, wait_for_shutdown_signal
+from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
 from services.common.service import announce, run_service
-from services.ingest.accounts_server import AccountServicer
-from services.ingest.server import IngestServicer, ingest_grpc_service
+from services.ingest.services import ingest_services
 from services.ingest.store import IngestStore
 
 DEFAULT_PORT = 50051
@@ -28,18 +23,7 @@ async def serve(config: ServiceConfig) -> None:
                 config.database_url, min_size=config.db_pool_min, max_size=config.db_pool_max
             )
         )
-        store = IngestStore(pool)
-        ingest = IngestServicer(store)
-        admin = AccountServicer(store)
-        services = [
-            ingest_grpc_service(ingest),
-            GrpcService(
-                accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
-                lambda server: accounts_pb2_grpc.add_AccountServiceServicer_to_server(
-                    admin, server
-                ),
-            ),
-        ]
+        services = ingest_services(IngestStore(pool))
         running = await stack.enter_async_context(grpc_server_for(config, services))
         announce("ingest", "gRPC", config.host, running.port)
         await wait_for_shutdown_signal()

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import accumulate, chain, count
-from operator import eq
+from itertools import accumulate, chain
 from typing import Protocol
 from uuid import UUID
 
@@ -105,8 +104,8 @@ class ValidRows:
         return list(zip(*columns, strict=True))
 
     def kept(self, positions: Sequence[int]) -> ValidRows:
-        """Only the rows at `positions`, in that order."""
-        if len(positions) == len(self.offsets) and all(map(eq, positions, count())):
+        """Only the rows at `positions` (ascending)."""
+        if len(positions) == len(self.offsets):
             return self
         if self.rows is not None:
             return ValidRows.of_rows([(self.offsets[p], self.rows[p]) for p in positions])
@@ -181,10 +180,6 @@ async def ingest_pairs(
     return [results[offset] for offset in range(total)]
 
 
-def _key_order(keys: Sequence[ReferralKey]) -> list[int]:
-    return sorted(range(len(keys)), key=keys.__getitem__)
-
-
 async def _store_valid(
     store: ReferralStore,
     valid: ValidRows,
@@ -201,12 +196,7 @@ async def _store_valid(
     if unique.rows is not None:
         stored = await store.insert_referrals(unique.rows)
     else:
-        # Staged in key order: see insert_copy.
-        in_order = unique if keys == sorted(keys) else unique.kept(_key_order(keys))
-        stored = await store.insert_copy(
-            in_order.lines(), list(zip(in_order.accounts, in_order.partners, strict=True)),
-            in_order.campaigns,
-        )  # fmt: skip
+        stored = await store.insert_copy(unique.lines(), keys, unique.campaigns)
     refused = [c for key, c in zip(keys, unique.campaigns, strict=True) if key not in stored]
     states = await store.campaign_states([UUID(c) for c in refused]) if refused else {}
     accepted, duplicate = RowStatus.ACCEPTED, RowStatus.DUPLICATE

@@ -174,14 +174,14 @@ class IngestServicer:
 
     async def IngestBatch(  # noqa: N802
         self,
-        request: ingest_pb2.IngestBatchRequest | bytes,
+        request: bytes,
         context: grpc.aio.ServicerContext[object, object],
     ) -> bytes:
         """Registered by add_ingest_service to take the request serialized, for the scanner,
         and to answer serialized, built in C."""
         now = self._clock()
         clock = Clock.at(now)
-        scanned = native.scan(request, clock) if isinstance(request, bytes) else None
+        scanned = native.scan(request, clock)
         if scanned is not None and scanned.count > SMALL_BATCH:
             require_batch_size(scanned.count)
             results = await self._ingest_scanned(scanned, clock, now)
@@ -270,9 +270,7 @@ def _stream_request(index: int, raw: bytes) -> ingest_pb2.IngestRequest:
         ) from exc
 
 
-def _batch_request(request: ingest_pb2.IngestBatchRequest | bytes) -> ingest_pb2.IngestBatchRequest:
-    if not isinstance(request, bytes):
-        return request
+def _batch_request(request: bytes) -> ingest_pb2.IngestBatchRequest:
     try:
         return ingest_pb2.IngestBatchRequest.FromString(request)
     except DecodeError as exc:

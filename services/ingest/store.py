@@ -149,20 +149,16 @@ class IngestStore:
         """
         if not rows:
             return {}
+        keys = [(r.account_id, r.partner_referral_id) for r in rows]
         if len(rows) > SMALL_BATCH:
-            ordered = sorted(rows, key=lambda r: (r.account_id, r.partner_referral_id))
-            return await self.insert_copy(
-                [copy_text([row]) for row in ordered],
-                [(r.account_id, r.partner_referral_id) for r in ordered],
-                [r.campaign_id for r in ordered],
-            )
+            lines = [copy_text([row]) for row in rows]
+            return await self.insert_copy(lines, keys, [r.campaign_id for r in rows])
         try:
             (record,) = await self._pool.fetch(QUERIES["insert_referrals"], json_rows(rows))
         except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
             raise UnavailableError(f"database unavailable: {exc}") from exc
         except asyncpg.PostgresError as exc:
             raise DatabaseError(f"insert_referrals failed: {exc}") from exc
-        keys = [(r.account_id, r.partner_referral_id) for r in rows]
         return await self._with_existing(record, keys)
 
     async def insert_copy(
@@ -170,8 +166,8 @@ class IngestStore:
     ) -> dict[ReferralKey, StoredRow]:
         """insert_referrals for rows given as COPY text lines, with each row's key and campaign.
 
-        Rows should come in key order, so that concurrent batches sharing keys lock them
-        in one order; a deadlock, should one happen, is retried.
+        Rows go in key order, so that concurrent batches sharing keys lock them in one
+        order; a deadlock, should one happen anyway, is retried.
 
         First the direct path: seqs drawn up front and the rows copied straight into the
         table, as fast as a plain COPY. It needs every campaign active and every key new;
@@ -180,6 +176,11 @@ class IngestStore:
         """
         if not keys:
             return {}
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        if order != list(range(len(keys))):
+            lines = [lines[i] for i in order]
+            keys = [keys[i] for i in order]
+            campaign_ids = [campaign_ids[i] for i in order]
         try:
             async with self._connection() as conn:
                 direct = await self._insert_direct(conn, lines, keys, campaign_ids)
@@ -205,7 +206,7 @@ class IngestStore:
         try:
             async with conn.transaction():
                 active, seqs = await conn.fetchrow(
-                    QUERIES["draw_referral_seqs"], list({c for c in campaign_ids}), len(lines)
+                    QUERIES["draw_referral_seqs"], list(set(campaign_ids)), len(lines)
                 )
                 if not pairs.issubset(active):
                     raise _NotDirectError

@@ -18,12 +18,10 @@ from services.common.gen.handoff.ingest.v1 import (
 )
 from services.common.grpc_server import (
     MAX_MESSAGE_BYTES,
-    GrpcService,
     RunningServer,
     grpc_server,
 )
-from services.ingest.accounts_server import AccountServicer
-from services.ingest.server import IngestServicer, ingest_grpc_service
+from services.ingest.services import ingest_services
 from services.ingest.store import IngestStore
 
 if TYPE_CHECKING:
@@ -48,15 +46,7 @@ def store(pool: asyncpg.Pool) -> IngestStore:
 @pytest.fixture
 async def ingest_server(store: IngestStore) -> AsyncIterator[RunningServer]:
     """IngestService and AccountService served on a free loopback port."""
-    ingest = IngestServicer(store)
-    admin = AccountServicer(store)
-    services = [
-        ingest_grpc_service(ingest),
-        GrpcService(
-            accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
-            lambda server: accounts_pb2_grpc.add_AccountServiceServicer_to_server(admin, server),
-        ),
-    ]
+    services = ingest_services(store)
     async with grpc_server("127.0.0.1", 0, services, grace_s=1.0) as running:
         yield running
 

@@ -44,11 +44,10 @@ def _rows(target: Target, prefix: str, count: int = BATCH) -> list[ReferralRow]:
 async def _insert(
     store: IngestStore, rows: list[ReferralRow]
 ) -> dict[tuple[str, str], tuple[int, bool]]:
-    ordered = sorted(rows, key=lambda r: (r.account_id, r.partner_referral_id))
     stored = await store.insert_copy(
-        [copy_text([r]) for r in ordered],
-        [(r.account_id, r.partner_referral_id) for r in ordered],
-        [r.campaign_id for r in ordered],
+        [copy_text([r]) for r in rows],
+        [(r.account_id, r.partner_referral_id) for r in rows],
+        [r.campaign_id for r in rows],
     )
     return {key: (hit.seq, hit.duplicate) for key, hit in stored.items()}
 

@@ -1,0 +1,21 @@
+"""The gRPC servicers the ingest process mounts, over one store."""
+
+from __future__ import annotations
+
+from services.common.gen.handoff.ingest.v1 import accounts_pb2, accounts_pb2_grpc
+from services.common.grpc_server import GrpcService
+from services.ingest.accounts_server import AccountServicer
+from services.ingest.server import IngestServicer, ingest_grpc_service
+from services.ingest.store import IngestStore
+
+
+def ingest_services(store: IngestStore) -> list[GrpcService]:
+    """IngestService and AccountService, both on `store`."""
+    admin = AccountServicer(store)
+    return [
+        ingest_grpc_service(IngestServicer(store)),
+        GrpcService(
+            accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
+            lambda server: accounts_pb2_grpc.add_AccountServiceServicer_to_server(admin, server),
+        ),
+    ]
