@@ -13,12 +13,15 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
 from services.common.config import ConfigError, env_float
+from services.common.localdb import DEFAULT_HOME
 from services.common.migrate import migrate
+from services.launcher.credential import credential_hint, ensure_local_credential
 from services.launcher.database import (
     ChosenDatabase,
     DatabaseUnavailableError,
@@ -89,11 +92,17 @@ async def _run(args: argparse.Namespace, plans: Sequence[ServicePlan], grace_s: 
     if args.migrate_only:
         return 0
     ingest = next(p for p in plans if p.name == "ingest")
+    home = Path(os.environ.get("HANDOFF_HOME", DEFAULT_HOME))
+    try:
+        credential = await ensure_local_credential(database.dsn, home)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnavailableError(f"cannot make the local operator credential: {exc}") from exc
+    print(credential_hint(credential, ingest.grpc_target), flush=True)
 
     async def demo() -> None:
         print(f"demo: ingesting {args.demo_count} synthetic referrals …", flush=True)
         try:
-            outcome = await load_demo(ingest.grpc_target, args.demo_count)
+            outcome = await load_demo(ingest.grpc_target, credential.token, args.demo_count)
         except DemoError as exc:
             print(f"demo: failed: {exc} (the services keep running)", file=sys.stderr, flush=True)
             return

@@ -81,6 +81,50 @@ class TelemetryConfig:
         )
 
 
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    """Return whether the variable is set to 1/true/yes (0/false/no or unset: False)."""
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """How a service's servers establish callers: TLS, the credential cache, reflection."""
+
+    tls_cert_file: str = ""  # PEM; with tls_key_file, every server of the process is TLS
+    tls_key_file: str = ""
+    tls_terminated_upstream: bool = False  # a mesh or gateway terminates TLS in front
+    auth_cache_ttl_s: float = 30.0  # bound on how long a revoked credential keeps working
+    reflection: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AccessConfig:
+        """Read HANDOFF_TLS_*, HANDOFF_AUTH_CACHE_TTL_S and HANDOFF_GRPC_REFLECTION."""
+        env = os.environ if env is None else env
+        cert = env_str(env, "HANDOFF_TLS_CERT_FILE", "")
+        key = env_str(env, "HANDOFF_TLS_KEY_FILE", "")
+        if bool(cert) != bool(key):
+            raise ConfigError("HANDOFF_TLS_CERT_FILE and HANDOFF_TLS_KEY_FILE go together")
+        for name, path in (("HANDOFF_TLS_CERT_FILE", cert), ("HANDOFF_TLS_KEY_FILE", key)):
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"{name} names {path!r}, which is not a readable file")
+        ttl = env_float(env, "HANDOFF_AUTH_CACHE_TTL_S", 30.0)
+        if ttl > 300:
+            raise ConfigError(f"HANDOFF_AUTH_CACHE_TTL_S must be at most 300, got {ttl:g}")
+        reflection = env.get("HANDOFF_GRPC_REFLECTION", "").strip()
+        return cls(
+            tls_cert_file=cert,
+            tls_key_file=key,
+            tls_terminated_upstream=env_flag(env, "HANDOFF_TLS_TERMINATED_UPSTREAM"),
+            auth_cache_ttl_s=ttl,
+            reflection=not reflection or env_flag(env, "HANDOFF_GRPC_REFLECTION"),
+        )
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """What every gRPC service needs: where to listen, the database, telemetry."""
@@ -97,6 +141,7 @@ class ServiceConfig:
     reuse_port: bool = False
     shutdown_drain_s: float = 0.0
     max_concurrent_rpcs: int = 1000
+    access: AccessConfig = AccessConfig()
 
     @classmethod
     def from_env(
@@ -128,4 +173,5 @@ class ServiceConfig:
             shutdown_drain_s=env_float(env, "HANDOFF_SHUTDOWN_DRAIN_S", 0.0),
             max_concurrent_rpcs=env_int(env, prefix + "MAX_CONCURRENT_RPCS", 1000, minimum=1),
             reuse_port=workers > 1 or env.get(prefix + "REUSE_PORT", "") == "1",
+            access=AccessConfig.from_env(env),
         )

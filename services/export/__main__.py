@@ -6,6 +6,8 @@ import sys
 from contextlib import AsyncExitStack
 from functools import partial
 
+from services.common.auth.store import CredentialStore
+from services.common.auth.verify import Authenticator
 from services.common.config import ConfigError, ServiceConfig
 from services.common.db import create_pool
 from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
@@ -27,6 +29,9 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
                 config.database_url, min_size=config.db_pool_min, max_size=config.db_pool_max
             )
         )
+        authenticator = Authenticator(
+            CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
+        )
         readiness = Readiness()
         app = create_app(
             ExportStore(pool),
@@ -34,7 +39,7 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             expected_schema_version=max(m.version for m in discover_migrations()),
             health_timeout_s=http.health_timeout_s,
         )
-        running = await stack.enter_async_context(grpc_server_for(config, []))
+        running = await stack.enter_async_context(grpc_server_for(config, [], authenticator))
         announce("export", "gRPC", config.host, running.port)
         http_port = await stack.enter_async_context(
             serve_http(app, http.host, http.port, grace_s=config.shutdown_grace_s)
