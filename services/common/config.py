@@ -100,6 +100,8 @@ class AccessConfig:
     tls_terminated_upstream: bool = False  # a mesh or gateway terminates TLS in front
     auth_cache_ttl_s: float = 30.0  # bound on how long a revoked credential keeps working
     reflection: bool = True
+    # Benchmarks only (the check's cost is measured against it); loopback hosts only.
+    checks_disabled: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AccessConfig:
@@ -122,6 +124,7 @@ class AccessConfig:
             tls_terminated_upstream=env_flag(env, "HANDOFF_TLS_TERMINATED_UPSTREAM"),
             auth_cache_ttl_s=ttl,
             reflection=not reflection or env_flag(env, "HANDOFF_GRPC_REFLECTION"),
+            checks_disabled=env_flag(env, "HANDOFF_UNSAFE_DISABLE_ACCESS_CHECKS"),
         )
 
 
@@ -157,12 +160,19 @@ class ServiceConfig:
                 f"{prefix}DB_POOL_MIN ({pool_min}) must not exceed {prefix}DB_POOL_MAX ({pool_max})"
             )
         workers = env_int(env, prefix + "WORKERS", 1, minimum=1)
+        access = AccessConfig.from_env(env)
+        host = env_str(env, prefix + "HOST", "127.0.0.1")
+        if access.checks_disabled and host not in ("127.0.0.1", "::1", "localhost"):
+            raise ConfigError(
+                f"HANDOFF_UNSAFE_DISABLE_ACCESS_CHECKS is for benchmarks on loopback only, "
+                f"not with {prefix}HOST={host}"
+            )
         port = env_int(env, prefix + "PORT", default_port)
         if workers > 1 and port == 0:
             raise ConfigError(f"{prefix}WORKERS > 1 needs a fixed {prefix}PORT, not 0")
         return cls(
             name=name,
-            host=env_str(env, prefix + "HOST", "127.0.0.1"),
+            host=host,
             port=port,
             database_url=env_str(env, "DATABASE_URL", DEFAULT_DATABASE_URL),
             db_pool_min=pool_min,
@@ -173,5 +183,5 @@ class ServiceConfig:
             shutdown_drain_s=env_float(env, "HANDOFF_SHUTDOWN_DRAIN_S", 0.0),
             max_concurrent_rpcs=env_int(env, prefix + "MAX_CONCURRENT_RPCS", 1000, minimum=1),
             reuse_port=workers > 1 or env.get(prefix + "REUSE_PORT", "") == "1",
-            access=AccessConfig.from_env(env),
+            access=access,
         )

@@ -54,6 +54,7 @@ async def grpc_server(
     tls: TlsFiles | None = None,
     tls_terminated_upstream: bool = False,
     reflection_enabled: bool = True,
+    access_checks: bool = True,
     grace_s: float = 10.0,
     reuse_port: bool = False,
     drain_s: float = 0.0,
@@ -75,6 +76,7 @@ async def grpc_server(
         [health_name, reflection.SERVICE_NAME],
         plaintext=tls is None,
         tls_terminated_upstream=tls_terminated_upstream,
+        unchecked=not access_checks,
     )
     server = grpc.aio.server(
         # The error mapping wraps the access check, so refusals become statuses too.
@@ -138,6 +140,7 @@ def grpc_server_for(
         tls=tls_files(config),
         tls_terminated_upstream=config.access.tls_terminated_upstream,
         reflection_enabled=config.access.reflection,
+        access_checks=not config.access.checks_disabled,
         grace_s=config.shutdown_grace_s,
         reuse_port=config.reuse_port,
         drain_s=config.shutdown_drain_s,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -11,7 +12,7 @@ import grpc
 from opentelemetry import trace
 
 from services.common.auth.context import current_caller, current_request_id
-from services.common.auth.model import AccessRule, Caller
+from services.common.auth.model import AccessRule, Caller, CredentialKind, Role
 from services.common.auth.rules import authorize
 from services.common.auth.tokens import presented_token
 from services.common.auth.verify import Authenticator
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+UNCHECKED = Caller(
+    uuid.UUID(int=0), CredentialKind.SERVICE, "unchecked (benchmarks)", roles=frozenset(Role)
+)
 
 
 def peer_is_loopback(peer: str) -> bool:
@@ -59,7 +65,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     neither is refused: a servicer mounted without rules cannot be called.
     `plaintext` says the port serves without TLS: then a credential from a peer that is
     not on this machine is refused, unless `tls_terminated_upstream` (a mesh or gateway
-    terminates TLS in front and forwards the call).
+    terminates TLS in front and forwards the call). `unchecked` admits every call as an
+    all-roles caller without looking at credentials: benchmarks measure the check
+    against it (HANDOFF_UNSAFE_DISABLE_ACCESS_CHECKS, loopback only).
     """
 
     def __init__(
@@ -70,11 +78,15 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         *,
         plaintext: bool,
         tls_terminated_upstream: bool = False,
+        unchecked: bool = False,
     ) -> None:
         self._authenticator = authenticator
         self._rules = dict(rules)
         self._open = tuple(f"/{name}/" for name in open_services)
         self._check_peer = plaintext and not tls_terminated_upstream
+        self._unchecked = unchecked
+        if unchecked:
+            log.warning("access checks are OFF (HANDOFF_UNSAFE_DISABLE_ACCESS_CHECKS)")
         self._wrap_once = WrapOnce(self._wrap)
 
     async def intercept_service(
@@ -115,6 +127,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         self, method: str, rule: AccessRule | None, context: Context, request: Any
     ) -> Caller:
         """Establish the caller, check `rule`, and put the caller in context."""
+        if self._unchecked:
+            current_caller.set(UNCHECKED)
+            return UNCHECKED
         metadata = [(k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str)]
         authorization = None
         request_id = ""
