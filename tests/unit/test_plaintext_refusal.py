@@ -52,8 +52,8 @@ def _interceptor(store: _Store, *, plaintext: bool, upstream: bool = False) -> A
 
 async def test_plaintext_from_another_host_is_refused_without_a_look_up() -> None:
     store = _Store()
+    remote: Any = _Context("ipv4:10.1.2.3:5000")
     with pytest.raises(UnauthenticatedError, match="plaintext from another host"):
-        remote: Any = _Context("ipv4:10.1.2.3:5000")
         await _interceptor(store, plaintext=True)._admit("/s/M", RULE, remote, None)
     assert store.lookups == 0
 
