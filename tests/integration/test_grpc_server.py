@@ -63,3 +63,27 @@ async def test_calls_beyond_the_concurrency_bound_are_resource_exhausted() -> No
             await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         watch.cancel()
+
+
+async def test_reflection_answers_unless_switched_off() -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    for enabled in (True, False):
+        async with (
+            grpc_server(
+                "127.0.0.1", 0, [], authenticator=NOBODY, reflection_enabled=enabled
+            ) as running,
+            grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+        ):
+            call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([request])
+            )
+            if enabled:
+                reply = await call.read()
+                names = [s.name for s in reply.list_services_response.service]
+                assert "grpc.health.v1.Health" in names
+            else:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await call.read()
+                assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
