@@ -1,0 +1,111 @@
+"""The one transport interface every channel implements (SFTP now; FTPS, email, HTTP APIs
+and vendors later), its outcomes, and its two kinds of error.
+
+A transport is opened once per delivery (connect, authenticate, verify the peer), sends
+one or more files — each a stream of byte chunks it must never hold whole — or records
+(real-time channels), and is closed. It reports what it did; it does not retry, trace or
+count: the engine around it does that once for every channel.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Diagnosis(enum.Enum):
+    """What went wrong, precisely enough to tell a person what to fix."""
+
+    DNS = "dns"  # the name does not resolve
+    REFUSED = "refused"  # nothing listens there
+    TIMEOUT = "timeout"
+    EGRESS = "egress"  # the destination is in a refused address range
+    HOST_KEY = "host_key"  # the peer is not the one pinned (SSH host key, TLS certificate)
+    TLS = "tls"
+    AUTH = "auth"  # credentials refused
+    MISSING = "missing"  # the directory (or other target) does not exist
+    PERMISSION = "permission"  # the peer refused the write
+    FULL = "full"  # the peer has no room
+    CONNECTION_LOST = "connection_lost"
+    PROTOCOL = "protocol"  # the peer answered something the transport cannot use
+    CONFIG = "config"  # the connection's own settings cannot work
+
+
+class TransportError(Exception):
+    """A channel failure: `retryable` says whether the same send may succeed later."""
+
+    retryable: bool = False
+
+    def __init__(self, diagnosis: Diagnosis, message: str) -> None:
+        super().__init__(message)
+        self.diagnosis = diagnosis
+        self.message = message
+
+
+class RetryableError(TransportError):
+    """Refused, timed out, connection lost, the peer full or busy: try again later."""
+
+    retryable = True
+
+
+class PermanentError(TransportError):
+    """Authentication, host key mismatch, permission denied, bad settings: a person must act."""
+
+
+@dataclass(frozen=True)
+class OutgoingFile:
+    """A file to deliver: its final name (relative to the connection's folder)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class FileReceipt:
+    """What arrived: where, how many bytes, and their SHA-256 (hex)."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+class ItemStatus(enum.Enum):
+    """A per-item verdict of a receiver that answers item by item."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"  # permanent for this item
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One item's verdict (a referral, a recipient, a member)."""
+
+    key: str
+    status: ItemStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """What a connection test found, step by step."""
+
+    steps: Sequence[str] = field(default_factory=tuple)
+    peer_identity: str = ""  # e.g. the SSH host key fingerprint presented
+
+
+class Transport(Protocol):
+    """One channel's session. Use as `async with transport:`."""
+
+    async def __aenter__(self) -> Transport: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def send_file(self, file: OutgoingFile, chunks: AsyncIterator[bytes]) -> FileReceipt:
+        """Write `chunks` as `file`; the receiver sees the final name only when complete,
+        unless the connection chose direct writes."""
+        ...
+
+    async def probe(self) -> ProbeReport:
+        """Check that a delivery would work (write and remove a probe file, for files)."""
+        ...
