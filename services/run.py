@@ -21,7 +21,11 @@ import asyncpg
 from services.common.config import ConfigError, env_float
 from services.common.localdb import DEFAULT_HOME
 from services.common.migrate import migrate
-from services.launcher.credential import credential_hint, ensure_local_credential
+from services.launcher.credential import (
+    credential_hint,
+    ensure_local_credential,
+    local_service_env,
+)
 from services.launcher.database import (
     ChosenDatabase,
     DatabaseUnavailableError,
@@ -108,8 +112,11 @@ async def _run(args: argparse.Namespace, plans: Sequence[ServicePlan], grace_s: 
             return
         print(demo_report(outcome, _psql_argument(database)), flush=True)
 
+    local = local_service_env(home, dict(os.environ))
+    if "HANDOFF_EGRESS_ALLOW" in local:
+        print(f"run: egress allowed to {local['HANDOFF_EGRESS_ALLOW']} (local SFTP servers)")
     options = SystemOptions(
-        env={**os.environ, "DATABASE_URL": database.dsn},
+        env={**os.environ, **local, "DATABASE_URL": database.dsn},
         database_shown=f"{redact_dsn(database.dsn)} ({database.origin})",
         start_timeout_s=args.start_timeout,
         grace_s=grace_s,

@@ -49,6 +49,9 @@ def _serve(
     with telemetry(config.telemetry):
         try:
             asyncio.run(serve(config))
+        except ConfigError as exc:
+            log.error("configuration error: %s", exc)
+            return 2
         except DatabaseError as exc:
             log.error("cannot start: %s", exc)
             return 1

@@ -1,4 +1,5 @@
-"""The local operator credential `make run` makes on first start and keeps under HANDOFF_HOME."""
+"""What `make run` keeps under HANDOFF_HOME: the local operator credential and the key that
+seals connection secrets, both made on first start."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncpg
 from services.common.auth import tokens
 from services.common.auth.model import Role
 from services.common.auth.store import CredentialStore
+from services.common.secrets import new_key_entry
 from services.ingest.credentials import create_service_credential
 
 TOKEN_FILE = "operator-token"  # noqa: S105 - a file name, not a secret
@@ -92,3 +94,24 @@ def credential_hint(credential: LocalCredential, ingest_target: str) -> str:
         f'run:   grpcurl -plaintext -H "authorization: Bearer $HANDOFF_TOKEN" {ingest_target} '
         f"handoff.auth.v1.CredentialService/WhoAmI"
     )
+
+
+SECRET_KEYS_FILE = "secret-keys"  # noqa: S105 - a file name
+LOCAL_EGRESS_ALLOW = "127.0.0.0/8,::1/128"
+
+
+def local_service_env(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """What `make run` adds to the services' environment when it is not set: a key for
+    sealing connection secrets, kept owner-only in HANDOFF_HOME (made on first start), and
+    an egress allow-list of loopback, so SFTP servers on this machine can be reached."""
+    added: dict[str, str] = {}
+    if not env.get("HANDOFF_SECRET_KEYS"):
+        path = home / SECRET_KEYS_FILE
+        keys = _read_kept(path)
+        if not keys:
+            keys = new_key_entry("local1")
+            _keep(path, keys)
+        added["HANDOFF_SECRET_KEYS"] = keys
+    if not env.get("HANDOFF_EGRESS_ALLOW"):
+        added["HANDOFF_EGRESS_ALLOW"] = LOCAL_EGRESS_ALLOW
+    return added

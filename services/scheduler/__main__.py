@@ -9,7 +9,9 @@ from services.common.auth.store import CredentialStore
 from services.common.auth.verify import Authenticator
 from services.common.config import ServiceConfig
 from services.common.db import create_pool
+from services.common.egress import EgressPolicy
 from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
+from services.common.secrets import SecretBox
 from services.common.service import announce, run_service
 from services.scheduler.services import scheduler_services
 
@@ -27,9 +29,8 @@ async def serve(config: ServiceConfig) -> None:
         authenticator = Authenticator(
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
         )
-        running = await stack.enter_async_context(
-            grpc_server_for(config, scheduler_services(pool), authenticator)
-        )
+        services = scheduler_services(pool, SecretBox.from_env(), EgressPolicy.from_env())
+        running = await stack.enter_async_context(grpc_server_for(config, services, authenticator))
         announce("scheduler", "gRPC", config.host, running.port)
         await wait_for_shutdown_signal()
 

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import asyncpg
 
+from services.common.egress import EgressPolicy
 from services.common.grpc_server import GrpcService
 from services.common.referral_rows import ReferralRowReader
+from services.common.secrets import SecretBox
+from services.scheduler.connections.server import connection_service
+from services.scheduler.connections.store import ConnectionStorePg
 from services.scheduler.layouts_server import layout_service
 from services.scheduler.layouts_store import LayoutStorePg
 
 
-def scheduler_services(pool: asyncpg.Pool) -> list[GrpcService]:
+def scheduler_services(
+    pool: asyncpg.Pool, box: SecretBox, egress: EgressPolicy
+) -> list[GrpcService]:
     """Every servicer of the scheduler, built on the process's one pool."""
-    return [layout_service(LayoutStorePg(pool), ReferralRowReader(pool))]
+    return [
+        layout_service(LayoutStorePg(pool), ReferralRowReader(pool)),
+        connection_service(ConnectionStorePg(pool), box, egress),
+    ]

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from services.common.auth.model import Role
+from services.common.secrets import new_key_entry
 from services.launcher.children import ChildProcess, stop_children
 from services.launcher.probes import wait_until_http_ok, wait_until_serving
 from tests.integration.credentials_support import service_token
@@ -41,6 +42,8 @@ def service_env(database_url: str, **overrides: str) -> dict[str, str]:
             "HANDOFF_SHUTDOWN_GRACE_S": "10",
             "HANDOFF_LOG_FORMAT": "json",
             "HANDOFF_EXPORT_HTTP_PORT": str(free_port()),
+            "HANDOFF_SECRET_KEYS": new_key_entry("e2e"),
+            "HANDOFF_EGRESS_ALLOW": "127.0.0.0/8",
         }
     )
     for name in SERVICE_NAMES:

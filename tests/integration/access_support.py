@@ -9,18 +9,23 @@ import asyncpg
 
 from services.common.auth.store import CredentialStore
 from services.common.auth.verify import Authenticator
+from services.common.egress import EgressPolicy
 from services.common.grpc_server import GrpcService, RunningServer, grpc_server
+from services.common.secrets import SecretBox, new_key_entry
 from services.delivery.services import delivery_services
 from services.ingest.services import ingest_services
 from services.ingest.store import IngestStore
 from services.scheduler.services import scheduler_services
+
+TEST_BOX = SecretBox.from_env({"HANDOFF_SECRET_KEYS": new_key_entry("test")})
+LOOPBACK = EgressPolicy.from_env({"HANDOFF_EGRESS_ALLOW": "127.0.0.0/8"})
 
 
 def every_service(pool: asyncpg.Pool) -> list[GrpcService]:
     """What the ingest, scheduler, delivery and export processes mount (export: none)."""
     return [
         *ingest_services(IngestStore(pool), CredentialStore(pool)),
-        *scheduler_services(pool),
+        *scheduler_services(pool, TEST_BOX, LOOPBACK),
         *delivery_services(pool),
     ]
 

@@ -48,6 +48,8 @@ def _service_env_names() -> frozenset[str]:
         "HANDOFF_TLS_TERMINATED_UPSTREAM",
         "HANDOFF_AUTH_CACHE_TTL_S",
         "HANDOFF_GRPC_REFLECTION",
+        "HANDOFF_SECRET_KEYS",
+        "HANDOFF_EGRESS_ALLOW",
     }
     for service in GRPC_PORTS:
         for setting in ("HOST", "PORT", "DB_POOL_MIN", "DB_POOL_MAX", "MAX_CONCURRENT_RPCS"):

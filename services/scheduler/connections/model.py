@@ -1,0 +1,113 @@
+"""Connection values: settings as the API shows them, drafts as callers send them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+from uuid import UUID
+
+WriteMode = Literal["rename", "direct"]
+SECRET_NAMES = ("password", "private_key", "passphrase")
+
+
+@dataclass(frozen=True)
+class SftpConfig:
+    """An SFTP destination, secrets apart."""
+
+    host: str
+    username: str
+    host_key: str
+    port: int = 22
+    remote_dir: str = "."
+    file_name_template: str = ""
+    write_mode: WriteMode = "rename"
+    manifest: bool = False
+    max_rows_per_file: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings column."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "username": self.username,
+            "host_key": self.host_key,
+            "remote_dir": self.remote_dir,
+            "file_name_template": self.file_name_template,
+            "write_mode": self.write_mode,
+            "manifest": self.manifest,
+            "max_rows_per_file": self.max_rows_per_file,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SftpConfig:
+        """From the settings column."""
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Plain secrets, in memory only (sealed before they are stored)."""
+
+    password: str = field(default="", repr=False)
+    private_key: str = field(default="", repr=False)
+    passphrase: str = field(default="", repr=False)
+
+    def present(self) -> dict[str, str]:
+        """The secrets that are set, by name."""
+        return {n: getattr(self, n) for n in SECRET_NAMES if getattr(self, n)}
+
+
+@dataclass(frozen=True)
+class ConnectionDraft:
+    """What a caller sends: a name and either SFTP settings or a URL (or both agreeing)."""
+
+    name: str
+    sftp: SftpConfig | None
+    secrets: Secrets
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class SavedConnection:
+    """A stored connection (its secrets stay sealed)."""
+
+    id: UUID
+    account_id: UUID
+    name: str
+    sftp: SftpConfig
+    sealed: dict[str, str] = field(repr=False)
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def secrets_set(self) -> frozenset[str]:
+        """Which secrets are stored."""
+        return frozenset(self.sealed)
+
+
+class ConnectionStore(Protocol):
+    """What the connection rules need from the store."""
+
+    async def account_exists(self, account_id: UUID) -> bool | None: ...
+    async def insert(
+        self,
+        connection_id: UUID,
+        account_id: UUID,
+        name: str,
+        sftp: SftpConfig,
+        sealed: dict[str, str],
+    ) -> SavedConnection | None: ...
+    async def get(self, account_id: UUID, connection_id: UUID) -> SavedConnection | None: ...
+    async def page(self, account_id: UUID, after: str, limit: int) -> list[SavedConnection]: ...
+    async def update(
+        self,
+        account_id: UUID,
+        connection_id: UUID,
+        name: str,
+        sftp: SftpConfig,
+        sealed: dict[str, str],
+    ) -> SavedConnection | None: ...
+    async def delete(self, account_id: UUID, connection_id: UUID) -> bool: ...
+    async def tasks_using(self, connection_id: UUID) -> list[tuple[UUID, str]]: ...

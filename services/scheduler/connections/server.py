@@ -1,0 +1,183 @@
+"""ConnectionService servicer: messages to drafts and back; secrets never leave."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from services.common.egress import EgressPolicy
+from services.common.gen.handoff.scheduler.v1 import connections_pb2, connections_pb2_grpc
+from services.common.grpc_server import GrpcService
+from services.common.secrets import SecretBox
+from services.delivery.transports.base import ProbeReport
+from services.delivery.transports.sftp import SftpSecrets, SftpSettings, SftpTransport
+from services.scheduler.connections import rules
+from services.scheduler.connections.model import (
+    ConnectionDraft,
+    ConnectionStore,
+    SavedConnection,
+    Secrets,
+    SftpConfig,
+)
+
+Context = grpc.aio.ServicerContext[object, object]
+_MODES = {connections_pb2.RENAME: "rename", connections_pb2.DIRECT: "direct"}
+_MODE_OUT = {"rename": connections_pb2.RENAME, "direct": connections_pb2.DIRECT}
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _write_mode(value: int) -> Any:
+    """The mode's name; an unknown number passes as such, for validation to name."""
+    if value == connections_pb2.WRITE_MODE_UNSPECIFIED:
+        return "rename"
+    return _MODES.get(value, f"unknown ({value})")  # type: ignore[call-overload]
+
+
+def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
+    """The domain draft of a Connection message."""
+    sftp = None
+    secrets = Secrets()
+    if message.HasField("sftp"):
+        s = message.sftp
+        sftp = SftpConfig(
+            host=s.host, port=s.port, username=s.username, host_key=s.host_key,
+            remote_dir=s.remote_dir, file_name_template=s.file_name_template,
+            write_mode=_write_mode(s.write_mode), manifest=s.manifest,
+            max_rows_per_file=s.max_rows_per_file,
+        )  # fmt: skip
+        secrets = Secrets(s.password, s.private_key, s.private_key_passphrase)
+    return ConnectionDraft(message.name, sftp, secrets, message.url)
+
+
+def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
+    """The Connection message: settings, which secrets are set, never the secrets."""
+    s = saved.sftp
+    return connections_pb2.Connection(
+        id=str(saved.id),
+        account_id=str(saved.account_id),
+        name=saved.name,
+        sftp=connections_pb2.SftpConnection(
+            host=s.host, port=s.port, username=s.username, host_key=s.host_key,
+            remote_dir=s.remote_dir, file_name_template=s.file_name_template,
+            write_mode=_MODE_OUT[s.write_mode], manifest=s.manifest,
+            max_rows_per_file=s.max_rows_per_file,
+            password_set="password" in saved.secrets_set,
+            private_key_set="private_key" in saved.secrets_set,
+        ),
+        version=saved.version,
+        created_at=_timestamp(saved.created_at),
+        updated_at=_timestamp(saved.updated_at),
+    )  # fmt: skip
+
+
+def sftp_prober(egress: EgressPolicy) -> rules.Prober:
+    """A connection test over the real SFTP transport."""
+
+    async def probe(sftp: SftpConfig, secrets: Secrets) -> ProbeReport:
+        settings = SftpSettings(
+            host=sftp.host, username=sftp.username, host_key=sftp.host_key,
+            remote_dir=sftp.remote_dir, port=sftp.port, write_mode=sftp.write_mode,
+        )  # fmt: skip
+        credentials = SftpSecrets(secrets.password, secrets.private_key, secrets.passphrase)
+        async with SftpTransport(settings, credentials, egress) as transport:
+            return await transport.probe()
+
+    return probe
+
+
+class ConnectionServicer(connections_pb2_grpc.ConnectionServiceServicer):
+    """Create, get, list, update, delete and test connections."""
+
+    def __init__(
+        self,
+        store: ConnectionStore,
+        box: SecretBox,
+        egress: EgressPolicy,
+        prober: rules.Prober | None = None,
+    ) -> None:
+        self._store = store
+        self._box = box
+        self._egress = egress
+        self._prober = prober or sftp_prober(egress)
+
+    async def CreateConnection(  # noqa: N802
+        self, request: connections_pb2.CreateConnectionRequest, context: Context
+    ) -> connections_pb2.Connection:
+        saved = await rules.create_connection(
+            self._store, self._box, self._egress, request.account_id,
+            draft_of(request.connection), request.connection.id,
+        )  # fmt: skip
+        return connection_message(saved)
+
+    async def GetConnection(  # noqa: N802
+        self, request: connections_pb2.GetConnectionRequest, context: Context
+    ) -> connections_pb2.Connection:
+        saved = await rules.get_connection(self._store, request.account_id, request.id)
+        return connection_message(saved)
+
+    async def ListConnections(  # noqa: N802
+        self, request: connections_pb2.ListConnectionsRequest, context: Context
+    ) -> connections_pb2.ListConnectionsResponse:
+        page, token = await rules.list_connections(
+            self._store, request.account_id, request.page_size, request.page_token
+        )
+        return connections_pb2.ListConnectionsResponse(
+            connections=[connection_message(c) for c in page], next_page_token=token
+        )
+
+    async def UpdateConnection(  # noqa: N802
+        self, request: connections_pb2.UpdateConnectionRequest, context: Context
+    ) -> connections_pb2.Connection:
+        clear = {"password"} if request.clear_password else set()
+        if request.clear_private_key:
+            clear |= {"private_key", "passphrase"}
+        saved = await rules.update_connection(
+            self._store, self._box, self._egress, request.account_id, request.connection.id,
+            draft_of(request.connection), frozenset(clear),
+        )  # fmt: skip
+        return connection_message(saved)
+
+    async def DeleteConnection(  # noqa: N802
+        self, request: connections_pb2.DeleteConnectionRequest, context: Context
+    ) -> connections_pb2.DeleteConnectionResponse:
+        await rules.delete_connection(self._store, request.account_id, request.id)
+        return connections_pb2.DeleteConnectionResponse()
+
+    async def TestConnection(  # noqa: N802
+        self, request: connections_pb2.TestConnectionRequest, context: Context
+    ) -> connections_pb2.TestConnectionResponse:
+        if request.HasField("draft"):
+            _, sftp, secrets = await rules.validated(
+                draft_of(request.draft), self._egress, prefix="draft."
+            )
+        else:
+            saved = await rules.get_connection(self._store, request.account_id, request.id)
+            sftp, secrets = saved.sftp, rules.open_secrets(self._box, saved)
+        report, failure = await rules.test_connection(sftp, secrets, self._prober)
+        if failure is not None:
+            return connections_pb2.TestConnectionResponse(
+                ok=False, diagnosis=failure.diagnosis.value, message=failure.message
+            )
+        assert report is not None
+        return connections_pb2.TestConnectionResponse(
+            ok=True, steps=list(report.steps), host_key_fingerprint=report.peer_identity
+        )
+
+
+def connection_service(store: ConnectionStore, box: SecretBox, egress: EgressPolicy) -> GrpcService:
+    """ConnectionService for grpc_server()."""
+    servicer = ConnectionServicer(store, box, egress)
+    return GrpcService(
+        connections_pb2.DESCRIPTOR.services_by_name["ConnectionService"].full_name,
+        lambda server: connections_pb2_grpc.add_ConnectionServiceServicer_to_server(
+            servicer, server
+        ),
+    )

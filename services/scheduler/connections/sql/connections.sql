@@ -1,0 +1,35 @@
+-- Every statement about connections. Loaded by services/scheduler/connections/store.py.
+
+-- name: account_state
+SELECT status = 'archived' AS archived FROM accounts WHERE id = $1;
+
+-- name: insert
+INSERT INTO connections (id, account_id, name, kind, settings, secrets)
+VALUES ($1, $2, $3, 'sftp', $4, $5)
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: get
+SELECT * FROM connections WHERE account_id = $1 AND id = $2;
+
+-- name: page
+SELECT * FROM connections
+ WHERE account_id = $1 AND name > $2
+ ORDER BY name
+ LIMIT $3;
+
+-- name: update
+UPDATE connections
+   SET name = $3, settings = $4, secrets = $5, version = version + 1, updated_at = now()
+ WHERE account_id = $1 AND id = $2
+RETURNING *;
+
+-- name: delete
+DELETE FROM connections WHERE account_id = $1 AND id = $2;
+
+-- name: tasks_using
+SELECT id, name FROM tasks WHERE connection_id = $1 ORDER BY name LIMIT 20;
+
+-- name: by_id
+-- For the delivery service, which acts for every account.
+SELECT * FROM connections WHERE id = $1;

@@ -1,0 +1,114 @@
+"""The only code that runs SQL about connections."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import asyncpg
+
+from services.common.db import DatabaseError, load_queries
+from services.common.errors import UnavailableError
+from services.scheduler.connections.model import SavedConnection, SftpConfig
+
+QUERIES = load_queries(Path(__file__).parent / "sql" / "connections.sql")
+_T = TypeVar("_T")
+
+
+def _connection(record: asyncpg.Record) -> SavedConnection:
+    return SavedConnection(
+        id=record["id"],
+        account_id=record["account_id"],
+        name=record["name"],
+        sftp=SftpConfig.from_json(record["settings"]),
+        sealed=dict(record["secrets"]),
+        version=record["version"],
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+    )
+
+
+class ConnectionStorePg:
+    """Connections in PostgreSQL."""
+
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection) -> None:
+        self._pool = pool
+
+    async def _run(self, name: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        try:
+            return await call()
+        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
+            raise UnavailableError(f"database unavailable: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise DatabaseError(f"{name} failed: {exc}") from exc
+
+    async def _rows(self, name: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._run(
+            name, lambda: self._pool.fetch(QUERIES[name], *args)
+        )
+        return rows
+
+    async def account_exists(self, account_id: UUID) -> bool | None:
+        """Whether the account is archived; None when it does not exist."""
+        rows = await self._rows("account_state", account_id)
+        return bool(rows[0]["archived"]) if rows else None
+
+    async def insert(
+        self,
+        connection_id: UUID,
+        account_id: UUID,
+        name: str,
+        sftp: SftpConfig,
+        sealed: dict[str, str],
+    ) -> SavedConnection | None:
+        """Store a new connection; None when its id or name is taken."""
+        rows = await self._rows("insert", connection_id, account_id, name, sftp.to_json(), sealed)
+        return _connection(rows[0]) if rows else None
+
+    async def get(self, account_id: UUID, connection_id: UUID) -> SavedConnection | None:
+        """The account's connection, or None."""
+        rows = await self._rows("get", account_id, connection_id)
+        return _connection(rows[0]) if rows else None
+
+    async def by_id(self, connection_id: UUID) -> SavedConnection | None:
+        """Any account's connection (the delivery service's view)."""
+        rows = await self._rows("by_id", connection_id)
+        return _connection(rows[0]) if rows else None
+
+    async def page(self, account_id: UUID, after: str, limit: int) -> list[SavedConnection]:
+        """Connections by name after `after`."""
+        return [_connection(r) for r in await self._rows("page", account_id, after, limit)]
+
+    async def update(
+        self,
+        account_id: UUID,
+        connection_id: UUID,
+        name: str,
+        sftp: SftpConfig,
+        sealed: dict[str, str],
+    ) -> SavedConnection | None:
+        """Replace the settings and secrets; None when the new name is taken."""
+        try:
+            rows = await self._pool.fetch(
+                QUERIES["update"], account_id, connection_id, name, sftp.to_json(), sealed
+            )
+        except asyncpg.UniqueViolationError:
+            return None
+        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
+            raise UnavailableError(f"database unavailable: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise DatabaseError(f"update failed: {exc}") from exc
+        return _connection(rows[0]) if rows else None
+
+    async def delete(self, account_id: UUID, connection_id: UUID) -> bool:
+        """Delete; whether it existed."""
+        status: str = await self._run(
+            "delete", lambda: self._pool.execute(QUERIES["delete"], account_id, connection_id)
+        )
+        return status.endswith(" 1")
+
+    async def tasks_using(self, connection_id: UUID) -> list[tuple[UUID, str]]:
+        """(id, name) of the tasks that deliver over this connection."""
+        return [(r["id"], r["name"]) for r in await self._rows("tasks_using", connection_id)]
