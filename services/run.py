@@ -27,6 +27,7 @@ from services.launcher.database import (
 )
 from services.launcher.demo import DEMO_COUNT, DemoError, demo_report, load_demo
 from services.launcher.plan import ServicePlan, plan_services
+from services.launcher.ports import clash_report, find_clashes
 from services.launcher.system import SystemOptions, run_system
 
 
@@ -84,8 +85,42 @@ def _psql_argument(database: ChosenDatabase) -> str:
     return shlex.quote(redact_dsn(database.dsn))
 
 
-async def _run(args: argparse.Namespace, plans: Sequence[ServicePlan], grace_s: float) -> int:
+class PortsTakenError(RuntimeError):
+    """A port the services need is taken; the message names each one and its holder."""
+
+
+def _check_ports_free(plans: Sequence[ServicePlan]) -> None:
+    """Refuse before anything starts when another process holds a port we need."""
+    clashes = find_clashes(listener for plan in plans for listener in plan.listeners())
+    if clashes:
+        raise PortsTakenError(clash_report(clashes))
+
+
+async def _start_up(args: argparse.Namespace, plans: Sequence[ServicePlan]) -> ChosenDatabase:
+    """Everything before the services start, in order; each step refuses with a message."""
+    if not args.migrate_only:
+        # First: a second `make run` must not even touch the database of the first.
+        _check_ports_free(plans)
     database = await _prepare_database()
+    # Later start-up steps (for example a local operator credential) go here, before
+    # the services start, so that they can read what these steps wrote.
+    return database
+
+
+def _say_database_keeps_running(database: ChosenDatabase) -> None:
+    folder = parse_qs(urlsplit(database.dsn).query).get("host", [""])[0]
+    if database.origin != "DATABASE_URL" and folder:
+        # Kept on purpose (the next start is instant), but say so: nothing else would.
+        stop = f"kill -INT $(head -1 {shlex.quote(folder + '/postmaster.pid')})"
+        print(
+            f"run: the local PostgreSQL keeps running for the next start (a Unix socket in "
+            f"{folder}, no TCP port); to stop it: {stop}",
+            flush=True,
+        )
+
+
+async def _run(args: argparse.Namespace, plans: Sequence[ServicePlan], grace_s: float) -> int:
+    database = await _start_up(args, plans)
     if args.migrate_only:
         return 0
     ingest = next(p for p in plans if p.name == "ingest")
@@ -106,15 +141,7 @@ async def _run(args: argparse.Namespace, plans: Sequence[ServicePlan], grace_s: 
         grace_s=grace_s,
     )
     code = await run_system(plans, options, after_start=demo if args.demo else None)
-    folder = parse_qs(urlsplit(database.dsn).query).get("host", [""])[0]
-    if database.origin != "DATABASE_URL" and folder:
-        # Kept on purpose (the next start is instant), but say so: nothing else would.
-        stop = f"kill -INT $(head -1 {shlex.quote(folder + '/postmaster.pid')})"
-        print(
-            f"run: the local PostgreSQL keeps running for the next start (a Unix socket in "
-            f"{folder}, no TCP port); to stop it: {stop}",
-            flush=True,
-        )
+    _say_database_keeps_running(database)
     return code
 
 
@@ -131,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run(args, plans, grace_s))
     except DatabaseUnavailableError as exc:
         print(f"run: {exc}", file=sys.stderr)
+        return 1
+    except PortsTakenError as exc:
+        print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("run: interrupted", file=sys.stderr)
