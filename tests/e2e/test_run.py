@@ -64,6 +64,24 @@ async def test_run_starts_four_healthy_services_and_stops_cleanly_on_sigterm(
         assert await health_status(target, timeout_s=0.5) is None, name
 
 
+async def test_run_with_text_logs_shows_each_listening_event_once_with_its_address(
+    database_url: str, launched: list[ChildProcess]
+) -> None:
+    env = service_env(database_url, HANDOFF_LOG_FORMAT="text")
+    run = await _launch(launched, env)
+    await wait_for_line(run, READY_LINE, timeout_s=25)
+    run.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        assert await run.wait() == 0
+
+    relayed = run.stderr_tail().splitlines()  # the launcher relays its children on stderr
+    for name in SERVICE_NAMES:
+        address = f"127.0.0.1:{env[f'HANDOFF_{name.upper()}_PORT']}"
+        shown = [line for line in relayed if "listening" in line and line.startswith(name)]
+        assert len(shown) == (2 if name == "export" else 1), shown  # export: gRPC and HTTP
+        assert address in shown[0]
+
+
 async def test_run_demo_ingests_synthetic_referrals_once(
     database_url: str, launched: list[ChildProcess]
 ) -> None:
