@@ -1403,7 +1403,11 @@ class PreviewLayoutResponse(_message.Message):
     PROBLEMS_FIELD_NUMBER: _builtins.int
     PROBLEM_COUNTS_FIELD_NUMBER: _builtins.int
     output: _builtins.bytes
-    """exactly what a delivery would contain (uncompressed)"""
+    """Exactly what a delivery would contain (uncompressed), byte for byte (a CSV may start
+    with a byte order mark). The protobuf JSON mapping, and so grpcurl, shows bytes
+    fields as base64: `... | jq -r .output | base64 -d` prints the file; `rows` below
+    holds the same cells as text.
+    """
     media_type: _builtins.str
     @_builtins.property
     def headers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...

@@ -1,0 +1,87 @@
+"""The protos say what the server does: their documented codes and limits match the code."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from services.ingest.server import STREAM_MAX_LISTED
+from services.ingest.validation import MAX_BATCH_SIZE, MAX_EXTRA_KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+INGEST_PROTO = ROOT / "protos/handoff/ingest/v1/ingest.proto"
+# Everything that builds the FieldProblems IngestService and AccountService answer with.
+CODE_SOURCES = [*sorted((ROOT / "services/ingest").glob("*.py")), ROOT / "services/common/ids.py"]
+# Helpers that pass a code through rather than choose one.
+PASS_THROUGH = {("services/ingest/validation.py", "_problem")}
+
+
+def _comment_before(proto: str, message: str) -> str:
+    """The // comment block directly above `message <name> {`."""
+    lines = proto.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith(f"message {message} {{"))
+    start = end
+    while start > 0 and lines[start - 1].startswith("//"):
+        start -= 1
+    return "\n".join(line.removeprefix("//") for line in lines[start:end])
+
+
+def documented_codes() -> set[str]:
+    """The codes listed (indented, one per line) in FieldError's comment."""
+    comment = _comment_before(INGEST_PROTO.read_text(), "FieldError")
+    return set(re.findall(r"^   ([A-Z][A-Z_]+)  ", comment, flags=re.MULTILINE))
+
+
+class _CodeCollector(ast.NodeVisitor):
+    """The code literals of FieldProblem(...) and _problem(...) calls in one module."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+        self.function = ""
+        self.codes: set[str] = set()
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        outer, self.function = self.function, node.name
+        self.generic_visit(node)
+        self.function = outer
+
+    def visit_Call(self, node: ast.Call) -> None:
+        called = getattr(node.func, "id", getattr(node.func, "attr", ""))
+        if called in ("FieldProblem", "_problem"):
+            code = node.args[1] if len(node.args) > 1 else None
+            code = next((k.value for k in node.keywords if k.arg == "code"), code)
+            if isinstance(code, ast.Constant) and isinstance(code.value, str):
+                self.codes.add(code.value)
+            else:
+                assert (self.module, self.function) in PASS_THROUGH, (
+                    f"{self.module}: {ast.unparse(node)} chooses its code at run time; "
+                    "list the codes it can take in ingest.proto and here"
+                )
+        self.generic_visit(node)
+
+
+def used_codes() -> set[str]:
+    """Every code literal given to FieldProblem (or a helper around it) by the ingest service."""
+    codes: set[str] = set()
+    for path in CODE_SOURCES:
+        collector = _CodeCollector(str(path.relative_to(ROOT)))
+        collector.visit(ast.parse(path.read_text()))
+        codes |= collector.codes
+    return codes
+
+
+def test_field_error_codes_in_the_proto_are_exactly_those_the_server_uses() -> None:
+    documented, used = documented_codes(), used_codes()
+
+    assert used, "found no codes: has FieldProblem moved?"
+    assert used - documented == set(), "used but not documented in ingest.proto's FieldError"
+    assert documented - used == set(), "documented in ingest.proto but never used"
+
+
+def test_limits_in_the_proto_are_the_servers_limits() -> None:
+    proto = INGEST_PROTO.read_text()
+
+    assert f"1 to {MAX_BATCH_SIZE:,} referrals" in _comment_before(proto, "IngestBatchRequest")
+    assert f"up to the first {STREAM_MAX_LISTED:,}" in proto
+    assert f"1-{MAX_EXTRA_KEY} of A-Z a-z 0-9 _ . -" in _comment_before(proto, "FieldError")
