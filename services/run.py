@@ -30,12 +30,37 @@ from services.launcher.plan import ServicePlan, plan_services
 from services.launcher.ports import clash_report, find_clashes
 from services.launcher.system import SystemOptions, run_system
 
+ENVIRONMENT_HELP = """\
+environment:
+  DATABASE_URL        the PostgreSQL to migrate and serve from; unset: database `handoff`
+                      on a local PostgreSQL (pgserver) started under $HANDOFF_HOME, which
+                      keeps running after Ctrl-C so the next start is instant
+  HANDOFF_HOME        where that PostgreSQL keeps its data (pgdata/) and binaries (pylib/);
+                      default /var/tmp/handoff
+  HANDOFF_<SERVICE>_PORT, HANDOFF_EXPORT_HTTP_PORT
+                      where each service listens (INGEST 50051, SCHEDULER 50052,
+                      DELIVERY 50053, EXPORT 50054, export HTTP 8080); every port is
+                      checked free before anything starts
+  HANDOFF_LOG_FORMAT  json (default) or text
+
+exit status:
+  0 stopped by Ctrl-C or SIGTERM, or a service stopped cleanly on its own
+  1 could not start (database, a port in use, a service failing at start-up)
+  2 configuration error
+  N the exit code of the service that stopped on its own (128+S when killed by signal S);
+    the launcher then stops the other services too (it does not restart them)
+
+More in docs/operations.md.
+"""
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line of `python -m services.run`."""
     parser = argparse.ArgumentParser(
         prog="python -m services.run",
         description="Migrate the database and run the four Handoff services until Ctrl-C.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=ENVIRONMENT_HELP,
     )
     parser.add_argument(
         "--demo",
