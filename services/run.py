@@ -12,7 +12,8 @@ import asyncio
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -121,15 +122,24 @@ def _check_ports_free(plans: Sequence[ServicePlan]) -> None:
         raise PortsTakenError(clash_report(clashes))
 
 
-async def _start_up(args: argparse.Namespace, plans: Sequence[ServicePlan]) -> ChosenDatabase:
+@dataclass(frozen=True)
+class Prepared:
+    """What the start-up steps produced for the services and for the messages."""
+
+    database: ChosenDatabase
+    service_env: Mapping[str, str]  # the environment every service starts with
+
+
+async def _start_up(args: argparse.Namespace, plans: Sequence[ServicePlan]) -> Prepared:
     """Everything before the services start, in order; each step refuses with a message."""
     if not args.migrate_only:
         # First: a second `make run` must not even touch the database of the first.
         _check_ports_free(plans)
     database = await _prepare_database()
-    # Later start-up steps (for example a local operator credential) go here, before
-    # the services start, so that they can read what these steps wrote.
-    return database
+    service_env = {**os.environ, "DATABASE_URL": database.dsn}
+    # Later start-up steps (for example a local operator credential) go here, before the
+    # services start: they may add to service_env and to Prepared.
+    return Prepared(database=database, service_env=service_env)
 
 
 def _say_database_keeps_running(database: ChosenDatabase) -> None:
@@ -145,9 +155,10 @@ def _say_database_keeps_running(database: ChosenDatabase) -> None:
 
 
 async def _run(args: argparse.Namespace, plans: Sequence[ServicePlan], grace_s: float) -> int:
-    database = await _start_up(args, plans)
+    prepared = await _start_up(args, plans)
     if args.migrate_only:
         return 0
+    database = prepared.database
     ingest = next(p for p in plans if p.name == "ingest")
 
     async def demo() -> None:
@@ -160,7 +171,7 @@ async def _run(args: argparse.Namespace, plans: Sequence[ServicePlan], grace_s: 
         print(demo_report(outcome, _psql_argument(database)), flush=True)
 
     options = SystemOptions(
-        env={**os.environ, "DATABASE_URL": database.dsn},
+        env=prepared.service_env,
         database_shown=f"{redact_dsn(database.dsn)} ({database.origin})",
         start_timeout_s=args.start_timeout,
         grace_s=grace_s,

@@ -60,17 +60,20 @@ def bind_problem(host: str, port: int) -> str:
         )
     except socket.gaierror as exc:
         return f"cannot resolve {host!r}: {exc.strerror}"
+    failures = []
     for family, kind, proto, _, address in infos:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind(address)
                 probe.listen()
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return "the port is already in use"
-                return exc.strerror or str(exc)
-    return ""
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "the port is already in use"
+            failures.append(exc.strerror or str(exc))
+    # A name like "localhost" may also resolve to a family this host lacks (IPv6 off):
+    # the server binds what it can, so only a name with no usable address is a problem.
+    return failures[0] if len(failures) == len(infos) else ""
 
 
 def find_clashes(listeners: Iterable[Listener]) -> list[PortClash]:

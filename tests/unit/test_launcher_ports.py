@@ -96,3 +96,7 @@ def test_the_report_says_when_the_holder_looks_like_another_handoff() -> None:
     assert "is `make run` already running?" in clash_report([ours])
     assert "already running" not in clash_report([theirs])
     assert "in use. Stop that process" in unknown.describe()  # no holder: nothing invented
+
+
+def test_an_address_this_host_does_not_have_is_named_as_the_problem() -> None:
+    assert bind_problem("192.0.2.1", 50051) == "Cannot assign requested address"  # TEST-NET-1
