@@ -135,8 +135,11 @@ async def stop_children(children: Sequence[ChildProcess], grace_s: float) -> dic
     """SIGTERM every child, wait up to `grace_s`, SIGKILL the rest; return their exit codes."""
     for child in children:
         child.send_signal(signal.SIGTERM)
-    waits = {child.name: asyncio.create_task(child.wait()) for child in children}
-    _, pending = await asyncio.wait(waits.values(), timeout=grace_s)
+    # A list, not a dict by name: two children may share a name (tests start two launchers).
+    waits = [(child.name, asyncio.create_task(child.wait())) for child in children]
+    if not waits:
+        return {}
+    _, pending = await asyncio.wait([task for _, task in waits], timeout=grace_s)
     if pending:
         for child in children:
             if child.returncode is None:
@@ -147,4 +150,4 @@ async def stop_children(children: Sequence[ChildProcess], grace_s: float) -> dic
                 )
                 child.send_signal(signal.SIGKILL)
         await asyncio.wait(pending)
-    return {name: task.result() for name, task in waits.items()}
+    return {name: task.result() for name, task in waits}
