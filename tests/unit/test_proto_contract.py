@@ -6,11 +6,13 @@ import ast
 import re
 from pathlib import Path
 
+from services.common.layouts.steps import MAX_VALUE_CHARS
 from services.ingest.server import STREAM_MAX_LISTED
 from services.ingest.validation import MAX_BATCH_SIZE, MAX_EXTRA_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 INGEST_PROTO = ROOT / "protos/handoff/ingest/v1/ingest.proto"
+LAYOUTS_PROTO = ROOT / "protos/handoff/scheduler/v1/layouts.proto"
 # Everything that builds the FieldProblems IngestService and AccountService answer with.
 CODE_SOURCES = [*sorted((ROOT / "services/ingest").glob("*.py")), ROOT / "services/common/ids.py"]
 # Helpers that pass a code through rather than choose one.
@@ -27,10 +29,25 @@ def _comment_before(proto: str, message: str) -> str:
     return "\n".join(line.removeprefix("//") for line in lines[start:end])
 
 
-def documented_codes() -> set[str]:
-    """The codes listed (indented, one per line) in FieldError's comment."""
-    comment = _comment_before(INGEST_PROTO.read_text(), "FieldError")
+def documented_codes(proto: Path = INGEST_PROTO, message: str = "FieldError") -> set[str]:
+    """The codes listed (indented, one per line) in the comment above `message`."""
+    comment = _comment_before(proto.read_text(), message)
     return set(re.findall(r"^   ([A-Z][A-Z_]+)  ", comment, flags=re.MULTILINE))
+
+
+def step_error_codes() -> set[str]:
+    """Every code literal the layout engine gives StepError (the first argument)."""
+    codes: set[str] = set()
+    for path in sorted((ROOT / "services/common/layouts").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            called = getattr(node, "func", None)
+            if not isinstance(node, ast.Call) or getattr(called, "id", "") != "StepError":
+                continue
+            code = node.args[0] if node.args else None
+            assert isinstance(code, ast.Constant), f"{path.name}: {ast.unparse(node)}"
+            assert isinstance(code.value, str)
+            codes.add(code.value)
+    return codes
 
 
 class _CodeCollector(ast.NodeVisitor):
@@ -79,9 +96,18 @@ def test_field_error_codes_in_the_proto_are_exactly_those_the_server_uses() -> N
     assert documented - used == set(), "documented in ingest.proto but never used"
 
 
+def test_preview_problem_codes_in_the_proto_are_exactly_those_the_engine_uses() -> None:
+    documented, used = documented_codes(LAYOUTS_PROTO, "RowProblem"), step_error_codes()
+
+    assert used, "found no StepError codes: has StepError moved?"
+    assert used == documented
+
+
 def test_limits_in_the_proto_are_the_servers_limits() -> None:
     proto = INGEST_PROTO.read_text()
 
     assert f"1 to {MAX_BATCH_SIZE:,} referrals" in _comment_before(proto, "IngestBatchRequest")
     assert f"up to the first {STREAM_MAX_LISTED:,}" in proto
     assert f"1-{MAX_EXTRA_KEY} of A-Z a-z 0-9 _ . -" in _comment_before(proto, "FieldError")
+    problem = _comment_before(LAYOUTS_PROTO.read_text(), "RowProblem")
+    assert f"longer than {MAX_VALUE_CHARS:,} characters" in problem
