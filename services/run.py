@@ -14,12 +14,19 @@ import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
 from services.common.config import ConfigError, env_float
+from services.common.localdb import DEFAULT_HOME
 from services.common.migrate import migrate
+from services.launcher.credential import (
+    LocalCredential,
+    credential_hint,
+    ensure_local_credential,
+)
 from services.launcher.database import (
     ChosenDatabase,
     DatabaseUnavailableError,
@@ -128,6 +135,7 @@ class Prepared:
 
     database: ChosenDatabase
     service_env: Mapping[str, str]  # the environment every service starts with
+    credential: LocalCredential | None  # None with --migrate-only
 
 
 async def _start_up(args: argparse.Namespace, plans: Sequence[ServicePlan]) -> Prepared:
@@ -137,9 +145,16 @@ async def _start_up(args: argparse.Namespace, plans: Sequence[ServicePlan]) -> P
         _check_ports_free(plans)
     database = await _prepare_database()
     service_env = {**os.environ, "DATABASE_URL": database.dsn}
-    # Later start-up steps (for example a local operator credential) go here, before the
-    # services start: they may add to service_env and to Prepared.
-    return Prepared(database=database, service_env=service_env)
+    if args.migrate_only:
+        return Prepared(database=database, service_env=service_env, credential=None)
+    home = Path(os.environ.get("HANDOFF_HOME", DEFAULT_HOME))
+    try:
+        credential = await ensure_local_credential(database.dsn, home)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnavailableError(f"cannot make the local operator credential: {exc}") from exc
+    ingest = next(p for p in plans if p.name == "ingest")
+    print(credential_hint(credential, ingest.grpc_target), flush=True)
+    return Prepared(database=database, service_env=service_env, credential=credential)
 
 
 def _say_database_keeps_running(database: ChosenDatabase) -> None:
@@ -156,15 +171,15 @@ def _say_database_keeps_running(database: ChosenDatabase) -> None:
 
 async def _run(args: argparse.Namespace, plans: Sequence[ServicePlan], grace_s: float) -> int:
     prepared = await _start_up(args, plans)
-    if args.migrate_only:
+    database, credential = prepared.database, prepared.credential
+    if credential is None:  # --migrate-only
         return 0
-    database = prepared.database
     ingest = next(p for p in plans if p.name == "ingest")
 
     async def demo() -> None:
         print(f"demo: ingesting {args.demo_count} synthetic referrals …", flush=True)
         try:
-            outcome = await load_demo(ingest.grpc_target, args.demo_count)
+            outcome = await load_demo(ingest.grpc_target, credential.token, args.demo_count)
         except DemoError as exc:
             print(f"demo: failed: {exc} (the services keep running)", file=sys.stderr, flush=True)
             return

@@ -36,6 +36,14 @@ class FailedPreconditionError(HandoffError):
     """The thing exists but is not in a state that allows this (e.g. archived)."""
 
 
+class UnauthenticatedError(HandoffError):
+    """The call carries no credential, or one that is malformed, unknown, expired or revoked."""
+
+
+class PermissionDeniedError(HandoffError):
+    """The caller is known but may not make this call (role, scope, archived account)."""
+
+
 class UnavailableError(HandoffError):
     """A dependency is down; the same call may succeed later."""
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -19,8 +18,11 @@ from services.common.errors import (
     HandoffError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
     UnavailableError,
 )
+from services.common.grpc_handlers import StreamingBehavior, UnaryBehavior, WrapOnce, rewrap
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ _CODES: list[tuple[type[HandoffError], int]] = [
     (AlreadyExistsError, code_pb2.ALREADY_EXISTS),
     (FailedPreconditionError, code_pb2.FAILED_PRECONDITION),
     (UnavailableError, code_pb2.UNAVAILABLE),
+    (UnauthenticatedError, code_pb2.UNAUTHENTICATED),
+    (PermissionDeniedError, code_pb2.PERMISSION_DENIED),
 ]
 
 
@@ -77,9 +81,7 @@ async def _abort_unexpected(context: grpc.aio.ServicerContext[Any, Any], exc: Ex
     await context.abort_with_status(rpc_status.to_status(status))
 
 
-def _wrap_unary(
-    behavior: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
-) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+def _wrap_unary(behavior: UnaryBehavior) -> UnaryBehavior:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             return await behavior(request, context)
@@ -93,13 +95,7 @@ def _wrap_unary(
     return wrapped
 
 
-def _wrap_stream_response(
-    behavior: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]],
-) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
-    if not inspect.isasyncgenfunction(behavior):
-        # A coroutine that streams with context.write(), like grpc's own health Watch.
-        return _wrap_unary(behavior)  # type: ignore[arg-type,return-value]
-
+def _wrap_streaming(behavior: StreamingBehavior) -> StreamingBehavior:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             async for item in behavior(request, context):
@@ -118,7 +114,7 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps HandoffError raised by any servicer method to its gRPC status."""
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
+        self._wrap_once = WrapOnce(lambda _, h: rewrap(h, _wrap_unary, _wrap_streaming))
 
     async def intercept_service(
         self,
@@ -130,36 +126,4 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        # Wrap each method's handler once, not on every call.
-        cached = self._wrapped.get(handler_call_details.method)
-        if cached is not None and cached[0] is handler:
-            hit: grpc.RpcMethodHandler[_Req, _Resp] = cached[1]
-            return hit
-        result = self._wrap(handler)
-        self._wrapped[handler_call_details.method] = (handler, result)
-        return result
-
-    def _wrap(
-        self, handler: grpc.RpcMethodHandler[_Req, _Resp]
-    ) -> grpc.RpcMethodHandler[_Req, _Resp]:
-        # The stubs type behaviours as synchronous; under grpc.aio they are coroutines.
-        raw: Any = handler
-        kwargs: dict[str, Any] = {
-            "request_deserializer": raw.request_deserializer,
-            "response_serializer": raw.response_serializer,
-        }
-        wrapped: Any = handler
-        if raw.unary_unary:
-            wrapped = grpc.unary_unary_rpc_method_handler(_wrap_unary(raw.unary_unary), **kwargs)
-        elif raw.stream_unary:
-            wrapped = grpc.stream_unary_rpc_method_handler(_wrap_unary(raw.stream_unary), **kwargs)
-        elif raw.unary_stream:
-            wrapped = grpc.unary_stream_rpc_method_handler(
-                _wrap_stream_response(raw.unary_stream), **kwargs
-            )
-        elif raw.stream_stream:
-            wrapped = grpc.stream_stream_rpc_method_handler(
-                _wrap_stream_response(raw.stream_stream), **kwargs
-            )
-        result: grpc.RpcMethodHandler[_Req, _Resp] = wrapped
-        return result
+        return self._wrap_once(handler_call_details.method, handler)

@@ -1,4 +1,4 @@
-"""gRPC server bootstrap: health service, reflection, error mapping, graceful shutdown."""
+"""gRPC server bootstrap: health, reflection, access checks, error mapping, TLS, shutdown."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.auth.grpc_access import AccessInterceptor
+from services.common.auth.rules import method_rules
+from services.common.auth.tls import TlsFiles, grpc_server_credentials
+from services.common.auth.verify import Authenticator
 from services.common.config import ServiceConfig
 from services.common.grpc_errors import DomainErrorInterceptor
 
@@ -45,6 +50,11 @@ async def grpc_server(
     port: int,
     services: Sequence[GrpcService],
     *,
+    authenticator: Authenticator,
+    tls: TlsFiles | None = None,
+    tls_terminated_upstream: bool = False,
+    reflection_enabled: bool = True,
+    access_checks: bool = True,
     grace_s: float = 10.0,
     reuse_port: bool = False,
     drain_s: float = 0.0,
@@ -54,10 +64,23 @@ async def grpc_server(
 
     `drain_s` is how long to keep serving after turning NOT_SERVING, so load balancers
     see it before new calls are refused; `max_concurrent_rpcs` bounds memory (callers
-    beyond it get RESOURCE_EXHAUSTED).
+    beyond it get RESOURCE_EXHAUSTED). Every method of `services` must declare its access
+    rule (handoff.auth.v1.access), checked against `authenticator`'s callers; health and
+    reflection are open.
     """
+    names = [s.full_name for s in services]
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    access = AccessInterceptor(
+        authenticator,
+        method_rules(names),
+        [health_name, reflection.SERVICE_NAME],
+        plaintext=tls is None,
+        tls_terminated_upstream=tls_terminated_upstream,
+        unchecked=not access_checks,
+    )
     server = grpc.aio.server(
-        interceptors=[DomainErrorInterceptor()],
+        # The error mapping wraps the access check, so refusals become statuses too.
+        interceptors=[DomainErrorInterceptor(), access],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -71,17 +94,14 @@ async def grpc_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in services:
         service.register(server)
-    names = [s.full_name for s in services]
-    reflection.enable_server_reflection(
-        [
-            *names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-    )
+    if reflection_enabled:
+        reflection.enable_server_reflection([*names, health_name, reflection.SERVICE_NAME], server)
+    address = f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, grpc_server_credentials(tls))
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {host}:{port}: {exc}") from exc
     if bound == 0:
@@ -100,14 +120,27 @@ async def grpc_server(
         await server.stop(grace_s)
 
 
+def tls_files(config: ServiceConfig) -> TlsFiles | None:
+    """The TLS files a service's configuration names, if any."""
+    access = config.access
+    if not access.tls_cert_file:
+        return None
+    return TlsFiles(Path(access.tls_cert_file), Path(access.tls_key_file))
+
+
 def grpc_server_for(
-    config: ServiceConfig, services: Sequence[GrpcService]
+    config: ServiceConfig, services: Sequence[GrpcService], authenticator: Authenticator
 ) -> AbstractAsyncContextManager[RunningServer]:
     """grpc_server with everything a service's configuration says about serving."""
     return grpc_server(
         config.host,
         config.port,
         services,
+        authenticator=authenticator,
+        tls=tls_files(config),
+        tls_terminated_upstream=config.access.tls_terminated_upstream,
+        reflection_enabled=config.access.reflection,
+        access_checks=not config.access.checks_disabled,
         grace_s=config.shutdown_grace_s,
         reuse_port=config.reuse_port,
         drain_s=config.shutdown_drain_s,

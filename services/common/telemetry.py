@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from pythonjsonlogger.json import JsonFormatter
 
+from services.common.auth.context import CallerLogFilter
 from services.common.config import TelemetryConfig
 
 
@@ -42,17 +43,21 @@ def setup_logging(config: TelemetryConfig) -> None:
     """Send logs to stderr, as JSON lines (default) or plain text."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(TraceContextFilter(config.service_name))
+    handler.addFilter(CallerLogFilter())
     if config.log_format == "json":
         handler.setFormatter(
             JsonFormatter(
-                "{asctime}{levelname}{name}{message}{service}{trace_id}{span_id}",
+                "{asctime}{levelname}{name}{message}{service}{trace_id}{span_id}{caller}"
+                "{request_id}",
                 style="{",
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             )
         )
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s")
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s [%(trace_id)s %(caller)s] %(message)s"
+            )
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from contextlib import AsyncExitStack
 
+from services.common.auth.store import CredentialStore
+from services.common.auth.verify import Authenticator
 from services.common.config import ServiceConfig
 from services.common.db import create_pool
 from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
@@ -22,7 +24,12 @@ async def serve(config: ServiceConfig) -> None:
                 config.database_url, min_size=config.db_pool_min, max_size=config.db_pool_max
             )
         )
-        running = await stack.enter_async_context(grpc_server_for(config, delivery_services(pool)))
+        authenticator = Authenticator(
+            CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
+        )
+        running = await stack.enter_async_context(
+            grpc_server_for(config, delivery_services(pool), authenticator)
+        )
         announce("delivery", "gRPC", config.host, running.port)
         await wait_for_shutdown_signal()
 

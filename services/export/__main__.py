@@ -6,9 +6,12 @@ import sys
 from contextlib import AsyncExitStack
 from functools import partial
 
+from services.common.auth.store import CredentialStore
+from services.common.auth.tls import http_ssl_context
+from services.common.auth.verify import Authenticator
 from services.common.config import ConfigError, ServiceConfig
 from services.common.db import create_pool
-from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
+from services.common.grpc_server import grpc_server_for, tls_files, wait_for_shutdown_signal
 from services.common.migrate import discover_migrations
 from services.common.service import announce, run_service
 from services.export.config import ExportHttpConfig
@@ -27,17 +30,29 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
                 config.database_url, min_size=config.db_pool_min, max_size=config.db_pool_max
             )
         )
+        authenticator = Authenticator(
+            CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
+        )
         readiness = Readiness()
         app = create_app(
             ExportStore(pool),
             readiness,
+            authenticator,
             expected_schema_version=max(m.version for m in discover_migrations()),
             health_timeout_s=http.health_timeout_s,
+            tls_terminated_upstream=config.access.tls_terminated_upstream,
         )
-        running = await stack.enter_async_context(grpc_server_for(config, []))
+        running = await stack.enter_async_context(grpc_server_for(config, [], authenticator))
         announce("export", "gRPC", config.host, running.port)
+        files = tls_files(config)
         http_port = await stack.enter_async_context(
-            serve_http(app, http.host, http.port, grace_s=config.shutdown_grace_s)
+            serve_http(
+                app,
+                http.host,
+                http.port,
+                grace_s=config.shutdown_grace_s,
+                ssl_context=http_ssl_context(files) if files else None,
+            )
         )
         announce("export", "HTTP", http.host, http_port)
         await wait_for_shutdown_signal()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from contextlib import AsyncExitStack
 
+from services.common.auth.store import CredentialStore
+from services.common.auth.verify import Authenticator
 from services.common.config import ServiceConfig
 from services.common.db import create_pool
 from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
@@ -23,8 +25,10 @@ async def serve(config: ServiceConfig) -> None:
                 config.database_url, min_size=config.db_pool_min, max_size=config.db_pool_max
             )
         )
-        services = ingest_services(IngestStore(pool))
-        running = await stack.enter_async_context(grpc_server_for(config, services))
+        credential_store = CredentialStore(pool)
+        authenticator = Authenticator(credential_store, cache_ttl_s=config.access.auth_cache_ttl_s)
+        services = ingest_services(IngestStore(pool), credential_store)
+        running = await stack.enter_async_context(grpc_server_for(config, services, authenticator))
         announce("ingest", "gRPC", config.host, running.port)
         await wait_for_shutdown_signal()
 

@@ -128,6 +128,7 @@ async def ingest_rows(
     first_index: int = 0,
     *,
     repeats_are_duplicates: bool = False,
+    allowed_accounts: frozenset[str] | None = None,
 ) -> list[RowResult]:
     """Store every valid row of `rows` and return one result per row, in order.
 
@@ -139,7 +140,7 @@ async def ingest_rows(
     """
     return await ingest_pairs(
         store, list(enumerate(rows)), now, first_index,
-        repeats_are_duplicates=repeats_are_duplicates,
+        repeats_are_duplicates=repeats_are_duplicates, allowed_accounts=allowed_accounts,
     )  # fmt: skip
 
 
@@ -152,11 +153,14 @@ async def ingest_pairs(
     scanned: ValidRows | None = None,
     count: int | None = None,
     repeats_are_duplicates: bool = False,
+    allowed_accounts: frozenset[str] | None = None,
 ) -> list[RowResult]:
     """ingest_rows for rows given with their offsets in the request.
 
     `scanned` holds the rows the compiled scanner found clean; `pairs` are then the ones
-    it deferred, and `count` is the size of the whole request.
+    it deferred, and `count` is the size of the whole request. With `allowed_accounts`
+    (a caller limited to some accounts), valid rows of other accounts are refused with
+    PERMISSION_DENIED, row by row.
     """
     results: dict[int, RowResult] = {}
     valid: list[tuple[int, ReferralRow]] = []
@@ -176,8 +180,32 @@ async def ingest_pairs(
     if scanned is not None:
         rows = scanned.merged(rows)
     total = len(pairs) if count is None else count
+    if allowed_accounts is not None:
+        rows = _refuse_accounts(rows, allowed_accounts, results, first_index)
     await _store_valid(store, rows, results, first_index, repeats_are_duplicates)
     return [results[offset] for offset in range(total)]
+
+
+def _refuse_accounts(
+    valid: ValidRows, allowed: frozenset[str], results: dict[int, RowResult], first_index: int
+) -> ValidRows:
+    """The rows of allowed accounts; every other row's refusal goes into `results`."""
+    kept: list[int] = []
+    for position, (offset, account, partner) in enumerate(
+        zip(valid.offsets, valid.accounts, valid.partners, strict=True)
+    ):
+        if account in allowed:
+            kept.append(position)
+            continue
+        problem = FieldProblem(
+            "account_id",
+            "PERMISSION_DENIED",
+            f"this credential may not ingest for account {account}",
+        )
+        results[offset] = RowResult(
+            first_index + offset, RowStatus.REJECTED, partner, 0, (problem,)
+        )
+    return valid.kept(kept)
 
 
 async def _store_valid(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
@@ -13,7 +14,8 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import DecodeError
 from opentelemetry import metrics
 
-from services.common.errors import FieldProblem, InvalidArgumentError
+from services.common.auth.context import caller
+from services.common.errors import FieldProblem, InvalidArgumentError, PermissionDeniedError
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, referral_pb2
 from services.common.grpc_server import GrpcService
 from services.ingest import native
@@ -166,6 +168,12 @@ class IngestServicer:
     async def Ingest(  # noqa: N802 - gRPC method name
         self, request: ingest_pb2.IngestRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> ingest_pb2.IngestResponse:
+        allowed = caller().ingest_accounts
+        if allowed is not None and _canonical_id(request.referral.account_id) not in allowed:
+            # Refused before coalescing: a shared batch holds other callers' rows.
+            raise PermissionDeniedError(
+                f"this credential may not ingest for account {request.referral.account_id[:64]}"
+            )
         result = unary_outcome(await self._coalescer.submit(request.referral))
         _count([result])
         return ingest_pb2.IngestResponse(
@@ -181,15 +189,18 @@ class IngestServicer:
         and to answer serialized, built in C."""
         now = self._clock()
         clock = Clock.at(now)
+        allowed = caller().ingest_accounts
         scanned = native.scan(request, clock)
         if scanned is not None and scanned.count > SMALL_BATCH:
             require_batch_size(scanned.count)
-            results = await self._ingest_scanned(scanned, clock, now)
+            results = await self._ingest_scanned(scanned, clock, now, allowed=allowed)
         else:
             # Small batches go as one statement, which needs the rows as values.
             batch = _batch_request(request)
             require_batch_size(len(batch.referrals))
-            results = await ingest_rows(self._store, candidates(batch.referrals, clock), now)
+            results = await ingest_rows(
+                self._store, candidates(batch.referrals, clock), now, allowed_accounts=allowed
+            )
         return batch_response(results)
 
     async def IngestStream(  # noqa: N802
@@ -199,10 +210,11 @@ class IngestServicer:
     ) -> ingest_pb2.IngestStreamResponse:
         """Registered by add_ingest_service to take each IngestRequest serialized."""
         response = ingest_pb2.IngestStreamResponse()
+        allowed = caller().ingest_accounts
         # aclosing: a failed chunk must stop the reader task now, not at garbage collection.
         async with contextlib.aclosing(_chunks(request_iterator)) as chunks:
             async for chunk in chunks:
-                results = await self._ingest_chunk(chunk, int(response.received))
+                results = await self._ingest_chunk(chunk, int(response.received), allowed)
                 counts = _count(results)
                 response.received += len(chunk)
                 response.accepted += counts[RowStatus.ACCEPTED]
@@ -214,7 +226,9 @@ class IngestServicer:
                 response.not_accepted_truncated |= len(listed) > room
         return response
 
-    async def _ingest_chunk(self, chunk: list[bytes], first_index: int) -> list[RowResult]:
+    async def _ingest_chunk(
+        self, chunk: list[bytes], first_index: int, allowed: frozenset[str] | None
+    ) -> list[RowResult]:
         """Store one chunk of a stream: through the scanner when each message is plainly
         one referral (so that the messages joined are an IngestBatchRequest)."""
         now = self._clock()
@@ -222,11 +236,14 @@ class IngestServicer:
         if len(chunk) > SMALL_BATCH and all(map(_one_referral, chunk)):
             scanned = native.scan(b"".join(chunk), clock)
             if scanned is not None:
-                return await self._ingest_scanned(scanned, clock, now, first_index, stream=True)
+                return await self._ingest_scanned(
+                    scanned, clock, now, first_index, stream=True, allowed=allowed
+                )
         messages = [_stream_request(first_index + i, raw).referral for i, raw in enumerate(chunk)]
         return await ingest_rows(
-            self._store, candidates(messages, clock), now, first_index, repeats_are_duplicates=True
-        )
+            self._store, candidates(messages, clock), now, first_index,
+            repeats_are_duplicates=True, allowed_accounts=allowed,
+        )  # fmt: skip
 
     async def _ingest_scanned(
         self,
@@ -236,6 +253,7 @@ class IngestServicer:
         first_index: int = 0,
         *,
         stream: bool = False,
+        allowed: frozenset[str] | None = None,
     ) -> list[RowResult]:
         """Store the scanner's clean rows with the deferred ones, validated in Python."""
         messages = [referral_pb2.Referral.FromString(raw) for _, raw in scanned.deferred]
@@ -243,8 +261,16 @@ class IngestServicer:
         pairs = list(zip(offsets, candidates(messages, clock), strict=True))
         return await ingest_pairs(
             self._store, pairs, now, first_index, scanned=scanned.clean, count=scanned.count,
-            repeats_are_duplicates=stream,
+            repeats_are_duplicates=stream, allowed_accounts=allowed,
         )  # fmt: skip
+
+
+def _canonical_id(text: str) -> str:
+    """A UUID's canonical text, or the text itself when it is none (validation says so)."""
+    try:
+        return str(uuid.UUID(text.strip()))
+    except ValueError:
+        return text
 
 
 def _one_referral(message: bytes) -> bool:

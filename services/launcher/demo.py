@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from services.common.auth.client import credential_channel
 from services.common.gen.handoff.ingest.v1 import (
     accounts_pb2,
     accounts_pb2_grpc,
@@ -39,10 +40,13 @@ class DemoOutcome:
     first_rejection: str  # empty when every row went in
 
 
-async def load_demo(target: str, count: int = DEMO_COUNT, seed: int = DEMO_SEED) -> DemoOutcome:
-    """Create the demo account and campaign at `target` and ingest `count` referrals."""
+async def load_demo(
+    target: str, token: str, count: int = DEMO_COUNT, seed: int = DEMO_SEED
+) -> DemoOutcome:
+    """Create the demo account and campaign at `target` and ingest `count` referrals, as
+    the caller `token` (it needs the OPERATOR and INGEST roles)."""
     options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
+    async with credential_channel(target, token, options=options) as channel:
         accounts = accounts_pb2_grpc.AccountServiceStub(channel)
         ingest = ingest_pb2_grpc.IngestServiceStub(channel)
         try:

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from ipaddress import ip_address
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,9 +30,13 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.auth.client import credential_channel
+from services.common.auth.model import Role
+from services.common.auth.store import CredentialStore
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc, referral_pb2
 from services.common.migrate import migrate
 from services.demo_data import synthetic_referrals
+from services.ingest.credentials import create_service_credential
 from tests.bench.table import BenchRow, format_table
 
 BATCH_SIZE = 1000
@@ -43,6 +47,7 @@ UNARY_CALLS = 20_000
 UNARY_CONCURRENCY = 100
 STEADY_RATE = 1000
 STEADY_SECONDS = 5.0
+AUTH_PAIRS = 5
 
 _COPY_COLUMNS = (
     "account_id", "campaign_id", "partner_referral_id", "email", "title", "first_name",
@@ -77,9 +82,12 @@ def _copy_record(message: referral_pb2.Referral) -> tuple[object, ...]:
 
 
 @contextmanager
-def _ingest_process(dsn: str, port: int, workers: int = 1) -> Iterator[subprocess.Popen[bytes]]:
+def _ingest_process(
+    dsn: str, port: int, workers: int = 1, *, checks: bool = True
+) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
+        "HANDOFF_UNSAFE_DISABLE_ACCESS_CHECKS": "0" if checks else "1",
         "DATABASE_URL": dsn,
         "HANDOFF_INGEST_PORT": str(port),
         "HANDOFF_INGEST_WORKERS": str(workers),
@@ -220,16 +228,21 @@ def _database_is_local(dsn: str) -> bool:
 
 
 async def _batch_rate(
-    dsn: str, batches: list[ingest_pb2.IngestBatchRequest], workers: int
+    dsn: str,
+    batches: list[ingest_pb2.IngestBatchRequest],
+    workers: int,
+    token: str,
+    *,
+    checks: bool = True,
 ) -> BatchRun:
     """IngestBatch against an ingest service with `workers` processes, and where its CPU went."""
     await _checkpoint(dsn)
     port = _free_port()
     # Separate connections (no shared subchannel), so the kernel spreads them over workers.
     options = [("grpc.max_send_message_length", 64 << 20), ("grpc.use_local_subchannel_pool", 1)]
-    with _ingest_process(dsn, port, workers) as proc:
+    with _ingest_process(dsn, port, workers, checks=checks) as proc:
         channels = [
-            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
+            credential_channel(f"127.0.0.1:{port}", token, options=options)
             for _ in range(CONNECTIONS)
         ]
         try:
@@ -297,17 +310,43 @@ async def _measure(dsn: str) -> list[BenchRow]:
     await conn.execute("VACUUM ANALYZE referrals")
     await conn.close()
 
-    batches = [
-        ingest_pb2.IngestBatchRequest(referrals=messages[i : i + BATCH_SIZE])
-        for i in range(0, len(messages), BATCH_SIZE)
-    ]
-    more = synthetic_referrals(str(account_id), str(campaign_id), BATCH_ROWS, seed=6)
-    more_batches = [
-        ingest_pb2.IngestBatchRequest(referrals=more[i : i + BATCH_SIZE])
-        for i in range(0, len(more), BATCH_SIZE)
-    ]
-    one_worker = await _batch_rate(dsn, batches, workers=1)
-    two_workers = await _batch_rate(dsn, more_batches, workers=2)
+    conn = await asyncpg.connect(dsn)
+    try:
+        _, token = await create_service_credential(
+            CredentialStore(conn), "bench", (Role.INGEST,), (), None, datetime.now(UTC)
+        )
+    finally:
+        await conn.close()
+
+    def batches_of(seed: int) -> list[ingest_pb2.IngestBatchRequest]:
+        rows = synthetic_referrals(str(account_id), str(campaign_id), BATCH_ROWS, seed=seed)
+        return [
+            ingest_pb2.IngestBatchRequest(referrals=rows[i : i + BATCH_SIZE])
+            for i in range(0, len(rows), BATCH_SIZE)
+        ]
+
+    del messages
+    one_worker = await _batch_rate(dsn, batches_of(7), 1, token)
+    two_workers = await _batch_rate(dsn, batches_of(6), 2, token)
+
+    # The access check's cost: authenticated runs beside runs with the check off,
+    # interleaved (the order alternates), so drift in the machine hits both alike.
+    def unary_of(seed: int) -> list[ingest_pb2.IngestRequest]:
+        count = UNARY_CALLS // 2
+        rows = synthetic_referrals(str(account_id), str(campaign_id), count, seed=seed)
+        return [ingest_pb2.IngestRequest(referral=m) for m in rows]
+
+    batch_pairs: list[tuple[float, float]] = []
+    unary_pairs: list[tuple[float, float]] = []
+    for pair in range(AUTH_PAIRS):
+        batch, unary_ = {}, {}
+        for checks in (True, False) if pair % 2 == 0 else (False, True):
+            seed = 100 + 2 * pair + int(checks)
+            run_ = await _batch_rate(dsn, batches_of(seed), 1, token, checks=checks)
+            batch[checks] = run_.rate
+            unary_[checks] = await _unary_rate(dsn, unary_of(seed), token, checks=checks)
+        batch_pairs.append((batch[True], batch[False]))
+        unary_pairs.append((unary_[True], unary_[False]))
     unary = [
         ingest_pb2.IngestRequest(referral=m)
         for m in synthetic_referrals(str(account_id), str(campaign_id), UNARY_CALLS, seed=8)
@@ -321,8 +360,8 @@ async def _measure(dsn: str) -> list[BenchRow]:
     await _checkpoint(dsn)
     port = _free_port()
     with _ingest_process(dsn, port) as proc:
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)]
+        async with credential_channel(
+            f"127.0.0.1:{port}", token, options=[("grpc.max_send_message_length", 64 << 20)]
         ) as channel:
             await _wait_serving(channel)
             ingest = ingest_pb2_grpc.IngestServiceStub(channel)
@@ -368,7 +407,44 @@ async def _measure(dsn: str) -> list[BenchRow]:
             "no-op RPC p99", _percentile(noop_latency, 99),
         ),
         BenchRow("ingest server peak RSS", peak, "MiB"),
+        *_auth_rows(f"IngestBatch x{BATCH_SIZE}", batch_pairs),
+        *_auth_rows(f"unary Ingest, {UNARY_CONCURRENCY} callers", unary_pairs),
     ]  # fmt: skip
+
+
+async def _unary_rate(
+    dsn: str, requests: list[ingest_pb2.IngestRequest], token: str, *, checks: bool
+) -> float:
+    """Unary Ingest calls per second, UNARY_CONCURRENCY in flight, on a fresh process."""
+    await _checkpoint(dsn)
+    port = _free_port()
+    with _ingest_process(dsn, port, checks=checks):
+        async with credential_channel(f"127.0.0.1:{port}", token) as channel:
+            await _wait_serving(channel)
+            ingest = ingest_pb2_grpc.IngestServiceStub(channel)
+
+            async def send_one(index: int) -> None:
+                await ingest.Ingest(requests[index])
+
+            return await _closed_loop(len(requests), UNARY_CONCURRENCY, send_one)
+
+
+def _auth_rows(name: str, pairs: Sequence[tuple[float, float]]) -> list[BenchRow]:
+    """Each authenticated run beside its unchecked twin, then the median cost and spread."""
+    rows = [
+        BenchRow(
+            f"{name}, authenticated (pair {i + 1})", checked, "referrals/s",
+            "same, access check off", unchecked, "within spread, <= 5% median cost",
+        )
+        for i, (checked, unchecked) in enumerate(pairs)
+    ]  # fmt: skip
+    ratios = sorted(checked / unchecked for checked, unchecked in pairs)
+    offs = sorted(unchecked for _, unchecked in pairs)
+    median = ratios[len(ratios) // 2]
+    spread = (offs[-1] - offs[0]) / offs[len(offs) // 2]
+    rows.append(BenchRow("  access check cost, median of pairs", (1 - median) * 100, "%"))
+    rows.append(BenchRow("  run-to-run spread, check off (max-min)/median", spread * 100, "%"))
+    return rows
 
 
 if __name__ == "__main__":

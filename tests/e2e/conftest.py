@@ -8,10 +8,13 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+import asyncpg
 import pytest
 
+from services.common.auth.model import Role
 from services.launcher.children import ChildProcess, stop_children
 from services.launcher.probes import wait_until_http_ok, wait_until_serving
+from tests.integration.credentials_support import service_token
 
 START_TIMEOUT_S = 20.0
 SERVICE_NAMES = ("ingest", "scheduler", "delivery", "export")
@@ -59,6 +62,13 @@ class RunningService:
 
 
 Starter = Callable[..., Awaitable[RunningService]]
+
+
+@pytest.fixture
+async def operator_token(pool: asyncpg.Pool) -> str:
+    """A service credential with OPERATOR and INGEST in the test's database (what the
+    launcher makes for `make run`)."""
+    return await service_token(pool, Role.OPERATOR, Role.INGEST, name="e2e operator")
 
 
 @pytest.fixture

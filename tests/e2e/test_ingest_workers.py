@@ -6,10 +6,10 @@ import asyncio
 import signal
 
 import asyncpg
-import grpc
 import psutil
 import pytest
 
+from services.common.auth.client import credential_channel
 from services.common.gen.handoff.ingest.v1 import (
     accounts_pb2,
     accounts_pb2_grpc,
@@ -26,7 +26,7 @@ CAMPAIGN_ID = "0e2e0000-0000-4000-8000-0000000000a2"
 
 
 async def test_two_workers_share_the_port_store_every_referral_and_stop_on_sigterm(
-    database_url: str, start_service: Starter
+    database_url: str, start_service: Starter, operator_token: str
 ) -> None:
     env = service_env(database_url, HANDOFF_INGEST_WORKERS="2")
     ingest = await start_service("ingest", env)
@@ -40,7 +40,9 @@ async def test_two_workers_share_the_port_store_every_referral_and_stop_on_sigte
 
     # Separate connections, so the kernel spreads them over both processes.
     options = [("grpc.use_local_subchannel_pool", 1)]
-    channels = [grpc.aio.insecure_channel(ingest.grpc_target, options) for _ in range(8)]
+    channels = [
+        credential_channel(ingest.grpc_target, operator_token, options=options) for _ in range(8)
+    ]
     try:
         await accounts_pb2_grpc.AccountServiceStub(channels[0]).CreateAccount(
             accounts_pb2.CreateAccountRequest(id=ACCOUNT_ID, name="Workers"), timeout=10

@@ -9,10 +9,13 @@ import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+from services.common.auth.client import credential_channel
+from services.common.gen.handoff.ingest.v1 import accounts_pb2, accounts_pb2_grpc
 from services.launcher.children import ChildProcess, stop_children
 from services.launcher.demo import DEMO_CAMPAIGN_ID
 from services.launcher.probes import health_status, http_status
@@ -40,9 +43,9 @@ async def _launch(children: list[ChildProcess], env: dict[str, str], *args: str)
 
 
 async def test_run_starts_four_healthy_services_and_stops_cleanly_on_sigterm(
-    database_url: str, launched: list[ChildProcess]
+    database_url: str, launched: list[ChildProcess], tmp_path: Path
 ) -> None:
-    env = service_env(database_url)
+    env = service_env(database_url, HANDOFF_HOME=str(tmp_path))
     run = await _launch(launched, env)
 
     await wait_for_line(run, READY_LINE, timeout_s=25)
@@ -54,6 +57,20 @@ async def test_run_starts_four_healthy_services_and_stops_cleanly_on_sigterm(
     printed = "\n".join(run.stdout_lines)
     assert http in printed
     assert database_url in printed  # no password in the test's URL, so shown as is
+    # The local operator credential: kept owner-only, named by its file, never printed,
+    # and good for a call that needs the operator role.
+    token_file = tmp_path / "operator-token"
+    token = token_file.read_text().strip()
+    assert token.startswith("hoff_sc_")
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert str(token_file) in printed
+    assert token not in printed
+    ingest_target = f"127.0.0.1:{env['HANDOFF_INGEST_PORT']}"
+    async with credential_channel(ingest_target, token) as channel:
+        listed = await accounts_pb2_grpc.AccountServiceStub(channel).ListAccounts(
+            accounts_pb2.ListAccountsRequest(), timeout=10
+        )
+    assert list(listed.accounts) == []
 
     run.send_signal(signal.SIGTERM)
     async with asyncio.timeout(20):
@@ -65,9 +82,9 @@ async def test_run_starts_four_healthy_services_and_stops_cleanly_on_sigterm(
 
 
 async def test_run_with_text_logs_shows_each_listening_event_once_with_its_address(
-    database_url: str, launched: list[ChildProcess]
+    database_url: str, launched: list[ChildProcess], tmp_path: Path
 ) -> None:
-    env = service_env(database_url, HANDOFF_LOG_FORMAT="text")
+    env = service_env(database_url, HANDOFF_LOG_FORMAT="text", HANDOFF_HOME=str(tmp_path))
     run = await _launch(launched, env)
     await wait_for_line(run, READY_LINE, timeout_s=25)
     run.send_signal(signal.SIGTERM)
@@ -83,9 +100,10 @@ async def test_run_with_text_logs_shows_each_listening_event_once_with_its_addre
 
 
 async def test_run_demo_ingests_synthetic_referrals_once(
-    database_url: str, launched: list[ChildProcess]
+    database_url: str, launched: list[ChildProcess], tmp_path: Path
 ) -> None:
-    run = await _launch(launched, service_env(database_url), "--demo", "--demo-count", "1500")
+    env = service_env(database_url, HANDOFF_HOME=str(tmp_path))
+    run = await _launch(launched, env, "--demo", "--demo-count", "1500")
 
     report = await wait_for_line(run, "demo: sent", timeout_s=40)
     run.send_signal(signal.SIGTERM)
@@ -109,13 +127,15 @@ async def test_run_demo_ingests_synthetic_referrals_once(
 
 
 async def test_run_refuses_up_front_when_a_port_is_taken_naming_port_holder_and_variable(
-    database_url: str, launched: list[ChildProcess]
+    database_url: str, launched: list[ChildProcess], tmp_path: Path
 ) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        env = service_env(database_url, HANDOFF_SCHEDULER_PORT=str(port))
+        env = service_env(
+            database_url, HANDOFF_SCHEDULER_PORT=str(port), HANDOFF_HOME=str(tmp_path)
+        )
         run = await _launch(launched, env)
         async with asyncio.timeout(30):
             code = await run.wait()
@@ -129,9 +149,9 @@ async def test_run_refuses_up_front_when_a_port_is_taken_naming_port_holder_and_
 
 
 async def test_a_second_run_is_refused_and_leaves_the_first_serving(
-    database_url: str, launched: list[ChildProcess]
+    database_url: str, launched: list[ChildProcess], tmp_path: Path
 ) -> None:
-    env = service_env(database_url)
+    env = service_env(database_url, HANDOFF_HOME=str(tmp_path))
     first = await _launch(launched, env)
     await wait_for_line(first, READY_LINE, timeout_s=25)
 
@@ -154,10 +174,10 @@ async def test_a_second_run_is_refused_and_leaves_the_first_serving(
 
 
 async def test_run_names_the_service_that_cannot_start_and_exits_1(
-    database_url: str, launched: list[ChildProcess]
+    database_url: str, launched: list[ChildProcess], tmp_path: Path
 ) -> None:
     # Workers are an ingest feature; delivery refuses the variable and exits 2 at start-up.
-    env = service_env(database_url, HANDOFF_DELIVERY_WORKERS="2")
+    env = service_env(database_url, HANDOFF_DELIVERY_WORKERS="2", HANDOFF_HOME=str(tmp_path))
     run = await _launch(launched, env)
     async with asyncio.timeout(30):
         code = await run.wait()
@@ -177,11 +197,12 @@ async def test_run_names_the_service_that_cannot_start_and_exits_1(
 async def test_one_service_stopping_stops_the_others_with_its_exit_code(
     database_url: str,
     launched: list[ChildProcess],
+    tmp_path: Path,
     sig: signal.Signals,
     exit_code: int,
     said: str,
 ) -> None:
-    env = service_env(database_url)
+    env = service_env(database_url, HANDOFF_HOME=str(tmp_path))
     run = await _launch(launched, env)
     await wait_for_line(run, READY_LINE, timeout_s=25)
 

@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.auth.client import credential_channel
 from services.common.gen.handoff.ingest.v1 import (
     accounts_pb2,
     accounts_pb2_grpc,
@@ -69,12 +70,12 @@ async def test_every_service_reports_serving_and_export_answers_healthz(
 
 
 async def test_referral_ingested_through_the_process_is_stored(
-    database_url: str, start_service: Starter
+    database_url: str, start_service: Starter, operator_token: str
 ) -> None:
     ingest = await start_service("ingest", service_env(database_url))
     referral = synthetic_referral(ACCOUNT_ID, CAMPAIGN_ID, index=1, seed=7)
 
-    async with grpc.aio.insecure_channel(ingest.grpc_target) as channel:
+    async with credential_channel(ingest.grpc_target, operator_token) as channel:
         await _create_account_and_campaign(channel)
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         answer = await stub.Ingest(ingest_pb2.IngestRequest(referral=referral), timeout=10)
@@ -110,14 +111,16 @@ async def _wait_for_lock_waiter(conn: asyncpg.Connection, timeout_s: float) -> N
 
 
 async def test_sigterm_turns_not_serving_and_lets_an_in_flight_batch_finish(
-    database_url: str, start_service: Starter
+    database_url: str, start_service: Starter, operator_token: str
 ) -> None:
     ingest = await start_service("ingest", service_env(database_url))
     rows = synthetic_referrals(ACCOUNT_ID, CAMPAIGN_ID, 2000, seed=11)
     options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
     blocker = await asyncpg.connect(database_url)
     try:
-        async with grpc.aio.insecure_channel(ingest.grpc_target, options=options) as channel:
+        async with credential_channel(
+            ingest.grpc_target, operator_token, options=options
+        ) as channel:
             await _create_account_and_campaign(channel)
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
             first = await watch.read()

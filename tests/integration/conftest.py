@@ -11,6 +11,9 @@ import asyncpg
 import grpc
 import pytest
 
+from services.common.auth.client import credential_channel
+from services.common.auth.model import Role
+from services.common.auth.store import CredentialStore
 from services.common.gen.handoff.ingest.v1 import (
     accounts_pb2,
     accounts_pb2_grpc,
@@ -23,6 +26,7 @@ from services.common.grpc_server import (
 )
 from services.ingest.services import ingest_services
 from services.ingest.store import IngestStore
+from tests.integration.credentials_support import authenticator, service_token
 
 if TYPE_CHECKING:
     from services.common.gen.handoff.ingest.v1.accounts_pb2_grpc import AccountServiceAsyncStub
@@ -44,21 +48,32 @@ def store(pool: asyncpg.Pool) -> IngestStore:
 
 
 @pytest.fixture
-async def ingest_server(store: IngestStore) -> AsyncIterator[RunningServer]:
-    """IngestService and AccountService served on a free loopback port."""
-    services = ingest_services(store)
-    async with grpc_server("127.0.0.1", 0, services, grace_s=1.0) as running:
+async def ingest_server(store: IngestStore, pool: asyncpg.Pool) -> AsyncIterator[RunningServer]:
+    """IngestService, AccountService and CredentialService served on a free loopback port."""
+    services = ingest_services(store, CredentialStore(pool))
+    async with grpc_server(
+        "127.0.0.1", 0, services, authenticator=authenticator(pool), grace_s=1.0
+    ) as running:
         yield running
 
 
 @pytest.fixture
-async def channel(ingest_server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
-    """A client channel to the test server."""
+async def operator_token(pool: asyncpg.Pool) -> str:
+    """A service credential with the OPERATOR and INGEST roles (as `make run` makes)."""
+    return await service_token(pool, Role.OPERATOR, Role.INGEST, name="test operator")
+
+
+@pytest.fixture
+async def channel(
+    ingest_server: RunningServer, operator_token: str
+) -> AsyncIterator[grpc.aio.Channel]:
+    """A client channel to the test server, presenting `operator_token`."""
     options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{ingest_server.port}", options) as chan:
+    target = f"127.0.0.1:{ingest_server.port}"
+    async with credential_channel(target, operator_token, options=options) as chan:
         yield chan
 
 

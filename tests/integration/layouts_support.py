@@ -15,11 +15,14 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from services.common.auth.client import credential_channel
+from services.common.auth.model import Role
 from services.common.gen.handoff.scheduler.v1 import layouts_pb2_grpc
 from services.common.grpc_server import grpc_server
 from services.common.referral_rows import ReferralRowReader
 from services.scheduler.layouts_server import layout_service
 from services.scheduler.layouts_store import LayoutStorePg
+from tests.integration.credentials_support import authenticator, service_token
 
 if TYPE_CHECKING:
     from services.common.gen.handoff.scheduler.v1.layouts_pb2_grpc import LayoutServiceAsyncStub
@@ -84,9 +87,12 @@ async def insert_referrals(
 async def layout_client(pool: asyncpg.Pool) -> AsyncIterator[LayoutServiceAsyncStub]:
     """LayoutService served on a free port over the test's database, and a client."""
     service = layout_service(LayoutStorePg(pool), ReferralRowReader(pool))
+    token = await service_token(pool, Role.OPERATOR)
     async with (
-        grpc_server("127.0.0.1", 0, [service], grace_s=0.5) as running,
-        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+        grpc_server(
+            "127.0.0.1", 0, [service], authenticator=authenticator(pool), grace_s=0.5
+        ) as running,
+        credential_channel(f"127.0.0.1:{running.port}", token) as channel,
     ):
         yield layouts_pb2_grpc.LayoutServiceStub(channel)
 

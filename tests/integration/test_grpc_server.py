@@ -9,15 +9,28 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.auth.verify import Authenticator
 from services.common.grpc_server import grpc_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class _NoCredentials:
+    """A credential store that holds none: health needs no credential."""
+
+    async def lookup(self, credential_id: object) -> None:
+        return None
+
+
+NOBODY = Authenticator(_NoCredentials())
+
+
 async def test_server_answers_not_serving_during_the_drain_then_stops() -> None:
     stack = AsyncExitStack()
-    running = await stack.enter_async_context(grpc_server("127.0.0.1", 0, [], drain_s=0.6))
+    running = await stack.enter_async_context(
+        grpc_server("127.0.0.1", 0, [], authenticator=NOBODY, drain_s=0.6)
+    )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == SERVING
@@ -36,7 +49,9 @@ async def test_server_answers_not_serving_during_the_drain_then_stops() -> None:
 
 async def test_calls_beyond_the_concurrency_bound_are_resource_exhausted() -> None:
     async with (
-        grpc_server("127.0.0.1", 0, [], grace_s=0.1, max_concurrent_rpcs=1) as running,
+        grpc_server(
+            "127.0.0.1", 0, [], authenticator=NOBODY, grace_s=0.1, max_concurrent_rpcs=1
+        ) as running,
         grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
     ):
         health = health_pb2_grpc.HealthStub(channel)
@@ -48,3 +63,27 @@ async def test_calls_beyond_the_concurrency_bound_are_resource_exhausted() -> No
             await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         watch.cancel()
+
+
+async def test_reflection_answers_unless_switched_off() -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    for enabled in (True, False):
+        async with (
+            grpc_server(
+                "127.0.0.1", 0, [], authenticator=NOBODY, reflection_enabled=enabled
+            ) as running,
+            grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+        ):
+            call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([request])
+            )
+            if enabled:
+                reply = await call.read()
+                names = [s.name for s in reply.list_services_response.service]
+                assert "grpc.health.v1.Health" in names
+            else:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await call.read()
+                assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED

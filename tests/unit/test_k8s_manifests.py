@@ -43,6 +43,11 @@ def _service_env_names() -> frozenset[str]:
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "HANDOFF_EXPORT_HTTP_HOST",
         "HANDOFF_EXPORT_HTTP_PORT",
+        "HANDOFF_TLS_CERT_FILE",
+        "HANDOFF_TLS_KEY_FILE",
+        "HANDOFF_TLS_TERMINATED_UPSTREAM",
+        "HANDOFF_AUTH_CACHE_TTL_S",
+        "HANDOFF_GRPC_REFLECTION",
     }
     for service in GRPC_PORTS:
         for setting in ("HOST", "PORT", "DB_POOL_MIN", "DB_POOL_MAX", "MAX_CONCURRENT_RPCS"):
@@ -474,3 +479,15 @@ def test_production_overlay_scales_exports_otlp_and_uses_the_cloudnativepg_secre
     assert config["OTEL_TRACES_EXPORTER"] == config["OTEL_METRICS_EXPORTER"] == "otlp"
     assert config["OTEL_EXPORTER_OTLP_ENDPOINT"]
     assert not [d for d in documents if d["kind"] == "Secret"]
+
+
+@pytest.mark.parametrize("overlay", ["dev", "production"])
+def test_overlays_say_how_credentials_reach_the_pods_encrypted(overlay: str) -> None:
+    # The services listen on 0.0.0.0 in the cluster and refuse a credential that arrives
+    # over plaintext from another host, so every overlay serves TLS itself or states that
+    # a mesh terminates it in front; none switches the access check off.
+    config = _rendered_config(overlay)
+    serves_tls = bool(config.get("HANDOFF_TLS_CERT_FILE"))
+    assert serves_tls or config.get("HANDOFF_TLS_TERMINATED_UPSTREAM") == "1", overlay
+    assert "HANDOFF_UNSAFE_DISABLE_ACCESS_CHECKS" not in config
+    assert float(config["HANDOFF_AUTH_CACHE_TTL_S"]) <= 30

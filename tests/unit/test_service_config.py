@@ -50,3 +50,38 @@ def test_several_workers_need_a_fixed_port_and_share_it() -> None:
 
     assert (config.workers, config.reuse_port) == (3, True)
     assert not ServiceConfig.from_env("ingest", 50051, {}).reuse_port
+
+
+def test_access_settings_default_to_checked_with_reflection_and_a_30_second_cache() -> None:
+    access = ServiceConfig.from_env("ingest", 50051, {}).access
+    assert (access.reflection, access.checks_disabled, access.auth_cache_ttl_s) == (
+        True,
+        False,
+        30.0,
+    )
+    assert not access.tls_cert_file
+    off = ServiceConfig.from_env("ingest", 50051, {"HANDOFF_GRPC_REFLECTION": "0"}).access
+    assert off.reflection is False
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HANDOFF_TLS_CERT_FILE": "/x.crt"}, "go together"),
+        (
+            {"HANDOFF_TLS_CERT_FILE": "/no/x.crt", "HANDOFF_TLS_KEY_FILE": "/no/x.key"},
+            "not a readable file",
+        ),
+        ({"HANDOFF_AUTH_CACHE_TTL_S": "900"}, "at most 300"),
+        ({"HANDOFF_TLS_TERMINATED_UPSTREAM": "maybe"}, "1 or 0"),
+        (
+            {"HANDOFF_UNSAFE_DISABLE_ACCESS_CHECKS": "1", "HANDOFF_INGEST_HOST": "0.0.0.0"},
+            "loopback only",
+        ),
+    ],
+)
+def test_access_settings_a_service_cannot_use_are_refused(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ServiceConfig.from_env("ingest", 50051, env)

@@ -22,42 +22,59 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from services.common.gen.handoff.auth.v1 import access_pb2 as handoff_dot_auth_dot_v1_dot_access__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n handoff/ingest/v1/accounts.proto\x12\x11handoff.ingest.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x01\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\ttime_zone\x18\x03 \x01(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.handoff.ingest.v1.Status\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61rchived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc4\x01\n\x08\x43\x61mpaign\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.handoff.ingest.v1.Status\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61rchived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x14\x43reateAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttime_zone\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"\x1f\n\x11GetAccountRequest\x12\n\n\x02id\x18\x01 \x01(\t\"V\n\x13ListAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x18\n\x10include_archived\x18\x03 \x01(\x08\"]\n\x14ListAccountsResponse\x12,\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x1a.handoff.ingest.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x15\x41rchiveAccountRequest\x12\n\n\x02id\x18\x01 \x01(\t\"E\n\x15\x43reateCampaignRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"4\n\x12GetCampaignRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"k\n\x14ListCampaignsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x18\n\x10include_archived\x18\x04 \x01(\x08\"`\n\x15ListCampaignsResponse\x12.\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1b.handoff.ingest.v1.Campaign\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x16\x41rchiveCampaignRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t*:\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43TIVE\x10\x01\x12\x0c\n\x08\x41RCHIVED\x10\x02\x32\xda\x05\n\x0e\x41\x63\x63ountService\x12T\n\rCreateAccount\x12\'.handoff.ingest.v1.CreateAccountRequest\x1a\x1a.handoff.ingest.v1.Account\x12N\n\nGetAccount\x12$.handoff.ingest.v1.GetAccountRequest\x1a\x1a.handoff.ingest.v1.Account\x12_\n\x0cListAccounts\x12&.handoff.ingest.v1.ListAccountsRequest\x1a\'.handoff.ingest.v1.ListAccountsResponse\x12V\n\x0e\x41rchiveAccount\x12(.handoff.ingest.v1.ArchiveAccountRequest\x1a\x1a.handoff.ingest.v1.Account\x12W\n\x0e\x43reateCampaign\x12(.handoff.ingest.v1.CreateCampaignRequest\x1a\x1b.handoff.ingest.v1.Campaign\x12Q\n\x0bGetCampaign\x12%.handoff.ingest.v1.GetCampaignRequest\x1a\x1b.handoff.ingest.v1.Campaign\x12\x62\n\rListCampaigns\x12\'.handoff.ingest.v1.ListCampaignsRequest\x1a(.handoff.ingest.v1.ListCampaignsResponse\x12Y\n\x0f\x41rchiveCampaign\x12).handoff.ingest.v1.ArchiveCampaignRequest\x1a\x1b.handoff.ingest.v1.Campaignb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n handoff/ingest/v1/accounts.proto\x12\x11handoff.ingest.v1\x1a\x1chandoff/auth/v1/access.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x01\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\ttime_zone\x18\x03 \x01(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.handoff.ingest.v1.Status\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61rchived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc4\x01\n\x08\x43\x61mpaign\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.handoff.ingest.v1.Status\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61rchived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x14\x43reateAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttime_zone\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"\x1f\n\x11GetAccountRequest\x12\n\n\x02id\x18\x01 \x01(\t\"V\n\x13ListAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x18\n\x10include_archived\x18\x03 \x01(\x08\"]\n\x14ListAccountsResponse\x12,\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x1a.handoff.ingest.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x15\x41rchiveAccountRequest\x12\n\n\x02id\x18\x01 \x01(\t\"E\n\x15\x43reateCampaignRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"4\n\x12GetCampaignRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"k\n\x14ListCampaignsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x18\n\x10include_archived\x18\x04 \x01(\x08\"`\n\x15ListCampaignsResponse\x12.\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1b.handoff.ingest.v1.Campaign\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x16\x41rchiveCampaignRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t*:\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43TIVE\x10\x01\x12\x0c\n\x08\x41RCHIVED\x10\x02\x32\x9a\x07\n\x0e\x41\x63\x63ountService\x12]\n\rCreateAccount\x12\'.handoff.ingest.v1.CreateAccountRequest\x1a\x1a.handoff.ingest.v1.Account\"\x07\x8a\xe4\x19\x03\n\x01\x01\x12h\n\nGetAccount\x12$.handoff.ingest.v1.GetAccountRequest\x1a\x1a.handoff.ingest.v1.Account\"\x18\x8a\xe4\x19\x14\n\x01\x01\x12\x0b\x63onfig:read\x1a\x02id\x12h\n\x0cListAccounts\x12&.handoff.ingest.v1.ListAccountsRequest\x1a\'.handoff.ingest.v1.ListAccountsResponse\"\x07\x8a\xe4\x19\x03\n\x01\x01\x12_\n\x0e\x41rchiveAccount\x12(.handoff.ingest.v1.ArchiveAccountRequest\x1a\x1a.handoff.ingest.v1.Account\"\x07\x8a\xe4\x19\x03\n\x01\x01\x12z\n\x0e\x43reateCampaign\x12(.handoff.ingest.v1.CreateCampaignRequest\x1a\x1b.handoff.ingest.v1.Campaign\"!\x8a\xe4\x19\x1d\n\x01\x01\x12\x0c\x63onfig:write\x1a\naccount_id\x12s\n\x0bGetCampaign\x12%.handoff.ingest.v1.GetCampaignRequest\x1a\x1b.handoff.ingest.v1.Campaign\" \x8a\xe4\x19\x1c\n\x01\x01\x12\x0b\x63onfig:read\x1a\naccount_id\x12\x84\x01\n\rListCampaigns\x12\'.handoff.ingest.v1.ListCampaignsRequest\x1a(.handoff.ingest.v1.ListCampaignsResponse\" \x8a\xe4\x19\x1c\n\x01\x01\x12\x0b\x63onfig:read\x1a\naccount_id\x12|\n\x0f\x41rchiveCampaign\x12).handoff.ingest.v1.ArchiveCampaignRequest\x1a\x1b.handoff.ingest.v1.Campaign\"!\x8a\xe4\x19\x1d\n\x01\x01\x12\x0c\x63onfig:write\x1a\naccount_idb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'handoff.ingest.v1.accounts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATUS']._serialized_start=1196
-  _globals['_STATUS']._serialized_end=1254
-  _globals['_ACCOUNT']._serialized_start=89
-  _globals['_ACCOUNT']._serialized_end=283
-  _globals['_CAMPAIGN']._serialized_start=286
-  _globals['_CAMPAIGN']._serialized_end=482
-  _globals['_CREATEACCOUNTREQUEST']._serialized_start=484
-  _globals['_CREATEACCOUNTREQUEST']._serialized_end=551
-  _globals['_GETACCOUNTREQUEST']._serialized_start=553
-  _globals['_GETACCOUNTREQUEST']._serialized_end=584
-  _globals['_LISTACCOUNTSREQUEST']._serialized_start=586
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=672
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=674
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=767
-  _globals['_ARCHIVEACCOUNTREQUEST']._serialized_start=769
-  _globals['_ARCHIVEACCOUNTREQUEST']._serialized_end=804
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=806
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=875
-  _globals['_GETCAMPAIGNREQUEST']._serialized_start=877
-  _globals['_GETCAMPAIGNREQUEST']._serialized_end=929
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=931
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=1038
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=1040
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=1136
-  _globals['_ARCHIVECAMPAIGNREQUEST']._serialized_start=1138
-  _globals['_ARCHIVECAMPAIGNREQUEST']._serialized_end=1194
-  _globals['_ACCOUNTSERVICE']._serialized_start=1257
-  _globals['_ACCOUNTSERVICE']._serialized_end=1987
+  _globals['_ACCOUNTSERVICE'].methods_by_name['CreateAccount']._loaded_options = None
+  _globals['_ACCOUNTSERVICE'].methods_by_name['CreateAccount']._serialized_options = b'\212\344\031\003\n\001\001'
+  _globals['_ACCOUNTSERVICE'].methods_by_name['GetAccount']._loaded_options = None
+  _globals['_ACCOUNTSERVICE'].methods_by_name['GetAccount']._serialized_options = b'\212\344\031\024\n\001\001\022\013config:read\032\002id'
+  _globals['_ACCOUNTSERVICE'].methods_by_name['ListAccounts']._loaded_options = None
+  _globals['_ACCOUNTSERVICE'].methods_by_name['ListAccounts']._serialized_options = b'\212\344\031\003\n\001\001'
+  _globals['_ACCOUNTSERVICE'].methods_by_name['ArchiveAccount']._loaded_options = None
+  _globals['_ACCOUNTSERVICE'].methods_by_name['ArchiveAccount']._serialized_options = b'\212\344\031\003\n\001\001'
+  _globals['_ACCOUNTSERVICE'].methods_by_name['CreateCampaign']._loaded_options = None
+  _globals['_ACCOUNTSERVICE'].methods_by_name['CreateCampaign']._serialized_options = b'\212\344\031\035\n\001\001\022\014config:write\032\naccount_id'
+  _globals['_ACCOUNTSERVICE'].methods_by_name['GetCampaign']._loaded_options = None
+  _globals['_ACCOUNTSERVICE'].methods_by_name['GetCampaign']._serialized_options = b'\212\344\031\034\n\001\001\022\013config:read\032\naccount_id'
+  _globals['_ACCOUNTSERVICE'].methods_by_name['ListCampaigns']._loaded_options = None
+  _globals['_ACCOUNTSERVICE'].methods_by_name['ListCampaigns']._serialized_options = b'\212\344\031\034\n\001\001\022\013config:read\032\naccount_id'
+  _globals['_ACCOUNTSERVICE'].methods_by_name['ArchiveCampaign']._loaded_options = None
+  _globals['_ACCOUNTSERVICE'].methods_by_name['ArchiveCampaign']._serialized_options = b'\212\344\031\035\n\001\001\022\014config:write\032\naccount_id'
+  _globals['_STATUS']._serialized_start=1226
+  _globals['_STATUS']._serialized_end=1284
+  _globals['_ACCOUNT']._serialized_start=119
+  _globals['_ACCOUNT']._serialized_end=313
+  _globals['_CAMPAIGN']._serialized_start=316
+  _globals['_CAMPAIGN']._serialized_end=512
+  _globals['_CREATEACCOUNTREQUEST']._serialized_start=514
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=581
+  _globals['_GETACCOUNTREQUEST']._serialized_start=583
+  _globals['_GETACCOUNTREQUEST']._serialized_end=614
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=616
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=702
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=704
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=797
+  _globals['_ARCHIVEACCOUNTREQUEST']._serialized_start=799
+  _globals['_ARCHIVEACCOUNTREQUEST']._serialized_end=834
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=836
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=905
+  _globals['_GETCAMPAIGNREQUEST']._serialized_start=907
+  _globals['_GETCAMPAIGNREQUEST']._serialized_end=959
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=961
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=1068
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=1070
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=1166
+  _globals['_ARCHIVECAMPAIGNREQUEST']._serialized_start=1168
+  _globals['_ARCHIVECAMPAIGNREQUEST']._serialized_end=1224
+  _globals['_ACCOUNTSERVICE']._serialized_start=1287
+  _globals['_ACCOUNTSERVICE']._serialized_end=2209
 # @@protoc_insertion_point(module_scope)

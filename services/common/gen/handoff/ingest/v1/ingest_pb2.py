@@ -22,32 +22,39 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from services.common.gen.handoff.auth.v1 import access_pb2 as handoff_dot_auth_dot_v1_dot_access__pb2
 from services.common.gen.handoff.ingest.v1 import referral_pb2 as handoff_dot_ingest_dot_v1_dot_referral__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehandoff/ingest/v1/ingest.proto\x12\x11handoff.ingest.v1\x1a handoff/ingest/v1/referral.proto\">\n\rIngestRequest\x12-\n\x08referral\x18\x01 \x01(\x0b\x32\x1b.handoff.ingest.v1.Referral\"0\n\x0eIngestResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"D\n\x12IngestBatchRequest\x12.\n\treferrals\x18\x01 \x03(\x0b\x32\x1b.handoff.ingest.v1.Referral\":\n\nFieldError\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xf5\x01\n\tRowResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.handoff.ingest.v1.RowResult.Status\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12-\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x1d.handoff.ingest.v1.FieldError\x12\x1b\n\x13partner_referral_id\x18\x05 \x01(\t\"K\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"|\n\x13IngestBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.handoff.ingest.v1.RowResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x12\n\nduplicates\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05\"\xb4\x01\n\x14IngestStreamResponse\x12\x10\n\x08received\x18\x01 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x03\x12\x12\n\nduplicates\x18\x03 \x01(\x03\x12\x10\n\x08rejected\x18\x04 \x01(\x03\x12\x32\n\x0cnot_accepted\x18\x05 \x03(\x0b\x32\x1c.handoff.ingest.v1.RowResult\x12\x1e\n\x16not_accepted_truncated\x18\x06 \x01(\x08\x32\x99\x02\n\rIngestService\x12M\n\x06Ingest\x12 .handoff.ingest.v1.IngestRequest\x1a!.handoff.ingest.v1.IngestResponse\x12\\\n\x0bIngestBatch\x12%.handoff.ingest.v1.IngestBatchRequest\x1a&.handoff.ingest.v1.IngestBatchResponse\x12[\n\x0cIngestStream\x12 .handoff.ingest.v1.IngestRequest\x1a\'.handoff.ingest.v1.IngestStreamResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehandoff/ingest/v1/ingest.proto\x12\x11handoff.ingest.v1\x1a\x1chandoff/auth/v1/access.proto\x1a handoff/ingest/v1/referral.proto\">\n\rIngestRequest\x12-\n\x08referral\x18\x01 \x01(\x0b\x32\x1b.handoff.ingest.v1.Referral\"0\n\x0eIngestResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"D\n\x12IngestBatchRequest\x12.\n\treferrals\x18\x01 \x03(\x0b\x32\x1b.handoff.ingest.v1.Referral\":\n\nFieldError\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xf5\x01\n\tRowResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.handoff.ingest.v1.RowResult.Status\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12-\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x1d.handoff.ingest.v1.FieldError\x12\x1b\n\x13partner_referral_id\x18\x05 \x01(\t\"K\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"|\n\x13IngestBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.handoff.ingest.v1.RowResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x12\n\nduplicates\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05\"\xb4\x01\n\x14IngestStreamResponse\x12\x10\n\x08received\x18\x01 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x03\x12\x12\n\nduplicates\x18\x03 \x01(\x03\x12\x10\n\x08rejected\x18\x04 \x01(\x03\x12\x32\n\x0cnot_accepted\x18\x05 \x03(\x0b\x32\x1c.handoff.ingest.v1.RowResult\x12\x1e\n\x16not_accepted_truncated\x18\x06 \x01(\x08\x32\xb4\x02\n\rIngestService\x12V\n\x06Ingest\x12 .handoff.ingest.v1.IngestRequest\x1a!.handoff.ingest.v1.IngestResponse\"\x07\x8a\xe4\x19\x03\n\x01\x02\x12\x65\n\x0bIngestBatch\x12%.handoff.ingest.v1.IngestBatchRequest\x1a&.handoff.ingest.v1.IngestBatchResponse\"\x07\x8a\xe4\x19\x03\n\x01\x02\x12\x64\n\x0cIngestStream\x12 .handoff.ingest.v1.IngestRequest\x1a\'.handoff.ingest.v1.IngestStreamResponse\"\x07\x8a\xe4\x19\x03\n\x01\x02(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'handoff.ingest.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INGESTREQUEST']._serialized_start=87
-  _globals['_INGESTREQUEST']._serialized_end=149
-  _globals['_INGESTRESPONSE']._serialized_start=151
-  _globals['_INGESTRESPONSE']._serialized_end=199
-  _globals['_INGESTBATCHREQUEST']._serialized_start=201
-  _globals['_INGESTBATCHREQUEST']._serialized_end=269
-  _globals['_FIELDERROR']._serialized_start=271
-  _globals['_FIELDERROR']._serialized_end=329
-  _globals['_ROWRESULT']._serialized_start=332
-  _globals['_ROWRESULT']._serialized_end=577
-  _globals['_ROWRESULT_STATUS']._serialized_start=502
-  _globals['_ROWRESULT_STATUS']._serialized_end=577
-  _globals['_INGESTBATCHRESPONSE']._serialized_start=579
-  _globals['_INGESTBATCHRESPONSE']._serialized_end=703
-  _globals['_INGESTSTREAMRESPONSE']._serialized_start=706
-  _globals['_INGESTSTREAMRESPONSE']._serialized_end=886
-  _globals['_INGESTSERVICE']._serialized_start=889
-  _globals['_INGESTSERVICE']._serialized_end=1170
+  _globals['_INGESTSERVICE'].methods_by_name['Ingest']._loaded_options = None
+  _globals['_INGESTSERVICE'].methods_by_name['Ingest']._serialized_options = b'\212\344\031\003\n\001\002'
+  _globals['_INGESTSERVICE'].methods_by_name['IngestBatch']._loaded_options = None
+  _globals['_INGESTSERVICE'].methods_by_name['IngestBatch']._serialized_options = b'\212\344\031\003\n\001\002'
+  _globals['_INGESTSERVICE'].methods_by_name['IngestStream']._loaded_options = None
+  _globals['_INGESTSERVICE'].methods_by_name['IngestStream']._serialized_options = b'\212\344\031\003\n\001\002'
+  _globals['_INGESTREQUEST']._serialized_start=117
+  _globals['_INGESTREQUEST']._serialized_end=179
+  _globals['_INGESTRESPONSE']._serialized_start=181
+  _globals['_INGESTRESPONSE']._serialized_end=229
+  _globals['_INGESTBATCHREQUEST']._serialized_start=231
+  _globals['_INGESTBATCHREQUEST']._serialized_end=299
+  _globals['_FIELDERROR']._serialized_start=301
+  _globals['_FIELDERROR']._serialized_end=359
+  _globals['_ROWRESULT']._serialized_start=362
+  _globals['_ROWRESULT']._serialized_end=607
+  _globals['_ROWRESULT_STATUS']._serialized_start=532
+  _globals['_ROWRESULT_STATUS']._serialized_end=607
+  _globals['_INGESTBATCHRESPONSE']._serialized_start=609
+  _globals['_INGESTBATCHRESPONSE']._serialized_end=733
+  _globals['_INGESTSTREAMRESPONSE']._serialized_start=736
+  _globals['_INGESTSTREAMRESPONSE']._serialized_end=916
+  _globals['_INGESTSERVICE']._serialized_start=919
+  _globals['_INGESTSERVICE']._serialized_end=1227
 # @@protoc_insertion_point(module_scope)

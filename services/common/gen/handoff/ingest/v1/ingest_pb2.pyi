@@ -134,6 +134,7 @@ class FieldError(_message.Message):
       INACTIVE            the campaign does not take referrals (a status other than ACTIVE
                           or ARCHIVED; none exists yet)
       DUPLICATE_IN_BATCH  partner_referral_id repeats an earlier row of the same batch
+      PERMISSION_DENIED   the caller's credential may not ingest for this account_id
     """
 
     DESCRIPTOR: _descriptor.Descriptor
