@@ -15,8 +15,6 @@ INGEST_PROTO = ROOT / "protos/handoff/ingest/v1/ingest.proto"
 LAYOUTS_PROTO = ROOT / "protos/handoff/scheduler/v1/layouts.proto"
 # Everything that builds the FieldProblems IngestService and AccountService answer with.
 CODE_SOURCES = [*sorted((ROOT / "services/ingest").glob("*.py")), ROOT / "services/common/ids.py"]
-# Helpers that pass a code through rather than choose one.
-PASS_THROUGH = {("services/ingest/validation.py", "_problem")}
 
 
 def _comment_before(proto: str, message: str) -> str:
@@ -50,41 +48,57 @@ def step_error_codes() -> set[str]:
     return codes
 
 
-class _CodeCollector(ast.NodeVisitor):
-    """The code literals of FieldProblem(...) and _problem(...) calls in one module."""
+def _code_argument(call: ast.Call) -> ast.expr | None:
+    """The `code` of FieldProblem(field, code, message) or of a helper shaped like it."""
+    code = call.args[1] if len(call.args) > 1 else None
+    return next((k.value for k in call.keywords if k.arg == "code"), code)
 
-    def __init__(self, module: str) -> None:
-        self.module = module
-        self.function = ""
-        self.codes: set[str] = set()
 
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
-        outer, self.function = self.function, node.name
-        self.generic_visit(node)
-        self.function = outer
+def _called_name(call: ast.Call) -> str:
+    return str(getattr(call.func, "id", getattr(call.func, "attr", "")))
 
-    def visit_Call(self, node: ast.Call) -> None:
-        called = getattr(node.func, "id", getattr(node.func, "attr", ""))
-        if called in ("FieldProblem", "_problem"):
-            code = node.args[1] if len(node.args) > 1 else None
-            code = next((k.value for k in node.keywords if k.arg == "code"), code)
-            if isinstance(code, ast.Constant) and isinstance(code.value, str):
-                self.codes.add(code.value)
-            else:
-                assert (self.module, self.function) in PASS_THROUGH, (
-                    f"{self.module}: {ast.unparse(node)} chooses its code at run time; "
-                    "list the codes it can take in ingest.proto and here"
-                )
-        self.generic_visit(node)
+
+def _pass_through_helpers(tree: ast.Module) -> set[str]:
+    """Functions that take a `code` parameter and hand it to FieldProblem unchanged."""
+    helpers = set()
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        if "code" not in {a.arg for a in function.args.args}:
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.Call) and _called_name(node) == "FieldProblem":
+                code = _code_argument(node)
+                if isinstance(code, ast.Name) and code.id == "code":
+                    helpers.add(function.name)
+    return helpers
+
+
+def _module_codes(path: Path) -> set[str]:
+    """The code literals given to FieldProblem, or to a helper that passes them on."""
+    tree = ast.parse(path.read_text())
+    takers = {"FieldProblem"} | _pass_through_helpers(tree)
+    codes: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or _called_name(node) not in takers:
+            continue
+        code = _code_argument(node)
+        if isinstance(code, ast.Constant) and isinstance(code.value, str):
+            codes.add(code.value)
+        else:
+            passed_on = isinstance(code, ast.Name) and code.id == "code"
+            assert passed_on, (
+                f"{path.name}: {ast.unparse(node)} chooses its code at run time; list the "
+                "codes it can take in ingest.proto and make this test see them"
+            )
+    return codes
 
 
 def used_codes() -> set[str]:
-    """Every code literal given to FieldProblem (or a helper around it) by the ingest service."""
+    """Every code the ingest service's modules give FieldProblem, directly or via a helper."""
     codes: set[str] = set()
     for path in CODE_SOURCES:
-        collector = _CodeCollector(str(path.relative_to(ROOT)))
-        collector.visit(ast.parse(path.read_text()))
-        codes |= collector.codes
+        codes |= _module_codes(path)
     return codes
 
 
