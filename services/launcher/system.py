@@ -68,8 +68,10 @@ class _Signals:
 
 
 def exit_code_for(returncode: int) -> int:
-    """The launcher's exit code when a service stopped on its own: the service's own code,
-    or 128 + N when signal N killed it (as a shell reports it)."""
+    """The launcher's exit code after a service stopped on its own: that service's code.
+
+    128 + N when signal N killed it, as a shell reports it.
+    """
     return 128 - returncode if returncode < 0 else returncode
 
 
