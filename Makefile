@@ -1,24 +1,31 @@
 # Handoff developer commands. `make help` lists them.
-PYTHON ?= python3
+# The interpreter: .venv's once `make venv` made one, else python3; PYTHON=... overrides.
+# Recursive (=), so that a .venv made by this very command is seen by the next recipe.
+ifeq ($(origin PYTHON),undefined)
+PYTHON = $(shell test -x .venv/bin/python && echo .venv/bin/python || echo python3)
+endif
 HANDOFF_HOME ?= /var/tmp/handoff
 export HANDOFF_HOME
 
-.PHONY: help setup protos protos-check native-check migrate run demo test test-unit lint bench clean
+.PHONY: help venv setup protos protos-check native-check migrate run demo test test-unit lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-setup:  ## install Handoff and its dev tools (idempotent)
+venv:  ## make .venv and install there instead (then every target uses it)
+	$(PYTHON) tools/setup.py --venv .venv
+
+setup:  ## check the Python version, install Handoff and its dev tools (idempotent)
 	$(PYTHON) tools/setup.py
 
 protos:  ## regenerate gRPC code from protos/ into services/common/gen
-	./tools/gen_protos.sh
+	PYTHON=$(PYTHON) ./tools/gen_protos.sh
 
 protos-check:  ## fail when the committed gRPC code differs from a fresh generation
-	./tools/check_protos.sh
+	PYTHON=$(PYTHON) ./tools/check_protos.sh
 
 native-check:  ## the C scanner's tests under AddressSanitizer and UBSan
-	./tools/check_native.sh
+	PYTHON=$(PYTHON) ./tools/check_native.sh
 
 migrate: setup  ## apply database migrations to DATABASE_URL (or the local database)
 	$(PYTHON) -m services.run --migrate-only
@@ -36,7 +43,7 @@ test-unit:  ## run only the fast unit tests
 	$(PYTHON) -m pytest -q tests/unit
 
 lint:  ## ruff and mypy --strict
-	ruff check . && ruff format --check . && mypy
+	$(PYTHON) -m ruff check . && $(PYTHON) -m ruff format --check . && $(PYTHON) -m mypy
 
 bench: setup  ## print throughput, latency and memory beside raw baselines
 	$(PYTHON) -m tests.bench

@@ -12,7 +12,8 @@ import asyncio
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,6 +23,7 @@ from services.common.config import ConfigError, env_float
 from services.common.localdb import DEFAULT_HOME
 from services.common.migrate import migrate
 from services.launcher.credential import (
+    LocalCredential,
     credential_hint,
     ensure_local_credential,
     local_service_env,
@@ -34,7 +36,31 @@ from services.launcher.database import (
 )
 from services.launcher.demo import DEMO_COUNT, DemoError, demo_report, load_demo
 from services.launcher.plan import ServicePlan, plan_services
+from services.launcher.ports import clash_report, find_clashes
 from services.launcher.system import SystemOptions, run_system
+
+ENVIRONMENT_HELP = """\
+environment:
+  DATABASE_URL        the PostgreSQL to migrate and serve from; unset: database `handoff`
+                      on a local PostgreSQL (pgserver) started under $HANDOFF_HOME, which
+                      keeps running after Ctrl-C so the next start is instant
+  HANDOFF_HOME        where that PostgreSQL keeps its data (pgdata/) and binaries (pylib/);
+                      default /var/tmp/handoff
+  HANDOFF_<SERVICE>_PORT, HANDOFF_EXPORT_HTTP_PORT
+                      where each service listens (INGEST 50051, SCHEDULER 50052,
+                      DELIVERY 50053, EXPORT 50054, export HTTP 8080); every port is
+                      checked free before anything starts
+  HANDOFF_LOG_FORMAT  json (default) or text
+
+exit status:
+  0 stopped by Ctrl-C or SIGTERM, or a service stopped cleanly on its own
+  1 could not start (database, a port in use, a service failing at start-up)
+  2 configuration error
+  N the exit code of the service that stopped on its own (128+S when killed by signal S);
+    the launcher then stops the other services too (it does not restart them)
+
+More in docs/operations.md.
+"""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -42,6 +68,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m services.run",
         description="Migrate the database and run the four Handoff services until Ctrl-C.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=ENVIRONMENT_HELP,
     )
     parser.add_argument(
         "--demo",
@@ -91,17 +119,67 @@ def _psql_argument(database: ChosenDatabase) -> str:
     return shlex.quote(redact_dsn(database.dsn))
 
 
-async def _run(args: argparse.Namespace, plans: Sequence[ServicePlan], grace_s: float) -> int:
+class PortsTakenError(RuntimeError):
+    """A port the services need is taken; the message names each one and its holder."""
+
+
+def _check_ports_free(plans: Sequence[ServicePlan]) -> None:
+    """Refuse before anything starts when another process holds a port we need."""
+    clashes = find_clashes(listener for plan in plans for listener in plan.listeners())
+    if clashes:
+        raise PortsTakenError(clash_report(clashes))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the start-up steps produced for the services and for the messages."""
+
+    database: ChosenDatabase
+    service_env: Mapping[str, str]  # the environment every service starts with
+    credential: LocalCredential | None  # None with --migrate-only
+
+
+async def _start_up(args: argparse.Namespace, plans: Sequence[ServicePlan]) -> Prepared:
+    """Everything before the services start, in order; each step refuses with a message."""
+    if not args.migrate_only:
+        # First: a second `make run` must not even touch the database of the first.
+        _check_ports_free(plans)
     database = await _prepare_database()
+    service_env = {**os.environ, "DATABASE_URL": database.dsn}
     if args.migrate_only:
-        return 0
-    ingest = next(p for p in plans if p.name == "ingest")
+        return Prepared(database=database, service_env=service_env, credential=None)
     home = Path(os.environ.get("HANDOFF_HOME", DEFAULT_HOME))
     try:
         credential = await ensure_local_credential(database.dsn, home)
     except (OSError, asyncpg.PostgresError) as exc:
         raise DatabaseUnavailableError(f"cannot make the local operator credential: {exc}") from exc
+    ingest = next(p for p in plans if p.name == "ingest")
     print(credential_hint(credential, ingest.grpc_target), flush=True)
+    local = local_service_env(home, dict(os.environ))
+    if "HANDOFF_EGRESS_ALLOW" in local:
+        print(f"run: egress allowed to {local['HANDOFF_EGRESS_ALLOW']} (local SFTP servers)")
+    service_env = {**service_env, **local}
+    return Prepared(database=database, service_env=service_env, credential=credential)
+
+
+def _say_database_keeps_running(database: ChosenDatabase) -> None:
+    folder = parse_qs(urlsplit(database.dsn).query).get("host", [""])[0]
+    if database.origin != "DATABASE_URL" and folder:
+        # Kept on purpose (the next start is instant), but say so: nothing else would.
+        stop = f"kill -INT $(head -1 {shlex.quote(folder + '/postmaster.pid')})"
+        print(
+            f"run: the local PostgreSQL keeps running for the next start (a Unix socket in "
+            f"{folder}, no TCP port); to stop it: {stop}",
+            flush=True,
+        )
+
+
+async def _run(args: argparse.Namespace, plans: Sequence[ServicePlan], grace_s: float) -> int:
+    prepared = await _start_up(args, plans)
+    database, credential = prepared.database, prepared.credential
+    if credential is None:  # --migrate-only
+        return 0
+    ingest = next(p for p in plans if p.name == "ingest")
 
     async def demo() -> None:
         print(f"demo: ingesting {args.demo_count} synthetic referrals …", flush=True)
@@ -112,25 +190,14 @@ async def _run(args: argparse.Namespace, plans: Sequence[ServicePlan], grace_s: 
             return
         print(demo_report(outcome, _psql_argument(database)), flush=True)
 
-    local = local_service_env(home, dict(os.environ))
-    if "HANDOFF_EGRESS_ALLOW" in local:
-        print(f"run: egress allowed to {local['HANDOFF_EGRESS_ALLOW']} (local SFTP servers)")
     options = SystemOptions(
-        env={**os.environ, **local, "DATABASE_URL": database.dsn},
+        env=prepared.service_env,
         database_shown=f"{redact_dsn(database.dsn)} ({database.origin})",
         start_timeout_s=args.start_timeout,
         grace_s=grace_s,
     )
     code = await run_system(plans, options, after_start=demo if args.demo else None)
-    folder = parse_qs(urlsplit(database.dsn).query).get("host", [""])[0]
-    if database.origin != "DATABASE_URL" and folder:
-        # Kept on purpose (the next start is instant), but say so: nothing else would.
-        stop = f"kill -INT $(head -1 {shlex.quote(folder + '/postmaster.pid')})"
-        print(
-            f"run: the local PostgreSQL keeps running for the next start (a Unix socket in "
-            f"{folder}, no TCP port); to stop it: {stop}",
-            flush=True,
-        )
+    _say_database_keeps_running(database)
     return code
 
 
@@ -147,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run(args, plans, grace_s))
     except DatabaseUnavailableError as exc:
         print(f"run: {exc}", file=sys.stderr)
+        return 1
+    except PortsTakenError as exc:
+        print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("run: interrupted", file=sys.stderr)

@@ -12,8 +12,12 @@ if [[ ! -e "$asan" || ! -e "$ubsan" ]]; then
     echo "check_native: gcc's libasan/libubsan are missing" >&2
     exit 1
 fi
-include=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-suffix=$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+python=${PYTHON:-python3}
+# Absolute, since the tests run from a copy of the tree (but not resolved: a venv's
+# python is a symlink whose location is what makes it the venv's).
+case "$python" in */*) python="$(cd "$(dirname "$python")" && pwd)/$(basename "$python")" ;; esac
+include=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+suffix=$("$python" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 
 # A copy of the tracked tree, so that the sanitized build shadows nothing in this one.
 work=$(mktemp -d)
@@ -25,6 +29,6 @@ gcc -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame
 
 cd "$work"
 LD_PRELOAD="$asan:$ubsan" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
-    PYTHONPATH="$work" python3 -m pytest -q -p no:cacheprovider --capture=sys \
+    PYTHONPATH="$work" "$python" -m pytest -q -p no:cacheprovider --capture=sys \
     tests/unit/test_native_scan.py tests/unit/test_native_reply.py \
     tests/integration/test_store_paths.py

@@ -7,7 +7,10 @@ out=services/common/gen
 rm -rf "$out"
 mkdir -p "$out"
 protos=$(find protos -name '*.proto' | sort)
-"${PYTHON:-python3}" -m grpc_tools.protoc -I protos \
+python=${PYTHON:-python3}
+# The mypy plugins (protoc-gen-mypy*) live beside that interpreter's scripts, e.g. .venv/bin.
+PATH="$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+"$python" -m grpc_tools.protoc -I protos \
   --python_out="$out" --mypy_out="$out" \
   --grpc_python_out="$out" --mypy_grpc_out="$out" \
   $protos

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -63,7 +64,29 @@ def _serve(
     return 0
 
 
+_ANNOUNCEMENT = re.compile(
+    r"(?P<name>[a-z]+) (?P<what>gRPC|HTTP) listening on (?P<host>.*):(?P<port>\d+)"
+)
+
+
+def announcement(name: str, what: str, host: str, port: int) -> str:
+    """The stdout line by which a service tells whoever started it that it bound a port."""
+    return f"{name} {what} listening on {host}:{port}"
+
+
+def parse_announcement(line: str) -> tuple[str, str, int] | None:
+    """(service, "gRPC" or "HTTP", port) of an announcement line; None for any other line."""
+    found = _ANNOUNCEMENT.fullmatch(line)
+    if found is None:
+        return None
+    return found["name"], found["what"], int(found["port"])
+
+
 def announce(name: str, what: str, host: str, port: int) -> None:
-    """Log and print (for `make run` and tests) where a service listens."""
-    log.info("%s listening", what, extra={"host": host, "port": port})
-    print(f"{name} {what} listening on {host}:{port}", flush=True)
+    """Log where a service listens, and report it on stdout to whoever started it.
+
+    The stdout line is how `make run` knows the server answering on that port is its own
+    child; the launcher reads it and does not echo it, so each event shows once.
+    """
+    log.info("%s listening on %s:%d", what, host, port, extra={"host": host, "port": port})
+    print(announcement(name, what, host, port), flush=True)

@@ -129,9 +129,9 @@ async def create_account(
     return existing
 
 
-async def get_account(store: AccountStore, account_id: str) -> Account:
-    """The account, or NotFoundError."""
-    wanted = parse_id("id", account_id)
+async def get_account(store: AccountStore, account_id: str, field: str = "id") -> Account:
+    """The account, or NotFoundError; a malformed id is blamed on request field `field`."""
+    wanted = parse_id(field, account_id)
     account = await store.get_account(wanted)
     if account is None:
         raise NotFoundError(f"account {wanted} does not exist")
@@ -142,7 +142,7 @@ async def create_campaign(
     store: AccountStore, account_id: str, campaign_id: str, name: str
 ) -> Campaign:
     """Create a campaign in an active account; idempotent on (id, name)."""
-    account = await get_account(store, account_id)
+    account = await get_account(store, account_id, "account_id")
     if account.status is Status.ARCHIVED:
         raise FailedPreconditionError(f"account {account.id} is archived")
     wanted = parse_id("id", campaign_id, required=False)

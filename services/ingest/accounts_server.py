@@ -109,7 +109,7 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
     async def ListCampaigns(  # noqa: N802
         self, request: accounts_pb2.ListCampaignsRequest, context: Context
     ) -> accounts_pb2.ListCampaignsResponse:
-        account = await accounts.get_account(self._store, request.account_id)
+        account = await accounts.get_account(self._store, request.account_id, "account_id")
         size = accounts.page_size(request.page_size)
         after = accounts.decode_page_token(request.page_token)
         found = await self._store.list_campaigns(

@@ -26,10 +26,12 @@ class ChildProcess:
         process: asyncio.subprocess.Process,
         echo: TextIO | None,
         tail_lines: int = TAIL_LINES,
+        hide: Callable[[str], bool] | None = None,
     ) -> None:
         self.name = name
         self.process = process
         self._echo = echo
+        self._hide = hide
         self._stderr_tail: deque[str] = deque(maxlen=tail_lines)
         self.stdout_lines: list[str] = []
         assert process.stdout is not None  # both are pipes: see start()
@@ -47,11 +49,13 @@ class ChildProcess:
         *,
         echo: TextIO | None = sys.stderr,
         tail_lines: int = TAIL_LINES,
+        hide: Callable[[str], bool] | None = None,
     ) -> ChildProcess:
         """Start `argv` in its own process group, so a terminal's Ctrl-C reaches only us.
 
-        Its output is echoed to `echo` (None: not at all); the last `tail_lines` lines of
-        its stderr are kept for error messages.
+        Its output is echoed to `echo` (None: not at all), except stdout lines for which
+        `hide` is true (kept all the same); the last `tail_lines` lines of its stderr are
+        kept for error messages.
         """
         process = await asyncio.create_subprocess_exec(
             *argv,
@@ -63,7 +67,7 @@ class ChildProcess:
             process_group=0,
             preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
-        return cls(name, process, echo, tail_lines)
+        return cls(name, process, echo, tail_lines, hide)
 
     @classmethod
     async def start_module(
@@ -73,23 +77,29 @@ class ChildProcess:
         env: Mapping[str, str],
         *,
         echo: TextIO | None = sys.stderr,
+        hide: Callable[[str], bool] | None = None,
     ) -> ChildProcess:
         """Start `python -m module` with this interpreter."""
-        return await cls.start(name, [sys.executable, "-m", module], env, echo=echo)
+        return await cls.start(name, [sys.executable, "-m", module], env, echo=echo, hide=hide)
 
     async def _watch(self, stdout: asyncio.StreamReader, stderr: asyncio.StreamReader) -> int:
         """Relay both streams to their end, then reap the process."""
         await asyncio.gather(
-            self._relay(stdout, self.stdout_lines.append),
-            self._relay(stderr, self._stderr_tail.append),
+            self._relay(stdout, self.stdout_lines.append, self._hide),
+            self._relay(stderr, self._stderr_tail.append, None),
         )
         return await self.process.wait()
 
-    async def _relay(self, stream: asyncio.StreamReader, keep: Callable[[str], object]) -> None:
+    async def _relay(
+        self,
+        stream: asyncio.StreamReader,
+        keep: Callable[[str], object],
+        hide: Callable[[str], bool] | None,
+    ) -> None:
         while line := await stream.readline():
             text = line.decode("utf-8", errors="replace").rstrip("\n")
             keep(text)
-            if self._echo is not None:
+            if self._echo is not None and not (hide and hide(text)):
                 try:
                     print(f"{self.name:<9}| {text}", file=self._echo, flush=True)
                 except OSError:  # the terminal went away; keep draining the pipe
@@ -125,8 +135,11 @@ async def stop_children(children: Sequence[ChildProcess], grace_s: float) -> dic
     """SIGTERM every child, wait up to `grace_s`, SIGKILL the rest; return their exit codes."""
     for child in children:
         child.send_signal(signal.SIGTERM)
-    waits = {child.name: asyncio.create_task(child.wait()) for child in children}
-    _, pending = await asyncio.wait(waits.values(), timeout=grace_s)
+    # A list, not a dict by name: two children may share a name (tests start two launchers).
+    waits = [(child.name, asyncio.create_task(child.wait())) for child in children]
+    if not waits:
+        return {}
+    _, pending = await asyncio.wait([task for _, task in waits], timeout=grace_s)
     if pending:
         for child in children:
             if child.returncode is None:
@@ -137,4 +150,4 @@ async def stop_children(children: Sequence[ChildProcess], grace_s: float) -> dic
                 )
                 child.send_signal(signal.SIGKILL)
         await asyncio.wait(pending)
-    return {name: task.result() for name, task in waits.items()}
+    return {name: task.result() for name, task in waits}

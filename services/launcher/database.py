@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import importlib.util
 import os
+import pwd
 import sys
 import warnings
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ import asyncpg
 from services.common.localdb import DEFAULT_HOME, start_pgserver
 
 LOCAL_DATABASE = "handoff"
+PGSERVER_USER = "pgserver"  # the user pgserver 0.1.4 runs PostgreSQL as when started by root
 
 
 @dataclass(frozen=True)
@@ -104,10 +106,34 @@ def start_local_database(home: Path | None = None) -> str:
             raise DatabaseUnavailableError(f"cannot start the local PostgreSQL: {exc}") from exc
 
 
+def pgserver_as_root_note(home: Path, *, euid: int | None = None) -> str:
+    """What pgserver is about to do to this machine the first time it runs as root, or ''.
+
+    As root it creates a system user `pgserver` to run PostgreSQL as, and makes every
+    parent folder of its data and binaries readable and traversable by everyone.
+    """
+    if (os.geteuid() if euid is None else euid) != 0:
+        return ""
+    try:
+        pwd.getpwnam(PGSERVER_USER)
+    except KeyError:
+        pass
+    else:
+        return ""  # done before; docs/operations.md describes it
+    return (
+        f"run: running as root: pgserver creates the system user `{PGSERVER_USER}` (useradd) "
+        f"to run PostgreSQL as, and adds read and execute permission for everyone to every "
+        f"parent folder of {home / 'pgdata'} and {home / 'pylib'}"
+    )
+
+
 async def choose_database(env: Mapping[str, str], home: Path | None = None) -> ChosenDatabase:
     """DATABASE_URL when set; otherwise database `handoff` on a pgserver started here."""
     if dsn := env.get("DATABASE_URL", "").strip():
         return ChosenDatabase(dsn=dsn, origin="DATABASE_URL")
+    note = pgserver_as_root_note(home or Path(env.get("HANDOFF_HOME", DEFAULT_HOME)))
+    if note:
+        print(note, flush=True)
     admin = await asyncio.to_thread(start_local_database, home)
     await ensure_database(admin, LOCAL_DATABASE)
     where = parse_qs(urlsplit(admin).query).get("host", ["its data folder"])[0]

@@ -10,6 +10,7 @@ from services.delivery.__main__ import DEFAULT_PORT as DELIVERY_PORT
 from services.export.__main__ import DEFAULT_PORT as EXPORT_PORT
 from services.export.config import ExportHttpConfig
 from services.ingest.__main__ import DEFAULT_PORT as INGEST_PORT
+from services.launcher.ports import Listener
 from services.launcher.probes import grpc_target, http_url
 from services.scheduler.__main__ import DEFAULT_PORT as SCHEDULER_PORT
 
@@ -46,6 +47,16 @@ class ServicePlan:
         """Base URL of its HTTP server, or '' when it has none."""
         return http_url(self.http_host, self.http_port) if self.http_port else ""
 
+    def listeners(self) -> list[Listener]:
+        """Every address it will listen on, with the variable that moves each."""
+        prefix = f"HANDOFF_{self.name.upper()}_"
+        found = [Listener(self.name, "gRPC", self.host, self.port, prefix + "PORT")]
+        if self.http_port:
+            found.append(
+                Listener(self.name, "HTTP", self.http_host, self.http_port, prefix + "HTTP_PORT")
+            )
+        return found
+
 
 def plan_services(env: Mapping[str, str]) -> list[ServicePlan]:
     """Read the same variables the services read, so the launcher knows where they listen."""
@@ -72,13 +83,16 @@ def plan_services(env: Mapping[str, str]) -> list[ServicePlan]:
     return plans
 
 
-def summary(plans: Sequence[ServicePlan], database: str) -> str:
-    """The table printed once every service is healthy."""
+def summary(
+    plans: Sequence[ServicePlan], database: str, pids: Mapping[str, int] | None = None
+) -> str:
+    """The table printed once every service is healthy (with each one's pid when known)."""
     lines = ["Handoff is running:"]
     for plan in plans:
         line = f"  {plan.name:<10} gRPC {plan.grpc_target:<22}"
-        if plan.http_url:
-            line += f" HTTP {plan.http_url}"
+        line += f" HTTP {plan.http_url:<24}" if plan.http_url else " " * 30
+        if pids and plan.name in pids:
+            line += f" pid {pids[plan.name]}"
         lines.append(line.rstrip())
     lines.append(f"  {'database':<10} {database}")
     lines.append("Press Ctrl-C to stop.")

@@ -8,6 +8,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.service import parse_announcement
 from services.launcher.children import ChildProcess
 
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
@@ -64,6 +65,42 @@ async def http_status(url: str, *, timeout_s: float = 2.0) -> int | None:
             return response.status
     except (aiohttp.ClientError, TimeoutError):
         return None
+
+
+def announced_port(child: ChildProcess, kind: str) -> int | None:
+    """The port `child` reported on stdout that its `kind` ("gRPC", "HTTP") server bound."""
+    for line in child.stdout_lines:
+        found = parse_announcement(line)
+        if found is not None and found[1] == kind:
+            return found[2]
+    return None
+
+
+async def wait_until_announced(child: ChildProcess, kind: str, port: int, timeout_s: float) -> None:
+    """Return once `child` reports it bound `port`: only then is what answers there its own.
+
+    Without this, a server of another process on that port (a second `make run`) would pass
+    the health check in its place.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while (bound := announced_port(child, kind)) is None:
+        if child.returncode is not None:
+            await child.wait()
+            raise StartupError(
+                child.name, f"exited with code {child.returncode}", child.stderr_tail()
+            )
+        if loop.time() > deadline:
+            raise StartupError(
+                child.name,
+                f"did not report its {kind} server listening within {timeout_s:g} s",
+                child.stderr_tail(),
+            )
+        await asyncio.sleep(0.05)
+    if bound != port:
+        raise StartupError(
+            child.name, f"listens for {kind} on port {bound}, not {port}", child.stderr_tail()
+        )
 
 
 async def wait_until_serving(child: ChildProcess, target: str, timeout_s: float) -> None:

@@ -10,9 +10,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
+from services.common.service import parse_announcement
 from services.launcher.children import ChildProcess, stop_children
 from services.launcher.plan import ServicePlan, summary
-from services.launcher.probes import StartupError, wait_until_http_ok, wait_until_serving
+from services.launcher.probes import (
+    StartupError,
+    wait_until_announced,
+    wait_until_http_ok,
+    wait_until_serving,
+)
 
 # Beyond the services' own grace: time to close pools and exit after the last call.
 STOP_MARGIN_S = 5.0
@@ -61,6 +67,32 @@ class _Signals:
                 child.send_signal(signal.SIGKILL)
 
 
+def exit_code_for(returncode: int) -> int:
+    """The launcher's exit code after a service stopped on its own: that service's code.
+
+    128 + N when signal N killed it, as a shell reports it.
+    """
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def describe_exit(returncode: int) -> str:
+    """How a service that stopped on its own stopped, in words."""
+    if returncode == 0:
+        return "stopped on its own with exit code 0 (was it sent SIGTERM?)"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"
+
+
+def _is_announcement(line: str) -> bool:
+    """A service's "listening on" report: read by the launcher, not shown (the log says it)."""
+    return parse_announcement(line) is not None
+
+
 async def _first_completed(*awaitables: Awaitable[object], all_needed: bool = False) -> None:
     """Wait for the first to finish (or, with `all_needed`, all of them or the first error).
 
@@ -82,11 +114,20 @@ async def _wait_healthy(
     plans: Sequence[ServicePlan], children: Sequence[ChildProcess], timeout_s: float
 ) -> None:
     """Every gRPC server answers SERVING and every HTTP /healthz 200, or StartupError."""
+
+    async def own_grpc(plan: ServicePlan, child: ChildProcess) -> None:
+        await wait_until_announced(child, "gRPC", plan.port, timeout_s)
+        await wait_until_serving(child, plan.grpc_target, timeout_s)
+
+    async def own_http(plan: ServicePlan, child: ChildProcess) -> None:
+        await wait_until_announced(child, "HTTP", plan.http_port, timeout_s)
+        await wait_until_http_ok(child, f"{plan.http_url}/healthz", timeout_s)
+
     checks: list[Awaitable[None]] = []
     for plan, child in zip(plans, children, strict=True):
-        checks.append(wait_until_serving(child, plan.grpc_target, timeout_s))
+        checks.append(own_grpc(plan, child))
         if plan.http_url:
-            checks.append(wait_until_http_ok(child, f"{plan.http_url}/healthz", timeout_s))
+            checks.append(own_http(plan, child))
     await _first_completed(*checks, all_needed=True)
 
 
@@ -114,7 +155,8 @@ async def _supervise(
     await _first_completed(_wait_healthy(plans, children, options.start_timeout_s), stop.wait())
     if stop.is_set():
         return 0
-    print(summary(plans, options.database_shown), file=out, flush=True)
+    pids = {child.name: child.pid for child in children}
+    print(summary(plans, options.database_shown, pids), file=out, flush=True)
     crashed = asyncio.ensure_future(_first_exit(children))
     try:
         if after_start is not None:
@@ -125,13 +167,12 @@ async def _supervise(
     if stop.is_set():
         return 0
     child = crashed.result()
-    print(
-        f"run: {child.name} exited with code {child.returncode}; stopping the others. "
-        f"The end of its stderr:\n{child.stderr_tail()}",
-        file=sys.stderr,
-        flush=True,
-    )
-    return 1
+    returncode = child.returncode if child.returncode is not None else 1
+    message = f"run: {child.name} {describe_exit(returncode)}; stopping the others"
+    if returncode != 0:
+        message += f". The end of its stderr:\n{child.stderr_tail()}"
+    print(message, file=sys.stderr, flush=True)
+    return exit_code_for(returncode)
 
 
 async def run_system(
@@ -149,7 +190,11 @@ async def run_system(
         loop.add_signal_handler(sig, signals, sig)
     try:
         for plan in plans:
-            children.append(await ChildProcess.start_module(plan.name, plan.module, options.env))
+            children.append(
+                await ChildProcess.start_module(
+                    plan.name, plan.module, options.env, hide=_is_announcement
+                )
+            )
         exit_code = await _supervise(plans, children, options, signals, after_start, out)
     except StartupError as exc:
         print(f"run: {exc}", file=sys.stderr, flush=True)
@@ -168,6 +213,6 @@ async def run_system(
             file=sys.stderr,
             flush=True,
         )
-        return 1
+        return exit_code or 1
     print("run: all services stopped", file=out, flush=True)
     return exit_code

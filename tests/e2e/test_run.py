@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import sys
@@ -80,6 +81,24 @@ async def test_run_starts_four_healthy_services_and_stops_cleanly_on_sigterm(
         assert await health_status(target, timeout_s=0.5) is None, name
 
 
+async def test_run_with_text_logs_shows_each_listening_event_once_with_its_address(
+    database_url: str, launched: list[ChildProcess], tmp_path: Path
+) -> None:
+    env = service_env(database_url, HANDOFF_LOG_FORMAT="text", HANDOFF_HOME=str(tmp_path))
+    run = await _launch(launched, env)
+    await wait_for_line(run, READY_LINE, timeout_s=25)
+    run.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        assert await run.wait() == 0
+
+    relayed = run.stderr_tail().splitlines()  # the launcher relays its children on stderr
+    for name in SERVICE_NAMES:
+        address = f"127.0.0.1:{env[f'HANDOFF_{name.upper()}_PORT']}"
+        shown = [line for line in relayed if "listening" in line and line.startswith(name)]
+        assert len(shown) == (2 if name == "export" else 1), shown  # export: gRPC and HTTP
+        assert address in shown[0]
+
+
 async def test_run_demo_ingests_synthetic_referrals_once(
     database_url: str, launched: list[ChildProcess], tmp_path: Path
 ) -> None:
@@ -107,7 +126,7 @@ async def test_run_demo_ingests_synthetic_referrals_once(
     assert countries >= 5
 
 
-async def test_run_names_the_service_that_cannot_start_and_exits_1(
+async def test_run_refuses_up_front_when_a_port_is_taken_naming_port_holder_and_variable(
     database_url: str, launched: list[ChildProcess], tmp_path: Path
 ) -> None:
     with socket.socket() as squatter:
@@ -122,8 +141,85 @@ async def test_run_names_the_service_that_cannot_start_and_exits_1(
             code = await run.wait()
 
     assert code == 1
-    assert "scheduler exited with code 1" in run.stderr_tail()
-    assert f"127.0.0.1:{port}" in run.stderr_tail()  # the address it could not bind
+    said = run.stderr_tail()
+    assert f"scheduler gRPC cannot listen on 127.0.0.1:{port}" in said
+    assert f"pid {os.getpid()} (" in said  # the holder: this test process
+    assert "HANDOFF_SCHEDULER_PORT=<port>" in said
+    assert run.stdout_lines == []  # nothing started, not even the migrations
+
+
+async def test_a_second_run_is_refused_and_leaves_the_first_serving(
+    database_url: str, launched: list[ChildProcess], tmp_path: Path
+) -> None:
+    env = service_env(database_url, HANDOFF_HOME=str(tmp_path))
+    first = await _launch(launched, env)
+    await wait_for_line(first, READY_LINE, timeout_s=25)
+
+    second = await _launch(launched, env, "--demo")
+    async with asyncio.timeout(30):
+        code = await second.wait()
+
+    assert code == 1
+    assert READY_LINE not in second.stdout_lines
+    said = second.stderr_tail()
+    ingest_pid = _pid_in_summary(first, "ingest")
+    assert f"pid {ingest_pid} (" in said
+    assert "services.ingest" in said
+    assert "HANDOFF_INGEST_PORT=<port>" in said
+    assert "is `make run` already running?" in said
+    assert first.returncode is None
+    for name in SERVICE_NAMES:
+        target = f"127.0.0.1:{env[f'HANDOFF_{name.upper()}_PORT']}"
+        assert await health_status(target) == "SERVING", name
+
+
+async def test_run_names_the_service_that_cannot_start_and_exits_1(
+    database_url: str, launched: list[ChildProcess], tmp_path: Path
+) -> None:
+    # Workers are an ingest feature; delivery refuses the variable and exits 2 at start-up.
+    env = service_env(database_url, HANDOFF_DELIVERY_WORKERS="2", HANDOFF_HOME=str(tmp_path))
+    run = await _launch(launched, env)
+    async with asyncio.timeout(30):
+        code = await run.wait()
+
+    assert code == 1
+    assert "delivery exited with code 2" in run.stderr_tail()
+    assert "HANDOFF_DELIVERY_WORKERS is not supported" in run.stderr_tail()
+
+
+@pytest.mark.parametrize(
+    ("sig", "exit_code", "said"),
+    [
+        (signal.SIGKILL, 137, "scheduler was killed by SIGKILL; stopping the others"),
+        (signal.SIGTERM, 0, "scheduler stopped on its own with exit code 0"),
+    ],
+)
+async def test_one_service_stopping_stops_the_others_with_its_exit_code(
+    database_url: str,
+    launched: list[ChildProcess],
+    tmp_path: Path,
+    sig: signal.Signals,
+    exit_code: int,
+    said: str,
+) -> None:
+    env = service_env(database_url, HANDOFF_HOME=str(tmp_path))
+    run = await _launch(launched, env)
+    await wait_for_line(run, READY_LINE, timeout_s=25)
+
+    os.kill(_pid_in_summary(run, "scheduler"), sig)
+    async with asyncio.timeout(30):
+        code = await run.wait()
+
+    assert code == exit_code
+    assert said in run.stderr_tail()
+    for name in SERVICE_NAMES:  # the others were stopped, not left behind
+        target = f"127.0.0.1:{env[f'HANDOFF_{name.upper()}_PORT']}"
+        assert await health_status(target, timeout_s=0.5) is None, name
+
+
+def _pid_in_summary(run: ChildProcess, service: str) -> int:
+    line = next(x for x in run.stdout_lines if x.strip().startswith(f"{service} "))
+    return int(line.rsplit("pid ", 1)[1])
 
 
 async def test_run_migrate_only_migrates_an_empty_database_and_exits(

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import asyncpg
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from services.common.gen.handoff.ingest.v1 import accounts_pb2
 from tests.integration.conftest import Target
@@ -113,27 +115,41 @@ async def test_unknown_account_is_not_found(accounts: AccountServiceAsyncStub) -
         assert (await _error(call)).code() is grpc.StatusCode.NOT_FOUND
 
 
-async def test_malformed_ids_are_invalid_argument(
+async def test_malformed_ids_are_invalid_argument_naming_the_request_field(
     accounts: AccountServiceAsyncStub, target: Target
 ) -> None:
-    for call in (
-        accounts.GetAccount(accounts_pb2.GetAccountRequest(id="acme")),
-        accounts.GetAccount(accounts_pb2.GetAccountRequest(id="")),
-        accounts.ArchiveAccount(accounts_pb2.ArchiveAccountRequest(id="12345")),
-        accounts.CreateAccount(accounts_pb2.CreateAccountRequest(id="not-a-uuid", name="A")),
-        accounts.GetCampaign(accounts_pb2.GetCampaignRequest(account_id=target.account_id, id="x")),
-        accounts.GetCampaign(
-            accounts_pb2.GetCampaignRequest(account_id="x", id=target.campaign_id)
+    pb, account, campaign = accounts_pb2, target.account_id, target.campaign_id
+    for call, field in (
+        (accounts.GetAccount(pb.GetAccountRequest(id="acme")), "id"),
+        (accounts.GetAccount(pb.GetAccountRequest(id="")), "id"),
+        (accounts.ArchiveAccount(pb.ArchiveAccountRequest(id="12345")), "id"),
+        (accounts.CreateAccount(pb.CreateAccountRequest(id="not-a-uuid", name="A")), "id"),
+        (accounts.GetCampaign(pb.GetCampaignRequest(account_id=account, id="x")), "id"),
+        (accounts.GetCampaign(pb.GetCampaignRequest(account_id="x", id=campaign)), "account_id"),
+        (accounts.ArchiveCampaign(pb.ArchiveCampaignRequest(account_id=account, id="x")), "id"),
+        (
+            accounts.ArchiveCampaign(pb.ArchiveCampaignRequest(account_id="x", id=campaign)),
+            "account_id",
         ),
-        accounts.ArchiveCampaign(
-            accounts_pb2.ArchiveCampaignRequest(account_id=target.account_id, id="x")
-        ),
-        accounts.CreateCampaign(
-            accounts_pb2.CreateCampaignRequest(account_id=target.account_id, id="x", name="C")
-        ),
-        accounts.ListCampaigns(accounts_pb2.ListCampaignsRequest(account_id="x")),
+        (accounts.CreateCampaign(pb.CreateCampaignRequest(account_id=account, id="x")), "id"),
+        (accounts.CreateCampaign(pb.CreateCampaignRequest(account_id="x", name="C")), "account_id"),
+        (accounts.ListCampaigns(pb.ListCampaignsRequest(account_id="x")), "account_id"),
     ):
-        assert (await _error(call)).code() is grpc.StatusCode.INVALID_ARGUMENT
+        error = await _error(call)
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert [name for name, _ in _violated_fields(error)] == [field], error.details()
+
+
+def _violated_fields(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    found = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            found += [(v.field, v.reason) for v in bad_request.field_violations]
+    return found
 
 
 async def test_list_accounts_pages_through_every_account_once(

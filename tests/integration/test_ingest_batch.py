@@ -468,3 +468,31 @@ async def test_without_the_extension_a_large_batch_gets_the_same_answers(
     assert {
         r.partner_referral_id: r.seq for r in response.results if r.status == ACCEPTED
     } == stored
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+async def test_resent_referrals_of_an_archived_campaign_answer_duplicate_with_their_seq(
+    ingest: IngestServiceAsyncStub,
+    accounts: AccountServiceAsyncStub,
+    target: Target,
+    pool: asyncpg.Pool,
+    padding: int,
+) -> None:
+    rows = [referral(target.account_id, target.campaign_id, "kept"), *_padding(target, padding)]
+    await ingest.IngestBatch(ingest_pb2.IngestBatchRequest(referrals=rows))
+    stored = await _stored(pool)
+    await accounts.ArchiveCampaign(
+        accounts_pb2.ArchiveCampaignRequest(account_id=target.account_id, id=target.campaign_id)
+    )
+
+    batch = await ingest.IngestBatch(ingest_pb2.IngestBatchRequest(referrals=rows))
+    stream = await ingest.IngestStream(_requests(rows))
+
+    assert [(r.status, r.seq) for r in batch.results] == [
+        (DUPLICATE, stored[r.partner_referral_id]) for r in rows
+    ]
+    assert (stream.duplicates, stream.rejected) == (len(rows), 0)
+    assert {(r.status, r.seq) for r in stream.not_accepted} == {
+        (DUPLICATE, stored[r.partner_referral_id]) for r in rows
+    }
+    assert await _stored(pool) == stored

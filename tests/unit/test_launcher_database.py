@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pwd
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from services.launcher.database import (
     DatabaseUnavailableError,
+    pgserver_as_root_note,
     redact_dsn,
     use_private_pgserver,
     with_database,
@@ -63,3 +65,19 @@ def test_pgserver_missing_from_handoff_home_is_refused(
     # Refused whether or not another copy (say, one under /root) is importable.
     with pytest.raises(DatabaseUnavailableError, match="pgserver"):
         use_private_pgserver(tmp_path)
+
+
+def test_root_is_told_once_about_the_pgserver_user_and_folder_permissions(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def no_such_user(name: str) -> object:
+        raise KeyError(name)
+
+    monkeypatch.setattr(pwd, "getpwnam", no_such_user)
+    note = pgserver_as_root_note(tmp_path, euid=0)
+    assert "creates the system user `pgserver`" in note
+    assert str(tmp_path / "pgdata") in note
+    assert pgserver_as_root_note(tmp_path, euid=1000) == ""
+
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: object())
+    assert pgserver_as_root_note(tmp_path, euid=0) == ""  # made before: nothing new

@@ -22,6 +22,17 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class IngestRequest(_message.Message):
+    """One referral, for Ingest, or one row of IngestStream.
+
+    Idempotency: the key is (account_id, partner_referral_id), the id compared after
+    trimming surrounding spaces. Sending a key that is stored already stores nothing and
+    answers DUPLICATE (duplicate = true) with the seq of the stored referral, whatever the
+    other fields say now. This holds even after the referral's campaign or account was
+    archived: the resend is recognised as the same referral, not refused, so a partner's
+    retry always gets the answer its first attempt got. Only a key never stored before is
+    checked against its campaign (NOT_FOUND, ARCHIVED, INACTIVE).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERRAL_FIELD_NUMBER: _builtins.int
@@ -66,6 +77,20 @@ Global___IngestResponse: _TypeAlias = IngestResponse  # noqa: Y015
 
 @_typing.final
 class IngestBatchRequest(_message.Message):
+    """1 to 10,000 referrals. An empty batch, or a larger one, fails as a whole with
+    INVALID_ARGUMENT (field "referrals", code EMPTY or TOO_MANY); nothing is stored.
+
+    A partner id repeated inside one batch: the first valid row with that key is stored
+    (or answered DUPLICATE if it was stored before); every later row with the same key is
+    REJECTED with the FieldError (partner_referral_id, DUPLICATE_IN_BATCH) naming the first
+    row, and seq 0. This differs on purpose from IngestStream and concurrent Ingest calls,
+    where a repeat is answered DUPLICATE with the earlier row's seq: those rows arrive as
+    separate sends, and a repeat is indistinguishable from a retry, which must get the
+    first answer again. Rows of one batch were composed together, so two of them claiming
+    one key is a mistake in the partner's data (which of the two is the referral?) and is
+    reported as one instead of being silently dropped.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERRALS_FIELD_NUMBER: _builtins.int
@@ -86,15 +111,41 @@ Global___IngestBatchRequest: _TypeAlias = IngestBatchRequest  # noqa: Y015
 
 @_typing.final
 class FieldError(_message.Message):
+    """One problem with one field of a request or row.
+
+    `code` is one of the values below. The same codes are the `reason` of the
+    google.rpc.BadRequest field violations of IngestService and AccountService errors.
+    New codes may be added: treat an unknown one as "this field is invalid" and show the
+    message.
+    (tests/unit/test_proto_contract.py keeps this list equal to the codes the server uses.)
+
+      REQUIRED            the field is empty
+      INVALID_FORMAT      not of the expected form (a UUID, an email, a date, a page token)
+      INVALID_DATE        shaped like a date but not a calendar date (e.g. 2026-02-30)
+      INVALID_KEY         an `extra` key is not 1-64 of A-Z a-z 0-9 _ . -
+      TOO_LONG            longer than the field's limit (the message says the limit)
+      TOO_MANY            too many items: `extra` attributes, or referrals in a batch
+      EMPTY               a batch without referrals
+      CONTROL_CHARACTER   a control character where none is allowed
+      UNKNOWN_CODE        not a known code: ISO 3166-1 country, ISO 3166-2 state, IANA time zone
+      OUT_OF_RANGE        outside the allowed range (a date in the future, a page size)
+      NOT_FOUND           campaign_id names no campaign of this account
+      ARCHIVED            the account or campaign is archived (field says which)
+      INACTIVE            the campaign does not take referrals (a status other than ACTIVE
+                          or ARCHIVED; none exists yet)
+      DUPLICATE_IN_BATCH  partner_referral_id repeats an earlier row of the same batch
+      PERMISSION_DENIED   the caller's credential may not ingest for this account_id
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FIELD_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     field: _builtins.str
-    """dotted path, e.g. "consumer.email" """
+    """dotted path, e.g. "consumer.email"; "referrals" for the batch"""
     code: _builtins.str
-    """machine-readable: REQUIRED, INVALID_FORMAT, TOO_LONG, ..."""
+    """machine-readable, one of the codes listed above"""
     message: _builtins.str
     """human-readable reason"""
     def __init__(
@@ -148,6 +199,7 @@ class RowResult(_message.Message):
     """position in the request (or in the stream)"""
     status: Global___RowResult.Status.ValueType
     seq: _builtins.int
+    """ACCEPTED, DUPLICATE: the referral's seq; REJECTED: 0"""
     partner_referral_id: _builtins.str
     @_builtins.property
     def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldError]: ...
@@ -179,6 +231,7 @@ class IngestBatchResponse(_message.Message):
     accepted: _builtins.int
     duplicates: _builtins.int
     rejected: _builtins.int
+    """DUPLICATE_IN_BATCH rows count here, as REJECTED"""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowResult]:
         """one per request row, in request order"""
@@ -201,6 +254,11 @@ Global___IngestBatchResponse: _TypeAlias = IngestBatchResponse  # noqa: Y015
 
 @_typing.final
 class IngestStreamResponse(_message.Message):
+    """The summary of a stream. A partner id repeated within one stream is answered like a
+    retry: DUPLICATE with the seq of its first row (or REJECTED with the first row's errors,
+    when that row was rejected). See IngestBatchRequest for why batches differ.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECEIVED_FIELD_NUMBER: _builtins.int

@@ -1308,6 +1308,18 @@ Global___PreviewLayoutRequest: _TypeAlias = PreviewLayoutRequest  # noqa: Y015
 
 @_typing.final
 class RowProblem(_message.Message):
+    """One value one step of a custom field could not handle; the step's fallback (or the
+    value as it was) is rendered instead. `code` is one of (tests/unit/test_proto_contract.py
+    keeps this list equal to the codes the engine uses):
+
+      INVALID_DATE    not a date or time the step can read, or convert
+      OUT_OF_RANGE    a date outside what the output can show (e.g. a spreadsheet serial
+                      before 1900)
+      INVALID_PHONE   not a valid phone number for its country
+      VALUE_TOO_LONG  the result would be longer than 65,536 characters
+      STEP_FAILED     any other value the step could not convert
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ROW_FIELD_NUMBER: _builtins.int
@@ -1326,7 +1338,7 @@ class RowProblem(_message.Message):
     step: _builtins.int
     """0-based step of that field"""
     code: _builtins.str
-    """INVALID_DATE, INVALID_PHONE, ..."""
+    """one of the codes listed above"""
     message: _builtins.str
     value: _builtins.str
     """the value the step could not handle"""
@@ -1403,7 +1415,11 @@ class PreviewLayoutResponse(_message.Message):
     PROBLEMS_FIELD_NUMBER: _builtins.int
     PROBLEM_COUNTS_FIELD_NUMBER: _builtins.int
     output: _builtins.bytes
-    """exactly what a delivery would contain (uncompressed)"""
+    """Exactly what a delivery would contain (uncompressed), byte for byte (a CSV may start
+    with a byte order mark). The protobuf JSON mapping, and so grpcurl, shows bytes
+    fields as base64: `... | jq -r .output | base64 -d` prints the file; `rows` below
+    holds the same cells as text.
+    """
     media_type: _builtins.str
     @_builtins.property
     def headers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
