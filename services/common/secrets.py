@@ -104,6 +104,11 @@ class SecretBox:
         return self.seal(self.open(sealed, context), context)
 
 
+def connection_secret_context(connection_id: object, name: str) -> str:
+    """What a connection's secret is bound to: this connection, this field."""
+    return f"connection:{connection_id}:{name}"
+
+
 def new_key_entry(key_id: str) -> str:
     """A fresh HANDOFF_SECRET_KEYS entry."""
     return f"{key_id}:{base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()}"

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import AsyncExitStack
 
 from services.common.auth.store import CredentialStore
 from services.common.auth.verify import Authenticator
-from services.common.config import ServiceConfig
+from services.common.config import ServiceConfig, env_float, env_int
 from services.common.db import create_pool
+from services.common.egress import EgressPolicy
 from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
+from services.common.referral_rows import ReferralRowReader
+from services.common.secrets import SecretBox
 from services.common.service import announce, run_service
+from services.delivery.engine import DeliveryEngine, RetryPolicy
 from services.delivery.services import delivery_services
+from services.delivery.store import DeliveryStorePg
 
 DEFAULT_PORT = 50053
 
 
 async def serve(config: ServiceConfig) -> None:
-    """Serve the delivery service's gRPC services (health at least) until SIGTERM."""
+    """Serve DeliveryService until SIGTERM; attempts in flight are cancelled then (their
+    leases lapse and another replica takes them over)."""
+    env = os.environ
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(
             create_pool(
@@ -27,8 +35,22 @@ async def serve(config: ServiceConfig) -> None:
         authenticator = Authenticator(
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
         )
+        engine = DeliveryEngine(
+            DeliveryStorePg(pool),
+            ReferralRowReader(pool),
+            SecretBox.from_env(env),
+            EgressPolicy.from_env(env),
+            lease_s=env_float(env, "HANDOFF_DELIVERY_LEASE_S", 30.0),
+            max_running=env_int(env, "HANDOFF_DELIVERY_MAX_RUNNING", 8, minimum=1),
+            per_host=env_int(env, "HANDOFF_DELIVERY_PER_HOST", 2, minimum=1),
+            retry=RetryPolicy(
+                first_s=env_float(env, "HANDOFF_DELIVERY_RETRY_FIRST_S", 30.0),
+                window_s=env_float(env, "HANDOFF_DELIVERY_RETRY_WINDOW_S", 24 * 3600.0),
+            ),
+        )
+        stack.push_async_callback(engine.close)
         running = await stack.enter_async_context(
-            grpc_server_for(config, delivery_services(pool), authenticator)
+            grpc_server_for(config, delivery_services(engine), authenticator)
         )
         announce("delivery", "gRPC", config.host, running.port)
         await wait_for_shutdown_signal()

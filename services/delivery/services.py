@@ -1,13 +1,12 @@
-"""The gRPC servicers the delivery process mounts; later issues append theirs here."""
+"""The gRPC servicers the delivery process mounts."""
 
 from __future__ import annotations
 
-import asyncpg
-
 from services.common.grpc_server import GrpcService
+from services.delivery.engine import DeliveryEngine
+from services.delivery.server import delivery_service
 
 
-def delivery_services(pool: asyncpg.Pool) -> list[GrpcService]:
-    """Every servicer of the delivery service, built on the process's one pool (none yet)."""
-    del pool  # used once the first servicer lands
-    return []
+def delivery_services(engine: DeliveryEngine) -> list[GrpcService]:
+    """Every servicer of the delivery service, over the process's one engine."""
+    return [delivery_service(engine)]

@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import signal
 import sys
 from contextlib import AsyncExitStack
+from pathlib import Path
 
+from services.common.auth.client import credential_channel
 from services.common.auth.store import CredentialStore
 from services.common.auth.verify import Authenticator
-from services.common.config import ServiceConfig
+from services.common.config import ServiceConfig, env_float, env_str
 from services.common.db import create_pool
 from services.common.egress import EgressPolicy
 from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
 from services.common.secrets import SecretBox
 from services.common.service import announce, run_service
 from services.scheduler.services import scheduler_services
+from services.scheduler.tasks.runner import GrpcDeliveryJobs, TaskRunner
+from services.scheduler.tasks.store import TaskStorePg
 
 DEFAULT_PORT = 50052
+log = logging.getLogger(__name__)
+
+
+def _read_roots(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+def _stop_process_if_failed(task: asyncio.Task[None]) -> None:
+    """The task loop must not die silently: if it does, the whole process stops."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the task loop died; stopping", exc_info=task.exception())
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def serve(config: ServiceConfig) -> None:
-    """Serve the scheduler's gRPC services (health at least) until SIGTERM."""
+    """Serve the scheduler's gRPC services and run the task loop until SIGTERM."""
+    env = os.environ
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(
             create_pool(
@@ -29,9 +50,37 @@ async def serve(config: ServiceConfig) -> None:
         authenticator = Authenticator(
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
         )
-        services = scheduler_services(pool, SecretBox.from_env(), EgressPolicy.from_env())
+        services = scheduler_services(pool, SecretBox.from_env(env), EgressPolicy.from_env(env))
         running = await stack.enter_async_context(grpc_server_for(config, services, authenticator))
         announce("scheduler", "gRPC", config.host, running.port)
+        token = env_str(env, "HANDOFF_SCHEDULER_TOKEN", "")
+        stop = asyncio.Event()
+        if token:
+            target = env_str(env, "HANDOFF_DELIVERY_TARGET", "127.0.0.1:50053")
+            ca_file = env_str(env, "HANDOFF_DELIVERY_CA_FILE", "")
+            roots = _read_roots(ca_file) if ca_file else None
+            channel = await stack.enter_async_context(
+                credential_channel(target, token, root_certificates=roots)
+            )
+            runner = TaskRunner(
+                TaskStorePg(pool),
+                GrpcDeliveryJobs(channel),
+                tick_s=env_float(env, "HANDOFF_SCHEDULER_TICK_S", 1.0),
+                reissue_s=env_float(env, "HANDOFF_SCHEDULER_REISSUE_S", 15.0),
+            )
+            loop_task = asyncio.create_task(runner.run(stop), name="task runner")
+            loop_task.add_done_callback(_stop_process_if_failed)
+
+            async def stop_loop() -> None:
+                stop.set()
+                await loop_task
+
+            stack.push_async_callback(stop_loop)
+        else:
+            log.warning(
+                "scheduled delivery is off: HANDOFF_SCHEDULER_TOKEN (a SCHEDULER credential) "
+                "is not set"
+            )
         await wait_for_shutdown_signal()
 
 

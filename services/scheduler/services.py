@@ -12,6 +12,8 @@ from services.scheduler.connections.server import connection_service
 from services.scheduler.connections.store import ConnectionStorePg
 from services.scheduler.layouts_server import layout_service
 from services.scheduler.layouts_store import LayoutStorePg
+from services.scheduler.tasks.server import task_service
+from services.scheduler.tasks.store import TaskStorePg
 
 
 def scheduler_services(
@@ -21,4 +23,5 @@ def scheduler_services(
     return [
         layout_service(LayoutStorePg(pool), ReferralRowReader(pool)),
         connection_service(ConnectionStorePg(pool), box, egress),
+        task_service(TaskStorePg(pool)),
     ]

@@ -55,8 +55,11 @@ CREATE TABLE deliveries (
     through_seq     bigint NOT NULL CHECK (through_seq >= after_seq),
     state           text NOT NULL DEFAULT 'issued'
                     CHECK (state IN ('issued', 'running', 'retrying', 'succeeded', 'dead')),
-    -- What it renders, fixed when the range is reserved: a retry sends the same bytes.
-    layout          jsonb NOT NULL,
+    -- What it renders (the layout and its custom fields, as the engine's JSON), fixed by
+    -- the first attempt: every retry and resend renders the same bytes.
+    layout          jsonb,
+    -- A resend: the delivery whose range, layout and file names it repeats.
+    resend_of       uuid REFERENCES deliveries (id) ON DELETE SET NULL,
     reserved_at     timestamptz NOT NULL DEFAULT now(),
     attempts        integer NOT NULL DEFAULT 0,
     lease_until     timestamptz,

@@ -98,6 +98,18 @@ class SftpSecrets:
     passphrase: str = field(default="", repr=False)
 
 
+def sftp_settings(stored: dict[str, Any]) -> SftpSettings:
+    """The transport's settings from a connection's stored settings."""
+    return SftpSettings(
+        host=str(stored["host"]),
+        username=str(stored["username"]),
+        host_key=str(stored["host_key"]),
+        remote_dir=str(stored.get("remote_dir") or "."),
+        port=int(stored.get("port") or 22),
+        write_mode="direct" if stored.get("write_mode") == "direct" else "rename",
+    )
+
+
 class _PinnedHostKey(asyncssh.SSHClient):
     """Accepts exactly the pinned host key and remembers what the server presented."""
 

@@ -23,7 +23,7 @@ from services.common.errors import (
 )
 from services.common.file_names import TemplateError, check_template
 from services.common.ids import parse_id
-from services.common.secrets import SecretBox
+from services.common.secrets import SecretBox, connection_secret_context
 from services.delivery.transports.base import ProbeReport, TransportError
 from services.delivery.transports.sftp import load_private_key, pinned_fingerprint
 from services.ingest.accounts import check_name
@@ -225,19 +225,15 @@ def seal(
     """Sealed secrets for the row: new ones sealed, missing ones kept from `kept`."""
     sealed = dict(kept)
     for name, value in secrets.present().items():
-        sealed[name] = box.seal(value, secret_context(connection_id, name))
+        sealed[name] = box.seal(value, connection_secret_context(connection_id, name))
     return sealed
-
-
-def secret_context(connection_id: UUID, name: str) -> str:
-    """What a connection's secret is bound to: this connection, this field."""
-    return f"connection:{connection_id}:{name}"
 
 
 def open_secrets(box: SecretBox, connection: SavedConnection) -> Secrets:
     """The plain secrets of a stored connection (for a transport, never for an answer)."""
     values = {
-        n: box.open(s, secret_context(connection.id, n)) for n, s in connection.sealed.items()
+        n: box.open(s, connection_secret_context(connection.id, n))
+        for n, s in connection.sealed.items()
     }
     return Secrets(**values)
 

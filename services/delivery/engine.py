@@ -1,0 +1,346 @@
+"""Runs deliveries: lease, render, send, record — and retry, trace and count, once for
+every transport.
+
+A delivery is claimed under a lease (one attempt at a time across replicas), kept alive
+by a heartbeat, and streamed from PostgreSQL through the layout renderer straight into
+the transport: memory holds one block of rows and one output chunk, whatever the size.
+The first attempt fixes the layout it renders (`deliveries.layout`), so every retry and
+resend writes the same bytes under the same names. Success moves a scheduled delivery's
+task cursor in the same transaction; a retryable failure comes back after a backoff with
+jitter; a permanent one, or a retryable one past the retry window, is dead and the task
+needs attention (an attention event tells the account).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from opentelemetry import metrics, trace
+
+from services.common.egress import EgressPolicy
+from services.common.errors import FailedPreconditionError, NotFoundError
+from services.common.file_names import DEFAULT_TEMPLATE, NameValues, file_name
+from services.common.layouts.codec import (
+    custom_field_from_json,
+    format_from_json,
+    layout_from_json,
+    layout_to_json,
+)
+from services.common.layouts.compiler import RenderContext, compile_layout
+from services.common.layouts.defaults import DEFAULT_LAYOUT
+from services.common.layouts.formats import file_extension
+from services.common.layouts.render import render_columns
+from services.common.referral_rows import ReferralRowReader
+from services.common.secrets import SecretBox, SecretError, connection_secret_context
+from services.delivery.parts import RowCount, counted, manifest, manifest_name, of_campaigns, parts
+from services.delivery.store import Claimed, DeliveryContext, DeliveryStorePg
+from services.delivery.transports.base import (
+    Diagnosis,
+    OutgoingFile,
+    PermanentError,
+    RetryableError,
+    Transport,
+    TransportError,
+)
+from services.delivery.transports.sftp import SftpSecrets, SftpTransport, sftp_settings
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("handoff.delivery")
+_meter = metrics.get_meter("handoff.delivery")
+_outcomes = _meter.create_counter(
+    "handoff.delivery.outcomes",
+    unit="{attempt}",
+    description="Delivery attempts by transport and outcome",
+)
+_rows_sent = _meter.create_counter(
+    "handoff.delivery.rows", unit="{referral}", description="Referrals delivered"
+)
+_durations = _meter.create_histogram(
+    "handoff.delivery.duration", unit="s", description="Delivery attempt time"
+)
+
+TransportFactory = Callable[[dict[str, Any], dict[str, str], EgressPolicy], Transport]
+
+
+def sftp_transport(
+    settings: dict[str, Any], secrets: dict[str, str], egress: EgressPolicy
+) -> Transport:
+    """The SFTP transport for a connection's settings and plain secrets."""
+    credentials = SftpSecrets(
+        secrets.get("password", ""), secrets.get("private_key", ""), secrets.get("passphrase", "")
+    )
+    return SftpTransport(sftp_settings(settings), credentials, egress)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, inside a window counted from the reservation."""
+
+    first_s: float = 30.0
+    factor: float = 2.0
+    max_s: float = 3600.0
+    window_s: float = 24 * 3600.0
+    jitter: float = 0.2  # +- this share of the delay
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1 = the first)."""
+        base = min(self.max_s, self.first_s * self.factor ** max(0, attempt - 1))
+        return base * (1 + rng.uniform(-self.jitter, self.jitter))
+
+
+@dataclass(frozen=True)
+class Started:
+    """The answer to a start request."""
+
+    outcome: str  # started, running, not_due, finished
+    attempt: int = 0
+
+
+class DeliveryEngine:
+    """Starts deliveries on request and runs them in owned, bounded background tasks."""
+
+    def __init__(
+        self,
+        store: DeliveryStorePg,
+        rows: ReferralRowReader,
+        box: SecretBox,
+        egress: EgressPolicy,
+        *,
+        lease_s: float = 30.0,
+        max_running: int = 8,
+        per_host: int = 2,
+        retry: RetryPolicy | None = None,
+        transports: dict[str, TransportFactory] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._rows = rows
+        self._box = box
+        self._egress = egress
+        self._lease_s = lease_s
+        self._running = asyncio.Semaphore(max_running)
+        self._per_host = per_host
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._retry = retry or RetryPolicy()
+        self._transports = transports or {"sftp": sftp_transport}
+        self._now = now
+        self._rng = random.Random()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, delivery_id: UUID, after_seq: int, through_seq: int) -> Started:
+        """Claim the delivery and run the attempt in the background."""
+        state = await self._store.state(delivery_id)
+        if state is None:
+            raise NotFoundError(f"delivery {delivery_id} does not exist")
+        if (state["after_seq"], state["through_seq"]) != (after_seq, through_seq):
+            raise FailedPreconditionError(
+                f"delivery {delivery_id} covers ({state['after_seq']}, {state['through_seq']}], "
+                f"not ({after_seq}, {through_seq}]"
+            )
+        if state["state"] in ("succeeded", "dead"):
+            return Started("finished")
+        claimed = await self._store.claim(delivery_id, self._lease_s)
+        if claimed is None:
+            return Started("running" if state["state"] == "running" else "not_due")
+        task = asyncio.create_task(self._attempt(claimed), name=f"delivery {delivery_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return Started("started", claimed.attempt)
+
+    async def wait_idle(self) -> None:
+        """Wait until no attempt runs (tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Cancel running attempts: their leases lapse and another replica resumes them."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _heartbeat(self, claimed: Claimed) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                await self._store.heartbeat(claimed, self._lease_s)
+            except Exception:  # a missed beat is retried; the lease has room
+                log.warning("lease heartbeat failed", extra={"delivery_id": str(claimed.id)})
+
+    async def _attempt(self, claimed: Claimed) -> None:
+        beat = asyncio.create_task(self._heartbeat(claimed))
+        started = time.monotonic()
+        kind = "sftp"
+        try:
+            with _tracer.start_as_current_span(
+                "delivery",
+                attributes={
+                    "handoff.delivery_id": str(claimed.id),
+                    "handoff.attempt": claimed.attempt,
+                },
+            ):
+                async with self._running:
+                    context = await self._store.context(claimed.task_id)
+                    if context is None:
+                        raise PermanentError(Diagnosis.CONFIG, "the task no longer exists")
+                    host = str(context.settings.get("host", ""))
+                    async with self._hosts.setdefault(host, asyncio.Semaphore(self._per_host)):
+                        rows, size, files = await self._deliver(claimed, context, kind)
+            if await self._store.succeed(claimed, rows, size, files):
+                _outcomes.add(1, {"transport": kind, "outcome": "succeeded"})
+                _rows_sent.add(rows, {"transport": kind})
+        except TransportError as error:
+            await self._failed(claimed, error, kind)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception(
+                "delivery attempt failed unexpectedly", extra={"delivery_id": str(claimed.id)}
+            )
+            await self._failed(
+                claimed, RetryableError(Diagnosis.PROTOCOL, f"internal error: {exc}"), kind
+            )
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            _durations.record(time.monotonic() - started, {"transport": kind})
+
+    async def _failed(self, claimed: Claimed, error: TransportError, kind: str) -> None:
+        now = self._now()
+        past_window = now - claimed.reserved_at > timedelta(seconds=self._retry.window_s)
+        if error.retryable and not past_window:
+            at = now + timedelta(seconds=self._retry.delay(claimed.attempt, self._rng))
+            await self._store.retry_later(claimed, at, error.message, error.diagnosis.value)
+            _outcomes.add(1, {"transport": kind, "outcome": "retrying"})
+            log.warning(
+                "delivery attempt failed, will retry",
+                extra={
+                    "delivery_id": str(claimed.id),
+                    "diagnosis": error.diagnosis.value,
+                    "retry_at": at.isoformat(),
+                },
+            )
+            return
+        why = (
+            error.message
+            if not error.retryable
+            else f"gave up after the retry window: {error.message}"
+        )
+        await self._store.give_up(claimed, error.message, error.diagnosis.value, why)
+        _outcomes.add(1, {"transport": kind, "outcome": "dead"})
+        log.error(
+            "delivery dead: the task needs attention",
+            extra={"delivery_id": str(claimed.id), "diagnosis": error.diagnosis.value},
+        )
+
+    async def _layout(self, claimed: Claimed, context: DeliveryContext) -> dict[str, Any]:
+        if claimed.layout is not None:
+            return claimed.layout
+        saved, customs = await self._store.layout_definitions(claimed.account_id, context.layout_id)
+        if saved is None and context.layout_id is not None:
+            raise PermanentError(Diagnosis.CONFIG, f"the task's layout {context.layout_id} is gone")
+        snapshot = {
+            "layout_id": None if saved is None else saved["id"],
+            "layout_version": 0 if saved is None else saved["version"],
+            "layout": layout_to_json(DEFAULT_LAYOUT) if saved is None else saved["definition"],
+            "custom_fields": customs,
+            "format": context.format,
+        }
+        return await self._store.keep_layout(claimed.id, snapshot)
+
+    def _secrets(self, context: DeliveryContext) -> dict[str, str]:
+        try:
+            return {
+                name: self._box.open(sealed, connection_secret_context(context.connection_id, name))
+                for name, sealed in context.sealed.items()
+            }
+        except SecretError as exc:
+            raise PermanentError(
+                Diagnosis.CONFIG, f"the connection's secrets do not open: {exc}"
+            ) from exc
+
+    async def _deliver(
+        self, claimed: Claimed, context: DeliveryContext, kind: str
+    ) -> tuple[int, int, list[dict[str, Any]]]:
+        snapshot = await self._layout(claimed, context)
+        spec = layout_from_json(snapshot["layout"])
+        customs = {
+            name: custom_field_from_json(name, str(v.get("description", "")), v["definition"])
+            for name, v in snapshot["custom_fields"].items()
+        }
+        fmt = format_from_json(snapshot["format"]) if snapshot.get("format") else spec.format
+        render_context = RenderContext(
+            account_time_zone=context.account_time_zone,
+            campaign_names=context.campaign_names,
+            delivery_id=str(claimed.names_from),
+            delivery_time=claimed.reserved_at,
+        )
+        layout = compile_layout(spec, customs, render_context)
+        settings = context.settings
+        template = str(settings.get("file_name_template") or DEFAULT_TEMPLATE)
+        names = NameValues(
+            task=context.task_name,
+            task_id=str(claimed.task_id),
+            delivery_id=str(claimed.names_from),
+            after_seq=claimed.after_seq,
+            through_seq=claimed.through_seq,
+            reserved_at=claimed.reserved_at,
+            time_zone=context.time_zone,
+            ext=file_extension(fmt).lstrip("."),
+        )
+        campaigns = context.campaign_ids
+        fields = list(layout.row_fields)
+        one = campaigns[0] if campaigns is not None and len(campaigns) == 1 else None
+        if campaigns is not None and one is None:
+            fields.append("campaign_id")
+        source = self._rows.rows_in_range(
+            claimed.account_id, claimed.after_seq, claimed.through_seq, one, fields
+        )
+        batches: AsyncIterator[Any] = source
+        if campaigns is not None and one is None:
+            batches = of_campaigns(batches, frozenset(str(c) for c in campaigns))
+        max_rows = int(settings.get("max_rows_per_file") or 0)
+        files: list[dict[str, Any]] = []
+        total_rows = total_bytes = 0
+        transport = self._transports[kind](settings, self._secrets(context), self._egress)
+        async with contextlib.aclosing(source), transport:
+            index = 0
+            async for part in parts(batches, max_rows):
+                index += 1
+                count = RowCount()
+                chunks = render_columns(layout, counted(part, count), fmt)
+                name = file_name(template, names, index if max_rows else None)
+                with _tracer.start_as_current_span(
+                    "transport.send_file", attributes={"handoff.file": name}
+                ):
+                    receipt = await transport.send_file(OutgoingFile(name), chunks)
+                files.append(
+                    {
+                        "path": receipt.path,
+                        "rows": count.rows,
+                        "bytes": receipt.size,
+                        "sha256": receipt.sha256,
+                    }
+                )
+                total_rows += count.rows
+                total_bytes += receipt.size
+                if settings.get("manifest"):
+                    body = manifest(
+                        name, count.rows, receipt.size, receipt.sha256, str(claimed.names_from),
+                        claimed.after_seq, claimed.through_seq, index if max_rows else None,
+                    )  # fmt: skip
+                    await transport.send_file(OutgoingFile(manifest_name(name)), _one(body))
+        return total_rows, total_bytes, files
+
+
+async def _one(body: bytes) -> AsyncIterator[bytes]:
+    yield body

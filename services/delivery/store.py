@@ -1,0 +1,188 @@
+"""The only code of the delivery service that runs SQL: leases, context, outcomes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import asyncpg
+
+from services.common.db import DatabaseError, load_queries
+from services.common.errors import UnavailableError
+
+QUERIES = load_queries(Path(__file__).parent / "sql" / "deliveries.sql")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this process holds the lease of, for one attempt."""
+
+    id: UUID
+    task_id: UUID
+    account_id: UUID
+    purpose: str
+    after_seq: int
+    through_seq: int
+    attempt: int
+    layout: dict[str, Any] | None
+    reserved_at: datetime
+    started_at: datetime
+    names_from: UUID  # whose file names it writes (a resend: the original's)
+
+
+@dataclass(frozen=True)
+class DeliveryContext:
+    """The task, connection and account a delivery runs for."""
+
+    task_name: str
+    campaign_ids: tuple[UUID, ...] | None
+    layout_id: UUID | None
+    format: dict[str, Any] | None
+    time_zone: str
+    connection_id: UUID
+    settings: dict[str, Any]
+    sealed: dict[str, str]
+    account_time_zone: str
+    campaign_names: dict[str, str]
+
+
+class DeliveryStorePg:
+    """Deliveries, as the delivery service sees them."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def _run(self, name: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        try:
+            return await call()
+        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
+            raise UnavailableError(f"database unavailable: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise DatabaseError(f"{name} failed: {exc}") from exc
+
+    async def _row(self, name: str, *args: Any) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self._run(
+            name, lambda: self._pool.fetchrow(QUERIES[name], *args)
+        )
+        return row
+
+    async def claim(self, delivery_id: UUID, lease_s: float) -> Claimed | None:
+        """Take the lease for a new attempt, or None when it is not claimable."""
+        r = await self._row("claim", delivery_id, lease_s)
+        if r is None:
+            return None
+        return Claimed(
+            r["id"], r["task_id"], r["account_id"], r["purpose"], r["after_seq"],
+            r["through_seq"], r["attempts"], r["layout"], r["reserved_at"], r["claimed_at"],
+            r["resend_of"] or r["id"],
+        )  # fmt: skip
+
+    async def state(self, delivery_id: UUID) -> asyncpg.Record | None:
+        """The delivery's state, lease and range (None: no such delivery)."""
+        return await self._row("state", delivery_id)
+
+    async def heartbeat(self, claimed: Claimed, lease_s: float) -> None:
+        """Extend the lease of the attempt in flight."""
+        await self._run(
+            "heartbeat",
+            lambda: self._pool.execute(QUERIES["heartbeat"], claimed.id, claimed.attempt, lease_s),
+        )
+
+    async def context(self, task_id: UUID) -> DeliveryContext | None:
+        """The task's settings, its connection and account (None: the task is gone)."""
+        r = await self._row("context", task_id)
+        if r is None:
+            return None
+        campaigns = r["campaign_ids"]
+        return DeliveryContext(
+            r["task_name"], None if campaigns is None else tuple(campaigns), r["layout_id"],
+            r["format"], r["time_zone"], r["connection_id"], dict(r["settings"]),
+            dict(r["secrets"]), r["account_time_zone"], dict(r["campaign_names"]),
+        )  # fmt: skip
+
+    async def layout_definitions(
+        self, account_id: UUID, layout_id: UUID | None
+    ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """(the layout row or None for the built-in default, custom fields by name)."""
+        r = await self._row("layout_definitions", account_id, layout_id)
+        assert r is not None
+        return r["layout"], dict(r["custom_fields"])
+
+    async def keep_layout(self, delivery_id: UUID, snapshot: dict[str, Any]) -> dict[str, Any]:
+        """Fix the delivery's layout (the first writer wins); the one kept."""
+        r = await self._row("keep_layout", delivery_id, snapshot)
+        if r is not None:
+            kept: dict[str, Any] = r["layout"]
+            return kept
+        kept_before = await self._row("kept_layout", delivery_id)
+        assert kept_before is not None
+        return dict(kept_before["layout"])
+
+    async def succeed(
+        self, claimed: Claimed, rows: int, size: int, files: list[dict[str, Any]]
+    ) -> bool:
+        """Record success; a scheduled delivery moves its task's cursor, in one transaction."""
+
+        async def record() -> bool:
+            async with self._pool.acquire() as conn, conn.transaction():
+                done = await conn.fetchrow(
+                    QUERIES["succeed"], claimed.id, claimed.attempt, rows, size, files
+                )
+                if done is None:
+                    return False  # the lease was lost to another attempt
+                if done["purpose"] == "scheduled":
+                    await conn.execute(
+                        QUERIES["advance_cursor"], done["task_id"], done["after_seq"],
+                        done["through_seq"],
+                    )  # fmt: skip
+                await conn.execute(
+                    QUERIES["record_attempt"], claimed.id, claimed.attempt,
+                    claimed.started_at, "succeeded", None, None,
+                )  # fmt: skip
+                return True
+
+        return await self._run("succeed", record)
+
+    async def retry_later(self, claimed: Claimed, at: datetime, error: str, diagnosis: str) -> None:
+        """Record a failed attempt that will be tried again at `at`."""
+
+        async def record() -> None:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    QUERIES["retry_later"], claimed.id, claimed.attempt, at, error, diagnosis
+                )
+                await conn.execute(
+                    QUERIES["record_attempt"], claimed.id, claimed.attempt,
+                    claimed.started_at, "retrying", error, diagnosis,
+                )  # fmt: skip
+
+        await self._run("retry_later", record)
+
+    async def give_up(self, claimed: Claimed, error: str, diagnosis: str, attention: str) -> None:
+        """Mark the delivery dead and tell the account: its task needs attention."""
+
+        async def record() -> None:
+            async with self._pool.acquire() as conn, conn.transaction():
+                dead = await conn.fetchrow(
+                    QUERIES["give_up"], claimed.id, claimed.attempt, error, diagnosis
+                )
+                if dead is None:
+                    return
+                await conn.execute(
+                    QUERIES["record_attempt"], claimed.id, claimed.attempt,
+                    claimed.started_at, "dead", error, diagnosis,
+                )  # fmt: skip
+                if dead["purpose"] == "scheduled":
+                    await conn.execute(QUERIES["needs_attention"], dead["task_id"], attention)
+                await conn.execute(
+                    QUERIES["attention_event"], uuid.uuid4(), dead["account_id"],
+                    dead["task_id"], claimed.id, diagnosis, attention,
+                )  # fmt: skip
+
+        await self._run("give_up", record)
