@@ -19,10 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
+from services.common.auth.model import Role
 from services.common.config import ConfigError, env_float
 from services.common.localdb import DEFAULT_HOME
 from services.common.migrate import migrate
 from services.launcher.credential import (
+    SCHEDULER_TOKEN_FILE,
     LocalCredential,
     credential_hint,
     ensure_local_credential,
@@ -155,7 +157,17 @@ async def _start_up(args: argparse.Namespace, plans: Sequence[ServicePlan]) -> P
         raise DatabaseUnavailableError(f"cannot make the local operator credential: {exc}") from exc
     ingest = next(p for p in plans if p.name == "ingest")
     print(credential_hint(credential, ingest.grpc_target), flush=True)
+    delivery = next(p for p in plans if p.name == "delivery")
+    try:
+        scheduler_credential = await ensure_local_credential(
+            database.dsn, home, file=SCHEDULER_TOKEN_FILE, name="local scheduler (make run)",
+            roles=(Role.SCHEDULER,),
+        )  # fmt: skip
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnavailableError(f"cannot make the scheduler's credential: {exc}") from exc
     local = local_service_env(home, dict(os.environ))
+    local.setdefault("HANDOFF_SCHEDULER_TOKEN", scheduler_credential.token)
+    local.setdefault("HANDOFF_DELIVERY_TARGET", delivery.grpc_target)
     if "HANDOFF_EGRESS_ALLOW" in local:
         print(f"run: egress allowed to {local['HANDOFF_EGRESS_ALLOW']} (local SFTP servers)")
     service_env = {**service_env, **local}

@@ -19,6 +19,7 @@ from services.ingest.credentials import create_service_credential
 TOKEN_FILE = "operator-token"  # noqa: S105 - a file name, not a secret
 LOCAL_NAME = "local operator (make run)"
 LOCAL_ROLES = (Role.OPERATOR, Role.INGEST)
+SCHEDULER_TOKEN_FILE = "scheduler-token"  # noqa: S105 - a file name, not a secret
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class LocalCredential:
     created: bool
 
 
-async def _still_valid(store: CredentialStore, token: str) -> bool:
+async def _still_valid(store: CredentialStore, token: str, roles: tuple[Role, ...]) -> bool:
     try:
         parsed = tokens.parse(token)
     except tokens.MalformedTokenError:
@@ -41,26 +42,32 @@ async def _still_valid(store: CredentialStore, token: str) -> bool:
         and stored.revoked_at is None
         and (stored.expires_at is None or stored.expires_at > datetime.now(UTC))
         and tokens.secrets_match(stored.secret_sha256, parsed.secret_sha256)
-        and set(LOCAL_ROLES) <= set(stored.roles)
+        and set(roles) <= set(stored.roles)
     )
 
 
-async def ensure_local_credential(dsn: str, home: Path) -> LocalCredential:
-    """The kept operator token when this database still knows it, else a new one.
+async def ensure_local_credential(
+    dsn: str,
+    home: Path,
+    *,
+    file: str = TOKEN_FILE,
+    name: str = LOCAL_NAME,
+    roles: tuple[Role, ...] = LOCAL_ROLES,
+) -> LocalCredential:
+    """The kept token when this database still knows it, else a new one.
 
-    The file is readable by its owner only. The credential holds OPERATOR and INGEST, so
-    the README's examples (accounts, layouts, ingest) work with it alone.
+    The file is readable by its owner only. The operator credential holds OPERATOR and
+    INGEST, so the README's examples (accounts, layouts, ingest) work with it alone; the
+    scheduler's own holds SCHEDULER, the only role the delivery service admits for jobs.
     """
-    path = home / TOKEN_FILE
+    path = home / file
     kept = _read_kept(path)
     conn = await asyncpg.connect(dsn)
     try:
         store = CredentialStore(conn)
-        if kept and await _still_valid(store, kept):
+        if kept and await _still_valid(store, kept, roles):
             return LocalCredential(kept, path, created=False)
-        _, token = await create_service_credential(
-            store, LOCAL_NAME, LOCAL_ROLES, (), None, datetime.now(UTC)
-        )
+        _, token = await create_service_credential(store, name, roles, (), None, datetime.now(UTC))
     finally:
         await conn.close()
     _keep(path, token)
@@ -114,4 +121,7 @@ def local_service_env(home: Path, env: dict[str, str]) -> dict[str, str]:
         added["HANDOFF_SECRET_KEYS"] = keys
     if not env.get("HANDOFF_EGRESS_ALLOW"):
         added["HANDOFF_EGRESS_ALLOW"] = LOCAL_EGRESS_ALLOW
+    for name in ("HANDOFF_SCHEDULER_TOKEN", "HANDOFF_DELIVERY_TARGET"):
+        if env.get(name):
+            added[name] = env[name]
     return added

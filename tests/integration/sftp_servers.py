@@ -3,6 +3,7 @@ and OpenSSH's sshd with a chrooted internal-sftp user (root only; see PITFALLS).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -62,9 +63,11 @@ class _Server(asyncssh.SSHServer):
 
 
 class _CuttingSFTPServer(asyncssh.SFTPServer):
-    """Drops the whole connection once more than `cut_after` bytes were written."""
+    """Drops the whole connection once more than `cut_after` bytes were written; with
+    `write_delay_s`, each write waits that long (uploads that take a while)."""
 
     cut_after: int | None = None
+    write_delay_s: float = 0.0
 
     def __init__(self, chan: asyncssh.SSHServerChannel[bytes], root: str) -> None:
         super().__init__(chan, chroot=root.encode())
@@ -76,6 +79,12 @@ class _CuttingSFTPServer(asyncssh.SFTPServer):
         if self.cut_after is not None and self._written > self.cut_after:
             self._chan.get_connection().abort()
             raise asyncssh.SFTPConnectionLost("cut by the test")
+        if self.write_delay_s:
+            return self._slow_write(file_obj, offset, data)
+        return super().write(file_obj, offset, data)
+
+    async def _slow_write(self, file_obj: object, offset: int, data: bytes) -> Any:
+        await asyncio.sleep(self.write_delay_s)
         return super().write(file_obj, offset, data)
 
 
