@@ -167,7 +167,7 @@ async def _start_up(args: argparse.Namespace, plans: Sequence[ServicePlan]) -> P
         raise DatabaseUnavailableError(f"cannot make the scheduler's credential: {exc}") from exc
     local = local_service_env(home, dict(os.environ))
     local.setdefault("HANDOFF_SCHEDULER_TOKEN", scheduler_credential.token)
-    local.setdefault("HANDOFF_DELIVERY_TARGET", delivery.grpc_target)
+    local.setdefault("HANDOFF_SCHEDULER_DELIVERY_TARGET", delivery.grpc_target)
     if "HANDOFF_EGRESS_ALLOW" in local:
         print(f"run: egress allowed to {local['HANDOFF_EGRESS_ALLOW']} (local SFTP servers)")
     service_env = {**service_env, **local}

@@ -56,8 +56,8 @@ async def serve(config: ServiceConfig) -> None:
         token = env_str(env, "HANDOFF_SCHEDULER_TOKEN", "")
         stop = asyncio.Event()
         if token:
-            target = env_str(env, "HANDOFF_DELIVERY_TARGET", "127.0.0.1:50053")
-            ca_file = env_str(env, "HANDOFF_DELIVERY_CA_FILE", "")
+            target = env_str(env, "HANDOFF_SCHEDULER_DELIVERY_TARGET", "127.0.0.1:50053")
+            ca_file = env_str(env, "HANDOFF_SCHEDULER_DELIVERY_CA_FILE", "")
             roots = _read_roots(ca_file) if ca_file else None
             channel = await stack.enter_async_context(
                 credential_channel(target, token, root_certificates=roots)

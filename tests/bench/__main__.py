@@ -12,7 +12,7 @@ from tests.bench.table import format_table
 
 def main() -> int:
     """Run the benchmarks named on the command line (default: all) and print tables."""
-    wanted = set(sys.argv[1:]) or {"ingest", "render"}
+    wanted = set(sys.argv[1:]) or {"ingest", "render", "delivery"}
     dsn = resolve_admin_dsn()
     if "ingest" in wanted:
         print(format_table("ingest (gRPC -> PostgreSQL)", asyncio.run(ingest.run(dsn))), flush=True)
@@ -23,6 +23,11 @@ def main() -> int:
             print("render: benchmark not available yet", flush=True)
         else:
             print(format_table("render (PostgreSQL -> CSV)", asyncio.run(render.run(dsn))))
+    if "delivery" in wanted:
+        from tests.bench import delivery
+
+        table = format_table("delivery (PostgreSQL -> SFTP)", asyncio.run(delivery.run(dsn)))
+        print(table, flush=True)
     return 0
 
 

@@ -50,6 +50,8 @@ def _service_env_names() -> frozenset[str]:
         "HANDOFF_GRPC_REFLECTION",
         "HANDOFF_SECRET_KEYS",
         "HANDOFF_EGRESS_ALLOW",
+        "HANDOFF_SCHEDULER_DELIVERY_TARGET",
+        "HANDOFF_SCHEDULER_TOKEN",
     }
     for service in GRPC_PORTS:
         for setting in ("HOST", "PORT", "DB_POOL_MIN", "DB_POOL_MAX", "MAX_CONCURRENT_RPCS"):

@@ -16,10 +16,11 @@ folders that act on upload; a crash can then leave a partial file (at-least-once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import posixpath
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -143,6 +144,38 @@ def _sftp_error(exc: Exception, what: str) -> TransportError:
     if isinstance(exc, asyncssh.SFTPError):
         return RetryableError(Diagnosis.PROTOCOL, f"{what}: {exc.reason}")
     return RetryableError(Diagnosis.PROTOCOL, f"{what}: {exc}")
+
+
+WRITES_AHEAD = 8
+
+
+async def _overlapped(
+    chunks: AsyncIterator[bytes], write: Callable[[bytes], Awaitable[object]]
+) -> AsyncIterator[bytes]:
+    """Yield each chunk while a writer task sends the ones before it, so rendering the
+    next chunk overlaps the server's round trips (at most WRITES_AHEAD chunks in hand)."""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(WRITES_AHEAD)
+
+    async def writer() -> None:
+        while (chunk := await queue.get()) is not None:
+            await write(chunk)
+
+    task = asyncio.create_task(writer())
+    try:
+        async for chunk in chunks:
+            put = asyncio.ensure_future(queue.put(chunk))
+            await asyncio.wait({put, task}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():  # the writer failed: stop at once, with its error
+                put.cancel()
+                task.result()
+            yield chunk
+        await queue.put(None)
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class SftpTransport:
@@ -272,8 +305,7 @@ class SftpTransport:
         digest, size = hashlib.sha256(), 0
         try:
             async with sftp.open(target, "wb") as remote:
-                async for chunk in chunks:
-                    await remote.write(chunk)
+                async for chunk in _overlapped(chunks, remote.write):
                     digest.update(chunk)
                     size += len(chunk)
             if not direct:
