@@ -1,5 +1,6 @@
-"""Every named query in every services/**/sql/*.sql file prepares against the migrated schema,
-so a migration that drops or renames something a query uses breaks a test, not a deploy."""
+"""Every named query in every services/**/sql/*.sql file prepares against the migrated schema
+with the parameter and result types its caller relies on, so a migration or an edit that
+changes what a query takes or answers breaks a test, not a deploy."""
 
 from __future__ import annotations
 
@@ -18,6 +19,205 @@ QUERY_FILES = sorted(SERVICES.glob("**/sql/*.sql"))
 # Queries that set up per-connection state other queries of the same file need: the ingest
 # store creates its staging table (a temp table) on each connection before using it.
 SETUP_QUERIES = ("create_referral_staging",)
+
+# (file, query) -> (parameter types, "result:type" columns), as PostgreSQL reports them.
+# A query missing here, or one whose types differ, fails below with both versions shown.
+SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
+    # common/sql/referral_rows.sql
+    ("common/sql/referral_rows.sql", "render_session"): (
+        "",
+        "set_config:text set_config:text",
+    ),
+    ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
+        "uuid int8 int8 uuid text[]",
+        "seq:int8 account_id:text campaign_id:text partner_referral_id:text "
+        "received_at:text email:text title:text first_name:text last_name:text "
+        "gender:text date_of_birth:text mobile:text phone:text address_line1:text "
+        "address_line2:text city:text state:text postcode:text country:text "
+        "language:text partner_id:text publisher_id:text creative_id:text ad_text:text "
+        "audience:text opted_in_at:text ip_address:text user_agent:text browser:text "
+        "extra:text",
+    ),
+    ("common/sql/referral_rows.sql", "latest_referral_rows"): (
+        "uuid int8",
+        "seq:int8 account_id:uuid campaign_id:uuid partner_referral_id:text "
+        "received_at:timestamptz email:text title:text first_name:text last_name:text "
+        "gender:text date_of_birth:text mobile:text phone:text address_line1:text "
+        "address_line2:text city:text state:text postcode:text country:text "
+        "language:text partner_id:text publisher_id:text creative_id:text ad_text:text "
+        "audience:text opted_in_at:timestamptz ip_address:text user_agent:text "
+        "browser:text extra:jsonb",
+    ),
+    ("common/sql/referral_rows.sql", "render_context"): (
+        "uuid",
+        "time_zone:text campaign_names:jsonb",
+    ),
+    # export/sql/queries.sql
+    ("export/sql/queries.sql", "ping"): (
+        "",
+        "?column?:int4",
+    ),
+    ("export/sql/queries.sql", "schema_version"): (
+        "",
+        "coalesce:int4",
+    ),
+    # ingest/sql/queries.sql
+    ("ingest/sql/queries.sql", "insert_referrals"): (
+        "text",
+        "seqs:int8[] accounts:text[] partners:text[]",
+    ),
+    ("ingest/sql/queries.sql", "draw_referral_seqs"): (
+        "uuid[] int4",
+        "active:text[] seqs:int8[]",
+    ),
+    ("ingest/sql/queries.sql", "notify_referrals_ingested"): (
+        "int8",
+        "pg_notify:void",
+    ),
+    ("ingest/sql/queries.sql", "create_referral_staging"): (
+        "",
+        "",
+    ),
+    ("ingest/sql/queries.sql", "insert_staged_referrals"): (
+        "uuid[]",
+        "seqs:int8[] accounts:text[] partners:text[]",
+    ),
+    ("ingest/sql/queries.sql", "existing_referrals"): (
+        "uuid[] text[]",
+        "seq:int8 account_id:uuid partner_referral_id:text",
+    ),
+    ("ingest/sql/queries.sql", "campaign_states"): (
+        "uuid[]",
+        "id:uuid account_id:uuid status:text account_status:text",
+    ),
+    ("ingest/sql/queries.sql", "safe_watermark"): (
+        "",
+        "safe_referral_watermark:int8",
+    ),
+    ("ingest/sql/queries.sql", "referral_seqs_in_range"): (
+        "int8 int8",
+        "seq:int8",
+    ),
+    ("ingest/sql/queries.sql", "insert_account"): (
+        "uuid text text",
+        "id:uuid name:text time_zone:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "get_account"): (
+        "uuid",
+        "id:uuid name:text time_zone:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "list_accounts"): (
+        "bool timestamptz uuid int8",
+        "id:uuid name:text time_zone:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "archive_account"): (
+        "uuid",
+        "id:uuid name:text time_zone:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "insert_campaign"): (
+        "uuid uuid text",
+        "id:uuid account_id:uuid name:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "get_campaign"): (
+        "uuid uuid",
+        "id:uuid account_id:uuid name:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "list_campaigns"): (
+        "uuid bool timestamptz uuid int8",
+        "id:uuid account_id:uuid name:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "archive_campaign"): (
+        "uuid uuid",
+        "id:uuid account_id:uuid name:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    # scheduler/sql/layouts.sql
+    ("scheduler/sql/layouts.sql", "lock_definitions"): (
+        "uuid",
+        "pg_advisory_xact_lock:void",
+    ),
+    ("scheduler/sql/layouts.sql", "get_account"): (
+        "uuid",
+        "id:uuid time_zone:text active:bool",
+    ),
+    ("scheduler/sql/layouts.sql", "all_custom_fields"): (
+        "uuid",
+        "id:uuid account_id:uuid name:text description:text definition:jsonb "
+        "depends_on:text[] version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "list_custom_fields"): (
+        "uuid text int8",
+        "id:uuid account_id:uuid name:text description:text definition:jsonb "
+        "depends_on:text[] version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "get_custom_field"): (
+        "uuid uuid",
+        "id:uuid account_id:uuid name:text description:text definition:jsonb "
+        "depends_on:text[] version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "insert_custom_field"): (
+        "uuid uuid text text jsonb text[]",
+        "id:uuid account_id:uuid name:text description:text definition:jsonb "
+        "depends_on:text[] version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "update_custom_field"): (
+        "uuid uuid text jsonb text[]",
+        "id:uuid account_id:uuid name:text description:text definition:jsonb "
+        "depends_on:text[] version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "delete_custom_field"): (
+        "uuid uuid",
+        "id:uuid",
+    ),
+    ("scheduler/sql/layouts.sql", "custom_field_users"): (
+        "uuid text",
+        "layouts:text[] custom_fields:text[]",
+    ),
+    ("scheduler/sql/layouts.sql", "get_layout"): (
+        "uuid uuid",
+        "id:uuid account_id:uuid name:text definition:jsonb custom_fields:text[] "
+        "is_default:bool version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "default_layout"): (
+        "uuid",
+        "id:uuid account_id:uuid name:text definition:jsonb custom_fields:text[] "
+        "is_default:bool version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "list_layouts"): (
+        "uuid text int8",
+        "id:uuid account_id:uuid name:text definition:jsonb custom_fields:text[] "
+        "is_default:bool version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "layout_name_taken"): (
+        "uuid text uuid",
+        "exists:bool",
+    ),
+    ("scheduler/sql/layouts.sql", "clear_default_layout"): (
+        "uuid uuid",
+        "",
+    ),
+    ("scheduler/sql/layouts.sql", "insert_layout"): (
+        "uuid uuid text jsonb text[] bool",
+        "id:uuid account_id:uuid name:text definition:jsonb custom_fields:text[] "
+        "is_default:bool version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "update_layout"): (
+        "uuid uuid text jsonb text[] bool",
+        "id:uuid account_id:uuid name:text definition:jsonb custom_fields:text[] "
+        "is_default:bool version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "delete_layout"): (
+        "uuid uuid",
+        "id:uuid",
+    ),
+}
 
 
 def _named_queries() -> list[tuple[Path, str]]:
@@ -48,8 +248,15 @@ def test_every_service_query_file_is_found_and_names_its_queries() -> None:
     assert all(load_queries(path) for path in QUERY_FILES), "a query file without named queries"
 
 
+def test_every_named_query_has_a_signature_and_every_signature_a_query() -> None:
+    named = {(str(path.relative_to(SERVICES)), name) for path, name in _named_queries()}
+
+    assert sorted(named - SIGNATURES.keys()) == [], "queries without an expected signature"
+    assert sorted(SIGNATURES.keys() - named) == [], "signatures of queries that are gone"
+
+
 @pytest.mark.parametrize(("path", "name"), _named_queries(), ids=_query_id)
-async def test_every_named_query_prepares_against_the_migrated_schema(
+async def test_every_named_query_takes_and_answers_the_expected_types(
     connection: asyncpg.Connection, path: Path, name: str
 ) -> None:
     queries = load_queries(path)
@@ -59,4 +266,7 @@ async def test_every_named_query_prepares_against_the_migrated_schema(
 
     statement = await connection.prepare(queries[name])
 
-    assert statement.get_parameters() is not None
+    parameters = " ".join(t.name for t in statement.get_parameters())
+    results = " ".join(f"{a.name}:{a.type.name}" for a in statement.get_attributes())
+    expected = SIGNATURES.get((str(path.relative_to(SERVICES)), name))
+    assert (parameters, results) == expected
