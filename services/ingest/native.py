@@ -2,8 +2,9 @@
 
 `scan()` turns a serialized IngestBatchRequest into COPY text for its clean referrals and
 hands back the bytes of every other one, for the Python validator to decide. When the
-extension is not built (no C compiler where Handoff was installed), `AVAILABLE` is False
-and callers take the Python path, which gives the same answers, only slower.
+extension is not built (no C compiler where Handoff was installed), or HANDOFF_PURE_PYTHON=1
+asks for Python (see extension.py), `AVAILABLE` is False and callers take the Python path,
+which gives the same answers, only slower.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
 
+from services.ingest.extension import SCANNER
 from services.ingest.fast_validation import Clock, state_verdict
 from services.ingest.intake import ValidRows
 from services.ingest.model import REFERRAL_COLUMNS, RowResult, RowStatus
@@ -26,11 +28,7 @@ from services.ingest.validation import (
     canonical_ip,
 )
 
-_scan: ModuleType | None
-try:
-    from services.ingest import _scan
-except ImportError:  # pragma: no cover - depends on how Handoff was installed
-    _scan = None
+_scan: ModuleType | None = SCANNER
 
 AVAILABLE = _scan is not None
 # Verdicts of the Python rules on states and non-IPv4 addresses, kept across batches.

@@ -17,6 +17,7 @@ import asyncpg
 
 from services.common.db import DatabaseError, load_queries
 from services.common.errors import UnavailableError
+from services.ingest.extension import SCANNER
 from services.ingest.model import (
     REFERRAL_COLUMNS,
     Account,
@@ -43,11 +44,9 @@ def _number_lines(seqs: list[int], lines: list[bytes]) -> bytes:
     return b"".join(map(b"%d\t%b".__mod__, zip(seqs, lines, strict=True)))
 
 
-number_lines: Callable[[list[int], list[bytes]], bytes]
-try:
-    from services.ingest._scan import number_lines
-except ImportError:  # pragma: no cover - built without a C compiler
-    number_lines = _number_lines
+number_lines: Callable[[list[int], list[bytes]], bytes] = (
+    _number_lines if SCANNER is None else SCANNER.number_lines
+)
 
 _new_stored = partial(tuple.__new__, StoredRow)  # StoredRow((seq, duplicate)), at C speed
 DEADLOCK_ATTEMPTS = 3  # tries of the staged insert that may end in a deadlock
