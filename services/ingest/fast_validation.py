@@ -22,7 +22,7 @@ from typing import Protocol
 from uuid import UUID
 
 from services.common.errors import FieldProblem
-from services.ingest.model import CONSUMER_FIELDS, OPT_IN_FIELDS, ReferralRow
+from services.ingest.model import CONSUMER_FIELDS, OPT_IN_FIELDS, REFERRAL_COLUMNS, ReferralRow
 from services.ingest.validation import (
     CLOCK_SKEW,
     CONTROL,
@@ -196,12 +196,13 @@ def quick_rows(messages: Sequence[ReferralMessage], clock: Clock) -> list[Referr
     extras = _extra_texts(messages)
     bad.update(i for i, extra in enumerate(extras) if extra is None)
     births = [birth or None for birth in cons["date_of_birth"]]
-    columns = zip(
-        accounts, campaigns, partner_ids, *(cons[n] for n in CONSUMER_FIELDS[:5]), births,
-        *(cons[n] for n in CONSUMER_FIELDS[6:]), *(opts[n] for n in OPT_IN_TEXT[:5]), moments,
-        ips, opts["user_agent"], opts["browser"], extras, strict=True,
-    )  # fmt: skip
+    by_name: dict[str, Sequence[str | None]] = {
+        **cons, **opts, "account_id": accounts, "campaign_id": campaigns,
+        "partner_referral_id": partner_ids, "date_of_birth": births, "opted_in_at": moments,
+        "ip_address": ips, "extra": extras,
+    }  # fmt: skip
     # Columns in ReferralRow order: rows are built by C-level calls, no Python per row.
+    columns = zip(*(by_name[name] for name in REFERRAL_COLUMNS), strict=True)
     rows: list[ReferralRow | None] = list(map(_new_row, columns))
     for index in bad:
         rows[index] = None

@@ -13,27 +13,14 @@ from uuid import UUID
 import pycountry
 
 from services.common.errors import FieldProblem
-from services.ingest.model import (
-    CONSUMER_FIELDS,
-    OPT_IN_FIELDS,
-    ReferralInput,
-    ReferralRow,
-    ValidReferral,
-)
+from services.common.referral_shape import max_lengths
+from services.ingest.model import REFERRAL_COLUMNS, ReferralInput, ReferralRow, ValidReferral
 
 MAX_BATCH_SIZE = 10_000
 MAX_EXTRA_KEYS = 100
 
 # Longest accepted value per field; anything longer is refused, never cut.
-MAX_LENGTHS: dict[str, int] = {
-    "partner_referral_id": 200,
-    "email": 254, "title": 20, "first_name": 100, "last_name": 100, "gender": 20,
-    "date_of_birth": 32, "mobile": 32, "phone": 32, "address_line1": 200,
-    "address_line2": 200, "city": 100, "state": 100, "postcode": 20, "country": 2,
-    "language": 35,
-    "partner_id": 100, "publisher_id": 100, "creative_id": 100, "ad_text": 5000,
-    "audience": 100, "ip_address": 45, "user_agent": 1000, "browser": 100,
-}  # fmt: skip
+MAX_LENGTHS: dict[str, int] = max_lengths()
 MAX_EXTRA_KEY = 64
 MAX_EXTRA_VALUE = 2000
 
@@ -337,20 +324,15 @@ def first_occurrences(keys: Iterable[tuple[str, str]]) -> dict[int, int]:
 
 def referral_row(valid: ValidReferral) -> ReferralRow:
     """The stored column values of a validated referral."""
-    consumer, opt_in = valid.consumer, valid.opt_in
-    return ReferralRow._make(
-        (
-            str(valid.account_id),
-            str(valid.campaign_id),
-            valid.partner_referral_id,
-            *(consumer.get(name, "") for name in CONSUMER_FIELDS[:5]),
-            valid.date_of_birth.isoformat() if valid.date_of_birth else None,
-            *(consumer.get(name, "") for name in CONSUMER_FIELDS[6:]),
-            *(opt_in.get(name, "") for name in OPT_IN_FIELDS[:5]),
-            valid.opted_in_at.isoformat(),
-            valid.ip_address,
-            opt_in.get("user_agent", ""),
-            opt_in.get("browser", ""),
-            JSON_ENCODER.encode(valid.extra),
-        )
-    )
+    values: dict[str, str | None] = {
+        **valid.consumer,
+        **valid.opt_in,
+        "account_id": str(valid.account_id),
+        "campaign_id": str(valid.campaign_id),
+        "partner_referral_id": valid.partner_referral_id,
+        "date_of_birth": valid.date_of_birth.isoformat() if valid.date_of_birth else None,
+        "opted_in_at": valid.opted_in_at.isoformat(),
+        "ip_address": valid.ip_address,
+        "extra": JSON_ENCODER.encode(valid.extra),
+    }
+    return ReferralRow._make([values.get(name, "") for name in REFERRAL_COLUMNS])

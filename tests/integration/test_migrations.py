@@ -9,24 +9,8 @@ import asyncpg
 import pytest
 
 from services.common.migrate import discover_migrations, migrate
-from services.ingest.model import CONSUMER_FIELDS, OPT_IN_FIELDS
 from tests.conftest import with_database
 
-REFERRAL_COLUMNS = {
-    "seq": "bigint",
-    "account_id": "uuid",
-    "campaign_id": "uuid",
-    "partner_referral_id": "text",
-    "received_at": "timestamp with time zone",
-    "date_of_birth": "date",
-    "opted_in_at": "timestamp with time zone",
-    "ip_address": "inet",
-    "extra": "jsonb",
-} | {
-    name: "text"
-    for name in (*CONSUMER_FIELDS, *OPT_IN_FIELDS)
-    if name not in {"date_of_birth", "opted_in_at", "ip_address"}
-}
 ACCOUNT_COLUMNS = {
     "id": "uuid",
     "name": "text",
@@ -110,16 +94,6 @@ async def test_migrating_twice_is_a_no_op(empty_database: str) -> None:
         )
     finally:
         await conn.close()
-
-
-async def test_referrals_table_has_the_columns_the_code_writes(
-    migrated: asyncpg.Connection,
-) -> None:
-    columns = await _columns(migrated, "referrals")
-
-    assert {name: kind for name, (kind, _) in columns.items()} == REFERRAL_COLUMNS
-    nullable = {name for name, (_, null) in columns.items() if null}
-    assert nullable == {"date_of_birth", "ip_address"}
 
 
 @pytest.mark.parametrize(
