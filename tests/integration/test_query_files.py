@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from services.common.db import load_queries
+from services.common.referral_shape import COLUMNS
 
 pytestmark = pytest.mark.integration
 
@@ -22,31 +23,21 @@ SETUP_QUERIES = ("create_referral_staging",)
 
 # (file, query) -> (parameter types, "result:type" columns), as PostgreSQL reports them.
 # A query missing here, or one whose types differ, fails below with both versions shown.
+# The row readers' results follow the referral's shape: every column but seq as text for
+# the range (NULL as ''), each column's own type for the latest rows (nullable ones as
+# text, NULL as '').
+_ROWS_IN_RANGE = " ".join(f"{c.name}:{'int8' if c.name == 'seq' else 'text'}" for c in COLUMNS)
+_LATEST_ROWS = " ".join(f"{c.name}:{'text' if c.nullable else c.sql_type}" for c in COLUMNS)
 SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
+    ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
+        "uuid int8 int8 uuid text[]",
+        _ROWS_IN_RANGE,
+    ),
+    ("common/sql/referral_rows.sql", "latest_referral_rows"): ("uuid int8", _LATEST_ROWS),
     # common/sql/referral_rows.sql
     ("common/sql/referral_rows.sql", "render_session"): (
         "",
         "set_config:text set_config:text",
-    ),
-    ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
-        "uuid int8 int8 uuid text[]",
-        "seq:int8 account_id:text campaign_id:text partner_referral_id:text "
-        "received_at:text email:text title:text first_name:text last_name:text "
-        "gender:text date_of_birth:text mobile:text phone:text address_line1:text "
-        "address_line2:text city:text state:text postcode:text country:text "
-        "language:text partner_id:text publisher_id:text creative_id:text ad_text:text "
-        "audience:text opted_in_at:text ip_address:text user_agent:text browser:text "
-        "extra:text",
-    ),
-    ("common/sql/referral_rows.sql", "latest_referral_rows"): (
-        "uuid int8",
-        "seq:int8 account_id:uuid campaign_id:uuid partner_referral_id:text "
-        "received_at:timestamptz email:text title:text first_name:text last_name:text "
-        "gender:text date_of_birth:text mobile:text phone:text address_line1:text "
-        "address_line2:text city:text state:text postcode:text country:text "
-        "language:text partner_id:text publisher_id:text creative_id:text ad_text:text "
-        "audience:text opted_in_at:timestamptz ip_address:text user_agent:text "
-        "browser:text extra:jsonb",
     ),
     ("common/sql/referral_rows.sql", "render_context"): (
         "uuid",
