@@ -15,8 +15,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.db import DatabaseError, load_queries
-from services.common.errors import UnavailableError
+from services.common.db import driver_errors, load_queries
 from services.ingest.extension import SCANNER
 from services.ingest.model import (
     REFERRAL_COLUMNS,
@@ -134,12 +133,8 @@ class IngestStore:
         self._pool = pool
 
     async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
-        try:
+        with driver_errors(name):
             return list(await self._pool.fetch(QUERIES[name], *args))
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise UnavailableError(f"database unavailable: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"{name} failed: {exc}") from exc
 
     async def insert_referrals(self, rows: Sequence[ReferralRow]) -> dict[ReferralKey, StoredRow]:
         """Store rows of active campaigns; answer each stored or pre-existing row by key.
@@ -152,12 +147,8 @@ class IngestStore:
         if len(rows) > SMALL_BATCH:
             lines = [copy_text([row]) for row in rows]
             return await self.insert_copy(lines, keys, [r.campaign_id for r in rows])
-        try:
+        with driver_errors("insert_referrals"):
             (record,) = await self._pool.fetch(QUERIES["insert_referrals"], json_rows(rows))
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise UnavailableError(f"database unavailable: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"insert_referrals failed: {exc}") from exc
         return await self._with_existing(record, keys)
 
     async def insert_copy(
@@ -180,16 +171,13 @@ class IngestStore:
             lines = [lines[i] for i in order]
             keys = [keys[i] for i in order]
             campaign_ids = [campaign_ids[i] for i in order]
-        try:
+        # A deadlock that outlasts its retries comes out retryable: UNAVAILABLE, not INTERNAL.
+        with driver_errors("insert_staged_referrals"):
             async with self._connection() as conn:
                 direct = await self._insert_direct(conn, lines, keys, campaign_ids)
                 if direct is not None:
                     return direct
                 record = await self._insert_staged(conn, b"".join(lines), list(set(campaign_ids)))
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise UnavailableError(f"database unavailable: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"insert_staged_referrals failed: {exc}") from exc
         return await self._with_existing(record, keys)
 
     async def _insert_direct(
