@@ -21,12 +21,11 @@ from operator import attrgetter, methodcaller
 from typing import Protocol
 from uuid import UUID
 
+from services.common.control_characters import CONTROL, CONTROL_MULTILINE
 from services.common.errors import FieldProblem
 from services.ingest.model import CONSUMER_FIELDS, OPT_IN_FIELDS, REFERRAL_COLUMNS, ReferralRow
 from services.ingest.validation import (
     CLOCK_SKEW,
-    CONTROL,
-    CONTROL_MULTILINE,
     COUNTRIES,
     COUNTRIES_WITH_SUBDIVISIONS,
     EMAIL,

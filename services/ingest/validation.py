@@ -12,6 +12,7 @@ from uuid import UUID
 
 import pycountry
 
+from services.common.control_characters import CONTROL, CONTROL_MULTILINE
 from services.common.errors import FieldProblem
 from services.common.referral_shape import max_lengths
 from services.ingest.model import REFERRAL_COLUMNS, ReferralInput, ReferralRow, ValidReferral
@@ -26,8 +27,6 @@ MAX_EXTRA_VALUE = 2000
 
 # Fields that may hold several lines; everything else must be one line.
 _MULTILINE = frozenset({"ad_text"})
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # Patterns are applied with fullmatch: `$` would also accept a trailing newline.
 # Pragmatic address syntax: one @, a dotted domain, no spaces or quotes.
 EMAIL = re.compile(

@@ -66,13 +66,11 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
     async def ListCustomFields(  # noqa: N802
         self, request: pb.ListCustomFieldsRequest, context: Context
     ) -> pb.ListCustomFieldsResponse:
-        account = await layouts.account_for(self._store, request.account_id)
-        size = layouts.page_size(request.page_size)
-        after = layouts.decode_page_token(request.page_token)
-        found = await self._store.list_custom_fields(account.id, after, size + 1)
-        token = layouts.encode_page_token(found[size - 1].spec.name) if len(found) > size else ""
+        page = await layouts.list_custom_fields(
+            self._store, request.account_id, request.page_size, request.page_token
+        )
         return pb.ListCustomFieldsResponse(
-            fields=[custom_field_message(f) for f in found[:size]], next_page_token=token
+            fields=[custom_field_message(f) for f in page.items], next_page_token=page.next_token
         )
 
     async def UpdateCustomField(  # noqa: N802
@@ -120,13 +118,11 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
     async def ListLayouts(  # noqa: N802
         self, request: pb.ListLayoutsRequest, context: Context
     ) -> pb.ListLayoutsResponse:
-        account = await layouts.account_for(self._store, request.account_id)
-        size = layouts.page_size(request.page_size)
-        after = layouts.decode_page_token(request.page_token)
-        found = await self._store.list_layouts(account.id, after, size + 1)
-        token = layouts.encode_page_token(found[size - 1].name) if len(found) > size else ""
+        page = await layouts.list_layouts(
+            self._store, request.account_id, request.page_size, request.page_token
+        )
         return pb.ListLayoutsResponse(
-            layouts=[layout_message(saved) for saved in found[:size]], next_page_token=token
+            layouts=[layout_message(saved) for saved in page.items], next_page_token=page.next_token
         )
 
     async def UpdateLayout(  # noqa: N802
