@@ -6,8 +6,8 @@ import asyncpg
 
 from services.common.grpc_server import GrpcService
 from services.common.referral_rows import ReferralRowReader
-from services.scheduler.layouts_server import layout_service
-from services.scheduler.layouts_store import LayoutStorePg
+from services.scheduler.layouts.server import layout_service
+from services.scheduler.layouts.store import LayoutStorePg
 
 
 def scheduler_services(pool: asyncpg.Pool) -> list[GrpcService]:

@@ -18,8 +18,8 @@ from grpc_status import rpc_status
 from services.common.gen.handoff.scheduler.v1 import layouts_pb2_grpc
 from services.common.grpc_server import grpc_server
 from services.common.referral_rows import ReferralRowReader
-from services.scheduler.layouts_server import layout_service
-from services.scheduler.layouts_store import LayoutStorePg
+from services.scheduler.layouts.server import layout_service
+from services.scheduler.layouts.store import LayoutStorePg
 
 if TYPE_CHECKING:
     from services.common.gen.handoff.scheduler.v1.layouts_pb2_grpc import LayoutServiceAsyncStub

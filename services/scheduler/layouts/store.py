@@ -20,14 +20,14 @@ from services.common.layouts.codec import (
     layout_to_json,
 )
 from services.common.layouts.model import CustomFieldSpec, LayoutSpec
-from services.scheduler.layouts_model import (
+from services.scheduler.layouts.model import (
     AccountInfo,
     FieldUsers,
     SavedCustomField,
     SavedLayout,
 )
 
-QUERIES = load_queries(Path(__file__).parent / "sql" / "layouts.sql")
+QUERIES = load_queries(Path(__file__).parents[1] / "sql" / "layouts.sql")
 
 
 def _custom_field(record: asyncpg.Record) -> SavedCustomField:

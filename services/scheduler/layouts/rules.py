@@ -28,7 +28,7 @@ from services.common.layouts.validation import (
     require_no_problems,
 )
 from services.common.paging import Page, decode_token, fetch_page, page_size
-from services.scheduler.layouts_model import (
+from services.scheduler.layouts.model import (
     AccountInfo,
     LayoutStore,
     SavedCustomField,
