@@ -7,8 +7,8 @@ from contextlib import AsyncExitStack
 
 from services.common.config import ServiceConfig
 from services.common.db import create_pool
-from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
-from services.common.service import announce, run_service
+from services.common.grpc_server import grpc_server_for
+from services.common.service import announce, run_service, until_shutdown_or_failure
 from services.ingest.services import ingest_services
 from services.ingest.store import IngestStore
 
@@ -16,17 +16,18 @@ DEFAULT_PORT = 50051
 
 
 async def serve(config: ServiceConfig) -> None:
-    """Serve IngestService and AccountService until SIGTERM."""
+    """Serve IngestService and AccountService until SIGTERM, or until a task they own dies."""
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(
             create_pool(
                 config.database_url, min_size=config.db_pool_min, max_size=config.db_pool_max
             )
         )
-        services = ingest_services(IngestStore(pool))
-        running = await stack.enter_async_context(grpc_server_for(config, services))
+        # Entered before the server, so closed after it: calls in flight still drain.
+        ingest = await stack.enter_async_context(ingest_services(IngestStore(pool)))
+        running = await stack.enter_async_context(grpc_server_for(config, ingest.grpc))
         announce("ingest", "gRPC", config.host, running.port)
-        await wait_for_shutdown_signal()
+        await until_shutdown_or_failure(ingest.failed())
 
 
 if __name__ == "__main__":

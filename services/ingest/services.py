@@ -1,21 +1,41 @@
-"""The gRPC servicers the ingest process mounts, over one store."""
+"""The gRPC servicers the ingest process mounts, over one store, with what they own."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from services.common.gen.handoff.ingest.v1 import accounts_pb2, accounts_pb2_grpc
 from services.common.grpc_server import GrpcService
 from services.ingest.accounts_server import AccountServicer
-from services.ingest.server import IngestServicer, ingest_grpc_service
+from services.ingest.server import IngestServicer, ingest_grpc_service, unary_coalescer
 from services.ingest.store import IngestStore
 
 
-def ingest_services(store: IngestStore) -> list[GrpcService]:
-    """IngestService and AccountService, both on `store`."""
+@dataclass(frozen=True)
+class IngestServices:
+    """The services to mount, and a watch that raises when a background task dies."""
+
+    grpc: list[GrpcService]
+    failed: Callable[[], Awaitable[None]]
+
+
+@asynccontextmanager
+async def ingest_services(store: IngestStore) -> AsyncIterator[IngestServices]:
+    """IngestService and AccountService, both on `store`, for the block: the unary
+    coalescer they use is started on entry and closed on exit (after the server stops)."""
     admin = AccountServicer(store)
-    return [
-        ingest_grpc_service(IngestServicer(store)),
-        GrpcService(
-            accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
-            lambda server: accounts_pb2_grpc.add_AccountServiceServicer_to_server(admin, server),
-        ),
-    ]
+    async with unary_coalescer(store) as coalescer:
+        yield IngestServices(
+            [
+                ingest_grpc_service(IngestServicer(store, coalescer)),
+                GrpcService(
+                    accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
+                    lambda server: accounts_pb2_grpc.add_AccountServiceServicer_to_server(
+                        admin, server
+                    ),
+                ),
+            ],
+            coalescer.failed,
+        )

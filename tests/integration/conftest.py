@@ -46,8 +46,10 @@ def store(pool: asyncpg.Pool) -> IngestStore:
 @pytest.fixture
 async def ingest_server(store: IngestStore) -> AsyncIterator[RunningServer]:
     """IngestService and AccountService served on a free loopback port."""
-    services = ingest_services(store)
-    async with grpc_server("127.0.0.1", 0, services, grace_s=1.0) as running:
+    async with (
+        ingest_services(store) as services,
+        grpc_server("127.0.0.1", 0, services.grpc, grace_s=1.0) as running,
+    ):
         yield running
 
 
