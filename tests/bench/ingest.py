@@ -1,7 +1,8 @@
 """Ingest benchmarks: batch and unary throughput over gRPC, latency, server memory.
 
 Each figure is printed beside a baseline measured in the same run: raw asyncpg COPY of
-the same rows into the same table, and a no-op unary RPC (health Check) on the same server.
+the same rows into the same table, a no-op unary RPC (health Check) on the same server,
+and, for the Python path (HANDOFF_PURE_PYTHON=1), the same batches with the C scanner.
 
 Every phase starts after a CHECKPOINT, so that it does not pay for the dirty pages of the
 phase before it: on this VM a checkpoint that lands in a phase stalls commits for
@@ -33,10 +34,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc, referral_pb2
 from services.common.migrate import migrate
 from services.demo_data import synthetic_referrals
+from services.ingest.extension import PURE_PYTHON_ENV
 from tests.bench.table import BenchRow, format_table
 
 BATCH_SIZE = 1000
 BATCH_ROWS = 200_000
+PURE_PYTHON_ROWS = 50_000  # HANDOFF_PURE_PYTHON=1: the Python path, beside the C figure
 BATCHES_IN_FLIGHT = 12
 CONNECTIONS = 16
 UNARY_CALLS = 20_000
@@ -77,9 +80,12 @@ def _copy_record(message: referral_pb2.Referral) -> tuple[object, ...]:
 
 
 @contextmanager
-def _ingest_process(dsn: str, port: int, workers: int = 1) -> Iterator[subprocess.Popen[bytes]]:
+def _ingest_process(
+    dsn: str, port: int, workers: int = 1, *, pure_python: bool = False
+) -> Iterator[subprocess.Popen[bytes]]:
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != PURE_PYTHON_ENV},
+        **({PURE_PYTHON_ENV: "1"} if pure_python else {}),
         "DATABASE_URL": dsn,
         "HANDOFF_INGEST_PORT": str(port),
         "HANDOFF_INGEST_WORKERS": str(workers),
@@ -220,14 +226,21 @@ def _database_is_local(dsn: str) -> bool:
 
 
 async def _batch_rate(
-    dsn: str, batches: list[ingest_pb2.IngestBatchRequest], workers: int
+    dsn: str,
+    batches: list[ingest_pb2.IngestBatchRequest],
+    workers: int,
+    *,
+    pure_python: bool = False,
 ) -> BatchRun:
-    """IngestBatch against an ingest service with `workers` processes, and where its CPU went."""
+    """IngestBatch against an ingest service with `workers` processes, and where its CPU went.
+
+    With `pure_python`, the service runs with HANDOFF_PURE_PYTHON=1: no compiled scanner.
+    """
     await _checkpoint(dsn)
     port = _free_port()
     # Separate connections (no shared subchannel), so the kernel spreads them over workers.
     options = [("grpc.max_send_message_length", 64 << 20), ("grpc.use_local_subchannel_pool", 1)]
-    with _ingest_process(dsn, port, workers) as proc:
+    with _ingest_process(dsn, port, workers, pure_python=pure_python) as proc:
         channels = [
             grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
             for _ in range(CONNECTIONS)
@@ -306,8 +319,14 @@ async def _measure(dsn: str) -> list[BenchRow]:
         ingest_pb2.IngestBatchRequest(referrals=more[i : i + BATCH_SIZE])
         for i in range(0, len(more), BATCH_SIZE)
     ]
+    pure = synthetic_referrals(str(account_id), str(campaign_id), PURE_PYTHON_ROWS, seed=5)
+    pure_batches = [
+        ingest_pb2.IngestBatchRequest(referrals=pure[i : i + BATCH_SIZE])
+        for i in range(0, len(pure), BATCH_SIZE)
+    ]
     one_worker = await _batch_rate(dsn, batches, workers=1)
     two_workers = await _batch_rate(dsn, more_batches, workers=2)
+    python_only = await _batch_rate(dsn, pure_batches, workers=1, pure_python=True)
     unary = [
         ingest_pb2.IngestRequest(referral=m)
         for m in synthetic_referrals(str(account_id), str(campaign_id), UNARY_CALLS, seed=8)
@@ -355,6 +374,14 @@ async def _measure(dsn: str) -> list[BenchRow]:
             ">= 50,000/s, aim 0.25x",
         ),
         *_cpu_rows(one_worker, "1 worker"),
+        BenchRow(
+            f"IngestBatch x{BATCH_SIZE}, 1 worker, pure Python", python_only.rate,
+            "referrals/s", "the same with the C scanner", one_worker.rate,
+        ),
+        BenchRow(
+            "  CPU per referral, ingest, pure Python", python_only.ingest_cpu * 1e6, "us",
+            "the same with the C scanner", one_worker.ingest_cpu * 1e6,
+        ),
         BenchRow(
             f"unary Ingest, {UNARY_CONCURRENCY} callers", unary_rate, "referrals/s",
             "no-op unary RPC (health Check)", noop_rate, ">= 0.5x",
