@@ -26,7 +26,9 @@ from services.ingest.validation import (
     MAX_EXTRA_KEY,
     MAX_EXTRA_KEYS,
     MAX_EXTRA_VALUE,
+    Rule,
     canonical_ip,
+    rule_of,
 )
 
 _scan: ModuleType | None = SCANNER
@@ -36,19 +38,12 @@ AVAILABLE = _scan is not None
 _VERDICTS: dict[bytes, str | None] = {}
 _MAX_VERDICTS = 100_000
 
-# The scanner's rules (the R_ codes of _scan.c), by column; a column not named is plain
-# text: stripped, one line, at most its length.
-_RULE_CODES = (
-    "text", "multiline", "required", "partner_key", "account", "campaign", "email", "birth",
-    "phone", "postcode", "language", "country", "state", "ip", "moment", "extra",
+# The R_ codes of _scan.c, in their order: each field's rule is validation.FIELD_RULES'.
+C_RULES: tuple[Rule, ...] = (
+    Rule.TEXT, Rule.MULTILINE, Rule.REQUIRED, Rule.PARTNER_KEY, Rule.ACCOUNT, Rule.CAMPAIGN,
+    Rule.EMAIL, Rule.BIRTH, Rule.PHONE, Rule.POSTCODE, Rule.LANGUAGE, Rule.COUNTRY,
+    Rule.STATE, Rule.IP, Rule.MOMENT, Rule.EXTRA,
 )  # fmt: skip
-RULES: Mapping[str, str] = {
-    "account_id": "account", "campaign_id": "campaign", "partner_referral_id": "partner_key",
-    "email": "email", "date_of_birth": "birth", "mobile": "phone", "phone": "phone",
-    "state": "state", "postcode": "postcode", "country": "country", "language": "language",
-    "partner_id": "required", "ad_text": "multiline", "opted_in_at": "moment",
-    "ip_address": "ip", "extra": "extra",
-}  # fmt: skip
 _MESSAGES = {
     Source.REFERRAL: (0, referral_pb2.Referral.DESCRIPTOR),
     Source.CONSUMER: (1, referral_pb2.Consumer.DESCRIPTOR),
@@ -66,7 +61,7 @@ def scanner_columns() -> list[tuple[int, int, int, int, bool]]:
         field = descriptor.fields_by_name.get(name)
         if field is None:
             raise LookupError(f"referral_shape column {name!r} is not a field of {descriptor.name}")
-        rule = _RULE_CODES.index(RULES.get(name, "text"))
+        rule = C_RULES.index(rule_of(name))
         columns.append((message, field.number, rule, column.max_length, column.nullable))
     return columns
 

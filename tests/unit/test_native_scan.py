@@ -285,7 +285,9 @@ def test_fuzzed_bytes_never_break_the_contract(seed: int) -> None:
     # validator, rows it deferred against the Python path, requests it left to protobuf
     # either refused by protobuf or scanned again once re-serialized.
     rng = random.Random(seed)
-    messages = [_mutate(m, rng) for m in synthetic_referrals(ACCOUNT, CAMPAIGN, 8, seed=seed)]
+    # Half the referrals mutated, so that every request also holds clean ones to compare.
+    originals = synthetic_referrals(ACCOUNT, CAMPAIGN, 8, seed=seed)
+    messages = [_mutate(m, rng) if i % 2 else m for i, m in enumerate(originals)]
     pristine = _batch(messages)
     scanned_cases = compared_rows = refused_rows = accepted_deferred = 0
     judged: dict[bytes, bool] = {}
@@ -308,11 +310,11 @@ def test_fuzzed_bytes_never_break_the_contract(seed: int) -> None:
         refused, accepted = _check_deferred(scanned, judged)
         refused_rows += refused
         accepted_deferred += accepted
-    # The judgement ran on many cases, rows and refusals (each seed has about 200 cases,
-    # 170 to 550 rows written and over 1,000 deferred).
+    # The judgement ran on many cases, rows and refusals (each seed scans 190 cases or
+    # more, writing 670 rows or more, with 360 refusals or more among the deferred).
     assert scanned_cases >= 150
-    assert compared_rows >= 100
-    assert refused_rows >= 500
+    assert compared_rows >= 400
+    assert refused_rows >= 250
 
 
 def test_an_overlong_tag_inside_a_referral_sends_the_request_to_protobuf() -> None:
