@@ -33,6 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc, referral_pb2
 from services.common.migrate import migrate
+from services.common.referral_shape import COLUMNS_BY_NAME, COPY_COLUMNS, Source
 from services.demo_data import synthetic_referrals
 from services.ingest.extension import PURE_PYTHON_ENV
 from tests.bench.table import BenchRow, format_table
@@ -47,13 +48,13 @@ UNARY_CONCURRENCY = 100
 STEADY_RATE = 1000
 STEADY_SECONDS = 5.0
 
-_COPY_COLUMNS = (
-    "account_id", "campaign_id", "partner_referral_id", "email", "title", "first_name",
-    "last_name", "gender", "date_of_birth", "mobile", "phone", "address_line1",
-    "address_line2", "city", "state", "postcode", "country", "language", "partner_id",
-    "publisher_id", "creative_id", "ad_text", "audience", "opted_in_at", "ip_address",
-    "user_agent", "browser", "extra",
-)  # fmt: skip
+_COPY_COLUMNS = COPY_COLUMNS
+# How the baseline COPY binary-encodes each column, by its SQL type (text as it is).
+_BINARY: dict[str, Callable[[str], object]] = {
+    "uuid": uuid.UUID,
+    "date": lambda text: date.fromisoformat(text) if text else None,
+    "inet": lambda text: ip_address(text) if text else None,
+}
 
 
 def _free_port() -> int:
@@ -67,16 +68,21 @@ def _dsn_for(admin_dsn: str, name: str) -> str:
 
 
 def _copy_record(message: referral_pb2.Referral) -> tuple[object, ...]:
-    c, o = message.consumer, message.opt_in
-    return (
-        uuid.UUID(message.account_id), uuid.UUID(message.campaign_id),
-        message.partner_referral_id, c.email, c.title, c.first_name, c.last_name, c.gender,
-        date.fromisoformat(c.date_of_birth) if c.date_of_birth else None, c.mobile, c.phone,
-        c.address_line1, c.address_line2, c.city, c.state, c.postcode, c.country, c.language,
-        o.partner_id, o.publisher_id, o.creative_id, o.ad_text, o.audience,
-        o.opted_in_at.ToDatetime(tzinfo=UTC), ip_address(o.ip_address) if o.ip_address else None,
-        o.user_agent, o.browser, dict(message.extra),
-    )  # fmt: skip
+    """The message's row as asyncpg's COPY wants it, column by column of the shape."""
+    record: list[object] = []
+    for name in _COPY_COLUMNS:
+        column = COLUMNS_BY_NAME[name]
+        source = {
+            Source.CONSUMER: message.consumer, Source.OPT_IN: message.opt_in,
+        }.get(column.source, message)  # fmt: skip
+        value = getattr(source, name)
+        if name == "opted_in_at":
+            record.append(value.ToDatetime(tzinfo=UTC))
+        elif name == "extra":
+            record.append(dict(value))
+        else:
+            record.append(_BINARY.get(column.sql_type, str)(value))
+    return tuple(record)
 
 
 @contextmanager
