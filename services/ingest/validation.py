@@ -250,31 +250,67 @@ def _check_fields(
     fine = _checked_texts(prefix, clean, problems)
     checked = _Checked(clean)
     country = ""
-    for rule, names in _format_plan(fields):
+    for rule, name, valid, required in _format_plan(fields):
         if rule is Rule.MOMENT:
             if check_moment is not None:
                 check_moment()
             continue
-        valid = _VALID.get(rule)
-        for name in names:
-            value = clean.get(name, "")
-            if rule is Rule.COUNTRY:
-                country = value.upper()
-            if not value:
-                if rule in _NOT_EMPTY:
-                    problems.append(_problem(prefix + name, "REQUIRED", "is required"))
-            elif name in fine and (valid is None or not valid.fullmatch(value)):
-                _check_format(rule, prefix + name, value, country, today, checked, problems)
+        value = clean.get(name, "")
+        if rule is Rule.COUNTRY:
+            country = value.upper()
+        if not value:
+            if required:
+                problems.append(_problem(prefix + name, "REQUIRED", "is required"))
+        elif name in fine and (valid is None or not valid.fullmatch(value)):
+            _check_format(rule, prefix + name, value, country, today, checked, problems)
     return checked
 
 
+_PlanStep = tuple[Rule, str, "re.Pattern[str] | None", bool]
+
+
 @lru_cache(maxsize=8)
-def _format_plan(fields: tuple[str, ...]) -> tuple[tuple[Rule, tuple[str, ...]], ...]:
-    """The format rules that apply to `fields`, in _FORMAT_ORDER, each with its fields."""
-    plan = [
-        (rule, tuple(name for name in fields if rule_of(name) is rule)) for rule in _FORMAT_ORDER
-    ]
-    return tuple((rule, names) for rule, names in plan if names or rule is Rule.MOMENT)
+def _format_plan(fields: tuple[str, ...]) -> tuple[_PlanStep, ...]:
+    """The format rules to apply to `fields`, in _FORMAT_ORDER: (rule, field, a pattern
+    that settles a valid value at once, whether empty is refused); the moment once."""
+    plan: list[_PlanStep] = []
+    for rule in _FORMAT_ORDER:
+        if rule is Rule.MOMENT:
+            plan.append((rule, "", None, False))
+            continue
+        for name in fields:
+            if rule_of(name) is rule:
+                plan.append((rule, name, _VALID.get(rule), rule in _NOT_EMPTY))
+    return tuple(plan)
+
+
+def _email(path: str, value: str, checked: _Checked, problems: list[FieldProblem]) -> None:
+    problems.append(_problem(path, "INVALID_FORMAT", f"{value[:64]!r} is not an email address"))
+
+
+def _phone(path: str, value: str, checked: _Checked, problems: list[FieldProblem]) -> None:
+    problems.append(_problem(path, "INVALID_FORMAT", "must be a phone number (6+ digits)"))
+
+
+def _postcode(path: str, value: str, checked: _Checked, problems: list[FieldProblem]) -> None:
+    problems.append(_problem(path, "INVALID_FORMAT", "letters, digits, spaces and - only"))
+
+
+def _language(path: str, value: str, checked: _Checked, problems: list[FieldProblem]) -> None:
+    problems.append(_problem(path, "INVALID_FORMAT", "must be a language tag like en-GB"))
+
+
+def _ip(path: str, value: str, checked: _Checked, problems: list[FieldProblem]) -> None:
+    checked.ip = canonical_ip(value)
+    if checked.ip is None:
+        problems.append(_problem(path, "INVALID_FORMAT", "must be an IPv4 or IPv6 address"))
+
+
+# What a value its rule's pattern (_VALID) did not settle gets: a problem, or its stored form.
+_FORMAT_CHECKS = {
+    Rule.EMAIL: _email, Rule.PHONE: _phone, Rule.POSTCODE: _postcode,
+    Rule.LANGUAGE: _language, Rule.IP: _ip,
+}  # fmt: skip
 
 
 def _check_format(
@@ -287,30 +323,20 @@ def _check_format(
     problems: list[FieldProblem],
 ) -> None:
     """One non-empty value that passed length and control characters, by its rule."""
-    name = path.rsplit(".", 1)[-1]
-    if rule is Rule.EMAIL and not EMAIL.fullmatch(value):
-        problems.append(_problem(path, "INVALID_FORMAT", f"{value[:64]!r} is not an email address"))
+    found = _FORMAT_CHECKS.get(rule)
+    if found is not None:
+        found(path, value, checked, problems)
     elif rule is Rule.BIRTH:
         checked.birth = parse_birth_date(value, today, problems, path)
-    elif rule is Rule.PHONE and (not _PHONE.fullmatch(value) or sum(map(str.isdigit, value)) < 6):
-        problems.append(_problem(path, "INVALID_FORMAT", "must be a phone number (6+ digits)"))
-    elif rule is Rule.POSTCODE and not POSTCODE.fullmatch(value):
-        problems.append(_problem(path, "INVALID_FORMAT", "letters, digits, spaces and - only"))
-    elif rule is Rule.LANGUAGE and not LANGUAGE.fullmatch(value):
-        problems.append(_problem(path, "INVALID_FORMAT", "must be a language tag like en-GB"))
     elif rule is Rule.COUNTRY:
         if country not in COUNTRIES:
             problems.append(
                 _problem(path, "UNKNOWN_CODE", f"{country!r} is not an ISO 3166-1 code")
             )
         else:
-            checked.clean[name] = country
+            checked.clean[path.rsplit(".", 1)[-1]] = country
     elif rule is Rule.STATE and country in COUNTRIES_WITH_SUBDIVISIONS:
-        check_state(checked.clean, country, problems, name, path)
-    elif rule is Rule.IP:
-        checked.ip = canonical_ip(value)
-        if checked.ip is None:
-            problems.append(_problem(path, "INVALID_FORMAT", "must be an IPv4 or IPv6 address"))
+        check_state(checked.clean, country, problems, path.rsplit(".", 1)[-1], path)
 
 
 def check_state(
