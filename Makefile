@@ -6,8 +6,10 @@ PYTHON = $(shell test -x .venv/bin/python && echo .venv/bin/python || echo pytho
 endif
 HANDOFF_HOME ?= /var/tmp/handoff
 export HANDOFF_HOME
+INGEST_TESTS = tests/integration/test_ingest_batch.py tests/integration/test_ingest_unary.py \
+	tests/integration/test_store_paths.py tests/integration/test_notify.py
 
-.PHONY: help venv setup protos protos-check native-check migrate run demo test test-unit lint bench clean
+.PHONY: help venv setup protos protos-check native-check migrate run demo test test-unit test-pure lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +40,9 @@ demo: setup  ## like run, plus a demo account, campaign and a few thousand refer
 
 test: setup  ## run the whole test suite against real PostgreSQL and protocol servers
 	$(PYTHON) -m pytest -q
+
+test-pure:  ## the unit and ingest tests with HANDOFF_PURE_PYTHON=1 (extension not used)
+	HANDOFF_PURE_PYTHON=1 $(PYTHON) -m pytest -q tests/unit $(INGEST_TESTS)
 
 test-unit:  ## run only the fast unit tests
 	$(PYTHON) -m pytest -q tests/unit

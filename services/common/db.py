@@ -4,19 +4,73 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from services.common.errors import HandoffError, UnavailableError
+
 IDLE_IN_TRANSACTION_MS = 60_000
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
+# Everything the driver raises: the server's errors, the client's, and the socket's.
+DRIVER_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# The server or the connection is gone, or turns us away for now. A connection that dies
+# mid-transaction raises ConnectionDoesNotExistError (a PostgresConnectionError), and
+# InterfaceError once it is closed; OSError covers sockets and timeouts.
+_UNREACHABLE = (
+    OSError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+# The statement failed, but the same call may succeed: PostgreSQL rolled the transaction
+# back to break a deadlock or a serialization conflict, or a lock was not free.
+_RETRYABLE = (
+    asyncpg.exceptions.TransactionRollbackError,
+    asyncpg.exceptions.LockNotAvailableError,
+)
 
-class DatabaseError(RuntimeError):
-    """The database could not do what was asked (wraps the driver's error)."""
+
+class DatabaseError(HandoffError):
+    """The database could not do what was asked (wraps the driver's error).
+
+    `retryable` says whether the same call may succeed later (a deadlock, a serialization
+    failure); servicers answer UNAVAILABLE with retry info then, INTERNAL otherwise.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class DatabaseUnavailableError(DatabaseError, UnavailableError):
+    """The database cannot be reached, or turns connections away for now."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
+def database_error(exc: BaseException, what: str) -> DatabaseError:
+    """The domain error for a driver error raised while doing `what`."""
+    closed = isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+    if closed or isinstance(exc, _UNREACHABLE):
+        return DatabaseUnavailableError(f"database unavailable ({what}): {exc}")
+    return DatabaseError(f"{what} failed: {exc}", retryable=isinstance(exc, _RETRYABLE))
+
+
+@contextmanager
+def driver_errors(what: str) -> Iterator[None]:
+    """Raise the driver's errors inside the block as domain errors (from the original)."""
+    try:
+        yield
+    except DRIVER_ERRORS as exc:
+        raise database_error(exc, what) from exc
 
 
 def load_queries(path: Path) -> dict[str, str]:
@@ -56,7 +110,7 @@ async def create_pool(
     dsn: str, *, min_size: int = 2, max_size: int = 20
 ) -> AsyncIterator[asyncpg.Pool]:
     """Open a pool (JSON codecs installed) and close it on exit."""
-    try:
+    with driver_errors("cannot connect to the database"):
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
@@ -67,8 +121,6 @@ async def create_pool(
             # account; PostgreSQL ends any that sits idle this long.
             server_settings={"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)},
         )
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise DatabaseError(f"cannot connect to the database: {exc}") from exc
     try:
         yield pool
     finally:

@@ -40,9 +40,18 @@ _CODES: list[tuple[type[HandoffError], int]] = [
 ]
 
 
+def _code(error: HandoffError) -> int:
+    """The error's code; one without its own is UNAVAILABLE when retryable, else INTERNAL."""
+    code: int | None = next((c for kind, c in _CODES if isinstance(error, kind)), None)
+    if code is None:
+        retryable: int = code_pb2.UNAVAILABLE if error.retryable else code_pb2.INTERNAL
+        return retryable
+    return code
+
+
 def status_for(error: HandoffError) -> status_pb2.Status:
     """Build the google.rpc.Status for a domain error (BadRequest for field problems)."""
-    code = next((c for kind, c in _CODES if isinstance(error, kind)), code_pb2.INTERNAL)
+    code = _code(error)
     status = status_pb2.Status(code=code, message=error.message)
     if isinstance(error, InvalidArgumentError) and error.problems:
         bad_request = error_details_pb2.BadRequest(
@@ -64,7 +73,11 @@ def status_for(error: HandoffError) -> status_pb2.Status:
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: HandoffError) -> None:
-    if isinstance(error, UnavailableError):
+    code = _code(error)
+    if code == code_pb2.INTERNAL:  # e.g. a DatabaseError: its text is for the logs only
+        await _abort_unexpected(context, error)
+        return
+    if code == code_pb2.UNAVAILABLE:
         # The cause (a host, a driver message) is for the logs, not for callers.
         log.warning("dependency unavailable: %s", error.message, exc_info=error.__cause__)
         error = UnavailableError("a dependency is unavailable; retry with backoff")

@@ -20,8 +20,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.db import DatabaseError, load_queries
-from services.common.errors import UnavailableError
+from services.common.db import driver_errors, load_queries
 from services.common.layouts.catalog import ROW_FIELDS
 from services.common.layouts.compiler import RenderContext
 
@@ -136,12 +135,6 @@ async def copy_column_batches(
             task.exception()  # retrieved: raised above, or the consumer stopped on its own error
 
 
-def _wrap(exc: BaseException, what: str) -> Exception:
-    if isinstance(exc, OSError | asyncpg.exceptions.ConnectionDoesNotExistError):
-        return UnavailableError(f"database unavailable: {exc}")
-    return DatabaseError(f"{what} failed: {exc}")
-
-
 class ReferralRowReader:
     """Reads referrals in the engine's row shape over a pool."""
 
@@ -150,10 +143,8 @@ class ReferralRowReader:
 
     async def render_context(self, account_id: UUID) -> RenderContext | None:
         """The account's zone and campaign names (None when the account is unknown)."""
-        try:
+        with driver_errors("render_context"):
             record = await self._pool.fetchrow(QUERIES["render_context"], account_id)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise _wrap(exc, "render_context") from exc
         if record is None:
             return None
         return RenderContext(
@@ -161,7 +152,7 @@ class ReferralRowReader:
         )
 
     async def _stream(self, name: str, *args: Any) -> AsyncGenerator[ColumnBatch, None]:
-        try:
+        with driver_errors(name):
             async with self._pool.acquire() as conn, conn.transaction(readonly=True):
                 await conn.execute(QUERIES["render_session"])
                 async with contextlib.aclosing(
@@ -169,8 +160,6 @@ class ReferralRowReader:
                 ) as batches:
                     async for batch in batches:
                         yield batch
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise _wrap(exc, name) from exc
 
     def rows_in_range(
         self,

@@ -6,11 +6,12 @@ import asyncio
 import logging
 import re
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from services.common.config import ConfigError, ServiceConfig
 from services.common.db import DatabaseError
+from services.common.grpc_server import wait_for_shutdown_signal
 from services.common.telemetry import telemetry
 from services.common.workers import start_workers, stop_workers
 
@@ -90,3 +91,23 @@ def announce(name: str, what: str, host: str, port: int) -> None:
     """
     log.info("%s listening on %s:%d", what, host, port, extra={"host": host, "port": port})
     print(announcement(name, what, host, port), flush=True)
+
+
+async def until_shutdown_or_failure(*watched: Awaitable[None]) -> None:
+    """Return on SIGTERM or SIGINT; raise first if a watched background task fails.
+
+    A watch that returns instead of raising counts as a failure too: whatever it watched
+    has stopped.
+    """
+    signal = asyncio.ensure_future(wait_for_shutdown_signal())
+    watches = [asyncio.ensure_future(w) for w in watched]
+    try:
+        done, _ = await asyncio.wait([signal, *watches], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not signal:
+                task.result()  # raises what the background task died of
+                raise RuntimeError("a background task stopped")
+    finally:
+        for task in (signal, *watches):
+            task.cancel()
+        await asyncio.gather(signal, *watches, return_exceptions=True)

@@ -12,8 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.db import DatabaseError, load_queries
-from services.common.errors import UnavailableError
+from services.common.db import driver_errors, load_queries
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "deliveries.sql")
 _T = TypeVar("_T")
@@ -59,12 +58,8 @@ class DeliveryStorePg:
         self._pool = pool
 
     async def _run(self, name: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        try:
+        with driver_errors(name):
             return await call()
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise UnavailableError(f"database unavailable: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"{name} failed: {exc}") from exc
 
     async def _row(self, name: str, *args: Any) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await self._run(

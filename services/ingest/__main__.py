@@ -9,8 +9,8 @@ from services.common.auth.store import CredentialStore
 from services.common.auth.verify import Authenticator
 from services.common.config import ServiceConfig
 from services.common.db import create_pool
-from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
-from services.common.service import announce, run_service
+from services.common.grpc_server import grpc_server_for
+from services.common.service import announce, run_service, until_shutdown_or_failure
 from services.ingest.services import ingest_services
 from services.ingest.store import IngestStore
 
@@ -18,7 +18,7 @@ DEFAULT_PORT = 50051
 
 
 async def serve(config: ServiceConfig) -> None:
-    """Serve IngestService and AccountService until SIGTERM."""
+    """Serve IngestService and AccountService until SIGTERM, or until a task they own dies."""
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(
             create_pool(
@@ -27,10 +27,15 @@ async def serve(config: ServiceConfig) -> None:
         )
         credential_store = CredentialStore(pool)
         authenticator = Authenticator(credential_store, cache_ttl_s=config.access.auth_cache_ttl_s)
-        services = ingest_services(IngestStore(pool), credential_store)
-        running = await stack.enter_async_context(grpc_server_for(config, services, authenticator))
+        # Entered before the server, so closed after it: calls in flight still drain.
+        ingest = await stack.enter_async_context(
+            ingest_services(IngestStore(pool), credential_store)
+        )
+        running = await stack.enter_async_context(
+            grpc_server_for(config, ingest.grpc, authenticator)
+        )
         announce("ingest", "gRPC", config.host, running.port)
-        await wait_for_shutdown_signal()
+        await until_shutdown_or_failure(ingest.failed())
 
 
 if __name__ == "__main__":

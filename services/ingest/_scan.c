@@ -22,16 +22,33 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Text slots, in the order of the referrals table (opted_in_at and extra aside). */
+/* The columns a referral is written as, in COPY order, and what rule each one follows:
+ * both come from Python through configure() (services/common/referral_shape.py declares
+ * the columns; services/ingest/native.py picks each one's rule). A rule also names a
+ * column's role: the account, campaign and partner referral id are the row's keys, the
+ * state is judged with the country, the moment and the map are not text. */
 enum {
-    S_ACCOUNT = 0, S_CAMPAIGN = 1, S_PARTNER_REF = 2,
-    S_EMAIL = 3, S_DOB = 8, S_MOBILE = 9, S_PHONE = 10, S_STATE = 14, S_POSTCODE = 15,
-    S_COUNTRY = 16, S_LANGUAGE = 17,
-    S_PARTNER_ID = 18, S_AD_TEXT = 21, S_AUDIENCE = 22, S_IP = 23, S_BROWSER = 25,
-    N_SLOTS = 26
+    R_TEXT = 0,      /* stripped; one line; at most `limit` code points */
+    R_MULTILINE,     /* not stripped; tab, newline and carriage return allowed */
+    R_REQUIRED,      /* R_TEXT, not empty */
+    R_PARTNER_KEY,   /* R_REQUIRED, and the row's partner referral id */
+    R_ACCOUNT,       /* a canonical UUID, and the row's account */
+    R_CAMPAIGN,      /* a canonical UUID, and the row's campaign */
+    R_EMAIL,         /* required, an email address */
+    R_BIRTH,         /* empty, or a calendar date from 1900 up to today */
+    R_PHONE,         /* empty, or a phone number */
+    R_POSTCODE,      /* empty, or a postcode */
+    R_LANGUAGE,      /* empty, or a language tag */
+    R_COUNTRY,       /* empty, or an ISO 3166-1 code */
+    R_STATE,         /* judged by Python when the country has subdivisions */
+    R_IP,            /* empty, IPv4 as written, or judged by Python */
+    R_MOMENT,        /* a google.protobuf.Timestamp: the opt-in time */
+    R_EXTRA,         /* the map<string, string> of extra attributes, as JSON */
+    N_RULES
 };
-#define CONSUMER_FIRST 3   /* Consumer field k (1..15) is slot 2 + k */
-#define OPT_IN_FIRST 18    /* OptIn fields 1..5 are slots 18..22; 7..9 are 23..25 */
+enum { M_REFERRAL = 0, M_CONSUMER = 1, M_OPT_IN = 2, N_MESSAGES = 3 };
+#define MAX_COLUMNS 64
+#define MAX_NUMBER 63 /* field numbers above are unknown fields to the scanner */
 #define MAX_EXTRA_HARD 1024
 
 typedef struct {
@@ -46,7 +63,12 @@ typedef struct {
 } Buf;
 
 /* Rules, set by configure(). */
-static Py_ssize_t limits[N_SLOTS];
+static int n_columns;
+static uint8_t rules[MAX_COLUMNS], nullable[MAX_COLUMNS];
+static Py_ssize_t limits[MAX_COLUMNS];
+static int8_t column_of[N_MESSAGES][MAX_NUMBER + 1]; /* -1: not a column */
+static uint64_t consumer_number, opt_in_number;      /* Referral's two nested messages */
+static int col_account, col_campaign, col_partner, col_country, col_state, col_ip;
 static uint8_t countries[26 * 26]; /* 1: ISO 3166-1 code; 2: one with subdivisions */
 static Py_ssize_t max_extra_keys = 100, max_extra_key = 64, max_extra_value = 2000;
 static int configured = 0;
@@ -459,8 +481,8 @@ static Py_ssize_t format_moment(char *out, int64_t seconds, int64_t micros) {
 /* ---- one referral ------------------------------------------------------------------ */
 
 typedef struct {
-    Slice text[N_SLOTS];
-    uint8_t seen[N_SLOTS];
+    Slice text[MAX_COLUMNS];
+    uint8_t seen[MAX_COLUMNS];
     int has_moment;
     int64_t seconds, nanos;
     int odd; /* well-formed, but something only the Python path handles */
@@ -493,27 +515,24 @@ static int parse_timestamp(Referral *r, Slice m) {
     return got;
 }
 
-static int parse_sub(Referral *r, Slice m, int opt_in) {
+static inline int column_at(int message, uint32_t number) {
+    return number <= MAX_NUMBER ? column_of[message][number] : -1;
+}
+
+static int parse_sub(Referral *r, Slice m, int message) {
     const uint8_t *p = m.p, *end = m.p + m.n;
     Field f;
     int got;
     while ((got = next_field(&p, end, &f)) > 0) {
-        int slot = -1;
-        if (!opt_in && f.field >= 1 && f.field <= 15) slot = CONSUMER_FIRST - 1 + (int)f.field;
-        else if (opt_in && f.field >= 1 && f.field <= 5) slot = OPT_IN_FIRST - 1 + (int)f.field;
-        else if (opt_in && f.field >= 7 && f.field <= 9) slot = OPT_IN_FIRST - 2 + (int)f.field;
-        else if (opt_in && f.field == 6) {
-            if (f.wire != 2) {
-                r->odd = 1;
-            } else if (parse_timestamp(r, f.bytes) < 0) {
-                return -1;
-            }
-            continue;
-        }
-        if (slot < 0) continue; /* unknown field */
+        int column = column_at(message, f.field);
+        if (column < 0) continue; /* unknown field */
         if (f.wire != 2) {
             r->odd = 1;
-        } else if (set_text(r, slot, f.bytes) < 0) {
+        } else if (rules[column] == R_MOMENT) {
+            if (parse_timestamp(r, f.bytes) < 0) return -1;
+        } else if (rules[column] == R_EXTRA) {
+            r->odd = 1; /* configure() allows the map only in Referral */
+        } else if (set_text(r, column, f.bytes) < 0) {
             return -1;
         }
     }
@@ -563,28 +582,29 @@ static int parse_referral(Referral *r, Slice m) {
     Field f;
     int got, seen_consumer = 0, seen_opt_in = 0;
     while ((got = next_field(&p, end, &f)) > 0) {
-        if (f.field > 6) continue;
+        int column = -1;
+        if (f.field != consumer_number && f.field != opt_in_number) {
+            column = column_at(M_REFERRAL, f.field);
+            if (column < 0) continue; /* unknown field */
+        }
         if (f.wire != 2) {
             r->odd = 1;
             continue;
         }
-        switch (f.field) {
-        case 1: case 2: case 3:
-            if (set_text(r, (int)f.field - 1, f.bytes) < 0) return -1;
-            break;
-        case 4:
+        if (f.field == consumer_number) {
             r->odd |= seen_consumer;
             seen_consumer = 1;
-            if (parse_sub(r, f.bytes, 0) < 0) return -1;
-            break;
-        case 5:
+            if (parse_sub(r, f.bytes, M_CONSUMER) < 0) return -1;
+        } else if (f.field == opt_in_number) {
             r->odd |= seen_opt_in;
             seen_opt_in = 1;
-            if (parse_sub(r, f.bytes, 1) < 0) return -1;
-            break;
-        case 6:
+            if (parse_sub(r, f.bytes, M_OPT_IN) < 0) return -1;
+        } else if (rules[column] == R_EXTRA) {
             if (parse_extra_entry(r, f.bytes) < 0) return -1;
-            break;
+        } else if (rules[column] == R_MOMENT) {
+            r->odd = 1; /* configure() allows the moment only in OptIn */
+        } else if (set_text(r, column, f.bytes) < 0) {
+            return -1;
         }
     }
     return got;
@@ -668,41 +688,70 @@ static int verdict_slice(Verdicts *v, char kind, Slice value, Slice country, Sli
 static int write_row_held(Referral *r, Buf *out, Verdicts *v, int64_t earliest_s,
                           int64_t latest_us, long today, PyObject **held) {
     if (r->odd || !r->has_moment) return 0;
-    if (!canonical_uuid(r->text[S_ACCOUNT]) || !canonical_uuid(r->text[S_CAMPAIGN])) return 0;
-    Slice t[N_SLOTS];
+    Slice t[MAX_COLUMNS];
     Py_ssize_t room = 64 + 8; /* opted_in_at, tabs, newline */
-    for (int slot = 0; slot < N_SLOTS; slot++) {
-        Slice s = r->text[slot];
-        if (slot >= S_PARTNER_REF) {
-            int multiline = slot == S_AD_TEXT;
+    int country = 0;
+    for (int column = 0; column < n_columns; column++) {
+        Slice s = r->text[column];
+        int rule = rules[column];
+        switch (rule) {
+        case R_ACCOUNT:
+        case R_CAMPAIGN:
+            if (!canonical_uuid(s)) return 0;
+            break;
+        case R_MOMENT:
+        case R_EXTRA:
+            break;
+        default: {
+            int multiline = rule == R_MULTILINE;
             if (!multiline) s = strip(s);
             Py_ssize_t length = checked_length(s, multiline);
-            if (length < 0 || length > limits[slot]) return 0;
+            if (length < 0 || length > limits[column]) return 0;
         }
-        t[slot] = s;
-        room += 2 * s.n + 1;
+        }
+        t[column] = s;
+        room += 2 * s.n + 3; /* a tab, or \\N for an empty nullable column */
     }
-    if (!t[S_PARTNER_REF].n || !t[S_PARTNER_ID].n || !email_ok(t[S_EMAIL])) return 0;
-    if (t[S_DOB].n && !birth_ok(t[S_DOB], today)) return 0;
-    if (t[S_MOBILE].n && !phone_ok(t[S_MOBILE])) return 0;
-    if (t[S_PHONE].n && !phone_ok(t[S_PHONE])) return 0;
-    if (t[S_POSTCODE].n && !postcode_ok(t[S_POSTCODE])) return 0;
-    if (t[S_LANGUAGE].n && !language_ok(t[S_LANGUAGE])) return 0;
-    int country = 0;
-    if (t[S_COUNTRY].n && !(country = country_class(t[S_COUNTRY]))) return 0;
-    if (t[S_STATE].n && country == 2) {
+    for (int column = 0; column < n_columns; column++) {
+        Slice s = t[column];
+        switch (rules[column]) {
+        case R_REQUIRED:
+        case R_PARTNER_KEY:
+            if (!s.n) return 0;
+            break;
+        case R_EMAIL:
+            if (!email_ok(s)) return 0;
+            break;
+        case R_BIRTH:
+            if (s.n && !birth_ok(s, today)) return 0;
+            break;
+        case R_PHONE:
+            if (s.n && !phone_ok(s)) return 0;
+            break;
+        case R_POSTCODE:
+            if (s.n && !postcode_ok(s)) return 0;
+            break;
+        case R_LANGUAGE:
+            if (s.n && !language_ok(s)) return 0;
+            break;
+        case R_COUNTRY:
+            if (s.n && !(country = country_class(s))) return 0;
+            break;
+        }
+    }
+    if (col_state >= 0 && t[col_state].n && country == 2) {
         Slice normal;
-        int got = verdict_slice(v, 'S', t[S_STATE], t[S_COUNTRY], &normal, &held[0]);
+        int got = verdict_slice(v, 'S', t[col_state], t[col_country], &normal, &held[0]);
         if (got <= 0) return got;
-        room += 2 * (normal.n - t[S_STATE].n);
-        t[S_STATE] = normal;
+        room += 2 * (normal.n - t[col_state].n);
+        t[col_state] = normal;
     }
-    if (t[S_IP].n && !ipv4_ok(t[S_IP])) {
+    if (col_ip >= 0 && t[col_ip].n && !ipv4_ok(t[col_ip])) {
         Slice none = {(const uint8_t *)"", 0}, canonical;
-        int got = verdict_slice(v, 'I', t[S_IP], none, &canonical, &held[1]);
+        int got = verdict_slice(v, 'I', t[col_ip], none, &canonical, &held[1]);
         if (got <= 0) return got;
-        room += 2 * (canonical.n - t[S_IP].n);
-        t[S_IP] = canonical;
+        room += 2 * (canonical.n - t[col_ip].n);
+        t[col_ip] = canonical;
     }
     if (r->nanos < 0 || r->nanos >= 1000000000 || r->seconds < earliest_s) return 0;
     if (r->seconds > latest_us / 1000000 + 1) return 0;
@@ -721,26 +770,29 @@ static int write_row_held(Referral *r, Buf *out, Verdicts *v, int64_t earliest_s
     }
 
     if (buf_reserve(out, room) < 0) return -1;
-    for (int slot = 0; slot < N_SLOTS; slot++) {
-        if (slot == S_IP) {
+    for (int column = 0; column < n_columns; column++) {
+        if (column) put_byte(out, '\t');
+        if (rules[column] == R_MOMENT) {
             char moment[48];
             put(out, moment, format_moment(moment, r->seconds, micros));
-            put_byte(out, '\t');
+        } else if (rules[column] == R_EXTRA) {
+            put_byte(out, '{');
+            for (Py_ssize_t i = 0; i < r->n_extra; i++) {
+                if (i) put_byte(out, ',');
+                put_byte(out, '"');
+                put(out, r->keys[i].p, r->keys[i].n);
+                put(out, "\":\"", 3);
+                put_json_copy_escaped(out, r->values[i]);
+                put_byte(out, '"');
+            }
+            put_byte(out, '}');
+        } else if (nullable[column] && !t[column].n) {
+            put(out, "\\N", 2);
+        } else {
+            put_copy_escaped(out, t[column]);
         }
-        if ((slot == S_DOB || slot == S_IP) && !t[slot].n) put(out, "\\N", 2);
-        else put_copy_escaped(out, t[slot]);
-        put_byte(out, '\t');
     }
-    put_byte(out, '{');
-    for (Py_ssize_t i = 0; i < r->n_extra; i++) {
-        if (i) put_byte(out, ',');
-        put_byte(out, '"');
-        put(out, r->keys[i].p, r->keys[i].n);
-        put(out, "\":\"", 3);
-        put_json_copy_escaped(out, r->values[i]);
-        put_byte(out, '"');
-    }
-    put(out, "}\n", 2);
+    put_byte(out, '\n');
     return 1;
 }
 
@@ -849,11 +901,11 @@ static PyObject *scan_batch(PyObject *self, PyObject *args) {
             if (append_new(deferred, raw) < 0) goto done;
             continue;
         }
-        Slice partner = strip(r->text[S_PARTNER_REF]);
+        Slice partner = strip(r->text[col_partner]);
         if (append_new(ends, PyLong_FromSsize_t(out.len)) < 0 ||
             append_new(offsets, PyLong_FromSsize_t(offset)) < 0 ||
-            append_new(accounts, id_text(seen_ids, r->text[S_ACCOUNT])) < 0 ||
-            append_new(campaigns, id_text(seen_ids, r->text[S_CAMPAIGN])) < 0 ||
+            append_new(accounts, id_text(seen_ids, r->text[col_account])) < 0 ||
+            append_new(campaigns, id_text(seen_ids, r->text[col_campaign])) < 0 ||
             append_new(partners, PyUnicode_DecodeUTF8((const char *)partner.p, partner.n,
                                                       "strict")) < 0) {
             goto done;
@@ -1065,37 +1117,105 @@ done:
 }
 
 PyDoc_STRVAR(configure_doc,
-"configure(limits, countries, max_extra_keys, max_extra_key, max_extra_value)\n"
+"configure(columns, countries, max_extra_keys, max_extra_key, max_extra_value,\n"
+"          consumer_number, opt_in_number)\n"
 "--\n\n"
-"Set the rules: the longest value of each text slot (26 ints, in table order without\n"
-"opted_in_at and extra; account and campaign ids are ignored), and a 676-byte table of\n"
-"two-letter codes (index (a-'A')*26 + (b-'A'); 1: a country, 2: one with subdivisions).");
+"Set the shape and the rules. `columns`, in COPY order: (message, number, rule, limit,\n"
+"nullable) tuples, where message is 0 (Referral), 1 (Consumer) or 2 (OptIn), number the\n"
+"field's number there, rule one of the R_ codes of _scan.c, limit the longest value in\n"
+"code points, nullable whether an empty value is written as NULL. `countries`: a\n"
+"676-byte table of two-letter codes (index (a-'A')*26 + (b-'A'); 1: a country, 2: one\n"
+"with subdivisions). The numbers of Referral's Consumer and OptIn fields come last.");
+
+static int configure_error(const char *message) {
+    PyErr_SetString(PyExc_ValueError, message);
+    return -1;
+}
+
+/* The columns into the rule tables; -1 with ValueError when they do not make a shape. */
+static int configure_columns(PyObject *columns, uint64_t consumer, uint64_t opt_in) {
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(columns);
+    if (n < 1 || n > MAX_COLUMNS) return configure_error("1 to 64 columns");
+    if (consumer == opt_in || consumer < 1 || opt_in < 1 || consumer > MAX_NUMBER ||
+        opt_in > MAX_NUMBER)
+        return configure_error("the Consumer and OptIn fields need two numbers from 1 to 63");
+    int8_t where[N_MESSAGES][MAX_NUMBER + 1];
+    memset(where, -1, sizeof(where));
+    int roles[N_RULES];
+    for (int i = 0; i < N_RULES; i++) roles[i] = -1;
+    uint8_t new_rules[MAX_COLUMNS], new_nullable[MAX_COLUMNS];
+    Py_ssize_t new_limits[MAX_COLUMNS];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long message, number, rule, is_nullable;
+        Py_ssize_t limit;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(columns, i), "lllnl", &message, &number,
+                              &rule, &limit, &is_nullable))
+            return -1;
+        if (message < 0 || message >= N_MESSAGES) return configure_error("an unknown message");
+        if (number < 1 || number > MAX_NUMBER) return configure_error("field numbers 1 to 63");
+        if (rule < 0 || rule >= N_RULES) return configure_error("an unknown rule");
+        if (where[message][number] >= 0) return configure_error("a field named twice");
+        if (message == M_REFERRAL && (number == (long)consumer || number == (long)opt_in))
+            return configure_error("a column on the Consumer or OptIn field");
+        if (rule == R_MOMENT && message == M_REFERRAL)
+            return configure_error("the opt-in moment belongs in Consumer or OptIn");
+        if (rule == R_EXTRA && message != M_REFERRAL)
+            return configure_error("the extra map belongs in Referral");
+        int role = rule == R_TEXT || rule == R_MULTILINE || rule == R_REQUIRED ||
+                   rule == R_BIRTH || rule == R_PHONE || rule == R_POSTCODE ||
+                   rule == R_LANGUAGE || rule == R_EMAIL;
+        if (!role) {
+            if (roles[rule] >= 0) return configure_error("a rule that takes one column, twice");
+            roles[rule] = (int)i;
+        }
+        where[message][number] = (int8_t)i;
+        new_rules[i] = (uint8_t)rule;
+        new_limits[i] = limit;
+        new_nullable[i] = is_nullable != 0;
+    }
+    if (roles[R_ACCOUNT] < 0 || roles[R_CAMPAIGN] < 0 || roles[R_PARTNER_KEY] < 0 ||
+        roles[R_MOMENT] < 0)
+        return configure_error("an account, a campaign, a partner key and a moment column");
+    if (roles[R_STATE] >= 0 && roles[R_COUNTRY] < 0)
+        return configure_error("a state column needs a country column");
+    memcpy(column_of, where, sizeof(where));
+    memcpy(rules, new_rules, (size_t)n);
+    memcpy(nullable, new_nullable, (size_t)n);
+    memcpy(limits, new_limits, sizeof(Py_ssize_t) * (size_t)n);
+    n_columns = (int)n;
+    consumer_number = consumer;
+    opt_in_number = opt_in;
+    col_account = roles[R_ACCOUNT];
+    col_campaign = roles[R_CAMPAIGN];
+    col_partner = roles[R_PARTNER_KEY];
+    col_country = roles[R_COUNTRY];
+    col_state = roles[R_STATE];
+    col_ip = roles[R_IP];
+    return 0;
+}
 
 static PyObject *configure(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *seq;
     Py_buffer table;
     Py_ssize_t keys, key_len, value_len;
-    if (!PyArg_ParseTuple(args, "Oy*nnn:configure", &seq, &table, &keys, &key_len, &value_len)) {
+    unsigned long long consumer, opt_in;
+    if (!PyArg_ParseTuple(args, "Oy*nnnKK:configure", &seq, &table, &keys, &key_len,
+                          &value_len, &consumer, &opt_in)) {
         return NULL;
     }
-    PyObject *fast = PySequence_Tuple(seq); /* a copy nothing can change under us */
-    if (fast == NULL || PySequence_Fast_GET_SIZE(fast) != N_SLOTS || table.len != 26 * 26) {
-        Py_XDECREF(fast);
+    if (table.len != 26 * 26) {
         PyBuffer_Release(&table);
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "26 limits and 676 codes");
+        PyErr_SetString(PyExc_ValueError, "676 country codes");
         return NULL;
     }
-    for (int i = 0; i < N_SLOTS; i++) {
-        Py_ssize_t limit = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(fast, i));
-        if (limit == -1 && PyErr_Occurred()) {
-            Py_DECREF(fast);
-            PyBuffer_Release(&table);
-            return NULL;
-        }
-        limits[i] = limit;
+    PyObject *columns = PySequence_Tuple(seq); /* a copy nothing can change under us */
+    if (columns == NULL || configure_columns(columns, consumer, opt_in) < 0) {
+        Py_XDECREF(columns);
+        PyBuffer_Release(&table);
+        return NULL;
     }
-    Py_DECREF(fast);
+    Py_DECREF(columns);
     memcpy(countries, table.buf, sizeof(countries));
     PyBuffer_Release(&table);
     if (keys > MAX_EXTRA_HARD) keys = MAX_EXTRA_HARD;

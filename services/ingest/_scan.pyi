@@ -4,11 +4,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 def configure(
-    limits: Sequence[int],
+    columns: Sequence[tuple[int, int, int, int, bool]],
     countries: bytes,
     max_extra_keys: int,
     max_extra_key: int,
     max_extra_value: int,
+    consumer_number: int,
+    opt_in_number: int,
     /,
 ) -> None: ...
 def scan_batch(

@@ -1,15 +1,14 @@
-"""Account and campaign rules: validation, idempotent creates, paging."""
+"""Account and campaign rules: validation, idempotent creates, pages of lists."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import zoneinfo
 from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
+from services.common.control_characters import has_control_character
 from services.common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -18,10 +17,16 @@ from services.common.errors import (
     NotFoundError,
 )
 from services.common.ids import parse_id
+from services.common.paging import (
+    Page,
+    decode_token,
+    encode_token,
+    fetch_page,
+    invalid_token,
+    page_size,
+)
 from services.ingest.model import Account, Campaign, Status
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 MAX_NAME = 200
 
 
@@ -58,7 +63,7 @@ def check_name(name: str) -> str:
         problem = FieldProblem("name", "REQUIRED", "is required")
     elif len(clean) > MAX_NAME:
         problem = FieldProblem("name", "TOO_LONG", f"at most {MAX_NAME} characters")
-    elif any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in clean):
+    elif has_control_character(clean):
         problem = FieldProblem("name", "CONTROL_CHARACTER", "must not contain control characters")
     if problem:
         raise InvalidArgumentError(f"name {problem.message}", [problem])
@@ -83,35 +88,52 @@ def check_time_zone(time_zone: str) -> str:
     return zone
 
 
-def page_size(requested: int) -> int:
-    """The page size to use: default when 0, refused when negative or too large."""
-    if requested == 0:
-        return DEFAULT_PAGE_SIZE
-    if requested < 0 or requested > MAX_PAGE_SIZE:
-        problem = FieldProblem("page_size", "OUT_OF_RANGE", f"must be 1-{MAX_PAGE_SIZE}")
-        raise InvalidArgumentError(f"page_size must be 1-{MAX_PAGE_SIZE}", [problem])
-    return requested
-
-
 def encode_page_token(created_at: datetime, item_id: UUID) -> str:
     """An opaque token for the position after (created_at, id)."""
-    raw = f"{created_at.isoformat()}|{item_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode()
+    return encode_token(_position(created_at, item_id))
 
 
 def decode_page_token(token: str) -> tuple[datetime, UUID] | None:
     """The position a token stands for; None for an empty token."""
     if not token:
         return None
+    created, _, item_id = decode_token(token).partition("|")
     try:
-        created, _, item_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
         position = datetime.fromisoformat(created), UUID(item_id)
-        if position[0].tzinfo is None:
-            raise ValueError("tokens carry an aware timestamp")
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        problem = FieldProblem("page_token", "INVALID_FORMAT", "is not a token this API issued")
-        raise InvalidArgumentError(problem.message, [problem]) from exc
+    except ValueError as exc:
+        raise invalid_token() from exc
+    if position[0].tzinfo is None:  # tokens carry an aware timestamp
+        raise invalid_token()
     return position
+
+
+async def list_accounts(
+    store: AccountStore, include_archived: bool, size: int, token: str
+) -> Page[Account]:
+    """One page of accounts in creation order, after the token's position."""
+    after = decode_page_token(token)
+    return await fetch_page(
+        lambda limit: store.list_accounts(include_archived, after, limit),
+        page_size(size),
+        lambda account: _position(account.created_at, account.id),
+    )
+
+
+async def list_campaigns(
+    store: AccountStore, account_id: str, include_archived: bool, size: int, token: str
+) -> Page[Campaign]:
+    """One page of the account's campaigns in creation order (NotFoundError: no account)."""
+    account = await get_account(store, account_id, "account_id")
+    after = decode_page_token(token)
+    return await fetch_page(
+        lambda limit: store.list_campaigns(account.id, include_archived, after, limit),
+        page_size(size),
+        lambda campaign: _position(campaign.created_at, campaign.id),
+    )
+
+
+def _position(created_at: datetime, item_id: UUID) -> str:
+    return f"{created_at.isoformat()}|{item_id}"
 
 
 async def create_account(

@@ -72,15 +72,11 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
     async def ListAccounts(  # noqa: N802
         self, request: accounts_pb2.ListAccountsRequest, context: Context
     ) -> accounts_pb2.ListAccountsResponse:
-        size = accounts.page_size(request.page_size)
-        after = accounts.decode_page_token(request.page_token)
-        found = await self._store.list_accounts(request.include_archived, after, size + 1)
-        token = ""
-        if len(found) > size:
-            found = found[:size]
-            token = accounts.encode_page_token(found[-1].created_at, found[-1].id)
+        page = await accounts.list_accounts(
+            self._store, request.include_archived, request.page_size, request.page_token
+        )
         return accounts_pb2.ListAccountsResponse(
-            accounts=[account_message(a) for a in found], next_page_token=token
+            accounts=[account_message(a) for a in page.items], next_page_token=page.next_token
         )
 
     async def ArchiveAccount(  # noqa: N802
@@ -109,18 +105,15 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
     async def ListCampaigns(  # noqa: N802
         self, request: accounts_pb2.ListCampaignsRequest, context: Context
     ) -> accounts_pb2.ListCampaignsResponse:
-        account = await accounts.get_account(self._store, request.account_id, "account_id")
-        size = accounts.page_size(request.page_size)
-        after = accounts.decode_page_token(request.page_token)
-        found = await self._store.list_campaigns(
-            account.id, request.include_archived, after, size + 1
+        page = await accounts.list_campaigns(
+            self._store,
+            request.account_id,
+            request.include_archived,
+            request.page_size,
+            request.page_token,
         )
-        token = ""
-        if len(found) > size:
-            found = found[:size]
-            token = accounts.encode_page_token(found[-1].created_at, found[-1].id)
         return accounts_pb2.ListCampaignsResponse(
-            campaigns=[campaign_message(c) for c in found], next_page_token=token
+            campaigns=[campaign_message(c) for c in page.items], next_page_token=page.next_token
         )
 
     async def ArchiveCampaign(  # noqa: N802

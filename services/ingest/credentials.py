@@ -18,7 +18,8 @@ from services.common.errors import (
     NotFoundError,
 )
 from services.common.ids import parse_id
-from services.ingest.accounts import check_name, decode_page_token, encode_page_token, page_size
+from services.common.paging import Page, fetch_page, page_size
+from services.ingest.accounts import check_name, decode_page_token
 
 
 class CredentialAdminStore(Protocol):
@@ -149,11 +150,12 @@ async def list_credentials(
     include_revoked: bool,
     requested_size: int,
     page_token: str,
-) -> tuple[list[StoredCredential], str]:
-    """One page of credentials and the token of the next ('' at the end)."""
+) -> Page[StoredCredential]:
+    """One page of credentials in creation order, after the token's position."""
     account = parse_id("account_id", account_id) if account_id else None
-    size = page_size(requested_size)
-    found = await store.list(account, include_revoked, decode_page_token(page_token), size + 1)
-    page, more = found[:size], len(found) > size
-    next_token = encode_page_token(page[-1].created_at, page[-1].id) if more else ""
-    return page, next_token
+    after = decode_page_token(page_token)
+    return await fetch_page(
+        lambda limit: store.list(account, include_revoked, after, limit),
+        page_size(requested_size),
+        lambda c: f"{c.created_at.isoformat()}|{c.id}",
+    )

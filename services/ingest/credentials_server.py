@@ -104,12 +104,12 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
     async def ListCredentials(  # noqa: N802
         self, request: credentials_pb2.ListCredentialsRequest, context: Context
     ) -> credentials_pb2.ListCredentialsResponse:
-        page, next_token = await credentials.list_credentials(
+        page = await credentials.list_credentials(
             self._store, request.account_id, request.include_revoked, request.page_size,
             request.page_token,
         )  # fmt: skip
         return credentials_pb2.ListCredentialsResponse(
-            credentials=[credential_message(c) for c in page], next_page_token=next_token
+            credentials=[credential_message(c) for c in page.items], next_page_token=page.next_token
         )
 
     async def RevokeCredential(  # noqa: N802

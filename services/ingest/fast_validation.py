@@ -1,5 +1,8 @@
 """The fast path of validation: a whole batch of clean referral messages in a few passes.
 
+It applies the reference validator's rule data (validation.FIELD_RULES, the patterns,
+limits and tables there) column by column; it has no rules of its own.
+
 Most batches are clean, and most values repeat (countries, states, partners, ad texts).
 So instead of validating row by row, each field is checked once per batch: a column is
 gathered with C-level map calls, its lengths and control characters are checked in one
@@ -21,12 +24,11 @@ from operator import attrgetter, methodcaller
 from typing import Protocol
 from uuid import UUID
 
+from services.common.control_characters import CONTROL, CONTROL_MULTILINE
 from services.common.errors import FieldProblem
-from services.ingest.model import CONSUMER_FIELDS, OPT_IN_FIELDS, ReferralRow
+from services.ingest.model import CONSUMER_FIELDS, OPT_IN_FIELDS, REFERRAL_COLUMNS, ReferralRow
 from services.ingest.validation import (
     CLOCK_SKEW,
-    CONTROL,
-    CONTROL_MULTILINE,
     COUNTRIES,
     COUNTRIES_WITH_SUBDIVISIONS,
     EMAIL,
@@ -39,10 +41,13 @@ from services.ingest.validation import (
     MAX_EXTRA_VALUE,
     MAX_LENGTHS,
     OPT_IN_EARLIEST,
+    PHONE_WITH_DIGITS,
     POSTCODE,
+    Rule,
     canonical_ip,
     check_state,
     parse_birth_date,
+    rule_of,
 )
 
 # Opt-in text fields in the order they are gathered (OPT_IN_FIELDS less opted_in_at).
@@ -53,9 +58,13 @@ _NANOS = 1_000_000_000
 _MICROSECOND = timedelta(microseconds=1)
 _KEY = rf"[A-Za-z_][A-Za-z0-9_.-]{{0,{MAX_EXTRA_KEY - 1}}}"
 _EXTRA_KEYS = re.compile(f"{_KEY}(?:\x00{_KEY})*")
-# _PHONE plus "at least six digits", in one match.
-_PHONE6 = re.compile(r"(?=(?:[^0-9]*[0-9]){6})\+?[0-9 ().-]{6,32}")
 _COUNTRY_OR_EMPTY = COUNTRIES | {""}
+# The rules as columnar checks: which may not be empty, which are one pattern.
+_NOT_EMPTY = frozenset({Rule.REQUIRED, Rule.PARTNER_KEY, Rule.EMAIL})
+_PATTERNS = {
+    Rule.EMAIL: EMAIL, Rule.PHONE: PHONE_WITH_DIGITS, Rule.POSTCODE: POSTCODE,
+    Rule.LANGUAGE: LANGUAGE,
+}  # fmt: skip
 _has_opted_in_at = methodcaller("HasField", "opted_in_at")
 _new_row = partial(tuple.__new__, ReferralRow)
 _IPV4_COLUMN = re.compile(f"(?:{IPV4.pattern})?(?:\n(?:{IPV4.pattern})?)*")
@@ -148,11 +157,9 @@ def _wrong(values: Iterable[str], pattern: re.Pattern[str]) -> set[str]:
     return {v for v in set(values) if v and not pattern.fullmatch(v)}
 
 
-def _text_column(
-    objects: list[object], name: str, bad: set[int], *, strip: bool = True
-) -> list[str]:
+def _text_column(objects: list[object], name: str, bad: set[int]) -> list[str]:
     raw: list[str] = list(map(attrgetter(name), objects))
-    column = list(map(str.strip, raw)) if strip else raw
+    column = raw if rule_of(name) is Rule.MULTILINE else list(map(str.strip, raw))
     _mark_long(column, MAX_LENGTHS[name], bad)
     return column
 
@@ -169,39 +176,41 @@ def quick_rows(messages: Sequence[ReferralMessage], clock: Clock) -> list[Referr
         i for i, (a, c) in enumerate(zip(accounts, campaigns, strict=True)) if not a or not c
     )
     partner_ids = _text_column(list(messages), "partner_referral_id", bad)
-    bad.update(i for i, v in enumerate(partner_ids) if not v)
-
-    cons = {name: _text_column(consumers, name, bad) for name in CONSUMER_FIELDS}
-    opts = {name: _text_column(opt_ins, name, bad, strip=name != "ad_text") for name in OPT_IN_TEXT}
-    single_line = [partner_ids, *cons.values(), *(v for k, v in opts.items() if k != "ad_text")]
-    for column in single_line:
-        _mark_control(column, CONTROL, bad)
-    _mark_control(opts["ad_text"], CONTROL_MULTILINE, bad)
-
-    emails = cons["email"]
-    bad.update(i for i, v in enumerate(emails) if not v)
-    _mark_values(emails, _wrong(emails, EMAIL), bad)
-    for name, pattern in (
-        ("mobile", _PHONE6), ("phone", _PHONE6), ("postcode", POSTCODE), ("language", LANGUAGE),
-    ):  # fmt: skip
-        _mark_values(cons[name], _wrong(cons[name], pattern), bad)
-    countries = cons["country"]
-    _mark_values(countries, set(countries) - _COUNTRY_OR_EMPTY, bad)
-    _check_births(cons["date_of_birth"], clock, bad)
-    _check_states(countries, cons["state"], bad)
-    bad.update(i for i, v in enumerate(opts["partner_id"]) if not v)
-    ips = _check_ips(opts["ip_address"], bad)
+    texts: dict[str, list[str]] = {
+        "partner_referral_id": partner_ids,
+        **{name: _text_column(consumers, name, bad) for name in CONSUMER_FIELDS},
+        **{name: _text_column(opt_ins, name, bad) for name in OPT_IN_TEXT},
+    }
+    for name, column in texts.items():
+        multiline = rule_of(name) is Rule.MULTILINE
+        _mark_control(column, CONTROL_MULTILINE if multiline else CONTROL, bad)
+    stored: dict[str, Sequence[str | None]] = dict(texts)
+    countries = next(c for name, c in texts.items() if rule_of(name) is Rule.COUNTRY)
+    for name, column in texts.items():
+        rule = rule_of(name)
+        if rule in _NOT_EMPTY:
+            bad.update(i for i, v in enumerate(column) if not v)
+        if rule in _PATTERNS:
+            _mark_values(column, _wrong(column, _PATTERNS[rule]), bad)
+        elif rule is Rule.COUNTRY:
+            _mark_values(column, set(column) - _COUNTRY_OR_EMPTY, bad)
+        elif rule is Rule.BIRTH:
+            _check_births(column, clock, bad)
+            stored[name] = [birth or None for birth in column]
+        elif rule is Rule.STATE:
+            _check_states(countries, column, bad)
+        elif rule is Rule.IP:
+            stored[name] = _check_ips(column, bad)
     moments = _opted_in_at(opt_ins, clock, bad)
 
     extras = _extra_texts(messages)
     bad.update(i for i, extra in enumerate(extras) if extra is None)
-    births = [birth or None for birth in cons["date_of_birth"]]
-    columns = zip(
-        accounts, campaigns, partner_ids, *(cons[n] for n in CONSUMER_FIELDS[:5]), births,
-        *(cons[n] for n in CONSUMER_FIELDS[6:]), *(opts[n] for n in OPT_IN_TEXT[:5]), moments,
-        ips, opts["user_agent"], opts["browser"], extras, strict=True,
-    )  # fmt: skip
+    by_name: dict[str, Sequence[str | None]] = {
+        **stored, "account_id": accounts, "campaign_id": campaigns, "opted_in_at": moments,
+        "extra": extras,
+    }  # fmt: skip
     # Columns in ReferralRow order: rows are built by C-level calls, no Python per row.
+    columns = zip(*(by_name[name] for name in REFERRAL_COLUMNS), strict=True)
     rows: list[ReferralRow | None] = list(map(_new_row, columns))
     for index in bad:
         rows[index] = None

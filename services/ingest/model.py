@@ -9,17 +9,11 @@ from typing import NamedTuple
 from uuid import UUID
 
 from services.common.errors import FieldProblem
+from services.common.referral_shape import COPY_COLUMNS, Source, fields_of
 
-# Consumer fields, in the order of the proto and the referrals table.
-CONSUMER_FIELDS: tuple[str, ...] = (
-    "email", "title", "first_name", "last_name", "gender", "date_of_birth", "mobile",
-    "phone", "address_line1", "address_line2", "city", "state", "postcode", "country",
-    "language",
-)  # fmt: skip
-OPT_IN_FIELDS: tuple[str, ...] = (
-    "partner_id", "publisher_id", "creative_id", "ad_text", "audience", "opted_in_at",
-    "ip_address", "user_agent", "browser",
-)  # fmt: skip
+# Consumer and opt-in fields, in the order of the referrals table (referral_shape.py).
+CONSUMER_FIELDS: tuple[str, ...] = fields_of(Source.CONSUMER)
+OPT_IN_FIELDS: tuple[str, ...] = fields_of(Source.OPT_IN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +47,11 @@ class ValidReferral:
 
 
 class ReferralRow(NamedTuple):
-    """A valid referral as the text of each stored column (None for NULL), in COPY order."""
+    """A valid referral as the text of each stored column (None for NULL), in COPY order.
+
+    Spelled out for the type checker; tests/unit/test_referral_shape.py checks that its
+    fields are referral_shape.COPY_COLUMNS.
+    """
 
     account_id: str
     campaign_id: str
@@ -85,7 +83,7 @@ class ReferralRow(NamedTuple):
     extra: str  # JSON object
 
 
-REFERRAL_COLUMNS: tuple[str, ...] = ReferralRow._fields
+REFERRAL_COLUMNS: tuple[str, ...] = COPY_COLUMNS
 
 
 class RowStatus(enum.Enum):

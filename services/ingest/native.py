@@ -1,9 +1,10 @@
-"""The compiled scanner (`_scan.c`), configured from the Python rules it mirrors.
+"""The compiled scanner (`_scan.c`), configured from the referral's shape and the rules.
 
 `scan()` turns a serialized IngestBatchRequest into COPY text for its clean referrals and
 hands back the bytes of every other one, for the Python validator to decide. When the
-extension is not built (no C compiler where Handoff was installed), `AVAILABLE` is False
-and callers take the Python path, which gives the same answers, only slower.
+extension is not built (no C compiler where Handoff was installed), or HANDOFF_PURE_PYTHON=1
+asks for Python (see extension.py), `AVAILABLE` is False and callers take the Python path,
+which gives the same answers, only slower.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
 
+from services.common.gen.handoff.ingest.v1 import referral_pb2
+from services.common.referral_shape import COLUMNS_BY_NAME, Source
+from services.ingest.extension import SCANNER
 from services.ingest.fast_validation import Clock, state_verdict
 from services.ingest.intake import ValidRows
 from services.ingest.model import REFERRAL_COLUMNS, RowResult, RowStatus
@@ -22,22 +26,49 @@ from services.ingest.validation import (
     MAX_EXTRA_KEY,
     MAX_EXTRA_KEYS,
     MAX_EXTRA_VALUE,
-    MAX_LENGTHS,
+    Rule,
     canonical_ip,
+    rule_of,
 )
 
-_scan: ModuleType | None
-try:
-    from services.ingest import _scan
-except ImportError:  # pragma: no cover - depends on how Handoff was installed
-    _scan = None
+_scan: ModuleType | None = SCANNER
 
 AVAILABLE = _scan is not None
 # Verdicts of the Python rules on states and non-IPv4 addresses, kept across batches.
 _VERDICTS: dict[bytes, str | None] = {}
 _MAX_VERDICTS = 100_000
-# The scanner's text slots: the table's columns less opted_in_at and extra.
-_SLOTS = [c for c in REFERRAL_COLUMNS if c not in ("opted_in_at", "extra")]
+
+# The R_ codes of _scan.c, in their order: each field's rule is validation.FIELD_RULES'.
+C_RULES: tuple[Rule, ...] = (
+    Rule.TEXT, Rule.MULTILINE, Rule.REQUIRED, Rule.PARTNER_KEY, Rule.ACCOUNT, Rule.CAMPAIGN,
+    Rule.EMAIL, Rule.BIRTH, Rule.PHONE, Rule.POSTCODE, Rule.LANGUAGE, Rule.COUNTRY,
+    Rule.STATE, Rule.IP, Rule.MOMENT, Rule.EXTRA,
+)  # fmt: skip
+_MESSAGES = {
+    Source.REFERRAL: (0, referral_pb2.Referral.DESCRIPTOR),
+    Source.CONSUMER: (1, referral_pb2.Consumer.DESCRIPTOR),
+    Source.OPT_IN: (2, referral_pb2.OptIn.DESCRIPTOR),
+}
+
+
+def scanner_columns() -> list[tuple[int, int, int, int, bool]]:
+    """The scanner's columns in COPY order: (message, field number, rule, limit, nullable),
+    from the referral's shape and the proto descriptor."""
+    columns = []
+    for name in REFERRAL_COLUMNS:
+        column = COLUMNS_BY_NAME[name]
+        message, descriptor = _MESSAGES[column.source]
+        field = descriptor.fields_by_name.get(name)
+        if field is None:
+            raise LookupError(f"referral_shape column {name!r} is not a field of {descriptor.name}")
+        rule = C_RULES.index(rule_of(name))
+        columns.append((message, field.number, rule, column.max_length, column.nullable))
+    return columns
+
+
+def _nested_numbers() -> tuple[int, int]:
+    fields = referral_pb2.Referral.DESCRIPTOR.fields_by_name
+    return fields["consumer"].number, fields["opt_in"].number
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +98,12 @@ def _country_table() -> bytes:
 
 if _scan is not None:
     _scan.configure(
-        [MAX_LENGTHS.get(slot, 0) for slot in _SLOTS],
+        scanner_columns(),
         _country_table(),
         MAX_EXTRA_KEYS,
         MAX_EXTRA_KEY,
         MAX_EXTRA_VALUE,
+        *_nested_numbers(),
     )
 
 

@@ -155,15 +155,31 @@ def _count(results: list[RowResult]) -> dict[RowStatus, int]:
     return counts
 
 
-class IngestServicer:
-    """Ingest, IngestBatch and IngestStream over one store."""
+def utc_now() -> datetime:
+    """The current time, in UTC."""
+    return datetime.now(UTC)
 
-    def __init__(self, store: ReferralStore, clock: Callable[[], datetime] | None = None) -> None:
+
+def unary_coalescer(
+    store: ReferralStore, clock: Callable[[], datetime] = utc_now
+) -> UnaryCoalescer[referral_pb2.Referral]:
+    """The coalescer for Ingest calls (enter it before serving; see coalescer.py)."""
+    return UnaryCoalescer(store, clock, lambda messages, now: candidates(messages, Clock.at(now)))
+
+
+class IngestServicer:
+    """Ingest, IngestBatch and IngestStream over one store; unary calls go through
+    `coalescer`, which the caller owns (it is entered and closed in the exit stack)."""
+
+    def __init__(
+        self,
+        store: ReferralStore,
+        coalescer: UnaryCoalescer[referral_pb2.Referral],
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self._store = store
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._coalescer: UnaryCoalescer[referral_pb2.Referral] = UnaryCoalescer(
-            store, self._clock, lambda messages, now: candidates(messages, Clock.at(now))
-        )
+        self._clock = clock
+        self._coalescer = coalescer
 
     async def Ingest(  # noqa: N802 - gRPC method name
         self, request: ingest_pb2.IngestRequest, context: grpc.aio.ServicerContext[object, object]

@@ -15,8 +15,8 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.db import DatabaseError, load_queries
-from services.common.errors import UnavailableError
+from services.common.db import driver_errors, load_queries
+from services.ingest.extension import SCANNER
 from services.ingest.model import (
     REFERRAL_COLUMNS,
     Account,
@@ -43,11 +43,9 @@ def _number_lines(seqs: list[int], lines: list[bytes]) -> bytes:
     return b"".join(map(b"%d\t%b".__mod__, zip(seqs, lines, strict=True)))
 
 
-number_lines: Callable[[list[int], list[bytes]], bytes]
-try:
-    from services.ingest._scan import number_lines
-except ImportError:  # pragma: no cover - built without a C compiler
-    number_lines = _number_lines
+number_lines: Callable[[list[int], list[bytes]], bytes] = (
+    _number_lines if SCANNER is None else SCANNER.number_lines
+)
 
 _new_stored = partial(tuple.__new__, StoredRow)  # StoredRow((seq, duplicate)), at C speed
 DEADLOCK_ATTEMPTS = 3  # tries of the staged insert that may end in a deadlock
@@ -135,12 +133,8 @@ class IngestStore:
         self._pool = pool
 
     async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
-        try:
+        with driver_errors(name):
             return list(await self._pool.fetch(QUERIES[name], *args))
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise UnavailableError(f"database unavailable: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"{name} failed: {exc}") from exc
 
     async def insert_referrals(self, rows: Sequence[ReferralRow]) -> dict[ReferralKey, StoredRow]:
         """Store rows of active campaigns; answer each stored or pre-existing row by key.
@@ -153,12 +147,8 @@ class IngestStore:
         if len(rows) > SMALL_BATCH:
             lines = [copy_text([row]) for row in rows]
             return await self.insert_copy(lines, keys, [r.campaign_id for r in rows])
-        try:
+        with driver_errors("insert_referrals"):
             (record,) = await self._pool.fetch(QUERIES["insert_referrals"], json_rows(rows))
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise UnavailableError(f"database unavailable: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"insert_referrals failed: {exc}") from exc
         return await self._with_existing(record, keys)
 
     async def insert_copy(
@@ -181,16 +171,13 @@ class IngestStore:
             lines = [lines[i] for i in order]
             keys = [keys[i] for i in order]
             campaign_ids = [campaign_ids[i] for i in order]
-        try:
+        # A deadlock that outlasts its retries comes out retryable: UNAVAILABLE, not INTERNAL.
+        with driver_errors("insert_staged_referrals"):
             async with self._connection() as conn:
                 direct = await self._insert_direct(conn, lines, keys, campaign_ids)
                 if direct is not None:
                     return direct
                 record = await self._insert_staged(conn, b"".join(lines), list(set(campaign_ids)))
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise UnavailableError(f"database unavailable: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"insert_staged_referrals failed: {exc}") from exc
         return await self._with_existing(record, keys)
 
     async def _insert_direct(

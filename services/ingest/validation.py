@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from uuid import UUID
 
 import pycountry
 
+from services.common.control_characters import CONTROL, CONTROL_MULTILINE
 from services.common.errors import FieldProblem
+from services.common.referral_shape import max_lengths
 from services.ingest.model import (
     CONSUMER_FIELDS,
     OPT_IN_FIELDS,
+    REFERRAL_COLUMNS,
     ReferralInput,
     ReferralRow,
     ValidReferral,
@@ -25,22 +30,62 @@ MAX_BATCH_SIZE = 10_000
 MAX_EXTRA_KEYS = 100
 
 # Longest accepted value per field; anything longer is refused, never cut.
-MAX_LENGTHS: dict[str, int] = {
-    "partner_referral_id": 200,
-    "email": 254, "title": 20, "first_name": 100, "last_name": 100, "gender": 20,
-    "date_of_birth": 32, "mobile": 32, "phone": 32, "address_line1": 200,
-    "address_line2": 200, "city": 100, "state": 100, "postcode": 20, "country": 2,
-    "language": 35,
-    "partner_id": 100, "publisher_id": 100, "creative_id": 100, "ad_text": 5000,
-    "audience": 100, "ip_address": 45, "user_agent": 1000, "browser": 100,
-}  # fmt: skip
+MAX_LENGTHS: dict[str, int] = max_lengths()
 MAX_EXTRA_KEY = 64
 MAX_EXTRA_VALUE = 2000
 
+
+class Rule(enum.Enum):
+    """What a field's value must be. The rule data every validator shares: this module
+    (the reference, which explains each refusal), the compiled scanner (native.py maps
+    each rule to its C code) and the columnar Python path (fast_validation.py)."""
+
+    TEXT = "text"  # stripped; one line; at most the field's length (referral_shape.py)
+    MULTILINE = "multiline"  # TEXT, not stripped, tab and line breaks allowed
+    REQUIRED = "required"  # TEXT, not empty
+    PARTNER_KEY = "partner_key"  # REQUIRED: the partner's id, unique per account
+    ACCOUNT = "account"  # a UUID: the advertiser account
+    CAMPAIGN = "campaign"  # a UUID: the campaign
+    EMAIL = "email"  # required, an email address
+    BIRTH = "birth"  # empty, or a calendar date from 1900 up to today
+    PHONE = "phone"  # empty, or 6-32 of + digits spaces ( ) . - with 6+ digits
+    POSTCODE = "postcode"  # empty, or letters, digits, spaces and -
+    LANGUAGE = "language"  # empty, or a BCP 47 tag
+    COUNTRY = "country"  # empty, or an ISO 3166-1 code (any case; stored upper-case)
+    STATE = "state"  # a subdivision of the country when code-shaped and it has any
+    IP = "ip"  # empty, or an IPv4 or IPv6 address (stored canonical)
+    MOMENT = "moment"  # the opt-in time: required, from 2000 to now (plus skew)
+    EXTRA = "extra"  # the free-form attributes
+
+    # Hash by identity in C, not by name in Python (Enum's default): rules are looked up
+    # in dicts for every field of every referral.
+    __hash__ = object.__hash__
+
+
+# Each field's rule; a field not named here is Rule.TEXT.
+FIELD_RULES: dict[str, Rule] = {
+    "account_id": Rule.ACCOUNT, "campaign_id": Rule.CAMPAIGN,
+    "partner_referral_id": Rule.PARTNER_KEY, "email": Rule.EMAIL,
+    "date_of_birth": Rule.BIRTH, "mobile": Rule.PHONE, "phone": Rule.PHONE,
+    "state": Rule.STATE, "postcode": Rule.POSTCODE, "country": Rule.COUNTRY,
+    "language": Rule.LANGUAGE, "partner_id": Rule.REQUIRED, "ad_text": Rule.MULTILINE,
+    "opted_in_at": Rule.MOMENT, "ip_address": Rule.IP, "extra": Rule.EXTRA,
+}  # fmt: skip
+
+
+def rule_of(name: str) -> Rule:
+    """The rule a field follows."""
+    return FIELD_RULES.get(name, Rule.TEXT)
+
+
 # Fields that may hold several lines; everything else must be one line.
-_MULTILINE = frozenset({"ad_text"})
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_MULTILINE = frozenset(name for name, rule in FIELD_RULES.items() if rule is Rule.MULTILINE)
+_NOT_EMPTY = frozenset({Rule.REQUIRED, Rule.EMAIL})
+# The order in which the rules past length and control characters are judged.
+_FORMAT_ORDER = (
+    Rule.REQUIRED, Rule.EMAIL, Rule.BIRTH, Rule.PHONE, Rule.POSTCODE, Rule.LANGUAGE,
+    Rule.COUNTRY, Rule.STATE, Rule.MOMENT, Rule.IP,
+)  # fmt: skip
 # Patterns are applied with fullmatch: `$` would also accept a trailing newline.
 # Pragmatic address syntax: one @, a dotted domain, no spaces or quotes.
 EMAIL = re.compile(
@@ -48,6 +93,8 @@ EMAIL = re.compile(
     r"[A-Za-z]{2,63}"
 )
 _PHONE = re.compile(r"\+?[0-9 ().-]{6,32}")
+# _PHONE plus "at least six digits", in one match.
+PHONE_WITH_DIGITS = re.compile(r"(?=(?:[^0-9]*[0-9]){6})\+?[0-9 ().-]{6,32}")
 POSTCODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]*")
 LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
 EXTRA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
@@ -152,8 +199,10 @@ def canonical_ip(value: str) -> str | None:
     return str(address)
 
 
-def parse_birth_date(value: str, today: date, problems: list[FieldProblem]) -> date | None:
-    path = "consumer.date_of_birth"
+def parse_birth_date(
+    value: str, today: date, problems: list[FieldProblem], path: str = "consumer.date_of_birth"
+) -> date | None:
+    """The date of birth, or None with the problem added."""
     if not _DATE.fullmatch(value):
         problems.append(_problem(path, "INVALID_FORMAT", "must be a date as YYYY-MM-DD"))
         return None
@@ -171,94 +220,161 @@ def parse_birth_date(value: str, today: date, problems: list[FieldProblem]) -> d
     return parsed
 
 
-def _check_consumer(
-    consumer: dict[str, str], today: date, problems: list[FieldProblem]
-) -> tuple[dict[str, str], date | None]:
-    clean = {name: raw.strip() for name, raw in consumer.items()}
-    fine = _checked_texts("consumer.", clean, problems)
-    email = clean.get("email", "")
-    if not email:
-        problems.append(_problem("consumer.email", "REQUIRED", "is required"))
-    elif "email" in fine and not EMAIL.fullmatch(email):
-        problems.append(
-            _problem("consumer.email", "INVALID_FORMAT", f"{email[:64]!r} is not an email address")
-        )
-    birth = None
-    if "date_of_birth" in fine:
-        birth = parse_birth_date(clean["date_of_birth"], today, problems)
-    for name in ("mobile", "phone"):
-        if name in fine and (
-            not _PHONE.fullmatch(clean[name]) or sum(map(str.isdigit, clean[name])) < 6
-        ):
-            problems.append(
-                _problem(f"consumer.{name}", "INVALID_FORMAT", "must be a phone number (6+ digits)")
-            )
-    if "postcode" in fine and not POSTCODE.fullmatch(clean["postcode"]):
-        problems.append(
-            _problem("consumer.postcode", "INVALID_FORMAT", "letters, digits, spaces and - only")
-        )
-    if "language" in fine and not LANGUAGE.fullmatch(clean["language"]):
-        problems.append(
-            _problem("consumer.language", "INVALID_FORMAT", "must be a language tag like en-GB")
-        )
-    country = clean.get("country", "").upper()
-    if "country" in fine:
+@dataclass(slots=True)
+class _Checked:
+    """One message's values after the rules: as stored, with the typed ones apart."""
+
+    clean: dict[str, str]
+    birth: date | None = None
+    ip: str | None = None
+
+
+# Values these patterns accept need no further look (the usual case, checked first).
+_VALID = {
+    Rule.EMAIL: EMAIL, Rule.PHONE: PHONE_WITH_DIGITS, Rule.POSTCODE: POSTCODE,
+    Rule.LANGUAGE: LANGUAGE,
+}  # fmt: skip
+
+
+def _check_fields(
+    prefix: str,
+    fields: tuple[str, ...],
+    raw: dict[str, str],
+    today: date,
+    problems: list[FieldProblem],
+    check_moment: Callable[[], None] | None = None,
+) -> _Checked:
+    """Every rule of FIELD_RULES on one message's `fields` (`prefix`: its path); a field
+    missing from `raw` is empty."""
+    clean = {name: value if name in _MULTILINE else value.strip() for name, value in raw.items()}
+    fine = _checked_texts(prefix, clean, problems)
+    checked = _Checked(clean)
+    country = ""
+    for rule, name, valid, required in _format_plan(fields):
+        if rule is Rule.MOMENT:
+            if check_moment is not None:
+                check_moment()
+            continue
+        value = clean.get(name, "")
+        if rule is Rule.COUNTRY:
+            country = value.upper()
+        if not value:
+            if required:
+                problems.append(_problem(prefix + name, "REQUIRED", "is required"))
+        elif name in fine and (valid is None or not valid.fullmatch(value)):
+            _check_format(rule, prefix + name, value, country, today, checked, problems)
+    return checked
+
+
+_PlanStep = tuple[Rule, str, "re.Pattern[str] | None", bool]
+
+
+@lru_cache(maxsize=8)
+def _format_plan(fields: tuple[str, ...]) -> tuple[_PlanStep, ...]:
+    """The format rules to apply to `fields`, in _FORMAT_ORDER: (rule, field, a pattern
+    that settles a valid value at once, whether empty is refused); the moment once."""
+    plan: list[_PlanStep] = []
+    for rule in _FORMAT_ORDER:
+        if rule is Rule.MOMENT:
+            plan.append((rule, "", None, False))
+            continue
+        for name in fields:
+            if rule_of(name) is rule:
+                plan.append((rule, name, _VALID.get(rule), rule in _NOT_EMPTY))
+    return tuple(plan)
+
+
+def _email(path: str, value: str, checked: _Checked, problems: list[FieldProblem]) -> None:
+    problems.append(_problem(path, "INVALID_FORMAT", f"{value[:64]!r} is not an email address"))
+
+
+def _phone(path: str, value: str, checked: _Checked, problems: list[FieldProblem]) -> None:
+    problems.append(_problem(path, "INVALID_FORMAT", "must be a phone number (6+ digits)"))
+
+
+def _postcode(path: str, value: str, checked: _Checked, problems: list[FieldProblem]) -> None:
+    problems.append(_problem(path, "INVALID_FORMAT", "letters, digits, spaces and - only"))
+
+
+def _language(path: str, value: str, checked: _Checked, problems: list[FieldProblem]) -> None:
+    problems.append(_problem(path, "INVALID_FORMAT", "must be a language tag like en-GB"))
+
+
+def _ip(path: str, value: str, checked: _Checked, problems: list[FieldProblem]) -> None:
+    checked.ip = canonical_ip(value)
+    if checked.ip is None:
+        problems.append(_problem(path, "INVALID_FORMAT", "must be an IPv4 or IPv6 address"))
+
+
+# What a value its rule's pattern (_VALID) did not settle gets: a problem, or its stored form.
+_FORMAT_CHECKS = {
+    Rule.EMAIL: _email, Rule.PHONE: _phone, Rule.POSTCODE: _postcode,
+    Rule.LANGUAGE: _language, Rule.IP: _ip,
+}  # fmt: skip
+
+
+def _check_format(
+    rule: Rule,
+    path: str,
+    value: str,
+    country: str,
+    today: date,
+    checked: _Checked,
+    problems: list[FieldProblem],
+) -> None:
+    """One non-empty value that passed length and control characters, by its rule."""
+    found = _FORMAT_CHECKS.get(rule)
+    if found is not None:
+        found(path, value, checked, problems)
+    elif rule is Rule.BIRTH:
+        checked.birth = parse_birth_date(value, today, problems, path)
+    elif rule is Rule.COUNTRY:
         if country not in COUNTRIES:
             problems.append(
-                _problem(
-                    "consumer.country", "UNKNOWN_CODE", f"{country!r} is not an ISO 3166-1 code"
-                )
+                _problem(path, "UNKNOWN_CODE", f"{country!r} is not an ISO 3166-1 code")
             )
         else:
-            clean["country"] = country
-    if "state" in fine and country in COUNTRIES_WITH_SUBDIVISIONS:
-        check_state(clean, country, problems)
-    return clean, birth
+            checked.clean[path.rsplit(".", 1)[-1]] = country
+    elif rule is Rule.STATE and country in COUNTRIES_WITH_SUBDIVISIONS:
+        check_state(checked.clean, country, problems, path.rsplit(".", 1)[-1], path)
 
 
-def check_state(clean: dict[str, str], country: str, problems: list[FieldProblem]) -> None:
+def check_state(
+    clean: dict[str, str],
+    country: str,
+    problems: list[FieldProblem],
+    name: str = "state",
+    path: str = "consumer.state",
+) -> None:
     """A code-shaped state must be a subdivision of the country; names pass as given."""
-    state = clean["state"]
+    state = clean[name]
     if not _STATE_CODE.fullmatch(state) or (country, state.casefold()) in _SUBDIVISION_NAMES:
         return
     code = state.upper() if "-" in state else f"{country}-{state.upper()}"
     if not code.startswith(f"{country}-") or code not in _SUBDIVISIONS:
         problems.append(
             _problem(
-                "consumer.state",
-                "UNKNOWN_CODE",
-                f"{state!r} is not an ISO 3166-2 subdivision of {country}",
+                path, "UNKNOWN_CODE", f"{state!r} is not an ISO 3166-2 subdivision of {country}"
             )
         )
     else:
-        clean["state"] = code.split("-", 1)[1]
+        clean[name] = code.split("-", 1)[1]
 
 
-def _check_opt_in(
-    opt_in: dict[str, str],
-    opted_in_at: datetime | None,
-    now: datetime,
-    problems: list[FieldProblem],
-) -> tuple[dict[str, str], str | None]:
-    clean = {name: raw if name in _MULTILINE else raw.strip() for name, raw in opt_in.items()}
-    fine = _checked_texts("opt_in.", clean, problems)
-    if not clean.get("partner_id"):
-        problems.append(_problem("opt_in.partner_id", "REQUIRED", "is required"))
-    if opted_in_at is None:
-        if not any(p.field == "opt_in.opted_in_at" for p in problems):  # undecodable
-            problems.append(_problem("opt_in.opted_in_at", "REQUIRED", "is required"))
-    elif opted_in_at > now + CLOCK_SKEW:
-        problems.append(_problem("opt_in.opted_in_at", "OUT_OF_RANGE", "must not be in the future"))
-    elif opted_in_at < OPT_IN_EARLIEST:
-        problems.append(_problem("opt_in.opted_in_at", "OUT_OF_RANGE", "must be in 2000 or later"))
-    ip = None
-    if "ip_address" in fine:
-        ip = canonical_ip(clean["ip_address"])
-        if ip is None:
-            problems.append(
-                _problem("opt_in.ip_address", "INVALID_FORMAT", "must be an IPv4 or IPv6 address")
-            )
-    return clean, ip
+def _opted_in_at_check(
+    opted_in_at: datetime | None, now: datetime, problems: list[FieldProblem]
+) -> Callable[[], None]:
+    def check() -> None:
+        path = "opt_in.opted_in_at"
+        if opted_in_at is None:
+            if not any(p.field == path for p in problems):  # else undecodable, said already
+                problems.append(_problem(path, "REQUIRED", "is required"))
+        elif opted_in_at > now + CLOCK_SKEW:
+            problems.append(_problem(path, "OUT_OF_RANGE", "must not be in the future"))
+        elif opted_in_at < OPT_IN_EARLIEST:
+            problems.append(_problem(path, "OUT_OF_RANGE", "must be in 2000 or later"))
+
+    return check
 
 
 def _check_extra(extra: dict[str, str], problems: list[FieldProblem]) -> None:
@@ -293,8 +409,10 @@ def validate_referral(referral: ReferralInput, now: datetime) -> ValidReferral |
         problems.append(_problem("partner_referral_id", "REQUIRED", "is required"))
     else:
         _check_text("partner_referral_id", "partner_referral_id", partner_id, problems)
-    consumer, birth = _check_consumer(referral.consumer, now.date(), problems)
-    opt_in, ip = _check_opt_in(referral.opt_in, referral.opted_in_at, now, problems)
+    today = now.date()
+    consumer = _check_fields("consumer.", CONSUMER_FIELDS, referral.consumer, today, problems)
+    moment = _opted_in_at_check(referral.opted_in_at, now, problems)
+    opt_in = _check_fields("opt_in.", OPT_IN_FIELDS, referral.opt_in, today, problems, moment)
     _check_extra(referral.extra, problems)
     if problems or account_id is None or campaign_id is None or referral.opted_in_at is None:
         return problems
@@ -302,11 +420,11 @@ def validate_referral(referral: ReferralInput, now: datetime) -> ValidReferral |
         account_id=account_id,
         campaign_id=campaign_id,
         partner_referral_id=partner_id,
-        consumer=consumer,
-        date_of_birth=birth,
-        opt_in=opt_in,
+        consumer=consumer.clean,
+        date_of_birth=consumer.birth,
+        opt_in=opt_in.clean,
         opted_in_at=referral.opted_in_at,
-        ip_address=ip,
+        ip_address=opt_in.ip,
         extra=referral.extra,
     )
 
@@ -337,20 +455,15 @@ def first_occurrences(keys: Iterable[tuple[str, str]]) -> dict[int, int]:
 
 def referral_row(valid: ValidReferral) -> ReferralRow:
     """The stored column values of a validated referral."""
-    consumer, opt_in = valid.consumer, valid.opt_in
-    return ReferralRow._make(
-        (
-            str(valid.account_id),
-            str(valid.campaign_id),
-            valid.partner_referral_id,
-            *(consumer.get(name, "") for name in CONSUMER_FIELDS[:5]),
-            valid.date_of_birth.isoformat() if valid.date_of_birth else None,
-            *(consumer.get(name, "") for name in CONSUMER_FIELDS[6:]),
-            *(opt_in.get(name, "") for name in OPT_IN_FIELDS[:5]),
-            valid.opted_in_at.isoformat(),
-            valid.ip_address,
-            opt_in.get("user_agent", ""),
-            opt_in.get("browser", ""),
-            JSON_ENCODER.encode(valid.extra),
-        )
-    )
+    values: dict[str, str | None] = {
+        **valid.consumer,
+        **valid.opt_in,
+        "account_id": str(valid.account_id),
+        "campaign_id": str(valid.campaign_id),
+        "partner_referral_id": valid.partner_referral_id,
+        "date_of_birth": valid.date_of_birth.isoformat() if valid.date_of_birth else None,
+        "opted_in_at": valid.opted_in_at.isoformat(),
+        "ip_address": valid.ip_address,
+        "extra": JSON_ENCODER.encode(valid.extra),
+    }
+    return ReferralRow._make([values.get(name, "") for name in REFERRAL_COLUMNS])

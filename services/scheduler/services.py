@@ -10,8 +10,8 @@ from services.common.referral_rows import ReferralRowReader
 from services.common.secrets import SecretBox
 from services.scheduler.connections.server import connection_service
 from services.scheduler.connections.store import ConnectionStorePg
-from services.scheduler.layouts_server import layout_service
-from services.scheduler.layouts_store import LayoutStorePg
+from services.scheduler.layouts.server import layout_service
+from services.scheduler.layouts.store import LayoutStorePg
 from services.scheduler.tasks.server import task_service
 from services.scheduler.tasks.store import TaskStorePg
 

@@ -1,7 +1,8 @@
 """Ingest benchmarks: batch and unary throughput over gRPC, latency, server memory.
 
 Each figure is printed beside a baseline measured in the same run: raw asyncpg COPY of
-the same rows into the same table, and a no-op unary RPC (health Check) on the same server.
+the same rows into the same table, a no-op unary RPC (health Check) on the same server,
+and, for the Python path (HANDOFF_PURE_PYTHON=1), the same batches with the C scanner.
 
 Every phase starts after a CHECKPOINT, so that it does not pay for the dirty pages of the
 phase before it: on this VM a checkpoint that lands in a phase stalls commits for
@@ -35,12 +36,15 @@ from services.common.auth.model import Role
 from services.common.auth.store import CredentialStore
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc, referral_pb2
 from services.common.migrate import migrate
+from services.common.referral_shape import COLUMNS_BY_NAME, COPY_COLUMNS, Source
 from services.demo_data import synthetic_referrals
 from services.ingest.credentials import create_service_credential
+from services.ingest.extension import PURE_PYTHON_ENV
 from tests.bench.table import BenchRow, format_table
 
 BATCH_SIZE = 1000
 BATCH_ROWS = 200_000
+PURE_PYTHON_ROWS = 50_000  # HANDOFF_PURE_PYTHON=1: the Python path, beside the C figure
 BATCHES_IN_FLIGHT = 12
 CONNECTIONS = 16
 UNARY_CALLS = 20_000
@@ -49,13 +53,13 @@ STEADY_RATE = 1000
 STEADY_SECONDS = 5.0
 AUTH_PAIRS = 5
 
-_COPY_COLUMNS = (
-    "account_id", "campaign_id", "partner_referral_id", "email", "title", "first_name",
-    "last_name", "gender", "date_of_birth", "mobile", "phone", "address_line1",
-    "address_line2", "city", "state", "postcode", "country", "language", "partner_id",
-    "publisher_id", "creative_id", "ad_text", "audience", "opted_in_at", "ip_address",
-    "user_agent", "browser", "extra",
-)  # fmt: skip
+_COPY_COLUMNS = COPY_COLUMNS
+# How the baseline COPY binary-encodes each column, by its SQL type (text as it is).
+_BINARY: dict[str, Callable[[str], object]] = {
+    "uuid": uuid.UUID,
+    "date": lambda text: date.fromisoformat(text) if text else None,
+    "inet": lambda text: ip_address(text) if text else None,
+}
 
 
 def _free_port() -> int:
@@ -69,24 +73,30 @@ def _dsn_for(admin_dsn: str, name: str) -> str:
 
 
 def _copy_record(message: referral_pb2.Referral) -> tuple[object, ...]:
-    c, o = message.consumer, message.opt_in
-    return (
-        uuid.UUID(message.account_id), uuid.UUID(message.campaign_id),
-        message.partner_referral_id, c.email, c.title, c.first_name, c.last_name, c.gender,
-        date.fromisoformat(c.date_of_birth) if c.date_of_birth else None, c.mobile, c.phone,
-        c.address_line1, c.address_line2, c.city, c.state, c.postcode, c.country, c.language,
-        o.partner_id, o.publisher_id, o.creative_id, o.ad_text, o.audience,
-        o.opted_in_at.ToDatetime(tzinfo=UTC), ip_address(o.ip_address) if o.ip_address else None,
-        o.user_agent, o.browser, dict(message.extra),
-    )  # fmt: skip
+    """The message's row as asyncpg's COPY wants it, column by column of the shape."""
+    record: list[object] = []
+    for name in _COPY_COLUMNS:
+        column = COLUMNS_BY_NAME[name]
+        source = {
+            Source.CONSUMER: message.consumer, Source.OPT_IN: message.opt_in,
+        }.get(column.source, message)  # fmt: skip
+        value = getattr(source, name)
+        if name == "opted_in_at":
+            record.append(value.ToDatetime(tzinfo=UTC))
+        elif name == "extra":
+            record.append(dict(value))
+        else:
+            record.append(_BINARY.get(column.sql_type, str)(value))
+    return tuple(record)
 
 
 @contextmanager
 def _ingest_process(
-    dsn: str, port: int, workers: int = 1, *, checks: bool = True
+    dsn: str, port: int, workers: int = 1, *, checks: bool = True, pure_python: bool = False
 ) -> Iterator[subprocess.Popen[bytes]]:
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != PURE_PYTHON_ENV},
+        **({PURE_PYTHON_ENV: "1"} if pure_python else {}),
         "HANDOFF_UNSAFE_DISABLE_ACCESS_CHECKS": "0" if checks else "1",
         "DATABASE_URL": dsn,
         "HANDOFF_INGEST_PORT": str(port),
@@ -234,13 +244,17 @@ async def _batch_rate(
     token: str,
     *,
     checks: bool = True,
+    pure_python: bool = False,
 ) -> BatchRun:
-    """IngestBatch against an ingest service with `workers` processes, and where its CPU went."""
+    """IngestBatch against an ingest service with `workers` processes, and where its CPU went.
+
+    With `pure_python`, the service runs with HANDOFF_PURE_PYTHON=1: no compiled scanner.
+    """
     await _checkpoint(dsn)
     port = _free_port()
     # Separate connections (no shared subchannel), so the kernel spreads them over workers.
     options = [("grpc.max_send_message_length", 64 << 20), ("grpc.use_local_subchannel_pool", 1)]
-    with _ingest_process(dsn, port, workers, checks=checks) as proc:
+    with _ingest_process(dsn, port, workers, checks=checks, pure_python=pure_python) as proc:
         channels = [
             credential_channel(f"127.0.0.1:{port}", token, options=options)
             for _ in range(CONNECTIONS)
@@ -328,6 +342,12 @@ async def _measure(dsn: str) -> list[BenchRow]:
     del messages
     one_worker = await _batch_rate(dsn, batches_of(7), 1, token)
     two_workers = await _batch_rate(dsn, batches_of(6), 2, token)
+    pure = synthetic_referrals(str(account_id), str(campaign_id), PURE_PYTHON_ROWS, seed=5)
+    pure_batches = [
+        ingest_pb2.IngestBatchRequest(referrals=pure[i : i + BATCH_SIZE])
+        for i in range(0, len(pure), BATCH_SIZE)
+    ]
+    python_only = await _batch_rate(dsn, pure_batches, 1, token, pure_python=True)
 
     # The access check's cost: authenticated runs beside runs with the check off,
     # interleaved (the order alternates), so drift in the machine hits both alike.
@@ -394,6 +414,14 @@ async def _measure(dsn: str) -> list[BenchRow]:
             ">= 50,000/s, aim 0.25x",
         ),
         *_cpu_rows(one_worker, "1 worker"),
+        BenchRow(
+            f"IngestBatch x{BATCH_SIZE}, 1 worker, pure Python", python_only.rate,
+            "referrals/s", "the same with the C scanner", one_worker.rate,
+        ),
+        BenchRow(
+            "  CPU per referral, ingest, pure Python", python_only.ingest_cpu * 1e6, "us",
+            "the same with the C scanner", one_worker.ingest_cpu * 1e6,
+        ),
         BenchRow(
             f"unary Ingest, {UNARY_CONCURRENCY} callers", unary_rate, "referrals/s",
             "no-op unary RPC (health Check)", noop_rate, ">= 0.5x",

@@ -39,13 +39,17 @@ def make_engine(pool: asyncpg.Pool, **options: object) -> DeliveryEngine:
     )
 
 
-def every_service(pool: asyncpg.Pool, engine: DeliveryEngine | None = None) -> list[GrpcService]:
+@asynccontextmanager
+async def every_service(
+    pool: asyncpg.Pool, engine: DeliveryEngine | None = None
+) -> AsyncIterator[list[GrpcService]]:
     """What the ingest, scheduler, delivery and export processes mount (export: none)."""
-    return [
-        *ingest_services(IngestStore(pool), CredentialStore(pool)),
-        *scheduler_services(pool, TEST_BOX, LOOPBACK),
-        *delivery_services(engine or make_engine(pool)),
-    ]
+    async with ingest_services(IngestStore(pool), CredentialStore(pool)) as ingest:
+        yield [
+            *ingest.grpc,
+            *scheduler_services(pool, TEST_BOX, LOOPBACK),
+            *delivery_services(engine or make_engine(pool)),
+        ]
 
 
 @asynccontextmanager
@@ -53,7 +57,8 @@ async def serve_everything(
     pool: asyncpg.Pool, authenticator: Authenticator, engine: DeliveryEngine | None = None
 ) -> AsyncIterator[RunningServer]:
     """Every service on a free loopback port."""
-    async with grpc_server(
-        "127.0.0.1", 0, every_service(pool, engine), authenticator=authenticator, grace_s=0.5
-    ) as running:
+    async with (
+        every_service(pool, engine) as services,
+        grpc_server("127.0.0.1", 0, services, authenticator=authenticator, grace_s=0.5) as running,
+    ):
         yield running

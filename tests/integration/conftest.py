@@ -50,10 +50,12 @@ def store(pool: asyncpg.Pool) -> IngestStore:
 @pytest.fixture
 async def ingest_server(store: IngestStore, pool: asyncpg.Pool) -> AsyncIterator[RunningServer]:
     """IngestService, AccountService and CredentialService served on a free loopback port."""
-    services = ingest_services(store, CredentialStore(pool))
-    async with grpc_server(
-        "127.0.0.1", 0, services, authenticator=authenticator(pool), grace_s=1.0
-    ) as running:
+    async with (
+        ingest_services(store, CredentialStore(pool)) as services,
+        grpc_server(
+            "127.0.0.1", 0, services.grpc, authenticator=authenticator(pool), grace_s=1.0
+        ) as running,
+    ):
         yield running
 
 

@@ -20,8 +20,8 @@ from services.common.auth.model import Role
 from services.common.gen.handoff.scheduler.v1 import layouts_pb2_grpc
 from services.common.grpc_server import grpc_server
 from services.common.referral_rows import ReferralRowReader
-from services.scheduler.layouts_server import layout_service
-from services.scheduler.layouts_store import LayoutStorePg
+from services.scheduler.layouts.server import layout_service
+from services.scheduler.layouts.store import LayoutStorePg
 from tests.integration.credentials_support import authenticator, service_token
 
 if TYPE_CHECKING:

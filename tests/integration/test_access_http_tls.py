@@ -148,11 +148,13 @@ async def test_grpc_serves_tls_and_picks_up_a_rotated_certificate(
     first, second = self_signed(), self_signed()
     cert, key = write_pair(tmp_path, first)
     token = await service_token(pool, Role.OPERATOR)
-    services = ingest_services(IngestStore(pool), CredentialStore(pool))
     verifier, tls = authenticator(pool), TlsFiles(cert, key)
-    async with grpc_server(
-        "127.0.0.1", 0, services, authenticator=verifier, tls=tls, grace_s=0.5
-    ) as running:
+    async with (
+        ingest_services(IngestStore(pool), CredentialStore(pool)) as services,
+        grpc_server(
+            "127.0.0.1", 0, services.grpc, authenticator=verifier, tls=tls, grace_s=0.5
+        ) as running,
+    ):
         target = f"127.0.0.1:{running.port}"
 
         async def whoami(root: bytes) -> str:

@@ -36,8 +36,9 @@ class Method:
     rule: AccessRule
 
 
-def _methods(pool: asyncpg.Pool) -> list[Method]:
-    names = [service.full_name for service in every_service(pool)]
+async def _methods(pool: asyncpg.Pool) -> list[Method]:
+    async with every_service(pool) as services:
+        names = [service.full_name for service in services]
     rules = method_rules(names)
     found = []
     for name in names:
@@ -71,7 +72,7 @@ async def world(pool: asyncpg.Pool) -> AsyncIterator[World]:
     b_all = await account_token(pool, b, *SCOPES)
     a_but = {s: await account_token(pool, a, *(o for o in SCOPES if o != s)) for s in SCOPES}
     async with serve_everything(pool, authenticator(pool)) as server:
-        yield World(server, a, b, roles, a_all, b_all, a_but, _methods(pool))
+        yield World(server, a, b, roles, a_all, b_all, a_but, await _methods(pool))
 
 
 def _request(method: Method, account: str | None) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ import asyncpg
 import pytest
 
 from services.common.gen.handoff.ingest.v1 import ingest_pb2
-from services.ingest.store import NOTIFY_CHANNEL, IngestStore
+from services.ingest.store import NOTIFY_CHANNEL, QUERIES, SMALL_BATCH, IngestStore
 from tests.integration.conftest import Target
 from tests.integration.factories import referral, valid_referral
 
@@ -40,6 +41,23 @@ def test_channel_is_the_documented_one() -> None:
     assert NOTIFY_CHANNEL == "referrals_ingested"
 
 
+def test_every_notify_in_the_ingest_sql_names_the_channel_listeners_use() -> None:
+    # The channel is written into the SQL text; listeners subscribe to NOTIFY_CHANNEL.
+    sent = {
+        (name, channel)
+        for name, sql in QUERIES.items()
+        for channel in re.findall(r"pg_notify\(\s*'([^']*)'", sql)
+    }
+
+    assert {name for name, _ in sent} == {
+        "insert_referrals",
+        "insert_staged_referrals",
+        "notify_referrals_ingested",
+    }
+    assert {channel for _, channel in sent} == {NOTIFY_CHANNEL}
+    assert all("pg_notify" not in sql or "pg_notify('" in sql for sql in QUERIES.values())
+
+
 async def test_ingest_notifies_its_seq_after_commit(
     ingest: IngestServiceAsyncStub, target: Target, notifications: asyncio.Queue[str]
 ) -> None:
@@ -56,6 +74,21 @@ async def test_batch_notifies_once_with_its_highest_seq(
     ingest: IngestServiceAsyncStub, target: Target, notifications: asyncio.Queue[str]
 ) -> None:
     rows = [referral(target.account_id, target.campaign_id, f"p-{i}") for i in range(25)]
+
+    response = await ingest.IngestBatch(ingest_pb2.IngestBatchRequest(referrals=rows))
+
+    payload = await asyncio.wait_for(notifications.get(), timeout=5)
+    assert int(payload) == max(r.seq for r in response.results)
+    await asyncio.sleep(QUIET_S)
+    assert notifications.empty()
+
+
+async def test_large_batch_notifies_once_with_its_highest_seq(
+    ingest: IngestServiceAsyncStub, target: Target, notifications: asyncio.Queue[str]
+) -> None:
+    # Past SMALL_BATCH: the COPY paths, whose NOTIFY is a statement of its own.
+    rows = [referral(target.account_id, target.campaign_id, f"p-{i}") for i in range(100)]
+    assert len(rows) > SMALL_BATCH
 
     response = await ingest.IngestBatch(ingest_pb2.IngestBatchRequest(referrals=rows))
 

@@ -1,5 +1,6 @@
-"""Every named query in every services/**/sql/*.sql file prepares against the migrated schema,
-so a migration that drops or renames something a query uses breaks a test, not a deploy."""
+"""Every named query in every services/**/sql/*.sql file prepares against the migrated schema
+with the parameter and result types its caller relies on, so a migration or an edit that
+changes what a query takes or answers breaks a test, not a deploy."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncpg
 import pytest
 
 from services.common.db import load_queries
+from services.common.referral_shape import COLUMNS
 
 pytestmark = pytest.mark.integration
 
@@ -18,6 +20,451 @@ QUERY_FILES = sorted(SERVICES.glob("**/sql/*.sql"))
 # Queries that set up per-connection state other queries of the same file need: the ingest
 # store creates its staging table (a temp table) on each connection before using it.
 SETUP_QUERIES = ("create_referral_staging",)
+
+# (file, query) -> (parameter types, "result:type" columns), as PostgreSQL reports them.
+# A query missing here, or one whose types differ, fails below with both versions shown.
+# The row readers' results follow the referral's shape: every column but seq as text for
+# the range (NULL as ''), each column's own type for the latest rows (nullable ones as
+# text, NULL as '').
+_ROWS_IN_RANGE = " ".join(f"{c.name}:{'int8' if c.name == 'seq' else 'text'}" for c in COLUMNS)
+_LATEST_ROWS = " ".join(f"{c.name}:{'text' if c.nullable else c.sql_type}" for c in COLUMNS)
+SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
+    ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
+        "uuid int8 int8 uuid text[]",
+        _ROWS_IN_RANGE,
+    ),
+    ("common/sql/referral_rows.sql", "latest_referral_rows"): ("uuid int8", _LATEST_ROWS),
+    # common/sql/referral_rows.sql
+    ("common/sql/referral_rows.sql", "render_session"): (
+        "",
+        "set_config:text set_config:text",
+    ),
+    ("common/sql/referral_rows.sql", "render_context"): (
+        "uuid",
+        "time_zone:text campaign_names:jsonb",
+    ),
+    # export/sql/queries.sql
+    ("export/sql/queries.sql", "ping"): (
+        "",
+        "?column?:int4",
+    ),
+    ("export/sql/queries.sql", "schema_version"): (
+        "",
+        "coalesce:int4",
+    ),
+    # ingest/sql/queries.sql
+    ("ingest/sql/queries.sql", "insert_referrals"): (
+        "text",
+        "seqs:int8[] accounts:text[] partners:text[]",
+    ),
+    ("ingest/sql/queries.sql", "draw_referral_seqs"): (
+        "uuid[] int4",
+        "active:text[] seqs:int8[]",
+    ),
+    ("ingest/sql/queries.sql", "notify_referrals_ingested"): (
+        "int8",
+        "pg_notify:void",
+    ),
+    ("ingest/sql/queries.sql", "create_referral_staging"): (
+        "",
+        "",
+    ),
+    ("ingest/sql/queries.sql", "insert_staged_referrals"): (
+        "uuid[]",
+        "seqs:int8[] accounts:text[] partners:text[]",
+    ),
+    ("ingest/sql/queries.sql", "existing_referrals"): (
+        "uuid[] text[]",
+        "seq:int8 account_id:uuid partner_referral_id:text",
+    ),
+    ("ingest/sql/queries.sql", "campaign_states"): (
+        "uuid[]",
+        "id:uuid account_id:uuid status:text account_status:text",
+    ),
+    ("ingest/sql/queries.sql", "safe_watermark"): (
+        "",
+        "safe_referral_watermark:int8",
+    ),
+    ("ingest/sql/queries.sql", "referral_seqs_in_range"): (
+        "int8 int8",
+        "seq:int8",
+    ),
+    ("ingest/sql/queries.sql", "insert_account"): (
+        "uuid text text",
+        "id:uuid name:text time_zone:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "get_account"): (
+        "uuid",
+        "id:uuid name:text time_zone:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "list_accounts"): (
+        "bool timestamptz uuid int8",
+        "id:uuid name:text time_zone:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "archive_account"): (
+        "uuid",
+        "id:uuid name:text time_zone:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "insert_campaign"): (
+        "uuid uuid text",
+        "id:uuid account_id:uuid name:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "get_campaign"): (
+        "uuid uuid",
+        "id:uuid account_id:uuid name:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "list_campaigns"): (
+        "uuid bool timestamptz uuid int8",
+        "id:uuid account_id:uuid name:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    ("ingest/sql/queries.sql", "archive_campaign"): (
+        "uuid uuid",
+        "id:uuid account_id:uuid name:text status:text created_at:timestamptz "
+        "archived_at:timestamptz",
+    ),
+    # scheduler/sql/layouts.sql
+    ("scheduler/sql/layouts.sql", "lock_definitions"): (
+        "uuid",
+        "pg_advisory_xact_lock:void",
+    ),
+    ("scheduler/sql/layouts.sql", "get_account"): (
+        "uuid",
+        "id:uuid time_zone:text active:bool",
+    ),
+    ("scheduler/sql/layouts.sql", "all_custom_fields"): (
+        "uuid",
+        "id:uuid account_id:uuid name:text description:text definition:jsonb "
+        "depends_on:text[] version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "list_custom_fields"): (
+        "uuid text int8",
+        "id:uuid account_id:uuid name:text description:text definition:jsonb "
+        "depends_on:text[] version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "get_custom_field"): (
+        "uuid uuid",
+        "id:uuid account_id:uuid name:text description:text definition:jsonb "
+        "depends_on:text[] version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "insert_custom_field"): (
+        "uuid uuid text text jsonb text[]",
+        "id:uuid account_id:uuid name:text description:text definition:jsonb "
+        "depends_on:text[] version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "update_custom_field"): (
+        "uuid uuid text jsonb text[]",
+        "id:uuid account_id:uuid name:text description:text definition:jsonb "
+        "depends_on:text[] version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "delete_custom_field"): (
+        "uuid uuid",
+        "id:uuid",
+    ),
+    ("scheduler/sql/layouts.sql", "custom_field_users"): (
+        "uuid text",
+        "layouts:text[] custom_fields:text[]",
+    ),
+    ("scheduler/sql/layouts.sql", "get_layout"): (
+        "uuid uuid",
+        "id:uuid account_id:uuid name:text definition:jsonb custom_fields:text[] "
+        "is_default:bool version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "default_layout"): (
+        "uuid",
+        "id:uuid account_id:uuid name:text definition:jsonb custom_fields:text[] "
+        "is_default:bool version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "list_layouts"): (
+        "uuid text int8",
+        "id:uuid account_id:uuid name:text definition:jsonb custom_fields:text[] "
+        "is_default:bool version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "layout_name_taken"): (
+        "uuid text uuid",
+        "exists:bool",
+    ),
+    ("scheduler/sql/layouts.sql", "clear_default_layout"): (
+        "uuid uuid",
+        "",
+    ),
+    ("scheduler/sql/layouts.sql", "insert_layout"): (
+        "uuid uuid text jsonb text[] bool",
+        "id:uuid account_id:uuid name:text definition:jsonb custom_fields:text[] "
+        "is_default:bool version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "update_layout"): (
+        "uuid uuid text jsonb text[] bool",
+        "id:uuid account_id:uuid name:text definition:jsonb custom_fields:text[] "
+        "is_default:bool version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/sql/layouts.sql", "delete_layout"): (
+        "uuid uuid",
+        "id:uuid",
+    ),
+    # The credential, connection, task and delivery queries.
+    ("common/sql/credentials.sql", "lookup"): (
+        "uuid",
+        "id:uuid kind:text name:text secret_sha256:bytea account_id:uuid scopes:text[] "
+        "roles:text[] ingest_account_ids:uuid[] created_at:timestamptz expires_at:timestamptz "
+        "revoked_at:timestamptz account_archived:bool",
+    ),
+    ("common/sql/credentials.sql", "insert"): (
+        "uuid text text bytea uuid text[] text[] uuid[] timestamptz",
+        "id:uuid kind:text name:text secret_sha256:bytea account_id:uuid scopes:text[] "
+        "roles:text[] ingest_account_ids:uuid[] created_at:timestamptz expires_at:timestamptz "
+        "revoked_at:timestamptz account_archived:bool",
+    ),
+    ("common/sql/credentials.sql", "list"): (
+        "uuid bool int8 timestamptz uuid",
+        "id:uuid kind:text name:text secret_sha256:bytea account_id:uuid scopes:text[] "
+        "roles:text[] ingest_account_ids:uuid[] created_at:timestamptz expires_at:timestamptz "
+        "revoked_at:timestamptz account_archived:bool",
+    ),
+    ("common/sql/credentials.sql", "revoke"): (
+        "uuid",
+        "id:uuid kind:text name:text secret_sha256:bytea account_id:uuid scopes:text[] "
+        "roles:text[] ingest_account_ids:uuid[] created_at:timestamptz expires_at:timestamptz "
+        "revoked_at:timestamptz account_archived:bool",
+    ),
+    ("common/sql/credentials.sql", "account_exists"): (
+        "uuid",
+        "archived:bool",
+    ),
+    ("delivery/sql/deliveries.sql", "claim"): (
+        "uuid float8",
+        "id:uuid task_id:uuid account_id:uuid purpose:text after_seq:int8 through_seq:int8 "
+        "state:text layout:jsonb resend_of:uuid reserved_at:timestamptz attempts:int4 "
+        "lease_until:timestamptz next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 "
+        "files:jsonb error:text diagnosis:text finished_at:timestamptz claimed_at:timestamptz",
+    ),
+    ("delivery/sql/deliveries.sql", "state"): (
+        "uuid",
+        "state:text lease_until:timestamptz next_attempt_at:timestamptz after_seq:int8 "
+        "through_seq:int8",
+    ),
+    ("delivery/sql/deliveries.sql", "heartbeat"): (
+        "uuid int4 float8",
+        "",
+    ),
+    ("delivery/sql/deliveries.sql", "context"): (
+        "uuid",
+        "task_name:text campaign_ids:uuid[] layout_id:uuid format:jsonb time_zone:text "
+        "delivered_seq:int8 connection_id:uuid settings:jsonb secrets:jsonb "
+        "account_time_zone:text campaign_names:jsonb",
+    ),
+    ("delivery/sql/deliveries.sql", "layout_definitions"): (
+        "uuid uuid",
+        "layout:jsonb custom_fields:jsonb",
+    ),
+    ("delivery/sql/deliveries.sql", "keep_layout"): (
+        "uuid jsonb",
+        "layout:jsonb",
+    ),
+    ("delivery/sql/deliveries.sql", "kept_layout"): (
+        "uuid",
+        "layout:jsonb",
+    ),
+    ("delivery/sql/deliveries.sql", "succeed"): (
+        "uuid int4 int8 int8 jsonb",
+        "task_id:uuid purpose:text after_seq:int8 through_seq:int8",
+    ),
+    ("delivery/sql/deliveries.sql", "advance_cursor"): (
+        "uuid int8 int8",
+        "",
+    ),
+    ("delivery/sql/deliveries.sql", "retry_later"): (
+        "uuid int4 timestamptz text text",
+        "",
+    ),
+    ("delivery/sql/deliveries.sql", "give_up"): (
+        "uuid int4 text text",
+        "task_id:uuid account_id:uuid purpose:text",
+    ),
+    ("delivery/sql/deliveries.sql", "needs_attention"): (
+        "uuid text",
+        "",
+    ),
+    ("delivery/sql/deliveries.sql", "attention_event"): (
+        "uuid uuid uuid uuid text text",
+        "",
+    ),
+    ("delivery/sql/deliveries.sql", "record_attempt"): (
+        "uuid int4 timestamptz text text text",
+        "",
+    ),
+    ("scheduler/connections/sql/connections.sql", "account_state"): (
+        "uuid",
+        "archived:bool",
+    ),
+    ("scheduler/connections/sql/connections.sql", "insert"): (
+        "uuid uuid text jsonb jsonb",
+        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
+        "version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/connections/sql/connections.sql", "get"): (
+        "uuid uuid",
+        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
+        "version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/connections/sql/connections.sql", "page"): (
+        "uuid text int8",
+        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
+        "version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/connections/sql/connections.sql", "update"): (
+        "uuid uuid text jsonb jsonb",
+        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
+        "version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/connections/sql/connections.sql", "delete"): (
+        "uuid uuid",
+        "",
+    ),
+    ("scheduler/connections/sql/connections.sql", "tasks_using"): (
+        "uuid",
+        "id:uuid name:text",
+    ),
+    ("scheduler/connections/sql/connections.sql", "by_id"): (
+        "uuid",
+        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
+        "version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "safe_watermark"): (
+        "",
+        "safe_referral_watermark:int8",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "account_state"): (
+        "uuid",
+        "archived:bool time_zone:text",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "foreign_campaigns"): (
+        "uuid uuid[]",
+        "c:uuid",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "layout_exists"): (
+        "uuid uuid",
+        "exists:bool",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "connection_exists"): (
+        "uuid uuid",
+        "exists:bool",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "backfill_cursor"): (
+        "uuid timestamptz int8",
+        "coalesce:int8",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "insert_task"): (
+        "uuid uuid uuid text uuid[] uuid jsonb jsonb text bool bool int8 timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
+        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
+        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
+        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "get_task"): (
+        "uuid uuid",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
+        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
+        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
+        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "page_tasks"): (
+        "uuid text int8",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
+        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
+        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
+        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "update_task"): (
+        "uuid uuid uuid text uuid[] uuid jsonb jsonb text bool bool timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
+        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
+        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
+        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "delete_task"): (
+        "uuid uuid",
+        "",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "set_enabled"): (
+        "uuid uuid bool",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
+        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
+        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
+        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "run_now"): (
+        "uuid uuid",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
+        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
+        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
+        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "revive_dead"): (
+        "uuid",
+        "",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "resolve_attention"): (
+        "uuid",
+        "",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "open_delivery"): (
+        "uuid",
+        "exists:bool",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "due_tasks"): (
+        "timestamptz int8",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
+        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
+        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
+        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz "
+        "has_open:bool",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "insert_delivery"): (
+        "uuid uuid uuid text int8 int8 jsonb timestamptz uuid",
+        "id:uuid task_id:uuid account_id:uuid purpose:text after_seq:int8 through_seq:int8 "
+        "state:text layout:jsonb resend_of:uuid reserved_at:timestamptz attempts:int4 "
+        "lease_until:timestamptz next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 "
+        "files:jsonb error:text diagnosis:text finished_at:timestamptz",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "set_next_run"): (
+        "uuid timestamptz",
+        "",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "jobs_to_issue"): (
+        "timestamptz timestamptz int8",
+        "id:uuid after_seq:int8 through_seq:int8",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "page_deliveries"): (
+        "uuid uuid timestamptz uuid int8",
+        "id:uuid task_id:uuid account_id:uuid purpose:text after_seq:int8 through_seq:int8 "
+        "state:text layout:jsonb resend_of:uuid reserved_at:timestamptz attempts:int4 "
+        "lease_until:timestamptz next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 "
+        "files:jsonb error:text diagnosis:text finished_at:timestamptz",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "get_delivery"): (
+        "uuid uuid",
+        "id:uuid task_id:uuid account_id:uuid purpose:text after_seq:int8 through_seq:int8 "
+        "state:text layout:jsonb resend_of:uuid reserved_at:timestamptz attempts:int4 "
+        "lease_until:timestamptz next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 "
+        "files:jsonb error:text diagnosis:text finished_at:timestamptz",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "attention_events"): (
+        "uuid bool",
+        "id:uuid account_id:uuid task_id:uuid delivery_id:uuid diagnosis:text message:text "
+        "created_at:timestamptz resolved_at:timestamptz",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "count_in_range"): (
+        "uuid int8 int8 uuid[]",
+        "count:int8",
+    ),
+}
 
 
 def _named_queries() -> list[tuple[Path, str]]:
@@ -48,8 +495,15 @@ def test_every_service_query_file_is_found_and_names_its_queries() -> None:
     assert all(load_queries(path) for path in QUERY_FILES), "a query file without named queries"
 
 
+def test_every_named_query_has_a_signature_and_every_signature_a_query() -> None:
+    named = {(str(path.relative_to(SERVICES)), name) for path, name in _named_queries()}
+
+    assert sorted(named - SIGNATURES.keys()) == [], "queries without an expected signature"
+    assert sorted(SIGNATURES.keys() - named) == [], "signatures of queries that are gone"
+
+
 @pytest.mark.parametrize(("path", "name"), _named_queries(), ids=_query_id)
-async def test_every_named_query_prepares_against_the_migrated_schema(
+async def test_every_named_query_takes_and_answers_the_expected_types(
     connection: asyncpg.Connection, path: Path, name: str
 ) -> None:
     queries = load_queries(path)
@@ -59,4 +513,7 @@ async def test_every_named_query_prepares_against_the_migrated_schema(
 
     statement = await connection.prepare(queries[name])
 
-    assert statement.get_parameters() is not None
+    parameters = " ".join(t.name for t in statement.get_parameters())
+    results = " ".join(f"{a.name}:{a.type.name}" for a in statement.get_attributes())
+    expected = SIGNATURES.get((str(path.relative_to(SERVICES)), name))
+    assert (parameters, results) == expected

@@ -12,7 +12,6 @@ import uuid
 import asyncpg
 import pytest
 
-from services.ingest import store as store_module
 from services.ingest.model import ReferralRow
 from services.ingest.store import SMALL_BATCH, IngestStore, copy_text
 from tests.integration.conftest import Target
@@ -112,15 +111,6 @@ async def test_rows_of_an_archived_campaign_are_left_out_and_the_rest_stored(
 
     assert {key[1] for key in answer} == {f"kept-{i:04}" for i in range(BATCH)}
     assert set(await _seqs_in_table(pool, live.account_id)) == {key[1] for key in answer}
-
-
-def test_numbered_lines_match_the_python_version() -> None:
-    seqs = [1, 9, 10, 2**62, -5, 0]
-    lines = [b"a\tb\n", b"\n", b"x\\ny\n", b"big\n", b"neg\n", b""]
-    assert store_module.number_lines(seqs, lines) == store_module._number_lines(seqs, lines)
-    assert store_module.number_lines(seqs, lines).startswith(b"1\ta\tb\n9\t\n10\tx")
-    with pytest.raises(ValueError, match="one seq per line"):
-        store_module.number_lines([1], [])
 
 
 async def test_a_deadlock_in_the_staged_insert_is_retried(

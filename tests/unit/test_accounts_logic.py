@@ -10,15 +10,13 @@ import pytest
 
 from services.common.errors import InvalidArgumentError
 from services.common.ids import parse_id
+from services.common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_size
 from services.ingest.accounts import (
-    DEFAULT_PAGE_SIZE,
     MAX_NAME,
-    MAX_PAGE_SIZE,
     check_name,
     check_time_zone,
     decode_page_token,
     encode_page_token,
-    page_size,
 )
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.common.gen.handoff.ingest.v1 import referral_pb2
+from services.common.referral_shape import COLUMNS_BY_NAME, Source, fields_of
 from services.demo_data import synthetic_referrals
 from services.ingest.fast_validation import Clock, canonical_uuid
 from services.ingest.model import ReferralInput, ReferralRow, ValidReferral
@@ -35,6 +36,20 @@ TRICKY: dict[str, list[str]] = {
     "partner_referral_id": ["", " id ", "id\n", "x" * 201],
     "account_id": [ACCOUNT, ACCOUNT.upper(), "{" + ACCOUNT + "}", "nope", ""],
 }  # fmt: skip
+
+
+def _generic(name: str) -> list[str]:
+    """Valid, invalid and normalised values for a plain text field."""
+    limit = COLUMNS_BY_NAME[name].max_length
+    return ["", f"  {name} ", "Zoë", "x" * limit, "y" * (limit + 1), "tab\there", "a\u0085b"]
+
+
+# Every other text field of the shape gets the generic cases: none goes unmutated.
+for _source, _prefix in ((Source.CONSUMER, "consumer."), (Source.OPT_IN, "opt_in.")):
+    for _name in fields_of(_source):
+        if COLUMNS_BY_NAME[_name].sql_type == "text":
+            TRICKY.setdefault(_prefix + _name, _generic(_name))
+TRICKY.setdefault("campaign_id", [CAMPAIGN, CAMPAIGN.upper(), " " + CAMPAIGN, "", "nope"])
 
 
 def _mutate(message: referral_pb2.Referral, rng: random.Random) -> referral_pb2.Referral:

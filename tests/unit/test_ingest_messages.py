@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from services.common.errors import FieldProblem
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, referral_pb2
-from services.ingest.model import CONSUMER_FIELDS, RowResult, RowStatus
+from services.ingest.model import CONSUMER_FIELDS, OPT_IN_FIELDS, RowResult, RowStatus
 from services.ingest.server import referral_input, row_result_message
 
 
@@ -14,11 +14,9 @@ def test_every_consumer_and_opt_in_field_is_carried_over() -> None:
     message = referral_pb2.Referral(account_id="a", campaign_id="c", partner_referral_id="p")
     for name in CONSUMER_FIELDS:
         setattr(message.consumer, name, f"consumer {name}")
-    for name in ("partner_id", "publisher_id", "creative_id", "ad_text", "audience"):
+    texts = [name for name in OPT_IN_FIELDS if name != "opted_in_at"]
+    for name in texts:
         setattr(message.opt_in, name, f"opt-in {name}")
-    message.opt_in.ip_address = "198.51.100.1"
-    message.opt_in.user_agent = "agent"
-    message.opt_in.browser = "browser"
     message.opt_in.opted_in_at.FromDatetime(datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC))
     message.extra["k"] = "v"
 
@@ -26,9 +24,7 @@ def test_every_consumer_and_opt_in_field_is_carried_over() -> None:
 
     assert (value.account_id, value.campaign_id, value.partner_referral_id) == ("a", "c", "p")
     assert value.consumer == {name: f"consumer {name}" for name in CONSUMER_FIELDS}
-    assert value.opt_in["ad_text"] == "opt-in ad_text"
-    assert value.opt_in["ip_address"] == "198.51.100.1"
-    assert value.opt_in["browser"] == "browser"
+    assert value.opt_in == {name: f"opt-in {name}" for name in texts}
     assert value.opted_in_at == datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     assert value.extra == {"k": "v"}
     assert value.decode_problems == ()

@@ -12,8 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from services.common.auth.model import CredentialKind, Role
-from services.common.db import DatabaseError, load_queries
-from services.common.errors import UnavailableError
+from services.common.db import driver_errors, load_queries
 
 QUERIES = load_queries(Path(__file__).parent.parent / "sql" / "credentials.sql")
 _T = TypeVar("_T")
@@ -77,12 +76,8 @@ class CredentialStore:
         self._pool = pool
 
     async def _run(self, name: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        try:
+        with driver_errors(name):
             return await call()
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise UnavailableError(f"database unavailable: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"{name} failed: {exc}") from exc
 
     async def _rows(self, name: str, *args: Any) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self._run(

@@ -1,6 +1,7 @@
 """The field catalog: every standard referral field and the derived context fields.
 
-A *row* handed to the engine is a sequence of strings in `ROW_FIELDS` order, each in
+The standard fields are the referrals table's columns, as services/common/referral_shape.py
+declares them. A *row* handed to the engine is a sequence of strings in `ROW_FIELDS` order, each in
 PostgreSQL's text form (DateStyle ISO, TimeZone UTC), with '' for NULL; the row readers
 (SQL) and `row_from_values` (samples) both produce exactly that.
 """
@@ -14,17 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-
-class FieldType(enum.Enum):
-    """What kind of value a field holds (as text)."""
-
-    STRING = "string"
-    INTEGER = "integer"
-    DATE = "date"
-    TIMESTAMP = "timestamp"
-    UUID = "uuid"
-    IP_ADDRESS = "ip_address"
-    JSON = "json"
+from services.common.referral_shape import COLUMNS
+from services.common.referral_shape import FieldType as FieldType
 
 
 class FieldKind(enum.Enum):
@@ -46,44 +38,11 @@ class FieldInfo:
     description: str
 
 
-def _std(name: str, kind: FieldType, description: str) -> FieldInfo:
-    return FieldInfo(name, kind, FieldKind.STANDARD, description)
-
-
 S, T = FieldType.STRING, FieldType.TIMESTAMP
 
 # The referrals table's columns, in the order every row reader selects them.
-STANDARD_FIELDS: tuple[FieldInfo, ...] = (
-    _std("seq", FieldType.INTEGER, "Position of the referral in the log (increasing)"),
-    _std("account_id", FieldType.UUID, "Advertiser account"),
-    _std("campaign_id", FieldType.UUID, "Campaign the consumer opted into"),
-    _std("partner_referral_id", S, "The partner's own id for the referral"),
-    _std("received_at", T, "When Handoff received the referral (ISO 8601, UTC)"),
-    _std("email", S, "Consumer email address"),
-    _std("title", S, "Title (Mr, Ms, Dr, ...)"),
-    _std("first_name", S, "First name"),
-    _std("last_name", S, "Last name"),
-    _std("gender", S, "Gender as collected (e.g. M, F, X)"),
-    _std("date_of_birth", FieldType.DATE, "Date of birth (YYYY-MM-DD)"),
-    _std("mobile", S, "Mobile phone number as collected"),
-    _std("phone", S, "Landline phone number as collected"),
-    _std("address_line1", S, "Address line 1"),
-    _std("address_line2", S, "Address line 2"),
-    _std("city", S, "City"),
-    _std("state", S, "State or region (ISO 3166-2 code)"),
-    _std("postcode", S, "Postal code"),
-    _std("country", S, "Country (ISO 3166-1 alpha-2)"),
-    _std("language", S, "Language (BCP 47 tag)"),
-    _std("partner_id", S, "Partner (publisher) that collected the opt-in"),
-    _std("publisher_id", S, "Sub-publisher or placement"),
-    _std("creative_id", S, "Creative shown to the consumer"),
-    _std("ad_text", S, "Text the consumer agreed to"),
-    _std("audience", S, "Audience the consumer belongs to"),
-    _std("opted_in_at", T, "When the consumer opted in (ISO 8601, UTC)"),
-    _std("ip_address", FieldType.IP_ADDRESS, "Consumer IP address at opt-in"),
-    _std("user_agent", S, "Consumer browser user agent"),
-    _std("browser", S, "Consumer browser"),
-    _std("extra", FieldType.JSON, "All extra attributes as a JSON object"),
+STANDARD_FIELDS: tuple[FieldInfo, ...] = tuple(
+    FieldInfo(c.name, c.catalog_type, FieldKind.STANDARD, c.description) for c in COLUMNS
 )
 
 CONTEXT_FIELDS: tuple[FieldInfo, ...] = (

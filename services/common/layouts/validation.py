@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence, Set
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from services.common.control_characters import has_control_character
 from services.common.errors import FieldProblem, InvalidArgumentError
 from services.common.layouts.catalog import (
     EXTRA_PREFIX,
@@ -56,7 +57,6 @@ MAX_HEADER = 200
 # (steps.MAX_VALUE_CHARS); this refuses definitions that could only ever hit that cap.
 MAX_VALUE_COPIES = 16
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # fullmatch: `$` allows a final "\n"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 STEP_KEYS: Mapping[type, str] = {
     ValueMapStep: "map",
@@ -345,7 +345,7 @@ def layout_problems(
             problems.append(
                 FieldProblem(f"{where}.header", "TOO_LONG", f"at most {MAX_HEADER} characters")
             )
-        elif _CONTROL.search(column.header):
+        elif has_control_character(column.header):
             problems.append(
                 FieldProblem(f"{where}.header", "CONTROL_CHARACTER", "no control characters")
             )

@@ -3,8 +3,6 @@ and the create/get/list/update/delete/test calls over a store."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import re
 import uuid
@@ -23,6 +21,7 @@ from services.common.errors import (
 )
 from services.common.file_names import TemplateError, check_template
 from services.common.ids import parse_id
+from services.common.paging import Page, decode_token, fetch_page, page_size
 from services.common.secrets import SecretBox, connection_secret_context
 from services.delivery.transports.base import ProbeReport, TransportError
 from services.delivery.transports.sftp import load_private_key, pinned_fingerprint
@@ -36,7 +35,6 @@ from services.scheduler.connections.model import (
 )
 
 PLAIN_FTP = "plain FTP is refused (credentials and data would travel in clear): use SFTP or FTPS"
-MAX_PAGE = 1000
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")
 
 Prober = Callable[[SftpConfig, Secrets], Awaitable[ProbeReport]]
@@ -279,27 +277,14 @@ async def get_connection(
 
 
 async def list_connections(
-    store: ConnectionStore, account_id: str, page_size: int, page_token: str
-) -> tuple[list[SavedConnection], str]:
-    """A page of the account's connections by name, and the next page's token."""
+    store: ConnectionStore, account_id: str, size: int, page_token: str
+) -> Page[SavedConnection]:
+    """A page of the account's connections by name, after the token's position."""
     account = parse_id("account_id", account_id)
-    size = page_size or 100
-    if not 0 < size <= MAX_PAGE:
-        raise InvalidArgumentError(
-            f"page_size must be 1-{MAX_PAGE}",
-            [_problem("page_size", "OUT_OF_RANGE", f"must be 1-{MAX_PAGE}")],
-        )
-    try:
-        after = base64.urlsafe_b64decode(page_token.encode()).decode() if page_token else ""
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidArgumentError(
-            "page_token is not a token this API issued",
-            [_problem("page_token", "INVALID_FORMAT", "is not a token this API issued")],
-        ) from exc
-    found = await store.page(account, after, size + 1)
-    page = found[:size]
-    token = base64.urlsafe_b64encode(page[-1].name.encode()).decode() if len(found) > size else ""
-    return page, token
+    after = decode_token(page_token)
+    return await fetch_page(
+        lambda limit: store.page(account, after, limit), page_size(size), lambda c: c.name
+    )
 
 
 async def update_connection(

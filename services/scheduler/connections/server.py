@@ -126,11 +126,11 @@ class ConnectionServicer(connections_pb2_grpc.ConnectionServiceServicer):
     async def ListConnections(  # noqa: N802
         self, request: connections_pb2.ListConnectionsRequest, context: Context
     ) -> connections_pb2.ListConnectionsResponse:
-        page, token = await rules.list_connections(
+        page = await rules.list_connections(
             self._store, request.account_id, request.page_size, request.page_token
         )
         return connections_pb2.ListConnectionsResponse(
-            connections=[connection_message(c) for c in page], next_page_token=token
+            connections=[connection_message(c) for c in page.items], next_page_token=page.next_token
         )
 
     async def UpdateConnection(  # noqa: N802

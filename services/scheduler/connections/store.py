@@ -9,8 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.db import DatabaseError, load_queries
-from services.common.errors import UnavailableError
+from services.common.db import DatabaseError, driver_errors, load_queries
 from services.scheduler.connections.model import SavedConnection, SftpConfig
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "connections.sql")
@@ -37,12 +36,8 @@ class ConnectionStorePg:
         self._pool = pool
 
     async def _run(self, name: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        try:
+        with driver_errors(name):
             return await call()
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise UnavailableError(f"database unavailable: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"{name} failed: {exc}") from exc
 
     async def _rows(self, name: str, *args: Any) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self._run(
@@ -91,15 +86,14 @@ class ConnectionStorePg:
     ) -> SavedConnection | None:
         """Replace the settings and secrets; None when the new name is taken."""
         try:
-            rows = await self._pool.fetch(
-                QUERIES["update"], account_id, connection_id, name, sftp.to_json(), sealed
-            )
-        except asyncpg.UniqueViolationError:
-            return None
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise UnavailableError(f"database unavailable: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"update failed: {exc}") from exc
+            with driver_errors("update"):
+                rows = await self._pool.fetch(
+                    QUERIES["update"], account_id, connection_id, name, sftp.to_json(), sealed
+                )
+        except DatabaseError as exc:
+            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                return None
+            raise
         return _connection(rows[0]) if rows else None
 
     async def delete(self, account_id: UUID, connection_id: UUID) -> bool:

@@ -1,4 +1,4 @@
--- Every statement the layout service runs. Loaded by services/scheduler/layouts_store.py.
+-- Every statement the layout service runs. Loaded by services/scheduler/layouts/store.py.
 
 -- name: lock_definitions
 -- Serialises definition writes of one account until the transaction ends.

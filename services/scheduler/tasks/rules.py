@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from dataclasses import replace
 from datetime import datetime
@@ -18,11 +16,10 @@ from services.common.errors import (
     NotFoundError,
 )
 from services.common.ids import parse_id
+from services.common.paging import Page, decode_token, fetch_page, invalid_token, page_size
 from services.ingest.accounts import check_name, check_time_zone
 from services.scheduler.tasks.model import AttentionEvent, SavedDelivery, SavedTask, TaskSpec
 from services.scheduler.tasks.schedules import ScheduleError, check_schedule, next_run
-
-MAX_PAGE = 1000
 
 
 class TaskStore(Protocol):
@@ -162,35 +159,17 @@ async def get_task(store: TaskStore, account_id: str, task_id: str) -> SavedTask
     return found
 
 
-def _page_size(requested: int) -> int:
-    size = requested or 100
-    if not 0 < size <= MAX_PAGE:
-        problem = FieldProblem("page_size", "OUT_OF_RANGE", f"must be 1-{MAX_PAGE}")
-        raise InvalidArgumentError(f"page_size {problem.message}", [problem])
-    return size
-
-
-def _bad_token() -> InvalidArgumentError:
-    problem = FieldProblem("page_token", "INVALID_FORMAT", "is not a token this API issued")
-    return InvalidArgumentError(f"page_token {problem.message}", [problem])
-
-
 async def list_tasks(
-    store: TaskStore, account_id: str, page_size: int, page_token: str
-) -> tuple[list[SavedTask], str]:
-    """A page of tasks by name and the next token."""
+    store: TaskStore, account_id: str, size: int, page_token: str
+) -> Page[SavedTask]:
+    """A page of tasks by name, after the token's position."""
     account = parse_id("account_id", account_id)
-    size = _page_size(page_size)
-    try:
-        after = base64.urlsafe_b64decode(page_token.encode()).decode() if page_token else ""
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise _bad_token() from exc
-    found = await store.page_tasks(account, after, size + 1)
-    page = found[:size]
-    token = (
-        base64.urlsafe_b64encode(page[-1].spec.name.encode()).decode() if len(found) > size else ""
+    after = decode_token(page_token)
+    return await fetch_page(
+        lambda limit: store.page_tasks(account, after, limit),
+        page_size(size),
+        lambda t: t.spec.name,
     )
-    return page, token
 
 
 async def update_task(
@@ -250,26 +229,22 @@ async def preview_next_run(
 
 
 async def list_deliveries(
-    store: TaskStore, account_id: str, task_id: str, page_size: int, page_token: str
-) -> tuple[list[SavedDelivery], str]:
+    store: TaskStore, account_id: str, task_id: str, size: int, page_token: str
+) -> Page[SavedDelivery]:
     """A page of a task's deliveries, newest first."""
     task = await get_task(store, account_id, task_id)
-    size = _page_size(page_size)
     before = None
     if page_token:
+        at, _, last = decode_token(page_token).partition("|")
         try:
-            at, _, last = base64.urlsafe_b64decode(page_token.encode()).decode().partition("|")
             before = (datetime.fromisoformat(at), UUID(last))
-        except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-            raise _bad_token() from exc
-    found = await store.page_deliveries(task.account_id, task.id, before, size + 1)
-    page = found[:size]
-    token = ""
-    if len(found) > size:
-        token = base64.urlsafe_b64encode(
-            f"{page[-1].reserved_at.isoformat()}|{page[-1].id}".encode()
-        ).decode()
-    return page, token
+        except ValueError as exc:
+            raise invalid_token() from exc
+    return await fetch_page(
+        lambda limit: store.page_deliveries(task.account_id, task.id, before, limit),
+        page_size(size),
+        lambda d: f"{d.reserved_at.isoformat()}|{d.id}",
+    )
 
 
 async def get_delivery(store: TaskStore, account_id: str, delivery_id: str) -> SavedDelivery:

@@ -14,7 +14,7 @@ from services.common.gen.handoff.delivery.v1 import delivery_pb2
 from services.common.gen.handoff.scheduler.v1 import tasks_pb2, tasks_pb2_grpc
 from services.common.grpc_server import GrpcService
 from services.common.layouts.codec import format_from_json, format_to_json
-from services.scheduler.layouts_messages import output_format, output_format_message
+from services.scheduler.layouts.messages import output_format, output_format_message
 from services.scheduler.tasks import rules
 from services.scheduler.tasks.model import AttentionEvent, SavedDelivery, SavedTask, TaskSpec
 from services.scheduler.tasks.rules import TaskStore
@@ -163,11 +163,11 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     async def ListTasks(  # noqa: N802
         self, request: tasks_pb2.ListTasksRequest, context: Context
     ) -> tasks_pb2.ListTasksResponse:
-        page, token = await rules.list_tasks(
+        page = await rules.list_tasks(
             self._store, request.account_id, request.page_size, request.page_token
         )
         return tasks_pb2.ListTasksResponse(
-            tasks=[task_message(t) for t in page], next_page_token=token
+            tasks=[task_message(t) for t in page.items], next_page_token=page.next_token
         )
 
     async def UpdateTask(  # noqa: N802
@@ -219,11 +219,11 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     async def ListDeliveries(  # noqa: N802
         self, request: tasks_pb2.ListDeliveriesRequest, context: Context
     ) -> tasks_pb2.ListDeliveriesResponse:
-        page, token = await rules.list_deliveries(
+        page = await rules.list_deliveries(
             self._store, request.account_id, request.task_id, request.page_size, request.page_token
         )
         return tasks_pb2.ListDeliveriesResponse(
-            deliveries=[delivery_message(d) for d in page], next_page_token=token
+            deliveries=[delivery_message(d) for d in page.items], next_page_token=page.next_token
         )
 
     async def GetDelivery(  # noqa: N802

@@ -11,8 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.db import DatabaseError, load_queries
-from services.common.errors import UnavailableError
+from services.common.db import DatabaseError, driver_errors, load_queries
 from services.scheduler.tasks.model import (
     AttentionEvent,
     DeliveredFile,
@@ -84,12 +83,8 @@ class TaskStorePg:
         self._pool = pool
 
     async def _run(self, name: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        try:
+        with driver_errors(name):
             return await call()
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise UnavailableError(f"database unavailable: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"{name} failed: {exc}") from exc
 
     async def _rows(self, name: str, *args: Any) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self._run(
@@ -225,14 +220,10 @@ class TaskStorePg:
     @asynccontextmanager
     async def reservation(self) -> AsyncIterator[ReservationTransaction]:
         """One transaction that reads the watermark first, then locks due tasks."""
-        try:
+        with driver_errors("reservation"):
             async with self._pool.acquire() as conn, conn.transaction():
                 watermark = await conn.fetchval(QUERIES["safe_watermark"])
                 yield ReservationTransaction(conn, watermark)
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise UnavailableError(f"database unavailable: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"reservation failed: {exc}") from exc
 
     async def jobs_to_issue(
         self, now: datetime, push_back_to: datetime, limit: int

@@ -10,8 +10,8 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.db import DatabaseError, load_queries
-from services.common.errors import AlreadyExistsError, UnavailableError
+from services.common.db import DatabaseError, driver_errors, load_queries
+from services.common.errors import AlreadyExistsError
 from services.common.layouts.codec import (
     CodecError,
     custom_field_from_json,
@@ -20,14 +20,14 @@ from services.common.layouts.codec import (
     layout_to_json,
 )
 from services.common.layouts.model import CustomFieldSpec, LayoutSpec
-from services.scheduler.layouts_model import (
+from services.scheduler.layouts.model import (
     AccountInfo,
     FieldUsers,
     SavedCustomField,
     SavedLayout,
 )
 
-QUERIES = load_queries(Path(__file__).parent / "sql" / "layouts.sql")
+QUERIES = load_queries(Path(__file__).parents[1] / "sql" / "layouts.sql")
 
 
 def _custom_field(record: asyncpg.Record) -> SavedCustomField:
@@ -65,14 +65,11 @@ def _layout(record: asyncpg.Record) -> SavedLayout:
 async def _fetch(
     runner: asyncpg.Pool | asyncpg.Connection, name: str, *args: Any
 ) -> list[asyncpg.Record]:
-    try:
-        return list(await runner.fetch(QUERIES[name], *args))
-    except asyncpg.UniqueViolationError as exc:
-        raise AlreadyExistsError(f"already exists: {exc.detail or exc}") from exc
-    except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-        raise UnavailableError(f"database unavailable: {exc}") from exc
-    except asyncpg.PostgresError as exc:
-        raise DatabaseError(f"{name} failed: {exc}") from exc
+    with driver_errors(name):
+        try:
+            return list(await runner.fetch(QUERIES[name], *args))
+        except asyncpg.UniqueViolationError as exc:
+            raise AlreadyExistsError(f"already exists: {exc.detail or exc}") from exc
 
 
 class DefinitionTransaction:
@@ -182,12 +179,10 @@ class LayoutStorePg:
     @asynccontextmanager
     async def definitions(self, account_id: UUID) -> AsyncIterator[DefinitionTransaction]:
         """A transaction holding the account's definitions lock (commits on success)."""
-        try:
+        with driver_errors("definitions"):
             async with self._pool.acquire() as conn, conn.transaction():
                 await _fetch(conn, "lock_definitions", account_id)
                 yield DefinitionTransaction(conn, account_id)
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise UnavailableError(f"database unavailable: {exc}") from exc
 
     async def account(self, account_id: UUID) -> AccountInfo | None:
         """The account's zone and status, or None."""

@@ -50,7 +50,7 @@ from services.common.layouts.model import (
     ValueMapStep,
 )
 from services.common.layouts.problems import ProblemSummary
-from services.scheduler.layouts_model import SavedCustomField, SavedLayout
+from services.scheduler.layouts.model import SavedCustomField, SavedLayout
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -10,8 +10,8 @@ import grpc
 from services.common.gen.handoff.scheduler.v1 import layouts_pb2 as pb
 from services.common.gen.handoff.scheduler.v1 import layouts_pb2_grpc
 from services.common.grpc_server import GrpcService
-from services.scheduler import layouts
-from services.scheduler.layouts_messages import (
+from services.scheduler.layouts import rules
+from services.scheduler.layouts.messages import (
     custom_field_message,
     custom_field_spec,
     field_info_messages,
@@ -21,8 +21,8 @@ from services.scheduler.layouts_messages import (
     problem_messages,
     sample_rows,
 )
-from services.scheduler.layouts_model import LayoutStore
-from services.scheduler.layouts_preview import PreviewRequest, PreviewRows, preview_layout
+from services.scheduler.layouts.model import LayoutStore
+from services.scheduler.layouts.preview import PreviewRequest, PreviewRows, preview_layout
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -45,14 +45,14 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
     ) -> pb.ListFieldsResponse:
         customs = []
         if request.account_id:
-            account = await layouts.account_for(self._store, request.account_id)
+            account = await rules.account_for(self._store, request.account_id)
             customs = await self._store.custom_fields(account.id)
         return pb.ListFieldsResponse(fields=field_info_messages(customs))
 
     async def CreateCustomField(  # noqa: N802
         self, request: pb.CreateCustomFieldRequest, context: Context
     ) -> pb.CustomField:
-        saved = await layouts.create_custom_field(
+        saved = await rules.create_custom_field(
             self._store, request.account_id, request.field.id, custom_field_spec(request.field)
         )
         return custom_field_message(saved)
@@ -60,25 +60,23 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
     async def GetCustomField(  # noqa: N802
         self, request: pb.GetCustomFieldRequest, context: Context
     ) -> pb.CustomField:
-        saved = await layouts.get_custom_field(self._store, request.account_id, request.id)
+        saved = await rules.get_custom_field(self._store, request.account_id, request.id)
         return custom_field_message(saved)
 
     async def ListCustomFields(  # noqa: N802
         self, request: pb.ListCustomFieldsRequest, context: Context
     ) -> pb.ListCustomFieldsResponse:
-        account = await layouts.account_for(self._store, request.account_id)
-        size = layouts.page_size(request.page_size)
-        after = layouts.decode_page_token(request.page_token)
-        found = await self._store.list_custom_fields(account.id, after, size + 1)
-        token = layouts.encode_page_token(found[size - 1].spec.name) if len(found) > size else ""
+        page = await rules.list_custom_fields(
+            self._store, request.account_id, request.page_size, request.page_token
+        )
         return pb.ListCustomFieldsResponse(
-            fields=[custom_field_message(f) for f in found[:size]], next_page_token=token
+            fields=[custom_field_message(f) for f in page.items], next_page_token=page.next_token
         )
 
     async def UpdateCustomField(  # noqa: N802
         self, request: pb.UpdateCustomFieldRequest, context: Context
     ) -> pb.CustomField:
-        saved = await layouts.update_custom_field(
+        saved = await rules.update_custom_field(
             self._store,
             request.account_id,
             request.field.id,
@@ -90,14 +88,14 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
     async def DeleteCustomField(  # noqa: N802
         self, request: pb.DeleteCustomFieldRequest, context: Context
     ) -> pb.DeleteCustomFieldResponse:
-        await layouts.delete_custom_field(self._store, request.account_id, request.id)
+        await rules.delete_custom_field(self._store, request.account_id, request.id)
         return pb.DeleteCustomFieldResponse()
 
     async def CreateLayout(  # noqa: N802
         self, request: pb.CreateLayoutRequest, context: Context
     ) -> pb.Layout:
         message = request.layout
-        saved = await layouts.create_layout(
+        saved = await rules.create_layout(
             self._store,
             request.account_id,
             message.id,
@@ -110,30 +108,28 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
     async def GetLayout(  # noqa: N802
         self, request: pb.GetLayoutRequest, context: Context
     ) -> pb.Layout:
-        return layout_message(await layouts.get_layout(self._store, request.account_id, request.id))
+        return layout_message(await rules.get_layout(self._store, request.account_id, request.id))
 
     async def GetDefaultLayout(  # noqa: N802
         self, request: pb.GetDefaultLayoutRequest, context: Context
     ) -> pb.Layout:
-        return layout_message(await layouts.default_layout(self._store, request.account_id))
+        return layout_message(await rules.default_layout(self._store, request.account_id))
 
     async def ListLayouts(  # noqa: N802
         self, request: pb.ListLayoutsRequest, context: Context
     ) -> pb.ListLayoutsResponse:
-        account = await layouts.account_for(self._store, request.account_id)
-        size = layouts.page_size(request.page_size)
-        after = layouts.decode_page_token(request.page_token)
-        found = await self._store.list_layouts(account.id, after, size + 1)
-        token = layouts.encode_page_token(found[size - 1].name) if len(found) > size else ""
+        page = await rules.list_layouts(
+            self._store, request.account_id, request.page_size, request.page_token
+        )
         return pb.ListLayoutsResponse(
-            layouts=[layout_message(saved) for saved in found[:size]], next_page_token=token
+            layouts=[layout_message(saved) for saved in page.items], next_page_token=page.next_token
         )
 
     async def UpdateLayout(  # noqa: N802
         self, request: pb.UpdateLayoutRequest, context: Context
     ) -> pb.Layout:
         message = request.layout
-        saved = await layouts.update_layout(
+        saved = await rules.update_layout(
             self._store,
             request.account_id,
             message.id,
@@ -147,7 +143,7 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
     async def DeleteLayout(  # noqa: N802
         self, request: pb.DeleteLayoutRequest, context: Context
     ) -> pb.DeleteLayoutResponse:
-        await layouts.delete_layout(self._store, request.account_id, request.id)
+        await rules.delete_layout(self._store, request.account_id, request.id)
         return pb.DeleteLayoutResponse()
 
     async def PreviewLayout(  # noqa: N802

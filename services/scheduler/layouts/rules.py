@@ -7,11 +7,9 @@ started to use.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from uuid import UUID
 
+from services.common.control_characters import has_control_character
 from services.common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -29,41 +27,41 @@ from services.common.layouts.validation import (
     layout_problems,
     require_no_problems,
 )
-from services.scheduler.layouts_model import (
+from services.common.paging import Page, decode_token, fetch_page, page_size
+from services.scheduler.layouts.model import (
     AccountInfo,
     LayoutStore,
     SavedCustomField,
     SavedLayout,
 )
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 MAX_LAYOUT_NAME = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def page_size(requested: int) -> int:
-    """The page size to use: default when 0, refused when negative or too large."""
-    if requested == 0:
-        return DEFAULT_PAGE_SIZE
-    if not 0 < requested <= MAX_PAGE_SIZE:
-        problem = FieldProblem("page_size", "OUT_OF_RANGE", f"must be 1-{MAX_PAGE_SIZE}")
-        raise InvalidArgumentError(problem.message, [problem])
-    return requested
+async def list_custom_fields(
+    store: LayoutStore, account_id: str, size: int, token: str
+) -> Page[SavedCustomField]:
+    """One page of the account's custom fields by name, after the token's name."""
+    account = await account_for(store, account_id)
+    after = decode_token(token)
+    return await fetch_page(
+        lambda limit: store.list_custom_fields(account.id, after, limit),
+        page_size(size),
+        lambda saved: saved.spec.name,
+    )
 
 
-def encode_page_token(name: str) -> str:
-    """An opaque token for the position after `name`."""
-    return base64.urlsafe_b64encode(name.encode()).decode()
-
-
-def decode_page_token(token: str) -> str:
-    """The name a token stands for ('' for no token)."""
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode() if token else ""
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        problem = FieldProblem("page_token", "INVALID_FORMAT", "is not a token this API issued")
-        raise InvalidArgumentError(problem.message, [problem]) from exc
+async def list_layouts(
+    store: LayoutStore, account_id: str, size: int, token: str
+) -> Page[SavedLayout]:
+    """One page of the account's layouts by name, after the token's name."""
+    account = await account_for(store, account_id)
+    after = decode_token(token)
+    return await fetch_page(
+        lambda limit: store.list_layouts(account.id, after, limit),
+        page_size(size),
+        lambda saved: saved.name,
+    )
 
 
 async def account_for(store: LayoutStore, account_id: str, *, writing: bool = False) -> AccountInfo:
@@ -166,7 +164,7 @@ def _layout_name_problems(name: str) -> list[FieldProblem]:
         return [FieldProblem("layout.name", "REQUIRED", "is required")]
     if len(clean) > MAX_LAYOUT_NAME:
         return [FieldProblem("layout.name", "TOO_LONG", f"at most {MAX_LAYOUT_NAME} characters")]
-    if _CONTROL.search(clean):
+    if has_control_character(clean):
         return [FieldProblem("layout.name", "CONTROL_CHARACTER", "no control characters")]
     return []
 

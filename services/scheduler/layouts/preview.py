@@ -21,8 +21,8 @@ from services.common.layouts.validation import (
     layout_problems,
     require_no_problems,
 )
-from services.scheduler.layouts import account_for, default_layout, get_layout
-from services.scheduler.layouts_model import LayoutStore
+from services.scheduler.layouts.model import LayoutStore
+from services.scheduler.layouts.rules import account_for, default_layout, get_layout
 
 DEFAULT_LATEST = 10
 MAX_ROWS = 100

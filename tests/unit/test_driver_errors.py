@@ -1,0 +1,60 @@
+"""One table turns the driver's errors into domain errors, and says which are retryable."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from services.common.db import DatabaseError, DatabaseUnavailableError, driver_errors
+from services.common.errors import UnavailableError
+
+E = asyncpg.exceptions
+
+
+@pytest.mark.parametrize(
+    ("raised", "kind", "retryable"),
+    [
+        (ConnectionRefusedError("refused"), DatabaseUnavailableError, True),
+        (TimeoutError(), DatabaseUnavailableError, True),
+        (
+            E.ConnectionDoesNotExistError("closed in the middle of operation"),
+            DatabaseUnavailableError,
+            True,
+        ),
+        (
+            asyncpg.InterfaceError("cannot perform operation: connection is closed"),
+            DatabaseUnavailableError,
+            True,
+        ),
+        (E.AdminShutdownError("terminating connection"), DatabaseUnavailableError, True),
+        (
+            E.CannotConnectNowError("the database system is starting up"),
+            DatabaseUnavailableError,
+            True,
+        ),
+        (E.TooManyConnectionsError("too many clients"), DatabaseUnavailableError, True),
+        (E.DeadlockDetectedError("deadlock detected"), DatabaseError, True),
+        (E.SerializationError("could not serialize access"), DatabaseError, True),
+        (E.LockNotAvailableError("could not obtain lock"), DatabaseError, True),
+        (E.UndefinedTableError('relation "referrals" does not exist'), DatabaseError, False),
+        (E.UniqueViolationError("duplicate key"), DatabaseError, False),
+        (asyncpg.InterfaceError("another operation is in progress"), DatabaseError, False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+def test_each_driver_error_becomes_a_database_error_that_says_if_it_is_retryable(
+    raised: Exception, kind: type[DatabaseError], retryable: bool
+) -> None:
+    with pytest.raises(DatabaseError) as caught, driver_errors("insert_referrals"):
+        raise raised
+
+    assert type(caught.value) is kind
+    assert caught.value.retryable is retryable
+    assert isinstance(caught.value, UnavailableError) is (kind is DatabaseUnavailableError)
+    assert caught.value.__cause__ is raised
+    assert "insert_referrals" in caught.value.message
+
+
+def test_other_errors_pass_through_untouched() -> None:
+    with pytest.raises(KeyError), driver_errors("anything"):
+        raise KeyError("not the driver's")
