@@ -49,7 +49,7 @@ class DatabaseError(HandoffError):
         self.retryable = retryable
 
 
-class DatabaseUnavailableError(DatabaseError, UnavailableError):
+class DatabaseUnreachableError(DatabaseError, UnavailableError):
     """The database cannot be reached, or turns connections away for now."""
 
     def __init__(self, message: str) -> None:
@@ -60,7 +60,7 @@ def database_error(exc: BaseException, what: str) -> DatabaseError:
     """The domain error for a driver error raised while doing `what`."""
     closed = isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
     if closed or isinstance(exc, _UNREACHABLE):
-        return DatabaseUnavailableError(f"database unavailable ({what}): {exc}")
+        return DatabaseUnreachableError(f"database unavailable ({what}): {exc}")
     return DatabaseError(f"{what} failed: {exc}", retryable=isinstance(exc, _RETRYABLE))
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -31,7 +32,9 @@ NOTIFY_CHANNEL = "referrals_ingested"
 
 # Up to this many rows one statement is cheaper than COPY's extra round trips.
 SMALL_BATCH = 64
-_PLAIN_COLUMNS = REFERRAL_COLUMNS[:-1]  # all but extra, which is last
+# Every column but extra, which is JSON already, and a C-level getter of their values.
+_PLAIN_COLUMNS = tuple(name for name in REFERRAL_COLUMNS if name != "extra")
+_plain_values = itemgetter(*(REFERRAL_COLUMNS.index(name) for name in _PLAIN_COLUMNS))
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 
@@ -69,7 +72,7 @@ def json_rows(rows: Sequence[ReferralRow]) -> str:
     """The rows as a JSON array of column-keyed objects (for insert_referrals)."""
     # `extra` is JSON already: splice it in rather than decode and encode it again.
     objects = [
-        _JSON.encode(dict(zip(_PLAIN_COLUMNS, row, strict=False)))[:-1]
+        _JSON.encode(dict(zip(_PLAIN_COLUMNS, _plain_values(row), strict=True)))[:-1]
         + ',"extra":'
         + row.extra
         + "}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from services.common.db import DatabaseError, DatabaseUnavailableError, driver_errors
+from services.common.db import DatabaseError, DatabaseUnreachableError, driver_errors
 from services.common.errors import UnavailableError
 
 E = asyncpg.exceptions
@@ -14,25 +14,25 @@ E = asyncpg.exceptions
 @pytest.mark.parametrize(
     ("raised", "kind", "retryable"),
     [
-        (ConnectionRefusedError("refused"), DatabaseUnavailableError, True),
-        (TimeoutError(), DatabaseUnavailableError, True),
+        (ConnectionRefusedError("refused"), DatabaseUnreachableError, True),
+        (TimeoutError(), DatabaseUnreachableError, True),
         (
             E.ConnectionDoesNotExistError("closed in the middle of operation"),
-            DatabaseUnavailableError,
+            DatabaseUnreachableError,
             True,
         ),
         (
             asyncpg.InterfaceError("cannot perform operation: connection is closed"),
-            DatabaseUnavailableError,
+            DatabaseUnreachableError,
             True,
         ),
-        (E.AdminShutdownError("terminating connection"), DatabaseUnavailableError, True),
+        (E.AdminShutdownError("terminating connection"), DatabaseUnreachableError, True),
         (
             E.CannotConnectNowError("the database system is starting up"),
-            DatabaseUnavailableError,
+            DatabaseUnreachableError,
             True,
         ),
-        (E.TooManyConnectionsError("too many clients"), DatabaseUnavailableError, True),
+        (E.TooManyConnectionsError("too many clients"), DatabaseUnreachableError, True),
         (E.DeadlockDetectedError("deadlock detected"), DatabaseError, True),
         (E.SerializationError("could not serialize access"), DatabaseError, True),
         (E.LockNotAvailableError("could not obtain lock"), DatabaseError, True),
@@ -50,7 +50,7 @@ def test_each_driver_error_becomes_a_database_error_that_says_if_it_is_retryable
 
     assert type(caught.value) is kind
     assert caught.value.retryable is retryable
-    assert isinstance(caught.value, UnavailableError) is (kind is DatabaseUnavailableError)
+    assert isinstance(caught.value, UnavailableError) is (kind is DatabaseUnreachableError)
     assert caught.value.__cause__ is raised
     assert "insert_referrals" in caught.value.message
 
