@@ -204,6 +204,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "id:uuid account_id:uuid name:text definition:jsonb custom_fields:text[] "
         "is_default:bool version:int8 created_at:timestamptz updated_at:timestamptz",
     ),
+    ("scheduler/sql/layouts.sql", "layout_tasks"): ("uuid uuid", "name:text"),
     ("scheduler/sql/layouts.sql", "delete_layout"): (
         "uuid uuid",
         "id:uuid",

@@ -23,6 +23,8 @@ from services.common.auth.model import Role
 from services.common.gen.handoff.scheduler.v1 import (
     connections_pb2,
     connections_pb2_grpc,
+    layouts_pb2,
+    layouts_pb2_grpc,
     tasks_pb2,
     tasks_pb2_grpc,
 )
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from services.common.gen.handoff.scheduler.v1.connections_pb2_grpc import (
         ConnectionServiceAsyncStub,
     )
+    from services.common.gen.handoff.scheduler.v1.layouts_pb2_grpc import LayoutServiceAsyncStub
     from services.common.gen.handoff.scheduler.v1.tasks_pb2_grpc import TaskServiceAsyncStub
 
 pytestmark = pytest.mark.integration
@@ -55,6 +58,7 @@ class World:
     campaign: str
     connections: ConnectionServiceAsyncStub
     tasks: TaskServiceAsyncStub
+    layouts: LayoutServiceAsyncStub
     runner: TaskRunner
     engine: DeliveryEngine
     sftp: AsyncsshSftp
@@ -101,7 +105,8 @@ async def world(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[World]:
         runner = TaskRunner(TaskStorePg(pool), GrpcDeliveryJobs(scheduler_channel), reissue_s=0.0)
         yield World(
             account, campaign, connections_pb2_grpc.ConnectionServiceStub(channel),
-            tasks_pb2_grpc.TaskServiceStub(channel), runner, engine, sftp, pool,
+            tasks_pb2_grpc.TaskServiceStub(channel), layouts_pb2_grpc.LayoutServiceStub(channel),
+            runner, engine, sftp, pool,
         )  # fmt: skip
         await engine.close()
 
@@ -326,3 +331,27 @@ async def test_bad_tasks_are_refused_naming_the_field(world: World, pool: asyncp
         )
     assert used.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert task.name in (used.value.details() or "")
+
+
+async def test_a_layout_a_task_delivers_with_cannot_be_deleted(world: World) -> None:
+    layout = await world.layouts.CreateLayout(
+        layouts_pb2.CreateLayoutRequest(
+            account_id=world.account,
+            layout=layouts_pb2.Layout(
+                name="Short", columns=[layouts_pb2.Column(header="Email", field="email")]
+            ),
+        )
+    )
+    task = await _task(world, await _connection(world), layout_id=layout.id)
+    emails = await world.ingest(2, "short")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await world.layouts.DeleteLayout(
+            layouts_pb2.DeleteLayoutRequest(account_id=world.account, id=layout.id)
+        )
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert task.name in (caught.value.details() or "")
+    await _now(world, task)
+    await world.run()
+    (done,) = await _deliveries(world, task)
+    text = (world.folder / Path(done.files[0].path).name).read_text()
+    assert text.splitlines() == ["Email", *emails]

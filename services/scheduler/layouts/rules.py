@@ -226,10 +226,16 @@ async def update_layout(
 
 
 async def delete_layout(store: LayoutStore, account_id: str, layout_id: str) -> None:
-    """Delete a layout."""
+    """Delete a layout no task delivers with; FailedPreconditionError names the tasks."""
     account = await account_for(store, account_id, writing=True)
     wanted = parse_id("id", layout_id)
     async with store.definitions(account.id) as tx:
+        tasks = await tx.layout_tasks(wanted)
+        if tasks:
+            named = ", ".join(repr(t) for t in tasks)
+            raise FailedPreconditionError(
+                f"layout {wanted} is used by task {named}: change or delete the task first"
+            )
         if not await tx.delete_layout(wanted):
             raise NotFoundError(f"layout {wanted} does not exist in account {account.id}")
 

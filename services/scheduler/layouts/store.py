@@ -125,6 +125,11 @@ class DefinitionTransaction:
         (record,) = await _fetch(self._conn, "custom_field_users", self._account, name)
         return FieldUsers(tuple(record["layouts"]), tuple(record["custom_fields"]))
 
+    async def layout_tasks(self, layout_id: UUID) -> tuple[str, ...]:
+        """Names of the tasks that deliver with the layout."""
+        records = await _fetch(self._conn, "layout_tasks", self._account, layout_id)
+        return tuple(r["name"] for r in records)
+
     async def get_layout(self, layout_id: UUID) -> SavedLayout | None:
         """The account's layout, or None."""
         records = await _fetch(self._conn, "get_layout", self._account, layout_id)

@@ -42,6 +42,10 @@ SELECT (SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM layouts
        (SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM custom_fields
          WHERE account_id = $1 AND $2 = ANY (depends_on)) AS custom_fields;
 
+-- name: layout_tasks
+-- The tasks that deliver with the layout (it cannot be deleted while one does).
+SELECT name FROM tasks WHERE account_id = $1 AND layout_id = $2 ORDER BY name LIMIT 20;
+
 -- name: get_layout
 SELECT * FROM layouts WHERE account_id = $1 AND id = $2;
 
