@@ -205,6 +205,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "is_default:bool version:int8 created_at:timestamptz updated_at:timestamptz",
     ),
     ("scheduler/sql/layouts.sql", "layout_tasks"): ("uuid uuid", "name:text"),
+    ("scheduler/tasks/sql/tasks.sql", "delivery_lags"): (
+        "",
+        "id:uuid account_id:uuid lag_s:float8",
+    ),
     ("scheduler/sql/layouts.sql", "delete_layout"): (
         "uuid uuid",
         "id:uuid",

@@ -163,8 +163,12 @@ async def test_each_run_sends_exactly_the_new_referrals_and_a_resend_the_same_by
     before = await world.ingest(3, "before")  # before the task: not sent (no backfill)
     task = await _task(world, await _connection(world))
     first = await world.ingest(5, "first")
+    (lag,) = await world.runner.refresh_lags()
+    assert (str(lag[0]), lag[2] > 0) == (task.id, True)  # the new referrals wait
     await _now(world, task)
     await world.run()
+    (after,) = await world.runner.refresh_lags()
+    assert after[2] == 0  # delivered: nothing waits
     second = await world.ingest(4, "second")
     await world.run()  # not due: nothing happens
     await _now(world, task)

@@ -23,12 +23,16 @@ from typing import Protocol
 from uuid import UUID
 
 import grpc
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from services.common.gen.handoff.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 from services.scheduler.tasks.schedules import ScheduleError, next_run
 from services.scheduler.tasks.store import TaskStorePg
 
 log = logging.getLogger(__name__)
+_meter = metrics.get_meter("handoff.scheduler")
+LAG_EVERY_S = 15.0
 
 
 class DeliveryJobs(Protocol):
@@ -84,6 +88,25 @@ class TaskRunner:
         self._reissue = timedelta(seconds=reissue_s)
         self._issuing = asyncio.Semaphore(issue_concurrency)
         self._now = now
+        self._lags: list[tuple[UUID, UUID, float]] = []
+        self._lags_read = 0.0
+        _meter.create_observable_gauge(
+            "handoff.delivery.lag",
+            callbacks=[self._observe_lags],
+            unit="s",
+            description="Per task: how long its oldest referral not yet delivered has waited",
+        )
+
+    def _observe_lags(self, options: CallbackOptions) -> list[Observation]:
+        return [
+            Observation(lag, {"task_id": str(task), "account_id": str(account)})
+            for task, account, lag in self._lags
+        ]
+
+    async def refresh_lags(self) -> list[tuple[UUID, UUID, float]]:
+        """Read every enabled task's delivery lag (for the metric)."""
+        self._lags = await self._store.delivery_lags()
+        return self._lags
 
     async def reserve_due(self, now: datetime) -> int:
         """Reserve a delivery for every due task without an open one; how many."""
@@ -132,9 +155,13 @@ class TaskRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every tick_s until `stop` is set; a failed tick is logged and retried."""
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
                 await self.tick()
+                if loop.time() - self._lags_read >= LAG_EVERY_S:
+                    self._lags_read = loop.time()
+                    await self.refresh_lags()
             except Exception:
                 log.exception("scheduler tick failed; trying again")
             with contextlib.suppress(TimeoutError):

@@ -217,6 +217,11 @@ class TaskStorePg:
         count: int = await self._value("count_in_range", account_id, after, through, wanted)
         return count
 
+    async def delivery_lags(self) -> list[tuple[UUID, UUID, float]]:
+        """(task, account, seconds its oldest undelivered referral has waited) per enabled task."""
+        rows = await self._rows("delivery_lags")
+        return [(r["id"], r["account_id"], float(r["lag_s"])) for r in rows]
+
     @asynccontextmanager
     async def reservation(self) -> AsyncIterator[ReservationTransaction]:
         """One transaction that reads the watermark first, then locks due tasks."""

@@ -135,3 +135,17 @@ SELECT * FROM attention_events
 SELECT count(*) FROM referrals
  WHERE account_id = $1 AND seq > $2 AND seq <= $3
    AND ($4::uuid[] IS NULL OR campaign_id = ANY ($4));
+
+-- name: delivery_lags
+-- Per enabled task: how long its oldest referral not yet delivered has waited (seconds;
+-- 0 when it is up to date). Read by the delivery-lag metric.
+SELECT t.id, t.account_id,
+       coalesce(extract(epoch FROM now() - oldest.received_at), 0)::float8 AS lag_s
+  FROM tasks t
+  LEFT JOIN LATERAL (
+        SELECT r.received_at FROM referrals r
+         WHERE r.account_id = t.account_id AND r.seq > t.delivered_seq
+           AND (t.campaign_ids IS NULL OR r.campaign_id = ANY (t.campaign_ids))
+         ORDER BY r.seq
+         LIMIT 1) oldest ON true
+ WHERE t.enabled;
