@@ -14,6 +14,8 @@ import codecs
 import contextlib
 import re
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -39,6 +41,15 @@ def _unescape_field(text: str) -> str:
     if text == "\\N":
         return ""
     return _ESCAPE.sub(lambda m: _UNESCAPED.get(m.group(1), m.group(1)), text)
+
+
+@dataclass(frozen=True)
+class TimeFrame:
+    """Referrals whose `field` ('received_at' or 'opted_in_at') is in [start, end)."""
+
+    start: datetime
+    end: datetime
+    field: str = "received_at"
 
 
 class CopyTextParser:
@@ -168,16 +179,20 @@ class ReferralRowReader:
         through_seq: int,
         campaign_id: UUID | None = None,
         fields: Sequence[str] | None = None,
+        frame: TimeFrame | None = None,
     ) -> AsyncGenerator[ColumnBatch, None]:
         """The account's referrals with seq in (after_seq, through_seq], in seq order.
 
         With `fields` (e.g. a compiled layout's `row_fields`), only those fields are read;
-        the others arrive as ''.
+        the others arrive as ''. With `frame`, only the referrals whose received or opt-in
+        time falls in it.
         """
         wanted = list(fields) if fields is not None else None
+        start, end, field = (frame.start, frame.end, frame.field) if frame else (None, None, None)
         return self._stream(
-            "referral_rows_in_range", account_id, after_seq, through_seq, campaign_id, wanted
-        )
+            "referral_rows_in_range", account_id, after_seq, through_seq, campaign_id, wanted,
+            start, end, field,
+        )  # fmt: skip
 
     async def latest_rows(self, account_id: UUID, limit: int) -> list[list[str]]:
         """The account's `limit` most recent referrals as rows, oldest first."""

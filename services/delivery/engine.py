@@ -303,8 +303,9 @@ class DeliveryEngine:
         if campaigns is not None and one is None:
             fields.append("campaign_id")
         source = self._rows.rows_in_range(
-            claimed.account_id, claimed.after_seq, claimed.through_seq, one, fields
-        )
+            claimed.account_id, claimed.after_seq, claimed.through_seq, one, fields,
+            claimed.frame,
+        )  # fmt: skip
         batches: AsyncIterator[Any] = source
         if campaigns is not None and one is None:
             batches = of_campaigns(batches, frozenset(str(c) for c in campaigns))

@@ -13,6 +13,7 @@ from uuid import UUID
 import asyncpg
 
 from services.common.db import driver_errors, load_queries
+from services.common.referral_rows import TimeFrame
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "deliveries.sql")
 _T = TypeVar("_T")
@@ -33,6 +34,7 @@ class Claimed:
     reserved_at: datetime
     started_at: datetime
     names_from: UUID  # whose file names it writes (a resend: the original's)
+    frame: TimeFrame | None = None  # a redelivery: only this time frame
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,12 @@ class DeliveryContext:
     sealed: dict[str, str]
     account_time_zone: str
     campaign_names: dict[str, str]
+
+
+def _frame(record: asyncpg.Record) -> TimeFrame | None:
+    if record["frame_field"] is None:
+        return None
+    return TimeFrame(record["frame_from"], record["frame_to"], record["frame_field"])
 
 
 class DeliveryStorePg:
@@ -75,7 +83,7 @@ class DeliveryStorePg:
         return Claimed(
             r["id"], r["task_id"], r["account_id"], r["purpose"], r["after_seq"],
             r["through_seq"], r["attempts"], r["layout"], r["reserved_at"], r["claimed_at"],
-            r["resend_of"] or r["id"],
+            r["resend_of"] or r["id"], _frame(r),
         )  # fmt: skip
 
     async def state(self, delivery_id: UUID) -> asyncpg.Record | None:

@@ -112,7 +112,7 @@ async def _hand_rolled(dsn: str, account: str, sshd: OpenSshSftp, fields: list[s
                 await conn.execute(QUERIES["render_session"])
                 await conn.copy_from_query(
                     QUERIES["referral_rows_in_range"], uuid.UUID(account), 0, TOTAL_ROWS, None,
-                    fields, output=write, format="csv",
+                    fields, None, None, None, output=write, format="csv",
                 )  # fmt: skip
         seconds = time.perf_counter() - started
     await conn.close()

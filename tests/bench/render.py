@@ -278,6 +278,9 @@ async def _raw_copy(dsn: str, account: str, through: int) -> tuple[float, int]:
                 through,
                 None,
                 fields,
+                None,
+                None,
+                None,
                 output=count,
                 format="csv",
             )

@@ -30,7 +30,7 @@ _ROWS_IN_RANGE = " ".join(f"{c.name}:{'int8' if c.name == 'seq' else 'text'}" fo
 _LATEST_ROWS = " ".join(f"{c.name}:{'text' if c.nullable else c.sql_type}" for c in COLUMNS)
 SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
-        "uuid int8 int8 uuid text[]",
+        "uuid int8 int8 uuid text[] timestamptz timestamptz text",
         _ROWS_IN_RANGE,
     ),
     ("common/sql/referral_rows.sql", "latest_referral_rows"): ("uuid int8", _LATEST_ROWS),
@@ -205,10 +205,6 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "is_default:bool version:int8 created_at:timestamptz updated_at:timestamptz",
     ),
     ("scheduler/sql/layouts.sql", "layout_tasks"): ("uuid uuid", "name:text"),
-    ("scheduler/tasks/sql/tasks.sql", "delivery_lags"): (
-        "",
-        "id:uuid account_id:uuid lag_s:float8",
-    ),
     ("scheduler/sql/layouts.sql", "delete_layout"): (
         "uuid uuid",
         "id:uuid",
@@ -245,9 +241,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("delivery/sql/deliveries.sql", "claim"): (
         "uuid float8",
         "id:uuid task_id:uuid account_id:uuid purpose:text after_seq:int8 through_seq:int8 "
-        "state:text layout:jsonb resend_of:uuid reserved_at:timestamptz attempts:int4 "
-        "lease_until:timestamptz next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 "
-        "files:jsonb error:text diagnosis:text finished_at:timestamptz claimed_at:timestamptz",
+        "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
+        "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
+        "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
+        "diagnosis:text finished_at:timestamptz claimed_at:timestamptz",
     ),
     ("delivery/sql/deliveries.sql", "state"): (
         "uuid",
@@ -434,9 +431,18 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("scheduler/tasks/sql/tasks.sql", "insert_delivery"): (
         "uuid uuid uuid text int8 int8 jsonb timestamptz uuid",
         "id:uuid task_id:uuid account_id:uuid purpose:text after_seq:int8 through_seq:int8 "
-        "state:text layout:jsonb resend_of:uuid reserved_at:timestamptz attempts:int4 "
-        "lease_until:timestamptz next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 "
-        "files:jsonb error:text diagnosis:text finished_at:timestamptz",
+        "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
+        "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
+        "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
+        "diagnosis:text finished_at:timestamptz",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "insert_redelivery"): (
+        "uuid uuid uuid int8 text timestamptz timestamptz",
+        "id:uuid task_id:uuid account_id:uuid purpose:text after_seq:int8 through_seq:int8 "
+        "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
+        "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
+        "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
+        "diagnosis:text finished_at:timestamptz",
     ),
     ("scheduler/tasks/sql/tasks.sql", "set_next_run"): (
         "uuid timestamptz",
@@ -449,16 +455,18 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("scheduler/tasks/sql/tasks.sql", "page_deliveries"): (
         "uuid uuid timestamptz uuid int8",
         "id:uuid task_id:uuid account_id:uuid purpose:text after_seq:int8 through_seq:int8 "
-        "state:text layout:jsonb resend_of:uuid reserved_at:timestamptz attempts:int4 "
-        "lease_until:timestamptz next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 "
-        "files:jsonb error:text diagnosis:text finished_at:timestamptz",
+        "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
+        "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
+        "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
+        "diagnosis:text finished_at:timestamptz",
     ),
     ("scheduler/tasks/sql/tasks.sql", "get_delivery"): (
         "uuid uuid",
         "id:uuid task_id:uuid account_id:uuid purpose:text after_seq:int8 through_seq:int8 "
-        "state:text layout:jsonb resend_of:uuid reserved_at:timestamptz attempts:int4 "
-        "lease_until:timestamptz next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 "
-        "files:jsonb error:text diagnosis:text finished_at:timestamptz",
+        "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
+        "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
+        "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
+        "diagnosis:text finished_at:timestamptz",
     ),
     ("scheduler/tasks/sql/tasks.sql", "attention_events"): (
         "uuid bool",
@@ -468,6 +476,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("scheduler/tasks/sql/tasks.sql", "count_in_range"): (
         "uuid int8 int8 uuid[]",
         "count:int8",
+    ),
+    ("scheduler/tasks/sql/tasks.sql", "delivery_lags"): (
+        "",
+        "id:uuid account_id:uuid lag_s:float8",
     ),
 }
 

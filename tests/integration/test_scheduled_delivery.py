@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,16 +78,21 @@ class World:
         """Store referrals and wait until the safe watermark covers them (transactions of
         other databases on the shared server can hold it back for a moment)."""
         emails = [f"{tag}-{i}@example.com" for i in range(count)]
-        seqs = await insert_referrals(
+        await insert_referrals(
             self.pool, uuid.UUID(self.account), uuid.UUID(self.campaign),
             [{"email": e} for e in emails],
         )  # fmt: skip
+        await self.settled()
+        return emails
+
+    async def settled(self) -> None:
+        """Wait until the safe watermark covers every referral stored so far."""
+        last = await self.pool.fetchval("SELECT coalesce(max(seq), 0) FROM referrals")
         async with asyncio.timeout(30):
             for _ in range(100_000):
-                if await self.pool.fetchval("SELECT safe_referral_watermark()") >= max(seqs):
+                if await self.pool.fetchval("SELECT safe_referral_watermark()") >= last:
                     break
                 await asyncio.sleep(0.02)
-        return emails
 
 
 @pytest.fixture
@@ -359,3 +365,47 @@ async def test_a_layout_a_task_delivers_with_cannot_be_deleted(world: World) -> 
     (done,) = await _deliveries(world, task)
     text = (world.folder / Path(done.files[0].path).name).read_text()
     assert text.splitlines() == ["Email", *emails]
+
+
+async def test_a_time_frame_is_sent_again_without_moving_the_cursor(world: World) -> None:
+    task = await _task(world, await _connection(world))
+    base = datetime(2026, 11, 2, tzinfo=UTC)
+    tagged = []
+    for day in range(4):
+        emails = [f"d{day}-{i}@example.com" for i in range(2)]
+        await insert_referrals(
+            world.pool, uuid.UUID(world.account), uuid.UUID(world.campaign),
+            [{"email": e, "opted_in_at": base + timedelta(days=day)} for e in emails],
+        )  # fmt: skip
+        tagged.append(emails)
+    await world.settled()
+    await _now(world, task)
+    await world.run()
+    cursor = (
+        await world.tasks.GetTask(tasks_pb2.GetTaskRequest(account_id=world.account, id=task.id))
+    ).delivered_seq
+
+    request = tasks_pb2.RedeliverTimeFrameRequest(
+        account_id=world.account, task_id=task.id, by=tasks_pb2.OPTED_IN_AT
+    )
+    getattr(request, "from").FromDatetime(base + timedelta(days=1))
+    request.to.FromDatetime(base + timedelta(days=3))
+    again = await world.tasks.RedeliverTimeFrame(request)
+    assert again.purpose == "redeliver"
+    await world.run()
+    done = await world.tasks.GetDelivery(
+        tasks_pb2.GetDeliveryRequest(account_id=world.account, id=again.id)
+    )
+    assert (done.state, done.rows) == ("succeeded", 4)
+    assert _csv_emails(world.folder / Path(done.files[0].path).name) == tagged[1] + tagged[2]
+    after = await world.tasks.GetTask(
+        tasks_pb2.GetTaskRequest(account_id=world.account, id=task.id)
+    )
+    assert after.delivered_seq == cursor
+
+    backwards = tasks_pb2.RedeliverTimeFrameRequest(account_id=world.account, task_id=task.id)
+    getattr(backwards, "from").FromDatetime(base)
+    backwards.to.FromDatetime(base - timedelta(days=1))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await world.tasks.RedeliverTimeFrame(backwards)
+    assert violations(caught.value) == [("to", "OUT_OF_RANGE")]

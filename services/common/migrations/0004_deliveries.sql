@@ -60,6 +60,11 @@ CREATE TABLE deliveries (
     layout          jsonb,
     -- A resend: the delivery whose range, layout and file names it repeats.
     resend_of       uuid REFERENCES deliveries (id) ON DELETE SET NULL,
+    -- A redelivery: only the referrals whose frame_field ('received_at' or 'opted_in_at')
+    -- is in [frame_from, frame_to), within the range (through_seq fixed when requested).
+    frame_field     text CHECK (frame_field IN ('received_at', 'opted_in_at')),
+    frame_from      timestamptz,
+    frame_to        timestamptz,
     reserved_at     timestamptz NOT NULL DEFAULT now(),
     attempts        integer NOT NULL DEFAULT 0,
     lease_until     timestamptz,
@@ -69,7 +74,9 @@ CREATE TABLE deliveries (
     files           jsonb,  -- [{"path", "rows", "bytes", "sha256"}]
     error           text,
     diagnosis       text,
-    finished_at     timestamptz
+    finished_at     timestamptz,
+    CHECK ((purpose = 'redeliver') = (frame_field IS NOT NULL)),
+    CHECK (frame_field IS NULL OR frame_from < frame_to)
 );
 -- A task has at most one open scheduled delivery.
 CREATE UNIQUE INDEX deliveries_one_open_idx ON deliveries (task_id)

@@ -53,6 +53,9 @@ class TaskStore(Protocol):
     ) -> list[SavedDelivery]: ...
     async def get_delivery(self, account_id: UUID, delivery_id: UUID) -> SavedDelivery | None: ...
     async def insert_resend(self, original: SavedDelivery, resend_id: UUID) -> SavedDelivery: ...
+    async def insert_redelivery(
+        self, task: SavedTask, redelivery_id: UUID, field: str, start: datetime, end: datetime
+    ) -> SavedDelivery: ...
     async def attention_events(
         self, account_id: UUID, include_resolved: bool
     ) -> list[AttentionEvent]: ...
@@ -265,6 +268,29 @@ async def resend_delivery(store: TaskStore, account_id: str, delivery_id: str) -
             "can be resent"
         )
     return await store.insert_resend(original, uuid.uuid4())
+
+
+async def redeliver(
+    store: TaskStore, account_id: str, task_id: str, start: datetime | None, end: datetime | None,
+    field: str,
+) -> SavedDelivery:  # fmt: skip
+    """A delivery of the task's referrals whose `field` time is in [start, end), whatever
+    was delivered before; the task's cursor does not move."""
+    task = await get_task(store, account_id, task_id)
+    problems = []
+    if start is None:
+        problems.append(FieldProblem("from", "REQUIRED", "is required"))
+    if end is None:
+        problems.append(FieldProblem("to", "REQUIRED", "is required"))
+    if start is not None and end is not None and end <= start:
+        problems.append(FieldProblem("to", "OUT_OF_RANGE", "must be after from"))
+    if problems:
+        raise InvalidArgumentError(
+            f"time frame is invalid: {problems[0].field} {problems[0].message}", problems
+        )
+    assert start is not None
+    assert end is not None
+    return await store.insert_redelivery(task, uuid.uuid4(), field, start, end)
 
 
 async def attention(

@@ -240,6 +240,18 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             await rules.resend_delivery(self._store, request.account_id, request.id)
         )
 
+    async def RedeliverTimeFrame(  # noqa: N802
+        self, request: tasks_pb2.RedeliverTimeFrameRequest, context: Context
+    ) -> tasks_pb2.Delivery:
+        start = getattr(request, "from")  # a Python keyword as a field name
+        start_at = start.ToDatetime(tzinfo=UTC) if request.HasField("from") else None
+        end_at = request.to.ToDatetime(tzinfo=UTC) if request.HasField("to") else None
+        field = "opted_in_at" if request.by == tasks_pb2.OPTED_IN_AT else "received_at"
+        delivery = await rules.redeliver(
+            self._store, request.account_id, request.task_id, start_at, end_at, field
+        )
+        return delivery_message(delivery)
+
     async def ListAttention(  # noqa: N802
         self, request: tasks_pb2.ListAttentionRequest, context: Context
     ) -> tasks_pb2.ListAttentionResponse:

@@ -259,6 +259,22 @@ class TaskStorePg:
         )  # fmt: skip
         return delivery_of(rows[0])
 
+    async def insert_redelivery(
+        self, task: SavedTask, redelivery_id: UUID, field: str, start: datetime, end: datetime
+    ) -> SavedDelivery:
+        """A redelivery of a time frame, over everything committed up to now."""
+
+        async def insert() -> asyncpg.Record:
+            async with self._pool.acquire() as conn, conn.transaction():
+                watermark = await conn.fetchval(QUERIES["safe_watermark"])
+                record: asyncpg.Record = await conn.fetchrow(
+                    QUERIES["insert_redelivery"], redelivery_id, task.id, task.account_id,
+                    watermark, field, start, end,
+                )  # fmt: skip
+                return record
+
+        return delivery_of(await self._run("insert_redelivery", insert))
+
     async def attention_events(
         self, account_id: UUID, include_resolved: bool
     ) -> list[AttentionEvent]:

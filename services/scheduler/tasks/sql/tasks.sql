@@ -97,6 +97,13 @@ INSERT INTO deliveries (id, task_id, account_id, purpose, after_seq, through_seq
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, least($8, now()))
 RETURNING *;
 
+-- name: insert_redelivery
+-- A time frame sent again, over everything up to the watermark now ($5); the cursor stays.
+INSERT INTO deliveries (id, task_id, account_id, purpose, after_seq, through_seq,
+                        frame_field, frame_from, frame_to)
+VALUES ($1, $2, $3, 'redeliver', 0, $4, $5, $6, $7)
+RETURNING *;
+
 -- name: set_next_run
 UPDATE tasks SET next_run_at = $2 WHERE id = $1;
 

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from services.common.gen.handoff.delivery.v1 import delivery_pb2 as _delivery_pb2
 from services.common.gen.handoff.scheduler.v1 import layouts_pb2 as _layouts_pb2
 import builtins as _builtins
@@ -20,6 +21,25 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TimeField:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TimeFieldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimeField.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TIME_FIELD_UNSPECIFIED: _TimeField.ValueType  # 0
+    """RECEIVED_AT"""
+    RECEIVED_AT: _TimeField.ValueType  # 1
+    OPTED_IN_AT: _TimeField.ValueType  # 2
+
+class TimeField(_TimeField, metaclass=_TimeFieldEnumTypeWrapper): ...
+
+TIME_FIELD_UNSPECIFIED: TimeField.ValueType  # 0
+"""RECEIVED_AT"""
+RECEIVED_AT: TimeField.ValueType  # 1
+OPTED_IN_AT: TimeField.ValueType  # 2
+Global___TimeField: _TypeAlias = TimeField  # noqa: Y015
 
 @_typing.final
 class Schedule(_message.Message):
@@ -190,7 +210,7 @@ class Delivery(_message.Message):
     id: _builtins.str
     task_id: _builtins.str
     purpose: _builtins.str
-    """scheduled, resend"""
+    """scheduled, resend, redeliver"""
     state: _builtins.str
     """issued, running, retrying, succeeded, dead"""
     attempts: _builtins.int
@@ -648,6 +668,38 @@ class AttentionEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AttentionEvent: _TypeAlias = AttentionEvent  # noqa: Y015
+
+@_typing.final
+class RedeliverTimeFrameRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    task_id: _builtins.str
+    by: Global___TimeField.ValueType
+    @_builtins.property
+    def to(self) -> _timestamp_pb2.Timestamp:
+        """exclusive"""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        to: _timestamp_pb2.Timestamp | None = ...,
+        by: Global___TimeField.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "by", b"by", "from", b"from", "task_id", b"task_id", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedeliverTimeFrameRequest: _TypeAlias = RedeliverTimeFrameRequest  # noqa: Y015
 
 @_typing.final
 class ListAttentionRequest(_message.Message):

@@ -99,6 +99,11 @@ class TaskServiceStub:
                 request_serializer=handoff_dot_scheduler_dot_v1_dot_tasks__pb2.ResendDeliveryRequest.SerializeToString,
                 response_deserializer=handoff_dot_scheduler_dot_v1_dot_tasks__pb2.Delivery.FromString,
                 _registered_method=True)
+        self.RedeliverTimeFrame = channel.unary_unary(
+                '/handoff.scheduler.v1.TaskService/RedeliverTimeFrame',
+                request_serializer=handoff_dot_scheduler_dot_v1_dot_tasks__pb2.RedeliverTimeFrameRequest.SerializeToString,
+                response_deserializer=handoff_dot_scheduler_dot_v1_dot_tasks__pb2.Delivery.FromString,
+                _registered_method=True)
         self.ListAttention = channel.unary_unary(
                 '/handoff.scheduler.v1.TaskService/ListAttention',
                 request_serializer=handoff_dot_scheduler_dot_v1_dot_tasks__pb2.ListAttentionRequest.SerializeToString,
@@ -193,6 +198,14 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RedeliverTimeFrame(self, request, context):
+        """Sends the task's referrals of a time frame again (by received or opt-in time), over
+        everything committed so far, whatever was delivered before. The cursor does not move.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAttention(self, request, context):
         """What needs a person: permanent failures and dead deliveries, newest first.
         """
@@ -261,6 +274,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
             'ResendDelivery': grpc.unary_unary_rpc_method_handler(
                     servicer.ResendDelivery,
                     request_deserializer=handoff_dot_scheduler_dot_v1_dot_tasks__pb2.ResendDeliveryRequest.FromString,
+                    response_serializer=handoff_dot_scheduler_dot_v1_dot_tasks__pb2.Delivery.SerializeToString,
+            ),
+            'RedeliverTimeFrame': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeliverTimeFrame,
+                    request_deserializer=handoff_dot_scheduler_dot_v1_dot_tasks__pb2.RedeliverTimeFrameRequest.FromString,
                     response_serializer=handoff_dot_scheduler_dot_v1_dot_tasks__pb2.Delivery.SerializeToString,
             ),
             'ListAttention': grpc.unary_unary_rpc_method_handler(
@@ -597,6 +615,33 @@ class TaskService:
             target,
             '/handoff.scheduler.v1.TaskService/ResendDelivery',
             handoff_dot_scheduler_dot_v1_dot_tasks__pb2.ResendDeliveryRequest.SerializeToString,
+            handoff_dot_scheduler_dot_v1_dot_tasks__pb2.Delivery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeliverTimeFrame(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/handoff.scheduler.v1.TaskService/RedeliverTimeFrame',
+            handoff_dot_scheduler_dot_v1_dot_tasks__pb2.RedeliverTimeFrameRequest.SerializeToString,
             handoff_dot_scheduler_dot_v1_dot_tasks__pb2.Delivery.FromString,
             options,
             channel_credentials,

@@ -59,6 +59,10 @@ class TaskServiceStub:
     """Sends a past delivery again: the same range, layout and file names, so the same bytes.
     The cursor does not move.
     """
+    RedeliverTimeFrame: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.RedeliverTimeFrameRequest, _tasks_pb2.Delivery]
+    """Sends the task's referrals of a time frame again (by received or opt-in time), over
+    everything committed so far, whatever was delivered before. The cursor does not move.
+    """
     ListAttention: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListAttentionRequest, _tasks_pb2.ListAttentionResponse]
     """What needs a person: permanent failures and dead deliveries, newest first."""
 
@@ -92,6 +96,10 @@ class TaskServiceAsyncStub(TaskServiceStub):
     ResendDelivery: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ResendDeliveryRequest, _tasks_pb2.Delivery]  # type: ignore[assignment]
     """Sends a past delivery again: the same range, layout and file names, so the same bytes.
     The cursor does not move.
+    """
+    RedeliverTimeFrame: _aio.UnaryUnaryMultiCallable[_tasks_pb2.RedeliverTimeFrameRequest, _tasks_pb2.Delivery]  # type: ignore[assignment]
+    """Sends the task's referrals of a time frame again (by received or opt-in time), over
+    everything committed so far, whatever was delivered before. The cursor does not move.
     """
     ListAttention: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListAttentionRequest, _tasks_pb2.ListAttentionResponse]  # type: ignore[assignment]
     """What needs a person: permanent failures and dead deliveries, newest first."""
@@ -195,6 +203,16 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_tasks_pb2.Delivery, _abc.Awaitable[_tasks_pb2.Delivery]]:
         """Sends a past delivery again: the same range, layout and file names, so the same bytes.
         The cursor does not move.
+        """
+
+    @_abc_1.abstractmethod
+    def RedeliverTimeFrame(
+        self,
+        request: _tasks_pb2.RedeliverTimeFrameRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.Delivery, _abc.Awaitable[_tasks_pb2.Delivery]]:
+        """Sends the task's referrals of a time frame again (by received or opt-in time), over
+        everything committed so far, whatever was delivered before. The cursor does not move.
         """
 
     @_abc_1.abstractmethod
