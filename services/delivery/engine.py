@@ -310,6 +310,11 @@ class DeliveryEngine:
         if campaigns is not None and one is None:
             batches = of_campaigns(batches, frozenset(str(c) for c in campaigns))
         max_rows = int(settings.get("max_rows_per_file") or 0)
+        expected = (
+            await self._store.original_files(claimed.names_from)
+            if claimed.purpose == "resend"
+            else {}
+        )
         files: list[dict[str, Any]] = []
         total_rows = total_bytes = 0
         transport = self._transports[kind](settings, self._secrets(context), self._egress)
@@ -323,7 +328,15 @@ class DeliveryEngine:
                 with _tracer.start_as_current_span(
                     "transport.send_file", attributes={"handoff.file": name}
                 ):
-                    receipt = await transport.send_file(OutgoingFile(name), chunks)
+                    outgoing = OutgoingFile(name, expected.get(name, ""))
+                    receipt = await transport.send_file(outgoing, chunks)
+                if outgoing.expected_sha256 and receipt.sha256 != outgoing.expected_sha256:
+                    # A transport that writes in place (direct mode) could not refuse first.
+                    raise PermanentError(
+                        Diagnosis.MISMATCH,
+                        f"{name} was sent with SHA-256 {receipt.sha256}, not the original's "
+                        f"{outgoing.expected_sha256}",
+                    )
                 files.append(
                     {
                         "path": receipt.path,

@@ -90,6 +90,12 @@ class DeliveryStorePg:
         """The delivery's state, lease and range (None: no such delivery)."""
         return await self._row("state", delivery_id)
 
+    async def original_files(self, delivery_id: UUID) -> dict[str, str]:
+        """File name -> SHA-256 of what a delivery wrote."""
+        r = await self._row("original_files", delivery_id)
+        files = r["files"] if r is not None else []
+        return {str(f["path"]).rsplit("/", 1)[-1]: str(f["sha256"]) for f in files}
+
     async def heartbeat(self, claimed: Claimed, lease_s: float) -> None:
         """Extend the lease of the attempt in flight."""
         await self._run(

@@ -23,5 +23,5 @@ def scheduler_services(
     return [
         layout_service(LayoutStorePg(pool), ReferralRowReader(pool)),
         connection_service(ConnectionStorePg(pool), box, egress),
-        task_service(TaskStorePg(pool)),
+        task_service(TaskStorePg(pool), LayoutStorePg(pool), ReferralRowReader(pool)),
     ]

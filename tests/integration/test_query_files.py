@@ -210,6 +210,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "id:uuid",
     ),
     # The credential, connection, task and delivery queries.
+    ("delivery/sql/deliveries.sql", "original_files"): ("uuid", "files:jsonb"),
     ("common/sql/credentials.sql", "lookup"): (
         "uuid",
         "id:uuid kind:text name:text secret_sha256:bytea account_id:uuid scopes:text[] "

@@ -169,6 +169,12 @@ async def test_each_run_sends_exactly_the_new_referrals_and_a_resend_the_same_by
     before = await world.ingest(3, "before")  # before the task: not sent (no backfill)
     task = await _task(world, await _connection(world))
     first = await world.ingest(5, "first")
+    preview = await world.tasks.PreviewNextRun(
+        tasks_pb2.PreviewNextRunRequest(account_id=world.account, id=task.id)
+    )
+    assert (preview.referrals, preview.open_delivery) == (5, False)
+    sample = list(csv.DictReader(io.StringIO(preview.sample.decode())))
+    assert [r["email"] for r in sample] == first
     (lag,) = await world.runner.refresh_lags()
     assert (str(lag[0]), lag[2] > 0) == (task.id, True)  # the new referrals wait
     await _now(world, task)

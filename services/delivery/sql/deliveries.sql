@@ -78,3 +78,7 @@ VALUES ($1, $2, $3, $4, $5, $6);
 INSERT INTO delivery_attempts (delivery_id, attempt, started_at, outcome, error, diagnosis)
 VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (delivery_id, attempt) DO NOTHING;
+
+-- name: original_files
+-- What the delivery a resend repeats wrote: [{"path", "rows", "bytes", "sha256"}].
+SELECT coalesce(files, '[]') AS files FROM deliveries WHERE id = $1;

@@ -31,6 +31,7 @@ class Diagnosis(enum.Enum):
     CONNECTION_LOST = "connection_lost"
     PROTOCOL = "protocol"  # the peer answered something the transport cannot use
     CONFIG = "config"  # the connection's own settings cannot work
+    MISMATCH = "mismatch"  # a resend would not send the bytes the original did
 
 
 class TransportError(Exception):
@@ -56,9 +57,12 @@ class PermanentError(TransportError):
 
 @dataclass(frozen=True)
 class OutgoingFile:
-    """A file to deliver: its final name (relative to the connection's folder)."""
+    """A file to deliver: its final name (relative to the connection's folder), and, for a
+    resend, the SHA-256 its bytes must have: a transport that can check before the file is
+    published (a rename) refuses other bytes with a MISMATCH error."""
 
     name: str
+    expected_sha256: str = ""
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,17 @@ def _sftp_error(exc: Exception, what: str) -> TransportError:
     return RetryableError(Diagnosis.PROTOCOL, f"{what}: {exc}")
 
 
+def _check_expected(file: OutgoingFile, sha256: str) -> None:
+    """Refuse to publish bytes other than those a resend must repeat."""
+    if file.expected_sha256 and sha256 != file.expected_sha256:
+        raise PermanentError(
+            Diagnosis.MISMATCH,
+            f"{file.name}: the bytes rendered now have SHA-256 {sha256}, not the original's "
+            f"{file.expected_sha256} (a value renders differently now, e.g. after a phone "
+            "number library upgrade); nothing was published",
+        )
+
+
 WRITES_AHEAD = 8
 
 
@@ -309,6 +320,7 @@ class SftpTransport:
                     digest.update(chunk)
                     size += len(chunk)
             if not direct:
+                _check_expected(file, digest.hexdigest())
                 await self._replace(target, final)
         except (asyncssh.Error, OSError) as exc:
             if not direct:

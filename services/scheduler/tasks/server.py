@@ -14,9 +14,12 @@ from services.common.gen.handoff.delivery.v1 import delivery_pb2
 from services.common.gen.handoff.scheduler.v1 import tasks_pb2, tasks_pb2_grpc
 from services.common.grpc_server import GrpcService
 from services.common.layouts.codec import format_from_json, format_to_json
+from services.common.referral_rows import ReferralRowReader
 from services.scheduler.layouts.messages import output_format, output_format_message
+from services.scheduler.layouts.model import LayoutStore
 from services.scheduler.tasks import rules
 from services.scheduler.tasks.model import AttentionEvent, SavedDelivery, SavedTask, TaskSpec
+from services.scheduler.tasks.preview import next_run_sample
 from services.scheduler.tasks.rules import TaskStore
 from services.scheduler.tasks.schedules import Schedule
 
@@ -138,8 +141,16 @@ def _event_message(event: AttentionEvent) -> tasks_pb2.AttentionEvent:
 class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     """Tasks, their deliveries and what needs attention."""
 
-    def __init__(self, store: TaskStore, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        layouts: LayoutStore,
+        rows: ReferralRowReader,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._store = store
+        self._layouts = layouts
+        self._rows = rows
         self._clock = clock or (lambda: datetime.now(UTC))
 
     async def CreateTask(  # noqa: N802
@@ -209,11 +220,13 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         task, through, count, open_delivery = await rules.preview_next_run(
             self._store, request.account_id, request.id
         )
+        sample = await next_run_sample(task, through, self._layouts, self._rows, self._clock())
         return tasks_pb2.PreviewNextRunResponse(
             next_run_at=_timestamp(task.next_run_at),
             range=delivery_pb2.SeqRange(after_seq=task.delivered_seq, through_seq=through),
             referrals=count,
             open_delivery=open_delivery,
+            sample=sample,
         )
 
     async def ListDeliveries(  # noqa: N802
@@ -259,9 +272,9 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         return tasks_pb2.ListAttentionResponse(events=[_event_message(e) for e in events])
 
 
-def task_service(store: TaskStore) -> GrpcService:
+def task_service(store: TaskStore, layouts: LayoutStore, rows: ReferralRowReader) -> GrpcService:
     """TaskService for grpc_server()."""
-    servicer = TaskServicer(store)
+    servicer = TaskServicer(store, layouts, rows)
     return GrpcService(
         tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
         lambda server: tasks_pb2_grpc.add_TaskServiceServicer_to_server(servicer, server),
