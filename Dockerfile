@@ -24,6 +24,10 @@ RUN pip install . \
 
 # --- runtime: the virtualenv on a clean base, no compilers, no pip cache, no sources -----
 FROM ${PYTHON_IMAGE} AS runtime
+# GnuPG encrypts OpenPGP deliveries (services/delivery/openpgp.py).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gnupg \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 handoff \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin handoff

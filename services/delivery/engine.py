@@ -41,6 +41,7 @@ from services.common.layouts.formats import file_extension
 from services.common.layouts.render import render_columns
 from services.common.referral_rows import ReferralRowReader
 from services.common.secrets import SecretBox, SecretError, connection_secret_context
+from services.delivery.openpgp import OpenPgpError, encrypted
 from services.delivery.parts import RowCount, counted, manifest, manifest_name, of_campaigns, parts
 from services.delivery.store import Claimed, DeliveryContext, DeliveryStorePg
 from services.delivery.transports.base import (
@@ -199,6 +200,8 @@ class DeliveryEngine:
                 _rows_sent.add(rows, {"transport": kind})
         except TransportError as error:
             await self._failed(claimed, error, kind)
+        except OpenPgpError as error:
+            await self._failed(claimed, PermanentError(Diagnosis.CONFIG, f"OpenPGP: {error}"), kind)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -295,7 +298,8 @@ class DeliveryEngine:
             through_seq=claimed.through_seq,
             reserved_at=claimed.reserved_at,
             time_zone=context.time_zone,
-            ext=file_extension(fmt).lstrip("."),
+            ext=file_extension(fmt).lstrip(".")
+            + (".gpg" if settings.get("pgp_public_key") else ""),
         )
         campaigns = context.campaign_ids
         fields = list(layout.row_fields)
@@ -310,9 +314,10 @@ class DeliveryEngine:
         if campaigns is not None and one is None:
             batches = of_campaigns(batches, frozenset(str(c) for c in campaigns))
         max_rows = int(settings.get("max_rows_per_file") or 0)
+        public_key = str(settings.get("pgp_public_key") or "")
         expected = (
             await self._store.original_files(claimed.names_from)
-            if claimed.purpose == "resend"
+            if claimed.purpose == "resend" and not public_key
             else {}
         )
         files: list[dict[str, Any]] = []
@@ -323,7 +328,9 @@ class DeliveryEngine:
             async for part in parts(batches, max_rows):
                 index += 1
                 count = RowCount()
-                chunks = render_columns(layout, counted(part, count), fmt)
+                chunks: AsyncIterator[bytes] = render_columns(layout, counted(part, count), fmt)
+                if public_key:
+                    chunks = encrypted(chunks, public_key)
                 name = file_name(template, names, index if max_rows else None)
                 with _tracer.start_as_current_span(
                     "transport.send_file", attributes={"handoff.file": name}

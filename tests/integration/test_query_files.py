@@ -211,6 +211,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     # The credential, connection, task and delivery queries.
     ("delivery/sql/deliveries.sql", "original_files"): ("uuid", "files:jsonb"),
+    ("scheduler/tasks/sql/tasks.sql", "task_encrypts"): ("uuid", "?column?:bool"),
     ("common/sql/credentials.sql", "lookup"): (
         "uuid",
         "id:uuid kind:text name:text secret_sha256:bytea account_id:uuid scopes:text[] "

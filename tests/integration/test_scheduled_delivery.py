@@ -8,6 +8,8 @@ import csv
 import hashlib
 import io
 import json
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -415,3 +417,51 @@ async def test_a_time_frame_is_sent_again_without_moving_the_cursor(world: World
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await world.tasks.RedeliverTimeFrame(backwards)
     assert violations(caught.value) == [("to", "OUT_OF_RANGE")]
+
+
+def _gpg_key(home: Path) -> str:
+    home.mkdir(mode=0o700)
+    run = ["gpg", "--homedir", str(home), "--batch", "--passphrase", ""]
+    subprocess.run(
+        [*run, "--quick-gen-key", "Acme <data@acme.example>", "default", "default", "never"],
+        check=True,
+        capture_output=True,
+    )
+    exported = subprocess.run(
+        ["gpg", "--homedir", str(home), "--armor", "--export"], check=True, capture_output=True
+    )
+    return exported.stdout.decode()
+
+
+def _decrypt(home: Path, path: Path) -> str:
+    done = subprocess.run(
+        ["gpg", "--homedir", str(home), "--batch", "--decrypt", str(path)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return done.stdout.decode()
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="needs GnuPG")
+async def test_files_are_encrypted_to_the_advertisers_key_and_a_resend_says_why_it_cannot(
+    world: World, tmp_path: Path
+) -> None:
+    key = _gpg_key(tmp_path / "advertiser")
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await _connection(world, pgp_public_key="-----BEGIN PGP PUBLIC KEY BLOCK-----\nnope\n")
+    assert violations(bad.value) == [("connection.sftp.pgp_public_key", "INVALID_FORMAT")]
+    task = await _task(world, await _connection(world, pgp_public_key=key))
+    emails = await world.ingest(3, "secret")
+    await _now(world, task)
+    await world.run()
+    (done,) = await _deliveries(world, task)
+    path = world.folder / Path(done.files[0].path).name
+    assert path.name.endswith(".csv.gpg")
+    assert b"secret-0@example.com" not in path.read_bytes()
+    plain = _decrypt(tmp_path / "advertiser", path)
+    assert [r["email"] for r in csv.DictReader(io.StringIO(plain))] == emails
+    with pytest.raises(grpc.aio.AioRpcError) as resend:
+        await world.tasks.ResendDelivery(
+            tasks_pb2.ResendDeliveryRequest(account_id=world.account, id=done.id)
+        )
+    assert resend.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "session key" in (resend.value.details() or "")

@@ -24,6 +24,7 @@ class SftpConfig:
     write_mode: WriteMode = "rename"
     manifest: bool = False
     max_rows_per_file: int = 0
+    pgp_public_key: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The settings column."""
@@ -37,6 +38,7 @@ class SftpConfig:
             "write_mode": self.write_mode,
             "manifest": self.manifest,
             "max_rows_per_file": self.max_rows_per_file,
+            "pgp_public_key": self.pgp_public_key,
         }
 
     @classmethod

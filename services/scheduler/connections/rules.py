@@ -23,6 +23,7 @@ from services.common.file_names import TemplateError, check_template
 from services.common.ids import parse_id
 from services.common.paging import Page, decode_token, fetch_page, page_size
 from services.common.secrets import SecretBox, connection_secret_context
+from services.delivery.openpgp import OpenPgpError, key_fingerprint
 from services.delivery.transports.base import ProbeReport, TransportError
 from services.delivery.transports.sftp import load_private_key, pinned_fingerprint
 from services.ingest.accounts import check_name
@@ -137,6 +138,11 @@ def sftp_problems(
         found.append(_problem(f"{p}file_name_template", "INVALID_FORMAT", str(exc)))
     if sftp.write_mode not in ("rename", "direct"):
         found.append(_problem(f"{p}write_mode", "UNKNOWN_CODE", "RENAME or DIRECT"))
+    if sftp.pgp_public_key:
+        try:
+            key_fingerprint(sftp.pgp_public_key)
+        except OpenPgpError as exc:
+            found.append(_problem(f"{p}pgp_public_key", "INVALID_FORMAT", str(exc)))
     if sftp.max_rows_per_file < 0:
         found.append(_problem(f"{p}max_rows_per_file", "OUT_OF_RANGE", "must not be negative"))
     if secrets.private_key:

@@ -12,6 +12,7 @@ from services.common.egress import EgressPolicy
 from services.common.gen.handoff.scheduler.v1 import connections_pb2, connections_pb2_grpc
 from services.common.grpc_server import GrpcService
 from services.common.secrets import SecretBox
+from services.delivery.openpgp import key_fingerprint
 from services.delivery.transports.base import ProbeReport
 from services.delivery.transports.sftp import SftpSecrets, SftpSettings, SftpTransport
 from services.scheduler.connections import rules
@@ -51,7 +52,7 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
             host=s.host, port=s.port, username=s.username, host_key=s.host_key,
             remote_dir=s.remote_dir, file_name_template=s.file_name_template,
             write_mode=_write_mode(s.write_mode), manifest=s.manifest,
-            max_rows_per_file=s.max_rows_per_file,
+            max_rows_per_file=s.max_rows_per_file, pgp_public_key=s.pgp_public_key.strip(),
         )  # fmt: skip
         secrets = Secrets(s.password, s.private_key, s.private_key_passphrase)
     return ConnectionDraft(message.name, sftp, secrets, message.url)
@@ -71,6 +72,8 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
             max_rows_per_file=s.max_rows_per_file,
             password_set="password" in saved.secrets_set,
             private_key_set="private_key" in saved.secrets_set,
+            pgp_public_key=s.pgp_public_key,
+            pgp_fingerprint=key_fingerprint(s.pgp_public_key) if s.pgp_public_key else "",
         ),
         version=saved.version,
         created_at=_timestamp(saved.created_at),

@@ -53,6 +53,7 @@ class TaskStore(Protocol):
     ) -> list[SavedDelivery]: ...
     async def get_delivery(self, account_id: UUID, delivery_id: UUID) -> SavedDelivery | None: ...
     async def insert_resend(self, original: SavedDelivery, resend_id: UUID) -> SavedDelivery: ...
+    async def task_encrypts(self, task_id: UUID) -> bool: ...
     async def insert_redelivery(
         self, task: SavedTask, redelivery_id: UUID, field: str, start: datetime, end: datetime
     ) -> SavedDelivery: ...
@@ -266,6 +267,12 @@ async def resend_delivery(store: TaskStore, account_id: str, delivery_id: str) -
         raise FailedPreconditionError(
             f"delivery {original.id} is {original.state}: only a delivery that succeeded "
             "can be resent"
+        )
+    if await store.task_encrypts(original.task_id):
+        raise FailedPreconditionError(
+            f"delivery {original.id} went out OpenPGP-encrypted: every encryption uses a fresh "
+            "session key, so a resend cannot repeat its bytes; RedeliverTimeFrame sends the "
+            "same referrals encrypted anew"
         )
     return await store.insert_resend(original, uuid.uuid4())
 

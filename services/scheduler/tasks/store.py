@@ -250,6 +250,10 @@ class TaskStorePg:
         rows = await self._rows("get_delivery", account_id, delivery_id)
         return delivery_of(rows[0]) if rows else None
 
+    async def task_encrypts(self, task_id: UUID) -> bool:
+        """Whether the task's connection encrypts files (so no resend repeats the bytes)."""
+        return bool(await self._value("task_encrypts", task_id))
+
     async def insert_resend(self, original: SavedDelivery, resend_id: UUID) -> SavedDelivery:
         """A resend of `original`: its range, layout and reserved time (so its names)."""
         rows = await self._rows(

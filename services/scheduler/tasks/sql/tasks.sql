@@ -156,3 +156,9 @@ SELECT t.id, t.account_id,
          ORDER BY r.seq
          LIMIT 1) oldest ON true
  WHERE t.enabled;
+
+-- name: task_encrypts
+-- Whether the task's connection encrypts its files (OpenPGP).
+SELECT coalesce(c.settings->>'pgp_public_key', '') <> ''
+  FROM tasks t JOIN connections c ON c.id = t.connection_id
+ WHERE t.id = $1;

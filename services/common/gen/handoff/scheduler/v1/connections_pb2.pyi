@@ -69,6 +69,8 @@ class SftpConnection(_message.Message):
     PRIVATE_KEY_PASSPHRASE_FIELD_NUMBER: _builtins.int
     PASSWORD_SET_FIELD_NUMBER: _builtins.int
     PRIVATE_KEY_SET_FIELD_NUMBER: _builtins.int
+    PGP_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    PGP_FINGERPRINT_FIELD_NUMBER: _builtins.int
     host: _builtins.str
     port: _builtins.int
     """default 22"""
@@ -98,6 +100,12 @@ class SftpConnection(_message.Message):
     password_set: _builtins.bool
     """Read-only: which secrets are stored."""
     private_key_set: _builtins.bool
+    pgp_public_key: _builtins.str
+    """Encrypt every file to this OpenPGP public key (ASCII-armored; files get ".gpg").
+    An encrypted file cannot be resent byte for byte (a fresh session key each time).
+    """
+    pgp_fingerprint: _builtins.str
+    """read-only"""
     def __init__(
         self,
         *,
@@ -115,10 +123,12 @@ class SftpConnection(_message.Message):
         private_key_passphrase: _builtins.str = ...,
         password_set: _builtins.bool = ...,
         private_key_set: _builtins.bool = ...,
+        pgp_public_key: _builtins.str = ...,
+        pgp_fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_name_template", b"file_name_template", "host", b"host", "host_key", b"host_key", "manifest", b"manifest", "max_rows_per_file", b"max_rows_per_file", "password", b"password", "password_set", b"password_set", "port", b"port", "private_key", b"private_key", "private_key_passphrase", b"private_key_passphrase", "private_key_set", b"private_key_set", "remote_dir", b"remote_dir", "username", b"username", "write_mode", b"write_mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_name_template", b"file_name_template", "host", b"host", "host_key", b"host_key", "manifest", b"manifest", "max_rows_per_file", b"max_rows_per_file", "password", b"password", "password_set", b"password_set", "pgp_fingerprint", b"pgp_fingerprint", "pgp_public_key", b"pgp_public_key", "port", b"port", "private_key", b"private_key", "private_key_passphrase", b"private_key_passphrase", "private_key_set", b"private_key_set", "remote_dir", b"remote_dir", "username", b"username", "write_mode", b"write_mode"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
