@@ -465,3 +465,28 @@ async def test_files_are_encrypted_to_the_advertisers_key_and_a_resend_says_why_
         )
     assert resend.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "session key" in (resend.value.details() or "")
+
+
+async def test_a_backfill_sends_what_came_before_and_send_empty_sends_a_header_only_file(
+    world: World,
+) -> None:
+    old = await world.ingest(3, "old")
+    since = datetime.now(UTC) - timedelta(hours=1)
+    backfill = tasks_pb2.Task(
+        name="Backfill", connection_id=await _connection(world),
+        schedule=tasks_pb2.Schedule(cron="0 6 * * *"), send_empty=True,
+    )  # fmt: skip
+    backfill.backfill_from.FromDatetime(since)
+    task = await world.tasks.CreateTask(
+        tasks_pb2.CreateTaskRequest(account_id=world.account, task=backfill)
+    )
+    await _now(world, task)
+    await world.run()
+    await _now(world, task)  # nothing new: a header-only file, as asked
+    await world.run()
+    first, empty = await _deliveries(world, task)
+    assert _csv_emails(world.folder / Path(first.files[0].path).name) == old
+    assert empty.rows == 0
+    header = (world.folder / Path(empty.files[0].path).name).read_text()
+    assert header.startswith("email,")
+    assert header.count("\n") == 1
