@@ -36,7 +36,7 @@ from services.common.layouts.codec import (
     layout_to_json,
 )
 from services.common.layouts.compiler import RenderContext, compile_layout
-from services.common.layouts.defaults import DEFAULT_LAYOUT
+from services.common.layouts.defaults import DEFAULT_LAYOUT, DEFAULT_LAYOUT_VERSION
 from services.common.layouts.formats import file_extension
 from services.common.layouts.render import render_columns
 from services.common.referral_rows import ReferralRowReader
@@ -253,7 +253,7 @@ class DeliveryEngine:
             raise PermanentError(Diagnosis.CONFIG, f"the task's layout {context.layout_id} is gone")
         snapshot = {
             "layout_id": None if saved is None else saved["id"],
-            "layout_version": 0 if saved is None else saved["version"],
+            "layout_version": DEFAULT_LAYOUT_VERSION if saved is None else saved["version"],
             "layout": layout_to_json(DEFAULT_LAYOUT) if saved is None else saved["definition"],
             "custom_fields": customs,
             "format": context.format,

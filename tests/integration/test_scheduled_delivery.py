@@ -31,6 +31,7 @@ from services.common.gen.handoff.scheduler.v1 import (
     tasks_pb2,
     tasks_pb2_grpc,
 )
+from services.common.layouts.defaults import DEFAULT_LAYOUT_VERSION
 from services.delivery.engine import DeliveryEngine
 from services.scheduler.tasks.runner import GrpcDeliveryJobs, TaskRunner
 from services.scheduler.tasks.store import TaskStorePg
@@ -190,6 +191,7 @@ async def test_each_run_sends_exactly_the_new_referrals_and_a_resend_the_same_by
 
     done = await _deliveries(world, task)
     assert [d.state for d in done] == ["succeeded", "succeeded"]
+    assert (done[0].layout_id, done[0].layout_version) == ("", DEFAULT_LAYOUT_VERSION)
     assert [d.rows for d in done] == [5, 4]
     files = [world.folder / Path(d.files[0].path).name for d in done]
     assert sorted(p.name for p in world.folder.iterdir()) == sorted(p.name for p in files)
@@ -371,8 +373,35 @@ async def test_a_layout_a_task_delivers_with_cannot_be_deleted(world: World) -> 
     await _now(world, task)
     await world.run()
     (done,) = await _deliveries(world, task)
-    text = (world.folder / Path(done.files[0].path).name).read_text()
-    assert text.splitlines() == ["Email", *emails]
+    path = world.folder / Path(done.files[0].path).name
+    assert path.read_text().splitlines() == ["Email", *emails]
+    assert (done.layout_id, done.layout_version) == (layout.id, 1)
+
+    # An update makes version 2 and keeps version 1; a resend still renders version 1.
+    changed = layouts_pb2.Layout(
+        id=layout.id, name="Short",
+        columns=[layouts_pb2.Column(header="Email", field="email"),
+                 layouts_pb2.Column(header="City", field="city")],
+    )  # fmt: skip
+    updated = await world.layouts.UpdateLayout(
+        layouts_pb2.UpdateLayoutRequest(account_id=world.account, layout=changed)
+    )
+    assert updated.version == 2
+    kept = await world.pool.fetch(
+        "SELECT version FROM layout_versions WHERE layout_id = $1 ORDER BY version",
+        uuid.UUID(layout.id),
+    )
+    assert [r["version"] for r in kept] == [1, 2]
+    resend = await world.tasks.ResendDelivery(
+        tasks_pb2.ResendDeliveryRequest(account_id=world.account, id=done.id)
+    )
+    await world.run()
+    again = await world.tasks.GetDelivery(
+        tasks_pb2.GetDeliveryRequest(account_id=world.account, id=resend.id)
+    )
+    assert (again.state, again.layout_version) == ("succeeded", 1)
+    assert again.files[0].sha256 == done.files[0].sha256
+    assert path.read_text().splitlines() == ["Email", *emails]
 
 
 async def test_a_time_frame_is_sent_again_without_moving_the_cursor(world: World) -> None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 from services.common.layouts.model import Column, LayoutSpec
 
 DEFAULT_LAYOUT_NAME = "Standard fields"
+# The built-in default's version: raise it whenever its columns change, so a delivery's
+# record of what it rendered ("built-in, version N") stays true.
+DEFAULT_LAYOUT_VERSION = 1
 
 _DEFAULT_FIELDS = (
     "email", "title", "first_name", "last_name", "gender", "date_of_birth", "mobile",

@@ -35,7 +35,8 @@ SELECT (SELECT jsonb_build_object('id', id, 'version', version, 'definition', de
           FROM layouts
          WHERE account_id = $1 AND (id = $2 OR ($2 IS NULL AND is_default))) AS layout,
        (SELECT coalesce(jsonb_object_agg(name, jsonb_build_object(
-                   'description', description, 'definition', definition)), '{}')
+                   'id', id, 'version', version, 'description', description,
+                   'definition', definition)), '{}')
           FROM custom_fields WHERE account_id = $1) AS custom_fields;
 
 -- name: keep_layout

@@ -123,6 +123,12 @@ def delivery_message(delivery: SavedDelivery) -> tasks_pb2.Delivery:
         error=delivery.error or "",
         diagnosis=delivery.diagnosis or "",
         resend_of=str(delivery.resend_of) if delivery.resend_of else "",
+        layout_id=str((delivery.layout or {}).get("layout_id") or ""),
+        layout_version=int((delivery.layout or {}).get("layout_version") or 0),
+        custom_field_versions={
+            name: int(field.get("version") or 0)
+            for name, field in (delivery.layout or {}).get("custom_fields", {}).items()
+        },
     )
 
 

@@ -192,6 +192,26 @@ Global___DeliveredFile: _TypeAlias = DeliveredFile  # noqa: Y015
 class Delivery(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class CustomFieldVersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
@@ -207,6 +227,9 @@ class Delivery(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     DIAGNOSIS_FIELD_NUMBER: _builtins.int
     RESEND_OF_FIELD_NUMBER: _builtins.int
+    LAYOUT_ID_FIELD_NUMBER: _builtins.int
+    LAYOUT_VERSION_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELD_VERSIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     task_id: _builtins.str
     purpose: _builtins.str
@@ -219,6 +242,11 @@ class Delivery(_message.Message):
     error: _builtins.str
     diagnosis: _builtins.str
     resend_of: _builtins.str
+    layout_id: _builtins.str
+    """What it rendered, fixed by its first attempt: the layout (empty id: the built-in
+    default) and its version, and each custom field's version. Versions are immutable.
+    """
+    layout_version: _builtins.int
     @_builtins.property
     def range(self) -> _delivery_pb2.SeqRange: ...
     @_builtins.property
@@ -229,6 +257,8 @@ class Delivery(_message.Message):
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveredFile]: ...
+    @_builtins.property
+    def custom_field_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     def __init__(
         self,
         *,
@@ -247,10 +277,13 @@ class Delivery(_message.Message):
         error: _builtins.str = ...,
         diagnosis: _builtins.str = ...,
         resend_of: _builtins.str = ...,
+        layout_id: _builtins.str = ...,
+        layout_version: _builtins.int = ...,
+        custom_field_versions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "next_attempt_at", b"next_attempt_at", "range", b"range", "reserved_at", b"reserved_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "bytes", b"bytes", "diagnosis", b"diagnosis", "error", b"error", "files", b"files", "finished_at", b"finished_at", "id", b"id", "next_attempt_at", b"next_attempt_at", "purpose", b"purpose", "range", b"range", "resend_of", b"resend_of", "reserved_at", b"reserved_at", "rows", b"rows", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "bytes", b"bytes", "custom_field_versions", b"custom_field_versions", "diagnosis", b"diagnosis", "error", b"error", "files", b"files", "finished_at", b"finished_at", "id", b"id", "layout_id", b"layout_id", "layout_version", b"layout_version", "next_attempt_at", b"next_attempt_at", "purpose", b"purpose", "range", b"range", "resend_of", b"resend_of", "reserved_at", b"reserved_at", "rows", b"rows", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
