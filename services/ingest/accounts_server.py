@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import grpc
-from google.protobuf import timestamp_pb2
 
 from services.common.errors import NotFoundError
 from services.common.gen.handoff.ingest.v1 import accounts_pb2, accounts_pb2_grpc
 from services.common.ids import parse_id
+from services.common.timestamps import timestamp_message
 from services.ingest import accounts
 from services.ingest.accounts import AccountStore
 from services.ingest.model import Account, Campaign, Status
 
 _STATUS = {Status.ACTIVE: accounts_pb2.ACTIVE, Status.ARCHIVED: accounts_pb2.ARCHIVED}
 Context = grpc.aio.ServicerContext[object, object]
-
-
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def account_message(account: Account) -> accounts_pb2.Account:
@@ -33,8 +23,8 @@ def account_message(account: Account) -> accounts_pb2.Account:
         name=account.name,
         time_zone=account.time_zone,
         status=_STATUS[account.status],
-        created_at=_timestamp(account.created_at),
-        archived_at=_timestamp(account.archived_at),
+        created_at=timestamp_message(account.created_at),
+        archived_at=timestamp_message(account.archived_at),
     )
 
 
@@ -45,8 +35,8 @@ def campaign_message(campaign: Campaign) -> accounts_pb2.Campaign:
         account_id=str(campaign.account_id),
         name=campaign.name,
         status=_STATUS[campaign.status],
-        created_at=_timestamp(campaign.created_at),
-        archived_at=_timestamp(campaign.archived_at),
+        created_at=timestamp_message(campaign.created_at),
+        archived_at=timestamp_message(campaign.archived_at),
     )
 
 

@@ -6,13 +6,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from services.common.auth.context import caller
 from services.common.auth.model import CredentialKind, Role
 from services.common.auth.store import StoredCredential
 from services.common.errors import FieldProblem, InvalidArgumentError
 from services.common.gen.handoff.auth.v1 import access_pb2, credentials_pb2, credentials_pb2_grpc
+from services.common.timestamps import timestamp_message
 from services.ingest import credentials
 from services.ingest.credentials import CredentialAdminStore
 
@@ -27,14 +27,6 @@ _KIND_OUT = {
     CredentialKind.ACCOUNT: credentials_pb2.ACCOUNT_TOKEN,
     CredentialKind.SERVICE: credentials_pb2.SERVICE,
 }
-
-
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _expiry(request: credentials_pb2.CreateAccountTokenRequest
@@ -63,9 +55,9 @@ def credential_message(stored: StoredCredential) -> credentials_pb2.Credential:
         scopes=list(stored.scopes),
         roles=[_ROLE_OUT[r] for r in stored.roles],
         ingest_account_ids=[str(a) for a in stored.ingest_account_ids or ()],
-        created_at=_timestamp(stored.created_at),
-        expires_at=_timestamp(stored.expires_at),
-        revoked_at=_timestamp(stored.revoked_at),
+        created_at=timestamp_message(stored.created_at),
+        expires_at=timestamp_message(stored.expires_at),
+        revoked_at=timestamp_message(stored.revoked_at),
     )
 
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from services.common.egress import EgressPolicy
 from services.common.gen.handoff.scheduler.v1 import connections_pb2, connections_pb2_grpc
 from services.common.grpc_server import GrpcService
 from services.common.secrets import SecretBox
+from services.common.timestamps import timestamp_message
 from services.delivery.openpgp import key_fingerprint
 from services.delivery.transports.base import ProbeReport
 from services.delivery.transports.sftp import SftpSecrets, SftpSettings, SftpTransport
@@ -27,12 +26,6 @@ from services.scheduler.connections.model import (
 Context = grpc.aio.ServicerContext[object, object]
 _MODES = {connections_pb2.RENAME: "rename", connections_pb2.DIRECT: "direct"}
 _MODE_OUT = {"rename": connections_pb2.RENAME, "direct": connections_pb2.DIRECT}
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _write_mode(value: int) -> Any:
@@ -76,8 +69,8 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
             pgp_fingerprint=key_fingerprint(s.pgp_public_key) if s.pgp_public_key else "",
         ),
         version=saved.version,
-        created_at=_timestamp(saved.created_at),
-        updated_at=_timestamp(saved.updated_at),
+        created_at=timestamp_message(saved.created_at),
+        updated_at=timestamp_message(saved.updated_at),
     )  # fmt: skip
 
 

@@ -6,8 +6,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from google.protobuf import timestamp_pb2
-
 from services.common.errors import FieldProblem, InvalidArgumentError
 from services.common.gen.handoff.ingest.v1 import referral_pb2
 from services.common.gen.handoff.scheduler.v1 import layouts_pb2 as pb
@@ -50,6 +48,7 @@ from services.common.layouts.model import (
     ValueMapStep,
 )
 from services.common.layouts.problems import ProblemSummary
+from services.common.timestamps import timestamp_message
 from services.scheduler.layouts.model import SavedCustomField, SavedLayout
 
 K = TypeVar("K")
@@ -141,15 +140,6 @@ def _enum(path: str, mapping: Mapping[K, V], value: K) -> V:
             [FieldProblem(path, "UNKNOWN_VALUE", f"unknown value {value}")],
         )
     return mapping[value]
-
-
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    """A Timestamp message (None stays unset)."""
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _optional(message: object, name: str) -> str | None:
@@ -286,8 +276,8 @@ def custom_field_message(saved: SavedCustomField) -> pb.CustomField:
         source=saved.spec.source,
         steps=[step_message(s) for s in saved.spec.steps],
         version=saved.version,
-        created_at=timestamp(saved.created_at),
-        updated_at=timestamp(saved.updated_at),
+        created_at=timestamp_message(saved.created_at),
+        updated_at=timestamp_message(saved.updated_at),
     )
 
 
@@ -352,8 +342,8 @@ def layout_message(saved: SavedLayout) -> pb.Layout:
         format=output_format_message(saved.spec.format),
         is_default=saved.is_default,
         version=saved.version,
-        created_at=timestamp(saved.created_at),
-        updated_at=timestamp(saved.updated_at),
+        created_at=timestamp_message(saved.created_at),
+        updated_at=timestamp_message(saved.updated_at),
     )
 
 

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from services.common.errors import FieldProblem, InvalidArgumentError
 from services.common.gen.handoff.delivery.v1 import delivery_pb2
@@ -15,6 +14,7 @@ from services.common.gen.handoff.scheduler.v1 import tasks_pb2, tasks_pb2_grpc
 from services.common.grpc_server import GrpcService
 from services.common.layouts.codec import format_from_json, format_to_json
 from services.common.referral_rows import ReferralRowReader
+from services.common.timestamps import timestamp_message
 from services.scheduler.layouts.messages import output_format, output_format_message
 from services.scheduler.layouts.model import LayoutStore
 from services.scheduler.tasks import rules
@@ -24,14 +24,6 @@ from services.scheduler.tasks.rules import TaskStore
 from services.scheduler.tasks.schedules import Schedule
 
 Context = grpc.aio.ServicerContext[object, object]
-
-
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _uuid(field: str, value: str) -> uuid.UUID:
@@ -91,11 +83,11 @@ def task_message(task: SavedTask) -> tasks_pb2.Task:
         paused=not spec.enabled,
         send_empty=spec.send_empty,
         delivered_seq=task.delivered_seq,
-        next_run_at=_timestamp(task.next_run_at),
+        next_run_at=timestamp_message(task.next_run_at),
         attention=task.attention or "",
         version=task.version,
-        created_at=_timestamp(task.created_at),
-        updated_at=_timestamp(task.updated_at),
+        created_at=timestamp_message(task.created_at),
+        updated_at=timestamp_message(task.updated_at),
     )
     if spec.format is not None:
         message.format.CopyFrom(output_format_message(format_from_json(spec.format)))
@@ -111,9 +103,9 @@ def delivery_message(delivery: SavedDelivery) -> tasks_pb2.Delivery:
         range=delivery_pb2.SeqRange(after_seq=delivery.after_seq, through_seq=delivery.through_seq),
         state=delivery.state,
         attempts=delivery.attempts,
-        reserved_at=_timestamp(delivery.reserved_at),
-        next_attempt_at=_timestamp(delivery.next_attempt_at),
-        finished_at=_timestamp(delivery.finished_at),
+        reserved_at=timestamp_message(delivery.reserved_at),
+        next_attempt_at=timestamp_message(delivery.next_attempt_at),
+        finished_at=timestamp_message(delivery.finished_at),
         rows=delivery.rows or 0,
         bytes=delivery.bytes or 0,
         files=[
@@ -139,8 +131,8 @@ def _event_message(event: AttentionEvent) -> tasks_pb2.AttentionEvent:
         delivery_id=str(event.delivery_id) if event.delivery_id else "",
         diagnosis=event.diagnosis,
         message=event.message,
-        created_at=_timestamp(event.created_at),
-        resolved_at=_timestamp(event.resolved_at),
+        created_at=timestamp_message(event.created_at),
+        resolved_at=timestamp_message(event.resolved_at),
     )
 
 
@@ -228,7 +220,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         )
         sample = await next_run_sample(task, through, self._layouts, self._rows, self._clock())
         return tasks_pb2.PreviewNextRunResponse(
-            next_run_at=_timestamp(task.next_run_at),
+            next_run_at=timestamp_message(task.next_run_at),
             range=delivery_pb2.SeqRange(after_seq=task.delivered_seq, through_seq=through),
             referrals=count,
             open_delivery=open_delivery,
