@@ -65,15 +65,6 @@ class OutgoingFile:
     expected_sha256: str = ""
 
 
-@dataclass(frozen=True)
-class FileReceipt:
-    """What arrived: where, how many bytes, and their SHA-256 (hex)."""
-
-    path: str
-    size: int
-    sha256: str
-
-
 class ItemStatus(enum.Enum):
     """A per-item verdict of a receiver that answers item by item."""
 
@@ -89,6 +80,27 @@ class ItemResult:
     key: str
     status: ItemStatus
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class OutgoingRecord:
+    """One item for a channel that takes items one by one (an API call, a member upsert):
+    its stable key (the idempotency key of every attempt) and its rendered body."""
+
+    key: str
+    body: bytes
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class FileReceipt:
+    """What arrived: where, how many bytes, and their SHA-256 (hex); for receivers that
+    answer per recipient (email), each one's verdict — a partial outcome."""
+
+    path: str
+    size: int
+    sha256: str
+    items: tuple[ItemResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,10 @@ class Transport(Protocol):
     async def send_file(self, file: OutgoingFile, chunks: AsyncIterator[bytes]) -> FileReceipt:
         """Write `chunks` as `file`; the receiver sees the final name only when complete,
         unless the connection chose direct writes."""
+        ...
+
+    async def send_record(self, record: OutgoingRecord) -> ItemResult:
+        """Send one record (real-time channels); file channels refuse with CONFIG."""
         ...
 
     async def probe(self) -> ProbeReport:

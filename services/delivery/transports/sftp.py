@@ -30,7 +30,9 @@ from services.common.egress import EgressPolicy, EgressRefusedError, ResolutionE
 from services.delivery.transports.base import (
     Diagnosis,
     FileReceipt,
+    ItemResult,
     OutgoingFile,
+    OutgoingRecord,
     PermanentError,
     ProbeReport,
     RetryableError,
@@ -350,6 +352,10 @@ class SftpTransport:
                 await self._sftp.remove(path)
         except (asyncssh.Error, OSError, TimeoutError):
             pass  # the connection is gone or the file never came to be
+
+    async def send_record(self, record: OutgoingRecord) -> ItemResult:
+        """SFTP delivers files, not single records."""
+        raise PermanentError(Diagnosis.CONFIG, "an SFTP connection sends files, not records")
 
     async def probe(self) -> ProbeReport:
         """Write, read back the size of, and remove a small probe file."""
