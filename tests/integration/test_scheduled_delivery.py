@@ -478,7 +478,12 @@ async def test_files_are_encrypted_to_the_advertisers_key_and_a_resend_says_why_
     with pytest.raises(grpc.aio.AioRpcError) as bad:
         await _connection(world, pgp_public_key="-----BEGIN PGP PUBLIC KEY BLOCK-----\nnope\n")
     assert violations(bad.value) == [("connection.sftp.pgp_public_key", "INVALID_FORMAT")]
-    task = await _task(world, await _connection(world, pgp_public_key=key))
+    connection = await _connection(world, pgp_public_key=key)
+    saved = await world.connections.GetConnection(
+        connections_pb2.GetConnectionRequest(account_id=world.account, id=connection)
+    )
+    assert len(saved.sftp.pgp_fingerprint) == 40
+    task = await _task(world, connection)
     emails = await world.ingest(3, "secret")
     await _now(world, task)
     await world.run()

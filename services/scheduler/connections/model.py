@@ -25,6 +25,7 @@ class SftpConfig:
     manifest: bool = False
     max_rows_per_file: int = 0
     pgp_public_key: str = ""
+    pgp_fingerprint: str = ""  # of pgp_public_key, computed when saved
 
     def to_json(self) -> dict[str, Any]:
         """The settings column."""
@@ -39,6 +40,7 @@ class SftpConfig:
             "manifest": self.manifest,
             "max_rows_per_file": self.max_rows_per_file,
             "pgp_public_key": self.pgp_public_key,
+            "pgp_fingerprint": self.pgp_fingerprint,
         }
 
     @classmethod

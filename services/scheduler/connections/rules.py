@@ -3,6 +3,7 @@ and the create/get/list/update/delete/test calls over a store."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import uuid
@@ -138,11 +139,6 @@ def sftp_problems(
         found.append(_problem(f"{p}file_name_template", "INVALID_FORMAT", str(exc)))
     if sftp.write_mode not in ("rename", "direct"):
         found.append(_problem(f"{p}write_mode", "UNKNOWN_CODE", "RENAME or DIRECT"))
-    if sftp.pgp_public_key:
-        try:
-            key_fingerprint(sftp.pgp_public_key)
-        except OpenPgpError as exc:
-            found.append(_problem(f"{p}pgp_public_key", "INVALID_FORMAT", str(exc)))
     if sftp.max_rows_per_file < 0:
         found.append(_problem(f"{p}max_rows_per_file", "OUT_OF_RANGE", "must not be negative"))
     if secrets.private_key:
@@ -216,6 +212,14 @@ async def validated(
         host=sftp.host.strip(),
     )
     problems += sftp_problems(sftp, draft.secrets, stored, prefix)
+    if sftp.pgp_public_key:
+        try:  # gpg runs as a subprocess: off the event loop
+            fingerprint = await asyncio.to_thread(key_fingerprint, sftp.pgp_public_key)
+            sftp = replace(sftp, pgp_fingerprint=fingerprint)
+        except OpenPgpError as exc:
+            problems.append(_problem(f"{prefix}sftp.pgp_public_key", "INVALID_FORMAT", str(exc)))
+    else:
+        sftp = replace(sftp, pgp_fingerprint="")
     if not problems:
         problems += await _egress_problems(egress, sftp, prefix)
     if problems:

@@ -11,7 +11,6 @@ from services.common.gen.handoff.scheduler.v1 import connections_pb2, connection
 from services.common.grpc_server import GrpcService
 from services.common.secrets import SecretBox
 from services.common.timestamps import timestamp_message
-from services.delivery.openpgp import key_fingerprint
 from services.delivery.transports.base import ProbeReport
 from services.delivery.transports.sftp import SftpSecrets, SftpSettings, SftpTransport
 from services.scheduler.connections import rules
@@ -66,7 +65,7 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
             password_set="password" in saved.secrets_set,
             private_key_set="private_key" in saved.secrets_set,
             pgp_public_key=s.pgp_public_key,
-            pgp_fingerprint=key_fingerprint(s.pgp_public_key) if s.pgp_public_key else "",
+            pgp_fingerprint=s.pgp_fingerprint,
         ),
         version=saved.version,
         created_at=timestamp_message(saved.created_at),
