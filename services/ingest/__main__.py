@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import sys
 from contextlib import AsyncExitStack
 
 from services.common.auth.store import CredentialStore
 from services.common.auth.verify import Authenticator
-from services.common.config import ServiceConfig
+from services.common.config import ServiceConfig, env_float
 from services.common.db import create_pool
 from services.common.grpc_server import grpc_server_for
 from services.common.service import announce, run_service, until_shutdown_or_failure
+from services.common.watermark_monitor import WatermarkMonitor
 from services.ingest.services import ingest_services
 from services.ingest.store import IngestStore
 
@@ -35,7 +39,19 @@ async def serve(config: ServiceConfig) -> None:
             grpc_server_for(config, ingest.grpc, authenticator)
         )
         announce("ingest", "gRPC", config.host, running.port)
-        await until_shutdown_or_failure(ingest.failed())
+        env = os.environ
+        monitor = WatermarkMonitor(
+            pool,
+            every_s=env_float(env, "HANDOFF_WATERMARK_CHECK_S", 15.0),
+            warn_after_s=env_float(env, "HANDOFF_WATERMARK_WARN_AFTER_S", 60.0),
+        )
+        watching = asyncio.create_task(monitor.run(), name="watermark monitor")
+        try:
+            await until_shutdown_or_failure(ingest.failed())
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
 
 
 if __name__ == "__main__":

@@ -209,6 +209,16 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid uuid",
         "id:uuid",
     ),
+    # The watermark monitor's.
+    ("common/sql/watermark.sql", "watermark_status"): ("", "safe:int8 drawn:int8 waited_s:float8"),
+    ("common/sql/watermark.sql", "watermark_blockers"): (
+        "",
+        "pid:int4 datname:name usename:name application_name:text xid:text age_s:float8 state:text",
+    ),
+    ("common/sql/watermark.sql", "prepared_blockers"): (
+        "",
+        "gid:text database:name owner:text xid:text age_s:float8",
+    ),
     # The credential, connection, task and delivery queries.
     ("delivery/sql/deliveries.sql", "original_files"): ("uuid", "files:jsonb"),
     ("scheduler/tasks/sql/tasks.sql", "task_encrypts"): ("uuid", "?column?:bool"),
