@@ -50,6 +50,12 @@ class UnavailableError(HandoffError):
     retryable = True
 
 
+class ResourceExhaustedError(HandoffError):
+    """The server is at a limit (calls in flight); the same call may succeed shortly."""
+
+    retryable = True
+
+
 @dataclass
 class InvalidArgumentError(HandoffError):
     """The request is malformed; `problems` names each bad field."""

@@ -19,6 +19,7 @@ from services.common.errors import (
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -35,6 +36,7 @@ _CODES: list[tuple[type[HandoffError], int]] = [
     (AlreadyExistsError, code_pb2.ALREADY_EXISTS),
     (FailedPreconditionError, code_pb2.FAILED_PRECONDITION),
     (UnavailableError, code_pb2.UNAVAILABLE),
+    (ResourceExhaustedError, code_pb2.RESOURCE_EXHAUSTED),
     (UnauthenticatedError, code_pb2.UNAUTHENTICATED),
     (PermissionDeniedError, code_pb2.PERMISSION_DENIED),
 ]

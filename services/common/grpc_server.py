@@ -18,6 +18,7 @@ from services.common.auth.grpc_access import AccessInterceptor
 from services.common.auth.rules import method_rules
 from services.common.auth.tls import TlsFiles, grpc_server_credentials
 from services.common.auth.verify import Authenticator
+from services.common.call_limits import CallLimitInterceptor
 from services.common.config import ServiceConfig
 from services.common.grpc_errors import DomainErrorInterceptor
 
@@ -64,7 +65,8 @@ async def grpc_server(
 
     `drain_s` is how long to keep serving after turning NOT_SERVING, so load balancers
     see it before new calls are refused; `max_concurrent_rpcs` bounds memory (callers
-    beyond it get RESOURCE_EXHAUSTED). Every method of `services` must declare its access
+    beyond it get RESOURCE_EXHAUSTED with RetryInfo; health is never refused; client
+    streams get a quarter of the bound). Every method of `services` must declare its access
     rule (handoff.auth.v1.access), checked against `authenticator`'s callers; health and
     reflection are open.
     """
@@ -78,10 +80,17 @@ async def grpc_server(
         tls_terminated_upstream=tls_terminated_upstream,
         unchecked=not access_checks,
     )
+    interceptors: list[grpc.aio.ServerInterceptor] = [DomainErrorInterceptor()]
+    if max_concurrent_rpcs is not None:
+        # Counted here rather than by gRPC core, which would count health calls too.
+        interceptors.append(
+            CallLimitInterceptor(max_concurrent_rpcs, [health_name, reflection.SERVICE_NAME])
+        )
+    interceptors.append(access)
     server = grpc.aio.server(
-        # The error mapping wraps the access check, so refusals become statuses too.
-        interceptors=[DomainErrorInterceptor(), access],
-        maximum_concurrent_rpcs=max_concurrent_rpcs,
+        # The error mapping wraps the limit and the access check, so refusals become
+        # statuses too.
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -47,7 +47,7 @@ async def test_server_answers_not_serving_during_the_drain_then_stops() -> None:
             await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
 
 
-async def test_calls_beyond_the_concurrency_bound_are_resource_exhausted() -> None:
+async def test_health_is_never_counted_against_the_call_bound() -> None:
     async with (
         grpc_server(
             "127.0.0.1", 0, [], authenticator=NOBODY, grace_s=0.1, max_concurrent_rpcs=1
@@ -55,14 +55,13 @@ async def test_calls_beyond_the_concurrency_bound_are_resource_exhausted() -> No
         grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
     ):
         health = health_pb2_grpc.HealthStub(channel)
-        watch = health.Watch(health_pb2.HealthCheckRequest())  # holds the only slot
-        first = await watch.read()
-        assert first.status == SERVING
-
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
-        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        watch.cancel()
+        watches = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(3)]
+        for watch in watches:
+            assert (await watch.read()).status == SERVING
+        reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == SERVING
+        for watch in watches:
+            watch.cancel()
 
 
 async def test_reflection_answers_unless_switched_off() -> None:
