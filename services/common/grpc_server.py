@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -21,6 +22,7 @@ from services.common.auth.verify import Authenticator
 from services.common.call_limits import CallLimitInterceptor
 from services.common.config import ServiceConfig
 from services.common.grpc_errors import DomainErrorInterceptor
+from services.common.readiness import Check, follow_readiness
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ async def grpc_server(
     reuse_port: bool = False,
     drain_s: float = 0.0,
     max_concurrent_rpcs: int | None = None,
+    readiness_check: Check | None = None,
+    readiness_grace_s: float = 10.0,
 ) -> AsyncIterator[RunningServer]:
     """Serve `services` until the block exits; then turn NOT_SERVING and stop gracefully.
 
@@ -68,7 +72,8 @@ async def grpc_server(
     beyond it get RESOURCE_EXHAUSTED with RetryInfo; health is never refused; client
     streams get a quarter of the bound). Every method of `services` must declare its access
     rule (handoff.auth.v1.access), checked against `authenticator`'s callers; health and
-    reflection are open.
+    reflection are open. With `readiness_check`, the health service `readiness` follows
+    it (services/common/readiness.py).
     """
     names = [s.full_name for s in services]
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -119,9 +124,19 @@ async def grpc_server(
     serving = health_pb2.HealthCheckResponse.SERVING
     for name in ["", *names]:
         await health_servicer.set(name, serving)
+    following = None
+    if readiness_check is not None:
+        following = asyncio.create_task(
+            follow_readiness(health_servicer, readiness_check, grace_s=readiness_grace_s),
+            name="readiness",
+        )
     try:
         yield RunningServer(server=server, port=bound, health=health_servicer)
     finally:
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
         # Tell load balancers first, then let in-flight calls finish within the grace.
         await health_servicer.enter_graceful_shutdown()
         if drain_s > 0:
@@ -138,7 +153,10 @@ def tls_files(config: ServiceConfig) -> TlsFiles | None:
 
 
 def grpc_server_for(
-    config: ServiceConfig, services: Sequence[GrpcService], authenticator: Authenticator
+    config: ServiceConfig,
+    services: Sequence[GrpcService],
+    authenticator: Authenticator,
+    readiness_check: Check | None = None,
 ) -> AbstractAsyncContextManager[RunningServer]:
     """grpc_server with everything a service's configuration says about serving."""
     return grpc_server(
@@ -154,6 +172,7 @@ def grpc_server_for(
         reuse_port=config.reuse_port,
         drain_s=config.shutdown_drain_s,
         max_concurrent_rpcs=config.max_concurrent_rpcs,
+        readiness_check=readiness_check,
     )
 
 

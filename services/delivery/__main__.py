@@ -12,6 +12,7 @@ from services.common.config import ServiceConfig, env_float, env_int
 from services.common.db import create_pool
 from services.common.egress import EgressPolicy
 from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
+from services.common.readiness import database_answers
 from services.common.referral_rows import ReferralRowReader
 from services.common.secrets import SecretBox
 from services.common.service import announce, run_service
@@ -50,7 +51,9 @@ async def serve(config: ServiceConfig) -> None:
         )
         stack.push_async_callback(engine.close)
         running = await stack.enter_async_context(
-            grpc_server_for(config, delivery_services(engine), authenticator)
+            grpc_server_for(
+                config, delivery_services(engine), authenticator, database_answers(pool)
+            )
         )
         announce("delivery", "gRPC", config.host, running.port)
         await wait_for_shutdown_signal()

@@ -13,6 +13,7 @@ from services.common.config import ConfigError, ServiceConfig
 from services.common.db import create_pool
 from services.common.grpc_server import grpc_server_for, tls_files, wait_for_shutdown_signal
 from services.common.migrate import discover_migrations
+from services.common.readiness import database_answers
 from services.common.service import announce, run_service
 from services.export.config import ExportHttpConfig
 from services.export.health_routes import Readiness
@@ -42,7 +43,9 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             health_timeout_s=http.health_timeout_s,
             tls_terminated_upstream=config.access.tls_terminated_upstream,
         )
-        running = await stack.enter_async_context(grpc_server_for(config, [], authenticator))
+        running = await stack.enter_async_context(
+            grpc_server_for(config, [], authenticator, database_answers(pool))
+        )
         announce("export", "gRPC", config.host, running.port)
         files = tls_files(config)
         http_port = await stack.enter_async_context(

@@ -13,6 +13,7 @@ from services.common.auth.verify import Authenticator
 from services.common.config import ServiceConfig, env_float
 from services.common.db import create_pool
 from services.common.grpc_server import grpc_server_for
+from services.common.readiness import database_answers
 from services.common.service import announce, run_service, until_shutdown_or_failure
 from services.common.watermark_monitor import WatermarkMonitor
 from services.ingest.services import ingest_services
@@ -36,7 +37,7 @@ async def serve(config: ServiceConfig) -> None:
             ingest_services(IngestStore(pool), credential_store)
         )
         running = await stack.enter_async_context(
-            grpc_server_for(config, ingest.grpc, authenticator)
+            grpc_server_for(config, ingest.grpc, authenticator, database_answers(pool))
         )
         announce("ingest", "gRPC", config.host, running.port)
         env = os.environ

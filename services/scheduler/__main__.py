@@ -17,6 +17,7 @@ from services.common.config import ServiceConfig, env_float, env_str
 from services.common.db import create_pool
 from services.common.egress import EgressPolicy
 from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
+from services.common.readiness import database_answers
 from services.common.secrets import SecretBox
 from services.common.service import announce, run_service
 from services.scheduler.services import scheduler_services
@@ -51,7 +52,9 @@ async def serve(config: ServiceConfig) -> None:
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
         )
         services = scheduler_services(pool, SecretBox.from_env(env), EgressPolicy.from_env(env))
-        running = await stack.enter_async_context(grpc_server_for(config, services, authenticator))
+        running = await stack.enter_async_context(
+            grpc_server_for(config, services, authenticator, database_answers(pool))
+        )
         announce("scheduler", "gRPC", config.host, running.port)
         token = env_str(env, "HANDOFF_SCHEDULER_TOKEN", "")
         stop = asyncio.Event()

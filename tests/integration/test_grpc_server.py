@@ -86,3 +86,38 @@ async def test_reflection_answers_unless_switched_off() -> None:
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await call.read()
                 assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_readiness_follows_the_database_after_a_grace_and_liveness_stays_up() -> None:
+    from services.common.readiness import READINESS_SERVICE, follow_readiness
+
+    down = True
+
+    async def check() -> None:
+        if down:
+            raise ConnectionRefusedError("the database is down")
+
+    async with (
+        grpc_server("127.0.0.1", 0, [], authenticator=NOBODY, grace_s=0.1) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def status(service: str) -> int:
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            return int(reply.status)
+
+        following = asyncio.create_task(
+            follow_readiness(running.health, check, every_s=0.02, grace_s=0.2)
+        )
+        try:
+            await asyncio.sleep(0.05)
+            assert await status(READINESS_SERVICE) == SERVING  # within the grace
+            await asyncio.sleep(0.35)
+            assert await status(READINESS_SERVICE) == NOT_SERVING
+            assert await status("") == SERVING  # liveness: not broken, only not ready
+            down = False
+            await asyncio.sleep(0.1)
+            assert await status(READINESS_SERVICE) == SERVING
+        finally:
+            following.cancel()

@@ -276,7 +276,7 @@ def test_probes_are_grpc_on_the_port_the_environment_sets(service: str) -> None:
         assert env["HANDOFF_EXPORT_HTTP_HOST"] == "0.0.0.0"
         assert readiness["httpGet"] == {"path": "/readyz", "port": http_port}
     else:
-        assert readiness["grpc"]["port"] == port
+        assert readiness["grpc"] == {"port": port, "service": "readiness"}
 
 
 @pytest.mark.parametrize("service", GRPC_PORTS)
