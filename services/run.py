@@ -166,8 +166,12 @@ async def _start_up(args: argparse.Namespace, plans: Sequence[ServicePlan]) -> P
     except (OSError, asyncpg.PostgresError) as exc:
         raise DatabaseUnavailableError(f"cannot make the scheduler's credential: {exc}") from exc
     local = local_service_env(home, dict(os.environ))
-    local.setdefault("HANDOFF_SCHEDULER_TOKEN", scheduler_credential.token)
-    local.setdefault("HANDOFF_SCHEDULER_DELIVERY_TARGET", delivery.grpc_target)
+    for name, value in (
+        ("HANDOFF_SCHEDULER_TOKEN", scheduler_credential.token),
+        ("HANDOFF_SCHEDULER_DELIVERY_TARGET", delivery.grpc_target),
+    ):
+        if not os.environ.get(name):  # what the caller set wins
+            local[name] = value
     if "HANDOFF_EGRESS_ALLOW" in local:
         print(f"run: egress allowed to {local['HANDOFF_EGRESS_ALLOW']} (local SFTP servers)")
     service_env = {**service_env, **local}

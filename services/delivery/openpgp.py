@@ -45,27 +45,33 @@ def _gpg(home: str, *args: str, data: bytes | None = None) -> subprocess.Complet
     )  # fmt: skip
 
 
+def _import(home: str, public_key: str) -> str:
+    """Import `public_key` into `home`; the fingerprint of its one encryption key, or
+    OpenPgpError saying what is wrong with it."""
+    if shutil.which(GPG) is None and not Path(GPG).exists():
+        raise OpenPgpError("GnuPG (gpg) is not installed on this server")
+    if _gpg(home, "--import", data=public_key.encode()).returncode != 0:
+        raise OpenPgpError("not an OpenPGP public key (an ASCII-armored key block)")
+    keys = _gpg(home, "--with-colons", "--fingerprint", "--list-keys").stdout.decode(
+        errors="replace"
+    )
+    prints = _FINGERPRINT.findall(keys)
+    if not prints:
+        raise OpenPgpError("the key block holds no public key")
+    if keys.count("\npub:") + keys.startswith("pub:") > 1:
+        raise OpenPgpError("give exactly one public key")
+    caps = _KEY_LINE.search(keys)
+    if caps is None or "E" not in caps.group(1):
+        raise OpenPgpError("the key cannot encrypt (revoked, expired, or signing only)")
+    return str(prints[0])
+
+
 def key_fingerprint(public_key: str, spool: str | None = None) -> str:
     """The fingerprint of the one encryption-capable public key in `public_key` (armored),
     or OpenPgpError saying what is wrong with it."""
-    if shutil.which(GPG) is None and not Path(GPG).exists():
-        raise OpenPgpError("GnuPG (gpg) is not installed on this server")
     home = _home(spool)
     try:
-        imported = _gpg(home, "--import", data=public_key.encode())
-        if imported.returncode != 0:
-            raise OpenPgpError("not an OpenPGP public key (an ASCII-armored key block)")
-        listed = _gpg(home, "--with-colons", "--fingerprint", "--list-keys")
-        keys = listed.stdout.decode(errors="replace")
-        prints = _FINGERPRINT.findall(keys)
-        if not prints:
-            raise OpenPgpError("the key block holds no public key")
-        if keys.count("\npub:") + keys.startswith("pub:") > 1:
-            raise OpenPgpError("give exactly one public key")
-        caps = _KEY_LINE.search(keys)
-        if caps is None or "E" not in caps.group(1):
-            raise OpenPgpError("the key cannot encrypt (revoked, expired, or signing only)")
-        return str(prints[0])
+        return _import(home, public_key)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -74,12 +80,9 @@ async def encrypted(
     chunks: AsyncIterator[bytes], public_key: str, spool: str | None = None
 ) -> AsyncIterator[bytes]:
     """`chunks` encrypted to `public_key`, as they come (binary OpenPGP)."""
-    fingerprint = await asyncio.to_thread(key_fingerprint, public_key, spool)
     home = _home(spool)
     try:
-        imported = await asyncio.to_thread(_gpg, home, "--import", data=public_key.encode())
-        if imported.returncode != 0:
-            raise OpenPgpError("the public key did not import")
+        fingerprint = await asyncio.to_thread(_import, home, public_key)
         proc = await asyncio.create_subprocess_exec(
             GPG, "--homedir", home, "--batch", "--no-tty", "--quiet", "--trust-model", "always",
             "--compress-algo", "none", "--encrypt", "--recipient", fingerprint, "--output", "-",

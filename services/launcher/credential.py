@@ -121,7 +121,4 @@ def local_service_env(home: Path, env: dict[str, str]) -> dict[str, str]:
         added["HANDOFF_SECRET_KEYS"] = keys
     if not env.get("HANDOFF_EGRESS_ALLOW"):
         added["HANDOFF_EGRESS_ALLOW"] = LOCAL_EGRESS_ALLOW
-    for name in ("HANDOFF_SCHEDULER_TOKEN", "HANDOFF_SCHEDULER_DELIVERY_TARGET"):
-        if env.get(name):
-            added[name] = env[name]
     return added

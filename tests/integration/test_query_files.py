@@ -345,11 +345,6 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid",
         "id:uuid name:text",
     ),
-    ("scheduler/connections/sql/connections.sql", "by_id"): (
-        "uuid",
-        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
-        "version:int8 created_at:timestamptz updated_at:timestamptz",
-    ),
     ("scheduler/tasks/sql/tasks.sql", "safe_watermark"): (
         "",
         "safe_referral_watermark:int8",

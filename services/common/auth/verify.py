@@ -89,10 +89,6 @@ class Authenticator:
             raise UnauthenticatedError(f"credential {caller.credential_id} has expired")
         return caller
 
-    def forget(self) -> None:
-        """Drop every cached verdict (tests; a process told that credentials changed)."""
-        self._cache.clear()
-
     async def _verify_once(self, token: str) -> _Verdict:
         pending = self._pending.get(token)
         if pending is not None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from urllib.parse import unquote, urlsplit
@@ -339,8 +338,3 @@ async def test_connection(
         return await prober(sftp, secrets), None
     except TransportError as exc:
         return None, exc
-
-
-def new_id() -> UUID:
-    """A fresh connection id."""
-    return uuid.uuid4()

@@ -67,11 +67,6 @@ class ConnectionStorePg:
         rows = await self._rows("get", account_id, connection_id)
         return _connection(rows[0]) if rows else None
 
-    async def by_id(self, connection_id: UUID) -> SavedConnection | None:
-        """Any account's connection (the delivery service's view)."""
-        rows = await self._rows("by_id", connection_id)
-        return _connection(rows[0]) if rows else None
-
     async def page(self, account_id: UUID, after: str, limit: int) -> list[SavedConnection]:
         """Connections by name after `after`."""
         return [_connection(r) for r in await self._rows("page", account_id, after, limit)]

@@ -29,7 +29,3 @@ DELETE FROM connections WHERE account_id = $1 AND id = $2;
 
 -- name: tasks_using
 SELECT id, name FROM tasks WHERE connection_id = $1 ORDER BY name LIMIT 20;
-
--- name: by_id
--- For the delivery service, which acts for every account.
-SELECT * FROM connections WHERE id = $1;
