@@ -28,6 +28,8 @@ SETUP_QUERIES = ("create_referral_staging",)
 # text, NULL as '').
 _ROWS_IN_RANGE = " ".join(f"{c.name}:{'int8' if c.name == 'seq' else 'text'}" for c in COLUMNS)
 _LATEST_ROWS = " ".join(f"{c.name}:{'text' if c.nullable else c.sql_type}" for c in COLUMNS)
+# The live path reads every column as text, in the shape's order.
+_ALL_TEXT = " ".join(f"{c.name}:text" for c in COLUMNS)
 SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
         "uuid int8 int8 uuid text[] timestamptz timestamptz text",
@@ -478,7 +480,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("scheduler/tasks/sql/tasks.sql", "attention_events"): (
         "uuid bool",
         "id:uuid account_id:uuid task_id:uuid delivery_id:uuid diagnosis:text message:text "
-        "created_at:timestamptz resolved_at:timestamptz",
+        "created_at:timestamptz resolved_at:timestamptz connection_id:uuid",
     ),
     ("scheduler/tasks/sql/tasks.sql", "count_in_range"): (
         "uuid int8 int8 uuid[]",
@@ -487,6 +489,77 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("scheduler/tasks/sql/tasks.sql", "delivery_lags"): (
         "",
         "id:uuid account_id:uuid lag_s:float8",
+    ),
+    # delivery/sql/live.sql
+    ("delivery/sql/live.sql", "live_claim"): (
+        "text float8 int8",
+        "connection_id:uuid version:int8",
+    ),
+    ("delivery/sql/live.sql", "live_release"): (
+        "text",
+        "",
+    ),
+    ("delivery/sql/live.sql", "live_connection"): (
+        "uuid",
+        "account_id:uuid name:text settings:jsonb secrets:jsonb version:int8 delivered_seq:int8 "
+        "starts_at:timestamptz disabled_at:timestamptz disabled_reason:text "
+        "failing_since:timestamptz time_zone:text",
+    ),
+    ("delivery/sql/live.sql", "live_place_cursor"): (
+        "uuid text int8",
+        "delivered_seq:int8",
+    ),
+    ("delivery/sql/live.sql", "live_watermark"): (
+        "",
+        "watermark:int8",
+    ),
+    ("delivery/sql/live.sql", "live_rows"): (
+        "uuid int8 int8 uuid[] int8",
+        _ALL_TEXT,
+    ),
+    ("delivery/sql/live.sql", "live_rows_by_seq"): (
+        "uuid int8[]",
+        _ALL_TEXT,
+    ),
+    ("delivery/sql/live.sql", "live_due"): (
+        "uuid timestamptz int8",
+        "seq:int8 attempts:int4 first_failed_at:timestamptz",
+    ),
+    ("delivery/sql/live.sql", "live_next_due"): (
+        "uuid",
+        "next_at:timestamptz waiting:int8",
+    ),
+    ("delivery/sql/live.sql", "live_advance"): (
+        "uuid text int8 timestamptz timestamptz",
+        "failing_since:timestamptz",
+    ),
+    ("delivery/sql/live.sql", "live_park"): (
+        "uuid uuid int8[] text[] int4[] timestamptz[] timestamptz[] timestamptz[] int4[] text[]",
+        "",
+    ),
+    ("delivery/sql/live.sql", "live_done"): (
+        "uuid int8[]",
+        "",
+    ),
+    ("delivery/sql/live.sql", "live_disable"): (
+        "uuid timestamptz text",
+        "account_id:uuid",
+    ),
+    ("delivery/sql/live.sql", "live_attention"): (
+        "uuid uuid uuid text text",
+        "",
+    ),
+    ("delivery/sql/live.sql", "live_hold_for"): (
+        "uuid timestamptz",
+        "",
+    ),
+    ("delivery/sql/live.sql", "live_custom_fields"): (
+        "uuid",
+        "name:text description:text definition:jsonb",
+    ),
+    ("delivery/sql/live.sql", "live_render_context"): (
+        "uuid",
+        "campaign_names:jsonb",
     ),
 }
 

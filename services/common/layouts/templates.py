@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 CURRENT_VALUE = "value"  # `{value}` is the value flowing through the pipeline
 MAX_TEMPLATE = 2000
-_PLACEHOLDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|extra\.[A-Za-z_][A-Za-z0-9_.-]*")
+# The grammar of a field name in any placeholder of the product (layout templates here,
+# API body templates in services/delivery/transports/http/templates.py).
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|extra\.[A-Za-z_][A-Za-z0-9_.-]*")
 
 
 class TemplateError(ValueError):
@@ -45,7 +47,7 @@ def parse_template(text: str) -> tuple[TemplatePart, ...]:
             if end < 0:
                 raise TemplateError(f"unclosed {{ at position {i}")
             name = text[i + 1 : end].strip()
-            if not _PLACEHOLDER.fullmatch(name):
+            if not FIELD_NAME.fullmatch(name):
                 raise TemplateError(f"{{{text[i + 1 : end]}}} at position {i} is not a field name")
             if literal:
                 parts.append("".join(literal))

@@ -86,3 +86,4 @@ class AttentionEvent:
     message: str
     created_at: datetime
     resolved_at: datetime | None
+    connection_id: UUID | None = None  # an endpoint disabled (real-time API delivery)

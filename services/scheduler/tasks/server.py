@@ -133,6 +133,7 @@ def _event_message(event: AttentionEvent) -> tasks_pb2.AttentionEvent:
         message=event.message,
         created_at=timestamp_message(event.created_at),
         resolved_at=timestamp_message(event.resolved_at),
+        connection_id=str(event.connection_id) if event.connection_id else "",
     )
 
 

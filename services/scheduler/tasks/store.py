@@ -293,6 +293,7 @@ class TaskStorePg:
                 r["message"],
                 r["created_at"],
                 r["resolved_at"],
+                r["connection_id"],
             )
             for r in rows
         ]

@@ -674,11 +674,16 @@ class AttentionEvent(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     task_id: _builtins.str
     delivery_id: _builtins.str
     diagnosis: _builtins.str
     message: _builtins.str
+    connection_id: _builtins.str
+    """Set when the event concerns a connection rather than a task (an API endpoint that
+    was disabled).
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -693,10 +698,11 @@ class AttentionEvent(_message.Message):
         message: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         resolved_at: _timestamp_pb2.Timestamp | None = ...,
+        connection_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "resolved_at", b"resolved_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_id", b"delivery_id", "diagnosis", b"diagnosis", "id", b"id", "message", b"message", "resolved_at", b"resolved_at", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "created_at", b"created_at", "delivery_id", b"delivery_id", "diagnosis", b"diagnosis", "id", b"id", "message", b"message", "resolved_at", b"resolved_at", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,385 @@
+"""One API connection's live loop: new referrals up to the safe watermark are sent the
+moment they commit, one request each, bounded by the connection's concurrency and rate;
+failures wait in `live_messages` for their retry without holding back the others (unless
+the connection asks for strict order); the cursor moves past a referral once it has an
+outcome or a waiting row, in one transaction with its attempts.
+
+A crash between a send and the flush that records it means the next owner sends that
+referral again, with the same `webhook-id` / `Idempotency-Key`: delivery is at-least-once
+with a stable key, so a receiver that honours the key sees it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from opentelemetry import metrics
+
+from services.common.egress import EgressPolicy
+from services.common.layouts.codec import custom_field_from_json
+from services.common.layouts.compiler import RenderContext, compile_layout
+from services.common.layouts.model import Column, FormulaGuard, LayoutSpec
+from services.common.secrets import SecretBox, SecretError, connection_secret_context
+from services.delivery.live.schedule import RetrySchedule, disable_reason
+from services.delivery.live.store import Flush, LiveConnection, LiveStorePg, LostLeaseError, Parked
+from services.delivery.transports.http.client import HEAD_KEPT, ApiClient, Exchange
+from services.delivery.transports.http.responses import Outcome, Verdict
+from services.delivery.transports.http.settings import ApiSettings
+from services.delivery.transports.http.templates import (
+    BodyTemplate,
+    FieldValueError,
+    parse_body_template,
+)
+
+log = logging.getLogger(__name__)
+_meter = metrics.get_meter("handoff.delivery")
+_sent = _meter.create_counter(
+    "handoff.live.attempts", unit="{attempt}", description="API calls by outcome"
+)
+_latency = _meter.create_histogram(
+    "handoff.live.latency", unit="s", description="API call time, request to answer"
+)
+PAGE = 500  # referrals read per query
+FLUSH_EVERY_S = 0.05
+POLL_S = 1.0  # a loop looks for work at least this often without a wake-up
+Now = Callable[[], datetime]
+
+
+def message_id(connection_id: UUID, seq: int) -> str:
+    """The stable id of one referral's message to one connection: `webhook-id` and
+    `Idempotency-Key` of every attempt, and of a replay."""
+    return f"msg_{connection_id.hex}_{seq}"
+
+
+@dataclass
+class _Item:
+    seq: int
+    values: dict[str, str]
+    attempt: int  # this attempt's number (1 = first)
+    waiting: bool  # it has a live_messages row (a retry or a replay)
+    first_failed_at: datetime | None = None
+
+
+class _RateLimit:
+    """Requests spaced to at most `per_s` a second (0: no limit)."""
+
+    def __init__(self, per_s: float) -> None:
+        self._interval = 1.0 / per_s if per_s > 0 else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        now = time.monotonic()
+        at = max(now, self._next)
+        self._next = at + self._interval
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+class ConnectionLoop:
+    """Runs one connection while this replica holds its lease."""
+
+    def __init__(
+        self,
+        connection: LiveConnection,
+        store: LiveStorePg,
+        box: SecretBox,
+        egress: EgressPolicy,
+        owner: str,
+        *,
+        now: Now = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.connection = connection
+        self.id = connection.id
+        self._store = store
+        self._owner = owner
+        self._now = now
+        self._rng = rng or random.Random()
+        self.api = ApiSettings.from_json(connection.settings)
+        self._schedule = RetrySchedule(self.api.retry_schedule_s)
+        self._client = ApiClient(self.api, self._open_secrets(box), egress, now=now)
+        self._campaigns = (
+            None if self.api.campaign_ids is None else [UUID(c) for c in self.api.campaign_ids]
+        )
+        self._wake = asyncio.Event()
+        self._stop = False
+        self._slots = asyncio.Semaphore(1 if self.api.strict_order else self.api.concurrency)
+        self._rate = _RateLimit(self.api.rate_limit_per_s)
+        self._hold_until = 0.0  # monotonic: a 429's Retry-After holds every send
+        self._pending = Flush()
+        self._window: deque[list[Any]] = deque()  # [seq, done] of new referrals, in order
+        self._read_through = connection.delivered_seq or 0
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._retrying: set[int] = set()
+        self._disabled: str | None = None
+        self._flushing = True
+        self.template: BodyTemplate | None = None
+        self._layout: Any = None
+
+    def _open_secrets(self, box: SecretBox) -> dict[str, str]:
+        try:
+            return {
+                name: box.open(sealed, connection_secret_context(self.id, name))
+                for name, sealed in self.connection.sealed.items()
+            }
+        except SecretError:
+            log.error("an API connection's secrets do not open", extra={"connection": str(self.id)})
+            return {}
+
+    def wake(self) -> None:
+        """New referrals may be there (a NOTIFY), or a replay was asked for."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop after the current step (the lease is gone or the replica stops)."""
+        self._stop = True
+        self._wake.set()
+
+    async def _prepare(self) -> None:
+        customs = {
+            name: custom_field_from_json(name, description, definition)
+            for name, description, definition in await self._store.custom_fields(
+                self.connection.account_id
+            )
+        }
+        self.template = parse_body_template(
+            self.api.body_template or "{}", self.api.encoding, frozenset(customs)
+        )
+        wanted = list(dict.fromkeys([*self.template.fields, *(f.field for f in self.api.filters)]))
+        spec = LayoutSpec(tuple(Column(n, n) for n in wanted), formula_guard=FormulaGuard.OFF)
+        context = RenderContext(
+            account_time_zone=self.connection.account_time_zone,
+            campaign_names=await self._store.campaign_names(self.connection.account_id),
+        )
+        self._layout = compile_layout(spec, customs, context)
+        self._fields = wanted
+
+    def values(self, rows: Sequence[Sequence[str]]) -> list[dict[str, str]]:
+        """Each row's field values as the body template names them."""
+        if not rows:
+            return []
+        if not self._fields:
+            return [{} for _ in rows]
+        columns = list(zip(*rows, strict=True))
+        cells = self._layout.cell_columns(columns)
+        return [dict(zip(self._fields, row, strict=True)) for row in zip(*cells, strict=True)]
+
+    async def run(self) -> None:
+        """Until stopped, the lease is lost or the endpoint is disabled."""
+        try:
+            await self._prepare()
+            if self.connection.delivered_seq is None:
+                placed = await self._store.place_cursor(
+                    self.id, self._owner, await self._store.watermark()
+                )
+                if placed is None:
+                    fresh = await self._store.connection(self.id)
+                    placed = fresh.delivered_seq if fresh and fresh.delivered_seq else 0
+                self._read_through = placed
+            flusher = asyncio.create_task(self._flusher())
+            try:
+                while not self._stop and self._disabled is None and not flusher.done():
+                    self._wake.clear()
+                    busy = await self._step()
+                    if not busy:
+                        await self._idle()
+            finally:
+                await self._drain()
+                self._flushing = False  # the flusher ends after its current write
+                await flusher  # raises what stopped it (a lost lease)
+                await self._flush()
+        except LostLeaseError:
+            log.info("live loop lost its lease", extra={"connection": str(self.id)})
+        finally:
+            await self._client.close()
+
+    async def _idle(self) -> None:
+        next_at, _ = await self._store.next_due(self.id)
+        timeout = POLL_S
+        if next_at is not None:
+            timeout = min(timeout, max(0.0, (next_at - self._now()).total_seconds()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _step(self) -> bool:
+        """Dispatch what is due; whether anything was."""
+        hold = self._hold_until - time.monotonic()
+        if hold > 0:
+            await asyncio.sleep(min(hold, POLL_S))
+            return True
+        busy = False
+        due = await self._store.due(self.id, self._now(), PAGE)
+        due = [r for r in due if r["seq"] not in self._retrying]
+        if due:
+            rows = await self._store.rows_by_seq(
+                self.connection.account_id, [r["seq"] for r in due]
+            )
+            known = {r["seq"]: r for r in due}
+            for row, values in zip(rows, self.values(rows), strict=True):
+                seq = int(row[0])
+                info = known[seq]
+                self._retrying.add(seq)
+                await self._dispatch(
+                    _Item(seq, values, info["attempts"] + 1, True, info["first_failed_at"])
+                )
+            busy = True
+        if self.api.strict_order:
+            _, waiting = await self._store.next_due(self.id)
+            if waiting:
+                return busy
+        if len(self._window) >= PAGE * 4:
+            await asyncio.sleep(0.005)  # the window is full: let outcomes come back
+            return True
+        watermark = await self._store.watermark()
+        if watermark <= self._read_through:
+            return busy
+        rows = await self._store.rows(
+            self.connection.account_id, self._read_through, watermark, self._campaigns, PAGE
+        )
+        through = watermark if len(rows) < PAGE else int(rows[-1][0])
+        for row, values in zip(rows, self.values(rows), strict=True):
+            seq = int(row[0])
+            entry = [seq, False]
+            self._window.append(entry)
+            if not all(f.matches(values.get(f.field, "")) for f in self.api.filters):
+                entry[1] = True  # out of the connection's scope: done without a call
+                continue
+            await self._dispatch(_Item(seq, values, 1, False), entry)
+        self._read_through = through
+        return busy or bool(rows)
+
+    async def _dispatch(self, item: _Item, entry: list[Any] | None = None) -> None:
+        await self._slots.acquire()
+        task = asyncio.create_task(self._send(item, entry))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _send(self, item: _Item, entry: list[Any] | None) -> None:
+        try:
+            while (hold := self._hold_until - time.monotonic()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(hold)  # a 429's Retry-After: a time, not an event
+            await self._rate.wait()
+            exchange = await self.exchange(item.seq, item.values)
+            self._record(item, exchange)
+        except Exception:  # never lose an outcome: an unexpected error is a retry
+            log.exception("live send failed unexpectedly", extra={"connection": str(self.id)})
+            self._record(item, None)
+        finally:
+            if entry is not None:
+                entry[1] = True
+            self._slots.release()
+
+    async def exchange(self, seq: int, values: dict[str, str], *, test: bool = False) -> Exchange:
+        """Render and send one referral (or a test call's sample)."""
+        assert self.template is not None
+        key = message_id(self.id, seq)
+        try:
+            body = self.template.render(values)
+            query = self.template.query(values) if self.api.method == "GET" else None
+        except FieldValueError as exc:
+            failed = Exchange(self.api.method, self.api.url, {}, b"")
+            failed.verdict = Verdict(Outcome.REJECTED, "template")
+            failed.error = str(exc)
+            return failed
+        return await self._client.call(
+            key, body, self.template.content_type, query=query, test=test
+        )
+
+    def _record(self, item: _Item, exchange: Exchange | None) -> None:
+        now = self._now()
+        if exchange is None:
+            outcome, rule, status, error, head, latency = (
+                Outcome.RETRY,
+                "internal",
+                None,
+                "",
+                b"",
+                0.0,
+            )
+            error = "internal error (logged)"
+            retry_after = None
+        else:
+            outcome, rule = exchange.verdict.outcome, exchange.verdict.rule
+            status, error, head = exchange.status, exchange.error, exchange.response_head
+            latency, retry_after = exchange.latency_s, exchange.retry_after_s
+        recorded = outcome.value
+        batch = self._pending
+        if outcome is Outcome.ACCEPTED:
+            batch.success_at = max(batch.success_at or now, now)
+            if item.waiting:
+                batch.done.append(item.seq)
+        else:
+            batch.failure_at = batch.failure_at or now
+            first_failed = item.first_failed_at or now
+            if outcome is Outcome.REJECTED:
+                batch.parked.append(
+                    Parked(item.seq, "rejected", item.attempt, None, first_failed, now, status,
+                           error or rule)
+                )  # fmt: skip
+            else:
+                at = self._schedule.next_attempt(item.attempt, now, self._rng)
+                if outcome is Outcome.DISABLE:
+                    at = now
+                    self._disabled = f"the endpoint answered {status}: it is gone ({rule})"
+                elif retry_after is not None and status in (429, 503):
+                    self._hold_until = time.monotonic() + retry_after
+                    if at is not None:
+                        at = max(at, now + timedelta(seconds=retry_after))
+                state = "retrying" if at is not None else "dead"
+                if at is None:
+                    recorded = "dead"
+                batch.parked.append(
+                    Parked(item.seq, state, item.attempt, at, first_failed, now, status,
+                           error or f"answered {status} ({rule})")
+                )  # fmt: skip
+        batch.attempts.append(
+            (now, self.id, self.connection.account_id, item.seq, item.attempt, status,
+             latency * 1000, recorded, rule,
+             head[:HEAD_KEPT].decode("utf-8", "replace") if head else None, error or None)
+        )  # fmt: skip
+        _sent.add(1, {"outcome": recorded})
+        if exchange is not None and exchange.status is not None:
+            _latency.record(latency)
+
+    def _advance_window(self) -> int | None:
+        while self._window and self._window[0][1]:
+            self._window.popleft()
+        if self._window:
+            return int(self._window[0][0]) - 1
+        return self._read_through
+
+    async def _flusher(self) -> None:
+        while self._flushing:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, Flush()
+        batch.cursor = self._advance_window()
+        retried = [p.seq for p in batch.parked] + batch.done
+        failing = await self._store.flush(self.id, self.connection.account_id, self._owner, batch)
+        self._retrying.difference_update(retried)
+        if any(p.next_at is not None and p.state == "retrying" for p in batch.parked):
+            self._wake.set()
+        reason = self._disabled or disable_reason(failing, self._now(), self.api.disable_after_s)
+        if reason is not None:
+            self._disabled = reason
+            if await self._store.disable(self.id, self._now(), reason, "disabled"):
+                log.warning("API connection disabled", extra={"connection": str(self.id)})
+            self._wake.set()
+
+    async def _drain(self) -> None:
+        if self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)

@@ -1,0 +1,1 @@
+"""The HTTP API channel: settings, body templates, response rules and the client."""

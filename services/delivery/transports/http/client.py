@@ -1,0 +1,398 @@
+"""The HTTP API transport: one request per referral, to the advertiser's API as they define
+it, with the egress policy checked on the addresses actually connected to.
+
+Safety, once for every call: the connector resolves names through the egress policy (a
+resolver that refuses internal ranges, so what is checked is what is connected to — DNS
+rebinding cannot slip past) and literal addresses are checked before the request; TLS is
+verified (the system store, or only the connection's pinned CA); redirects are never
+followed; an answer is read up to a cap; secrets never reach a log or a recorded exchange
+(authorization headers, API keys and signatures are redacted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import socket
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from services.common.egress import EgressPolicy, EgressRefusedError, ResolutionError
+from services.delivery.transports.base import Diagnosis
+from services.delivery.transports.http.responses import Outcome, ResponseRules, Verdict
+from services.delivery.transports.http.settings import ApiSettings, plaintext_allowed
+
+MAX_ANSWER = 64 * 1024  # bytes of an answer read (rules see this much)
+HEAD_KEPT = 1024  # bytes of an answer recorded with the attempt
+REDACTED = "[redacted]"
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "webhook-signature"})
+USER_AGENT = "Handoff/0.1 (+referral delivery)"
+
+
+class EgressResolver(AbstractResolver):
+    """Resolves like the system, then refuses any address the egress policy refuses."""
+
+    def __init__(self, policy: EgressPolicy) -> None:
+        self._policy = policy
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """The checked addresses of `host` (EgressRefusedError, ResolutionError)."""
+        addresses = await self._policy.resolve(host, port)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(a),
+                port=port,
+                family=socket.AF_INET6 if a.version == 6 else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for a in addresses
+        ]
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An Authorization header value for HTTP Basic (RFC 7617, UTF-8)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def tls_context(ca_pem: str) -> ssl.SSLContext:
+    """Verification on: the system store, or only the pinned CA."""
+    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """One Standard Webhooks signature: `v1,<base64 HMAC-SHA256 of id.timestamp.body>`."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def retry_after_s(value: str | None, now: datetime) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+@dataclass
+class Exchange:
+    """One request and its answer, as an attempt records it and a test call shows it."""
+
+    method: str
+    url: str
+    request_headers: dict[str, str]
+    request_body: bytes
+    status: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response_head: bytes = b""
+    latency_s: float = 0.0
+    verdict: Verdict = field(default_factory=lambda: Verdict(Outcome.RETRY, ""))
+    error: str = ""
+    diagnosis: Diagnosis | None = None
+    retry_after_s: float | None = None
+
+
+class OAuth2Tokens:
+    """OAuth2 client-credentials tokens, cached and renewed before they expire."""
+
+    def __init__(self, api: ApiSettings, client_secret: str) -> None:
+        self._api = api
+        self._secret = client_secret
+        self._token = ""
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+        self.fetched = 0  # how many tokens were fetched (tests, metrics)
+
+    def invalidate(self, token: str) -> None:
+        """Forget `token` (after a 401) so the next call fetches a fresh one."""
+        if token == self._token:
+            self._token = ""
+
+    async def token(self, session: aiohttp.ClientSession) -> str:
+        """A valid token, fetched when none is cached or it expires within a minute (or
+        within a tenth of its lifetime, for short-lived tokens)."""
+        async with self._lock:
+            if self._token and time.monotonic() < self._expires:
+                return self._token
+            api = self._api
+            form = {"grant_type": "client_credentials"}
+            if api.scope:
+                form["scope"] = api.scope
+            if api.audience:
+                form["audience"] = api.audience
+            headers = {}
+            if api.client_auth == "basic":
+                headers["Authorization"] = basic_auth(api.client_id, self._secret)
+            else:
+                form |= {"client_id": api.client_id, "client_secret": self._secret}
+            async with session.post(
+                api.token_url, data=form, headers=headers, allow_redirects=False
+            ) as answer:
+                body = await answer.content.read(MAX_ANSWER)
+                if answer.status != 200:
+                    raise TokenError(
+                        f"the token endpoint answered {answer.status}: "
+                        f"{body[:200].decode('utf-8', 'replace')}",
+                        retryable=answer.status >= 500 or answer.status == 429,
+                    )
+            try:
+                data = _json(body)
+                token = str(data["access_token"])
+                lifetime = float(data.get("expires_in", 3600))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise TokenError(f"the token endpoint's answer has no token: {exc}") from exc
+            self.fetched += 1
+            self._token = token
+            self._expires = time.monotonic() + max(1.0, min(lifetime - 60, lifetime * 0.9))
+            return token
+
+
+class TokenError(Exception):
+    """The token endpoint refused or answered nonsense."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def _json(body: bytes) -> Any:
+    return json.loads(body)
+
+
+def _redacted_url(url: str, api: ApiSettings) -> str:
+    if api.auth != "api_key" or api.api_key_in != "query":
+        return url
+    parts = urlsplit(url)
+    query = [
+        (k, REDACTED if k == api.api_key_name else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def redacted_headers(headers: Mapping[str, str], api: ApiSettings) -> dict[str, str]:
+    """Headers as recorded: every secret replaced."""
+    secret_names = set(_SECRET_HEADERS)
+    if api.auth == "api_key" and api.api_key_in == "header":
+        secret_names.add(api.api_key_name.lower())
+    return {k: (REDACTED if k.lower() in secret_names else v) for k, v in headers.items()}
+
+
+class ApiClient:
+    """Calls one API connection's endpoint: a session with its own bounded connector."""
+
+    def __init__(
+        self,
+        api: ApiSettings,
+        secrets: Mapping[str, str],
+        egress: EgressPolicy,
+        *,
+        now: Any = None,
+    ) -> None:
+        self.api = api
+        self._secrets = dict(secrets)
+        self._egress = egress
+        self._rules = ResponseRules(api.response_rules)
+        self._now = now or (lambda: datetime.now(UTC))
+        self._tokens = (
+            OAuth2Tokens(api, self._secrets.get("client_secret", ""))
+            if api.auth == "oauth2"
+            else None
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def tokens(self) -> OAuth2Tokens | None:
+        """The OAuth2 token cache (None without OAuth2)."""
+        return self._tokens
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                resolver=EgressResolver(self._egress),
+                limit=self.api.concurrency + 2,
+                ssl=tls_context(self.api.ca_pem),
+                ttl_dns_cache=30,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.api.timeout_s),
+                headers={"User-Agent": USER_AGENT},
+                auto_decompress=True,
+                trust_env=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _check_literal(self, url: str) -> None:
+        host = (urlsplit(url).hostname or "").strip("[]")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return
+        self._egress.check(host, address)
+
+    async def _auth_headers(self, headers: dict[str, str]) -> str:
+        api, secrets = self.api, self._secrets
+        token = ""
+        if api.auth == "basic":
+            headers["Authorization"] = basic_auth(api.username, secrets.get("password", ""))
+        elif api.auth == "bearer":
+            headers["Authorization"] = f"Bearer {secrets.get('token', '')}"
+        elif api.auth == "api_key" and api.api_key_in == "header":
+            headers[api.api_key_name] = secrets.get("api_key", "")
+        elif self._tokens is not None:
+            token = await self._tokens.token(self._session_now())
+            headers["Authorization"] = f"Bearer {token}"
+        return token
+
+    def _signatures(self, message_id: str, timestamp: int, body: bytes) -> str:
+        api, secrets = self.api, self._secrets
+        signatures = [sign(secrets["signing_secret"], message_id, timestamp, body)]
+        previous = secrets.get("previous_signing_secret", "")
+        until = api.previous_secret_until
+        if previous and (until is None or self._now() < until):
+            signatures.append(sign(previous, message_id, timestamp, body))
+        return " ".join(signatures)
+
+    def _target(self, test: bool, query: list[tuple[str, str]] | None) -> str:
+        api = self.api
+        url = (api.test_url or api.url) if test else api.url
+        extra: list[tuple[str, str]] = list(query or ())
+        if api.auth == "api_key" and api.api_key_in == "query":
+            extra.append((api.api_key_name, self._secrets.get("api_key", "")))
+        if not extra:
+            return url
+        parts = urlsplit(url)
+        joined = "&".join(x for x in (parts.query, urlencode(extra)) if x)
+        return urlunsplit(parts._replace(query=joined))
+
+    async def call(
+        self,
+        message_id: str,
+        body: bytes,
+        content_type: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        test: bool = False,
+    ) -> Exchange:
+        """Send one referral's request; the exchange, decided by the rules (never raises
+        for a network failure: that is an exchange with an error and a RETRY verdict)."""
+        api = self.api
+        url = self._target(test, query)
+        method = api.method
+        send_body = b"" if method == "GET" else body
+        headers = dict(api.headers)
+        headers["Idempotency-Key"] = message_id
+        if send_body:
+            headers["Content-Type"] = content_type
+        exchange = Exchange(method, _redacted_url(url, api), {}, send_body)
+        started = time.monotonic()
+        try:
+            if not plaintext_allowed(url) and urlsplit(url).scheme != "https":
+                raise _RefusedError(Diagnosis.TLS, "TLS is required: the URL is not https://")
+            self._check_literal(url)
+            for second_try in (False, True):
+                token = await self._auth_headers(headers)
+                if api.standard_webhooks:
+                    timestamp = int(self._now().timestamp())
+                    headers["webhook-id"] = message_id
+                    headers["webhook-timestamp"] = str(timestamp)
+                    headers["webhook-signature"] = self._signatures(
+                        message_id, timestamp, send_body
+                    )
+                exchange.request_headers = redacted_headers(headers, api)
+                async with self._session_now().request(
+                    method, url, data=send_body or None, headers=headers, allow_redirects=False
+                ) as answer:
+                    head = await answer.content.read(MAX_ANSWER)
+                    if answer.status == 401 and self._tokens is not None and not second_try:
+                        self._tokens.invalidate(token)  # a revoked or rotated token: once
+                        continue
+                    exchange.status = answer.status
+                    exchange.response_headers = dict(answer.headers)
+                    exchange.response_head = head
+                    exchange.retry_after_s = retry_after_s(
+                        answer.headers.get("Retry-After"), self._now()
+                    )
+                    exchange.verdict = self._rules.decide(answer.status, head)
+                    if 300 <= answer.status < 400:
+                        exchange.error = (
+                            f"redirect to {answer.headers.get('Location', '?')[:200]} "
+                            "not followed: update the URL"
+                        )
+                    break
+        except _RefusedError as exc:
+            exchange.error, exchange.diagnosis = str(exc), exc.diagnosis
+        except EgressRefusedError as exc:
+            exchange.error, exchange.diagnosis = exc.message, Diagnosis.EGRESS
+        except ResolutionError as exc:
+            exchange.error, exchange.diagnosis = str(exc), Diagnosis.DNS
+        except TokenError as exc:
+            exchange.error = f"OAuth2: {exc}"
+            exchange.diagnosis = Diagnosis.AUTH
+        except aiohttp.ClientConnectorCertificateError as exc:
+            exchange.error, exchange.diagnosis = f"TLS: {exc.certificate_error}", Diagnosis.TLS
+        except aiohttp.ClientConnectorError as exc:
+            cause = exc.os_error
+            if isinstance(cause, EgressRefusedError):
+                exchange.error, exchange.diagnosis = cause.message, Diagnosis.EGRESS
+            elif isinstance(cause, ResolutionError):
+                exchange.error, exchange.diagnosis = str(cause), Diagnosis.DNS
+            else:
+                exchange.error, exchange.diagnosis = f"cannot connect: {exc}", Diagnosis.REFUSED
+        except aiohttp.ClientSSLError as exc:
+            exchange.error, exchange.diagnosis = f"TLS: {exc}", Diagnosis.TLS
+        except TimeoutError:
+            exchange.error = f"no answer within {api.timeout_s:g} s"
+            exchange.diagnosis = Diagnosis.TIMEOUT
+        except (aiohttp.ClientError, OSError) as exc:
+            exchange.error = f"connection lost: {exc or type(exc).__name__}"
+            exchange.diagnosis = Diagnosis.CONNECTION_LOST
+        exchange.latency_s = time.monotonic() - started
+        if exchange.status is None:
+            why = exchange.diagnosis.value if exchange.diagnosis else "error"
+            exchange.verdict = Verdict(Outcome.RETRY, f"no answer ({why})")
+        return exchange
+
+
+class _RefusedError(Exception):
+    def __init__(self, diagnosis: Diagnosis, message: str) -> None:
+        super().__init__(message)
+        self.diagnosis = diagnosis
