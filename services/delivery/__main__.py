@@ -17,6 +17,7 @@ from services.common.referral_rows import ReferralRowReader
 from services.common.secrets import SecretBox
 from services.common.service import announce, run_service
 from services.delivery.engine import DeliveryEngine, RetryPolicy
+from services.delivery.live.supervisor import LiveSupervisor
 from services.delivery.services import delivery_services
 from services.delivery.store import DeliveryStorePg
 
@@ -24,8 +25,9 @@ DEFAULT_PORT = 50053
 
 
 async def serve(config: ServiceConfig) -> None:
-    """Serve DeliveryService until SIGTERM; attempts in flight are cancelled then (their
-    leases lapse and another replica takes them over)."""
+    """Serve DeliveryService and run the live loops of API connections until SIGTERM;
+    attempts in flight are cancelled then (their leases lapse and another replica takes
+    them over), live loops flush what they sent and hand their leases back."""
     env = os.environ
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(
@@ -50,6 +52,15 @@ async def serve(config: ServiceConfig) -> None:
             ),
         )
         stack.push_async_callback(engine.close)
+        live = LiveSupervisor(
+            pool,
+            SecretBox.from_env(env),
+            EgressPolicy.from_env(env),
+            lease_s=env_float(env, "HANDOFF_LIVE_LEASE_S", 15.0),
+            max_loops=env_int(env, "HANDOFF_LIVE_MAX_CONNECTIONS", 1000, minimum=1),
+        )
+        await live.start()
+        stack.push_async_callback(live.close)
         running = await stack.enter_async_context(
             grpc_server_for(
                 config, delivery_services(engine), authenticator, database_answers(pool)

@@ -12,6 +12,7 @@ from services.scheduler.connections.server import connection_service
 from services.scheduler.connections.store import ConnectionStorePg
 from services.scheduler.layouts.server import layout_service
 from services.scheduler.layouts.store import LayoutStorePg
+from services.scheduler.live.server import live_service
 from services.scheduler.tasks.server import task_service
 from services.scheduler.tasks.store import TaskStorePg
 
@@ -24,4 +25,5 @@ def scheduler_services(
         layout_service(LayoutStorePg(pool), ReferralRowReader(pool)),
         connection_service(ConnectionStorePg(pool), box, egress),
         task_service(TaskStorePg(pool), LayoutStorePg(pool), ReferralRowReader(pool)),
+        live_service(pool),
     ]

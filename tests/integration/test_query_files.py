@@ -561,6 +561,52 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid",
         "campaign_names:jsonb",
     ),
+    # scheduler/live/sql/live.sql
+    ("scheduler/live/sql/live.sql", "live_state"): (
+        "uuid uuid",
+        "kind:text delivered_seq:int8 disabled_at:timestamptz disabled_reason:text "
+        "failing_since:timestamptz last_success_at:timestamptz owner:text waiting:int8 dead:int8 "
+        "rejected:int8",
+    ),
+    ("scheduler/live/sql/live.sql", "live_settings"): (
+        "uuid uuid",
+        "settings:jsonb",
+    ),
+    ("scheduler/live/sql/live.sql", "live_messages_page"): (
+        "uuid uuid text timestamptz int8 int8",
+        "seq:int8 state:text attempts:int4 next_attempt_at:timestamptz "
+        "first_failed_at:timestamptz last_attempt_at:timestamptz last_status:int4 "
+        "last_error:text",
+    ),
+    ("scheduler/live/sql/live.sql", "live_attempts_page"): (
+        "uuid uuid int8 timestamptz int8 int8",
+        "attempted_at:timestamptz seq:int8 attempt:int4 status:int4 latency_ms:float4 "
+        "outcome:text rule:text response_head:text error:text",
+    ),
+    ("scheduler/live/sql/live.sql", "live_replay_seqs"): (
+        "uuid uuid int8[]",
+        "",
+    ),
+    ("scheduler/live/sql/live.sql", "live_replay_received"): (
+        "uuid uuid timestamptz timestamptz uuid[]",
+        "",
+    ),
+    ("scheduler/live/sql/live.sql", "live_replay_failed"): (
+        "uuid uuid timestamptz",
+        "",
+    ),
+    ("scheduler/live/sql/live.sql", "live_enable"): (
+        "uuid uuid",
+        "",
+    ),
+    ("scheduler/live/sql/live.sql", "live_disable_by_person"): (
+        "uuid uuid text",
+        "",
+    ),
+    ("scheduler/live/sql/live.sql", "live_wakeup"): (
+        "text",
+        "pg_notify:void",
+    ),
 }
 
 

@@ -75,7 +75,7 @@ class LiveSupervisor:
     @property
     def loops(self) -> dict[UUID, ConnectionLoop]:
         """The loops running here, by connection."""
-        return {cid: entry[0] for cid, entry in self._loops.items()}
+        return {cid: loop for cid, (loop, task, _) in self._loops.items() if not task.done()}
 
     async def start(self) -> None:
         """Listen for wake-ups and start claiming."""

@@ -1,0 +1,1 @@
+"""The live-delivery API of API connections (state, dead letters, replay, enable)."""
