@@ -52,6 +52,7 @@ from services.delivery.transports.base import (
     Transport,
     TransportError,
 )
+from services.delivery.transports.ftps import FtpsTransport, ftps_settings
 from services.delivery.transports.sftp import SftpSecrets, SftpTransport, sftp_settings
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,16 @@ def sftp_transport(
         secrets.get("password", ""), secrets.get("private_key", ""), secrets.get("passphrase", "")
     )
     return SftpTransport(sftp_settings(settings), credentials, egress)
+
+
+def ftps_transport(
+    settings: dict[str, Any], secrets: dict[str, str], egress: EgressPolicy
+) -> Transport:
+    """The FTPS transport for a connection's settings and plain secrets."""
+    return FtpsTransport(ftps_settings(settings), secrets.get("password", ""), egress)
+
+
+TRANSPORTS: dict[str, TransportFactory] = {"sftp": sftp_transport, "ftps": ftps_transport}
 
 
 @dataclass(frozen=True)
@@ -132,7 +143,7 @@ class DeliveryEngine:
         self._per_host = per_host
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._retry = retry or RetryPolicy()
-        self._transports = transports or {"sftp": sftp_transport}
+        self._transports = transports or TRANSPORTS
         self._now = now
         self._rng = random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -179,7 +190,7 @@ class DeliveryEngine:
     async def _attempt(self, claimed: Claimed) -> None:
         beat = asyncio.create_task(self._heartbeat(claimed))
         started = time.monotonic()
-        kind = "sftp"
+        kind = "unknown"  # until the connection is read
         try:
             with _tracer.start_as_current_span(
                 "delivery",
@@ -192,6 +203,11 @@ class DeliveryEngine:
                     context = await self._store.context(claimed.task_id)
                     if context is None:
                         raise PermanentError(Diagnosis.CONFIG, "the task no longer exists")
+                    kind = context.kind
+                    if kind not in self._transports:
+                        raise PermanentError(
+                            Diagnosis.CONFIG, f"no transport delivers {kind!r} connections"
+                        )
                     host = str(context.settings.get("host", ""))
                     async with self._hosts.setdefault(host, asyncio.Semaphore(self._per_host)):
                         rows, size, files = await self._deliver(claimed, context, kind)

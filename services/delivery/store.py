@@ -51,6 +51,7 @@ class DeliveryContext:
     sealed: dict[str, str]
     account_time_zone: str
     campaign_names: dict[str, str]
+    kind: str = "sftp"  # the connection's: which transport delivers
 
 
 def _frame(record: asyncpg.Record) -> TimeFrame | None:
@@ -112,7 +113,7 @@ class DeliveryStorePg:
         return DeliveryContext(
             r["task_name"], None if campaigns is None else tuple(campaigns), r["layout_id"],
             r["format"], r["time_zone"], r["connection_id"], dict(r["settings"]),
-            dict(r["secrets"]), r["account_time_zone"], dict(r["campaign_names"]),
+            dict(r["secrets"]), r["account_time_zone"], dict(r["campaign_names"]), r["kind"],
         )  # fmt: skip
 
     async def layout_definitions(

@@ -1,6 +1,6 @@
 """Exactly once, proven with processes: two scheduler and two delivery replicas deliver a
-task every second over SFTP while referrals arrive (some in slow transactions that commit
-out of order); delivery processes are SIGKILLed mid-upload twice and a scheduler once. At
+task every second over SFTP, and again over FTPS, while referrals arrive (some in slow
+transactions that commit out of order); delivery processes are SIGKILLed mid-upload twice and a scheduler once. At
 the end the files hold every referral exactly once, and no partial file has a final name."""
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -28,6 +31,7 @@ from services.common.gen.handoff.scheduler.v1 import (
 )
 from tests.e2e.conftest import RunningService, Starter, free_port, service_env
 from tests.integration.credentials_support import service_token
+from tests.integration.ftps_servers import FTP_PASSWORD, FTP_USER, pyftpd
 from tests.integration.layouts_support import create_account
 from tests.integration.sftp_servers import SFTP_PASSWORD, SFTP_USER, asyncssh_sftp, fingerprint
 
@@ -76,12 +80,50 @@ async def _uploading(pool: asyncpg.Pool, folder: Path) -> bool:
     return bool(live)
 
 
+@dataclass
+class Drop:
+    """A file server the task delivers to: the connection to create, and a switch that
+    makes each write wait (so that an upload whose temporary file exists is still
+    writing)."""
+
+    connection: connections_pb2.Connection
+    slow_writes: Callable[[float], None]
+
+
+@asynccontextmanager
+async def _drop(kind: str, root: Path) -> AsyncIterator[Drop]:
+    """An asyncssh SFTP server or a pyftpdlib FTPS server writing under `root`/in."""
+    if kind == "sftp":
+        async with asyncssh_sftp(root) as sftp:
+            ssh = connections_pb2.SftpConnection(
+                host="127.0.0.1", port=sftp.port, username=SFTP_USER,
+                host_key=fingerprint(sftp.host_key), remote_dir="/in", password=SFTP_PASSWORD,
+            )  # fmt: skip
+
+            def slow_ssh(delay_s: float) -> None:
+                sftp.server_class.write_delay_s = delay_s
+
+            yield Drop(connections_pb2.Connection(name="drop", sftp=ssh), slow_ssh)
+        return
+    with pyftpd(root) as ftpd:
+        ftps = connections_pb2.FtpsConnection(
+            host="127.0.0.1", port=ftpd.port, username=FTP_USER,
+            certificate_sha256=ftpd.certificate.sha256, remote_dir="/in", password=FTP_PASSWORD,
+        )  # fmt: skip
+
+        def slow_ftp(delay_s: float) -> None:
+            ftpd.handler.write_delay_s = delay_s
+
+        yield Drop(connections_pb2.Connection(name="drop", ftps=ftps), slow_ftp)
+
+
 def _emails(path: Path) -> list[str]:
     return [r["email"] for r in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))]
 
 
+@pytest.mark.parametrize("kind", ["sftp", "ftps"])
 async def test_every_referral_arrives_exactly_once_through_crashes(
-    database_url: str, pool: asyncpg.Pool, start_service: Starter, tmp_path: Path
+    database_url: str, pool: asyncpg.Pool, start_service: Starter, tmp_path: Path, kind: str
 ) -> None:
     (tmp_path / "in").mkdir()
     account, campaign = await create_account(pool)
@@ -101,9 +143,9 @@ async def test_every_referral_arrives_exactly_once_through_crashes(
     for env in (base, second):
         env["HANDOFF_SCHEDULER_DELIVERY_TARGET"] = f"127.0.0.1:{env['HANDOFF_DELIVERY_PORT']}"
 
-    async with asyncssh_sftp(tmp_path) as sftp:
+    async with _drop(kind, tmp_path) as drop:
         # Each write waits: an upload whose temporary file exists is still writing.
-        sftp.server_class.write_delay_s = 0.25
+        drop.slow_writes(0.25)
         deliveries: dict[str, RunningService] = {
             "a": await start_service("delivery", base),
             "b": await start_service("delivery", second),
@@ -118,18 +160,7 @@ async def test_every_referral_arrives_exactly_once_through_crashes(
             tasks = tasks_pb2_grpc.TaskServiceStub(channel)
             connection = await connections.CreateConnection(
                 connections_pb2.CreateConnectionRequest(
-                    account_id=str(account),
-                    connection=connections_pb2.Connection(
-                        name="drop",
-                        sftp=connections_pb2.SftpConnection(
-                            host="127.0.0.1",
-                            port=sftp.port,
-                            username=SFTP_USER,
-                            host_key=fingerprint(sftp.host_key),
-                            remote_dir="/in",
-                            password=SFTP_PASSWORD,
-                        ),
-                    ),
+                    account_id=str(account), connection=drop.connection
                 )
             )
             task = await tasks.CreateTask(
@@ -197,7 +228,7 @@ async def test_every_referral_arrives_exactly_once_through_crashes(
             await asyncio.sleep(3.0)
             stop.set()
             await asyncio.gather(*workers)
-            sftp.server_class.write_delay_s = 0.0
+            drop.slow_writes(0.0)
 
             # Drain: every referral in scope is delivered, every delivery finished.
             final = await pool.fetchval("SELECT max(seq) FROM referrals")

@@ -273,7 +273,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid",
         "task_name:text campaign_ids:uuid[] layout_id:uuid format:jsonb time_zone:text "
         "delivered_seq:int8 connection_id:uuid settings:jsonb secrets:jsonb "
-        "account_time_zone:text campaign_names:jsonb",
+        "account_time_zone:text campaign_names:jsonb kind:text",
     ),
     ("delivery/sql/deliveries.sql", "layout_definitions"): (
         "uuid uuid",
@@ -320,7 +320,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "archived:bool",
     ),
     ("scheduler/connections/sql/connections.sql", "insert"): (
-        "uuid uuid text jsonb jsonb",
+        "uuid uuid text jsonb jsonb text",
         "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
         "version:int8 created_at:timestamptz updated_at:timestamptz",
     ),
@@ -335,7 +335,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "version:int8 created_at:timestamptz updated_at:timestamptz",
     ),
     ("scheduler/connections/sql/connections.sql", "update"): (
-        "uuid uuid text jsonb jsonb",
+        "uuid uuid text jsonb jsonb text",
         "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
         "version:int8 created_at:timestamptz updated_at:timestamptz",
     ),

@@ -22,7 +22,8 @@ SELECT t.name AS task_name, t.campaign_ids, t.layout_id, t.format, t.time_zone,
        t.delivered_seq, c.id AS connection_id, c.settings, c.secrets,
        a.time_zone AS account_time_zone,
        (SELECT coalesce(jsonb_object_agg(id::text, name), '{}') FROM campaigns
-         WHERE account_id = t.account_id) AS campaign_names
+         WHERE account_id = t.account_id) AS campaign_names,
+       c.kind
   FROM tasks t
   JOIN connections c ON c.id = t.connection_id
   JOIN accounts a ON a.id = t.account_id

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 from uuid import UUID
 
 WriteMode = Literal["rename", "direct"]
+FtpsTls = Literal["explicit", "implicit"]
 SECRET_NAMES = ("password", "private_key", "passphrase")
 
 
@@ -15,6 +16,7 @@ SECRET_NAMES = ("password", "private_key", "passphrase")
 class SftpConfig:
     """An SFTP destination, secrets apart."""
 
+    kind: ClassVar[str] = "sftp"
     host: str
     username: str
     host_key: str
@@ -46,7 +48,49 @@ class SftpConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SftpConfig:
         """From the settings column."""
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass(frozen=True)
+class FtpsConfig:
+    """An FTPS destination, secrets apart. Trust: a pinned certificate, else a CA bundle,
+    else the system store."""
+
+    kind: ClassVar[str] = "ftps"
+    host: str
+    username: str
+    tls: FtpsTls = "explicit"
+    port: int = 0  # 0: 21 explicit, 990 implicit
+    ca_bundle: str = ""
+    certificate_sha256: str = ""
+    remote_dir: str = "."
+    file_name_template: str = ""
+    write_mode: WriteMode = "rename"
+    manifest: bool = False
+    max_rows_per_file: int = 0
+    pgp_public_key: str = ""
+    pgp_fingerprint: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings column."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FtpsConfig:
+        """From the settings column."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+ConnectionConfig = SftpConfig | FtpsConfig
+CONFIG_KINDS: dict[str, type[SftpConfig] | type[FtpsConfig]] = {
+    "sftp": SftpConfig,
+    "ftps": FtpsConfig,
+}
+
+
+def config_from_json(kind: str, data: dict[str, Any]) -> ConnectionConfig:
+    """A stored connection's settings, by its kind."""
+    return CONFIG_KINDS[kind].from_json(data)
 
 
 @dataclass(frozen=True)
@@ -64,12 +108,14 @@ class Secrets:
 
 @dataclass(frozen=True)
 class ConnectionDraft:
-    """What a caller sends: a name and either SFTP settings or a URL (or both agreeing)."""
+    """What a caller sends: a name and the settings of one kind, or a URL (or both
+    agreeing)."""
 
     name: str
     sftp: SftpConfig | None
     secrets: Secrets
     url: str = ""
+    ftps: FtpsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -79,11 +125,16 @@ class SavedConnection:
     id: UUID
     account_id: UUID
     name: str
-    sftp: SftpConfig
+    config: ConnectionConfig
     sealed: dict[str, str] = field(repr=False)
     version: int
     created_at: datetime
     updated_at: datetime
+
+    @property
+    def kind(self) -> str:
+        """sftp or ftps."""
+        return self.config.kind
 
     @property
     def secrets_set(self) -> frozenset[str]:
@@ -100,7 +151,7 @@ class ConnectionStore(Protocol):
         connection_id: UUID,
         account_id: UUID,
         name: str,
-        sftp: SftpConfig,
+        config: ConnectionConfig,
         sealed: dict[str, str],
     ) -> SavedConnection | None: ...
     async def get(self, account_id: UUID, connection_id: UUID) -> SavedConnection | None: ...
@@ -110,7 +161,7 @@ class ConnectionStore(Protocol):
         account_id: UUID,
         connection_id: UUID,
         name: str,
-        sftp: SftpConfig,
+        config: ConnectionConfig,
         sealed: dict[str, str],
     ) -> SavedConnection | None: ...
     async def delete(self, account_id: UUID, connection_id: UUID) -> bool: ...

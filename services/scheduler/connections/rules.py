@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from urllib.parse import unquote, urlsplit
@@ -25,11 +26,15 @@ from services.common.paging import Page, decode_token, fetch_page, page_size
 from services.common.secrets import SecretBox, connection_secret_context
 from services.delivery.openpgp import OpenPgpError, key_fingerprint
 from services.delivery.transports.base import ProbeReport, TransportError
+from services.delivery.transports.ftps import pinned_certificate
 from services.delivery.transports.sftp import load_private_key, pinned_fingerprint
 from services.ingest.accounts import check_name
 from services.scheduler.connections.model import (
+    ConnectionConfig,
     ConnectionDraft,
     ConnectionStore,
+    FtpsConfig,
+    FtpsTls,
     SavedConnection,
     Secrets,
     SftpConfig,
@@ -38,7 +43,7 @@ from services.scheduler.connections.model import (
 PLAIN_FTP = "plain FTP is refused (credentials and data would travel in clear): use SFTP or FTPS"
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")
 
-Prober = Callable[[SftpConfig, Secrets], Awaitable[ProbeReport]]
+Prober = Callable[[ConnectionConfig, Secrets], Awaitable[ProbeReport]]
 
 
 def _problem(field: str, code: str, message: str) -> FieldProblem:
@@ -53,40 +58,48 @@ def _invalid(problems: list[FieldProblem]) -> InvalidArgumentError:
 
 
 def _from_url(
-    url: str, sftp: SftpConfig | None, prefix: str
-) -> tuple[SftpConfig | None, list[FieldProblem]]:
-    """Fill host, port, user and folder from an sftp:// URL; refuse every other scheme."""
+    url: str, config: ConnectionConfig | None, prefix: str
+) -> tuple[ConnectionConfig | None, list[FieldProblem]]:
+    """Fill host, port, user and folder from an sftp://, ftps:// (implicit TLS) or
+    ftpes:// (explicit TLS) URL; refuse ftp:// and every other scheme."""
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
-    if scheme in ("ftp", "ftpes"):
-        return sftp, [_problem(f"{prefix}url", "INSECURE", PLAIN_FTP)]
-    if scheme == "ftps":
-        return sftp, [
-            _problem(
-                f"{prefix}url", "UNSUPPORTED", "FTPS connections are not available yet; use SFTP"
-            )
-        ]
-    if scheme != "sftp":
-        return sftp, [
+    if scheme == "ftp":
+        return config, [_problem(f"{prefix}url", "INSECURE", PLAIN_FTP)]
+    if scheme not in ("sftp", "ftps", "ftpes"):
+        return config, [
             _problem(
                 f"{prefix}url",
                 "INVALID_FORMAT",
-                "must be sftp://user@host[:port]/folder (SFTP or FTPS only)",
+                "must be sftp://, ftps:// (implicit TLS) or ftpes:// (explicit TLS) "
+                "user@host[:port]/folder: SFTP or FTPS only",
             )
         ]
     try:
-        port = parts.port or 22
+        port = parts.port
     except ValueError:
-        return sftp, [_problem(f"{prefix}url", "INVALID_FORMAT", "the port is not a number")]
-    base = sftp or SftpConfig(host="", username="", host_key="")
-    filled = replace(
-        base,
-        host=parts.hostname or base.host,
-        port=port,
-        username=unquote(parts.username or "") or base.username,
-        remote_dir=unquote(parts.path) or base.remote_dir,
-    )
-    return filled, []
+        return config, [_problem(f"{prefix}url", "INVALID_FORMAT", "the port is not a number")]
+    host, user, folder = parts.hostname or "", unquote(parts.username or ""), unquote(parts.path)
+    if scheme == "sftp":
+        if isinstance(config, FtpsConfig):
+            return config, [
+                _problem(f"{prefix}url", "CONFLICT", "an sftp:// url with FTPS settings")
+            ]
+        base = config or SftpConfig(host="", username="", host_key="")
+        return replace(
+            base, host=host or base.host, port=port or 22, username=user or base.username,
+            remote_dir=folder or base.remote_dir,
+        ), []  # fmt: skip
+    if isinstance(config, SftpConfig):
+        return config, [
+            _problem(f"{prefix}url", "CONFLICT", f"an {scheme}:// url with SFTP settings")
+        ]
+    tls: FtpsTls = "implicit" if scheme == "ftps" else "explicit"
+    ftps = config or FtpsConfig(host="", username="")
+    return replace(
+        ftps, host=host or ftps.host, port=port or ftps.port, username=user or ftps.username,
+        remote_dir=folder or ftps.remote_dir, tls=tls,
+    ), []  # fmt: skip
 
 
 def sftp_problems(
@@ -94,27 +107,7 @@ def sftp_problems(
 ) -> list[FieldProblem]:
     """Every problem of SFTP settings plus secrets (`stored` names those kept from before)."""
     p = f"{prefix}sftp."
-    found: list[FieldProblem] = []
-    if not sftp.host:
-        found.append(_problem(f"{p}host", "REQUIRED", "is required"))
-    elif not _is_host(sftp.host):
-        found.append(
-            _problem(
-                f"{p}host", "INVALID_FORMAT", f"{sftp.host[:64]!r} is not a host name or address"
-            )
-        )
-    if not 0 < sftp.port <= 65535:
-        found.append(_problem(f"{p}port", "OUT_OF_RANGE", "must be 1-65535"))
-    if not sftp.username:
-        found.append(_problem(f"{p}username", "REQUIRED", "is required"))
-    elif len(sftp.username) > 100 or any(ord(c) < 32 or c.isspace() for c in sftp.username):
-        found.append(
-            _problem(
-                f"{p}username",
-                "INVALID_FORMAT",
-                "at most 100 characters, no spaces or control characters",
-            )
-        )
+    found = _common_problems(sftp, p, sftp.port)
     if not sftp.host_key:
         found.append(
             _problem(
@@ -128,18 +121,6 @@ def sftp_problems(
             pinned_fingerprint(sftp.host_key)
         except ValueError as exc:
             found.append(_problem(f"{p}host_key", "INVALID_FORMAT", str(exc)))
-    if "\0" in sftp.remote_dir or len(sftp.remote_dir) > 1024:
-        found.append(
-            _problem(f"{p}remote_dir", "INVALID_FORMAT", "at most 1024 characters, no NUL")
-        )
-    try:
-        check_template(sftp.file_name_template)
-    except TemplateError as exc:
-        found.append(_problem(f"{p}file_name_template", "INVALID_FORMAT", str(exc)))
-    if sftp.write_mode not in ("rename", "direct"):
-        found.append(_problem(f"{p}write_mode", "UNKNOWN_CODE", "RENAME or DIRECT"))
-    if sftp.max_rows_per_file < 0:
-        found.append(_problem(f"{p}max_rows_per_file", "OUT_OF_RANGE", "must not be negative"))
     if secrets.private_key:
         try:
             load_private_key(secrets.private_key, secrets.passphrase)
@@ -153,6 +134,81 @@ def sftp_problems(
     return found
 
 
+def _common_problems(config: ConnectionConfig, p: str, port: int) -> list[FieldProblem]:
+    """The problems every file connection can have: host, port, user, folder, names."""
+    found: list[FieldProblem] = []
+    if not config.host:
+        found.append(_problem(f"{p}host", "REQUIRED", "is required"))
+    elif not _is_host(config.host):
+        found.append(
+            _problem(
+                f"{p}host", "INVALID_FORMAT", f"{config.host[:64]!r} is not a host name or address"
+            )
+        )
+    if not 0 < port <= 65535:
+        found.append(_problem(f"{p}port", "OUT_OF_RANGE", "must be 1-65535"))
+    if not config.username:
+        found.append(_problem(f"{p}username", "REQUIRED", "is required"))
+    elif len(config.username) > 100 or any(ord(c) < 32 or c.isspace() for c in config.username):
+        found.append(
+            _problem(
+                f"{p}username",
+                "INVALID_FORMAT",
+                "at most 100 characters, no spaces or control characters",
+            )
+        )
+    if "\0" in config.remote_dir or "\n" in config.remote_dir or len(config.remote_dir) > 1024:
+        found.append(
+            _problem(f"{p}remote_dir", "INVALID_FORMAT", "at most 1024 characters, no NUL")
+        )
+    try:
+        check_template(config.file_name_template)
+    except TemplateError as exc:
+        found.append(_problem(f"{p}file_name_template", "INVALID_FORMAT", str(exc)))
+    if config.write_mode not in ("rename", "direct"):
+        found.append(_problem(f"{p}write_mode", "UNKNOWN_CODE", "RENAME or DIRECT"))
+    if config.max_rows_per_file < 0:
+        found.append(_problem(f"{p}max_rows_per_file", "OUT_OF_RANGE", "must not be negative"))
+    return found
+
+
+def ftps_problems(
+    ftps: FtpsConfig, secrets: Secrets, stored: frozenset[str], prefix: str
+) -> list[FieldProblem]:
+    """Every problem of FTPS settings plus secrets (`stored` names those kept from before)."""
+    p = f"{prefix}ftps."
+    found = _common_problems(ftps, p, ftps.port or 21)
+    if ftps.tls not in ("explicit", "implicit"):
+        found.append(_problem(f"{p}tls", "UNKNOWN_CODE", "EXPLICIT or IMPLICIT"))
+    if ftps.certificate_sha256 and ftps.ca_bundle:
+        found.append(
+            _problem(
+                f"{p}certificate_sha256",
+                "CONFLICT",
+                "give a CA bundle or a pinned certificate, not both",
+            )
+        )
+    if ftps.certificate_sha256:
+        try:
+            pinned_certificate(ftps.certificate_sha256)
+        except ValueError as exc:
+            found.append(_problem(f"{p}certificate_sha256", "INVALID_FORMAT", str(exc)))
+    if ftps.ca_bundle:
+        try:
+            ssl.create_default_context(cadata=ftps.ca_bundle)
+        except (ssl.SSLError, ValueError) as exc:
+            found.append(
+                _problem(f"{p}ca_bundle", "INVALID_FORMAT", f"not PEM certificates: {exc}")
+            )
+    if secrets.private_key or secrets.passphrase:
+        found.append(
+            _problem(f"{p}private_key", "UNSUPPORTED", "FTPS logs in with a password only")
+        )
+    if not (secrets.password or "password" in stored):
+        found.append(_problem(f"{p}password", "REQUIRED", "is required"))
+    return found
+
+
 def _is_host(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -162,14 +218,14 @@ def _is_host(host: str) -> bool:
 
 
 async def _egress_problems(
-    egress: EgressPolicy, sftp: SftpConfig, prefix: str
+    egress: EgressPolicy, config: ConnectionConfig, prefix: str
 ) -> list[FieldProblem]:
     """A destination in a refused range is refused when saved (DNS that fails now is not:
     the test call diagnoses it)."""
     try:
-        await egress.resolve(sftp.host, sftp.port)
+        await egress.resolve(config.host, config.port or 21)
     except EgressRefusedError as exc:
-        return [_problem(f"{prefix}sftp.host", "EGRESS_REFUSED", exc.message)]
+        return [_problem(f"{prefix}{config.kind}.host", "EGRESS_REFUSED", exc.message)]
     except ResolutionError:
         return []
     return []
@@ -180,7 +236,7 @@ async def validated(
     egress: EgressPolicy,
     stored: frozenset[str] = frozenset(),
     prefix: str = "connection.",
-) -> tuple[str, SftpConfig, Secrets]:
+) -> tuple[str, ConnectionConfig, Secrets]:
     """The clean name, settings and secrets of a draft, or InvalidArgumentError listing
     every problem."""
     problems: list[FieldProblem] = []
@@ -189,41 +245,52 @@ async def validated(
     except InvalidArgumentError as exc:
         name = ""
         problems += [replace(p, field=f"{prefix}name") for p in exc.problems]
-    sftp = draft.sftp
+    config: ConnectionConfig | None = draft.sftp or draft.ftps
     if draft.url:
-        sftp, found = _from_url(draft.url, sftp, prefix)
+        config, found = _from_url(draft.url, config, prefix)
         problems += found
-    if sftp is None:
+    if config is None:
         if not problems:
             problems.append(
                 _problem(
                     f"{prefix}sftp",
                     "REQUIRED",
-                    "give SFTP settings (the only kind so far) or an sftp:// url",
+                    "give SFTP or FTPS settings, or an sftp://, ftps:// or ftpes:// url",
                 )
             )
         raise _invalid(problems)
-    sftp = replace(
-        sftp,
-        port=sftp.port or 22,
-        remote_dir=sftp.remote_dir or ".",
-        host_key=sftp.host_key.strip(),
-        host=sftp.host.strip(),
-    )
-    problems += sftp_problems(sftp, draft.secrets, stored, prefix)
-    if sftp.pgp_public_key:
-        try:  # gpg runs as a subprocess: off the event loop
-            fingerprint = await asyncio.to_thread(key_fingerprint, sftp.pgp_public_key)
-            sftp = replace(sftp, pgp_fingerprint=fingerprint)
-        except OpenPgpError as exc:
-            problems.append(_problem(f"{prefix}sftp.pgp_public_key", "INVALID_FORMAT", str(exc)))
+    if isinstance(config, SftpConfig):
+        config = replace(
+            config, port=config.port or 22, remote_dir=config.remote_dir or ".",
+            host_key=config.host_key.strip(), host=config.host.strip(),
+        )  # fmt: skip
+        problems += sftp_problems(config, draft.secrets, stored, prefix)
     else:
-        sftp = replace(sftp, pgp_fingerprint="")
+        config = replace(
+            config, port=config.port or (990 if config.tls == "implicit" else 21),
+            remote_dir=config.remote_dir or ".", host=config.host.strip(),
+            certificate_sha256=config.certificate_sha256.strip(),
+        )  # fmt: skip
+        problems += ftps_problems(config, draft.secrets, stored, prefix)
+        if config.certificate_sha256 and not problems:
+            config = replace(
+                config, certificate_sha256=pinned_certificate(config.certificate_sha256)
+            )
+    if config.pgp_public_key:
+        try:  # gpg runs as a subprocess: off the event loop
+            fingerprint = await asyncio.to_thread(key_fingerprint, config.pgp_public_key)
+            config = replace(config, pgp_fingerprint=fingerprint)
+        except OpenPgpError as exc:
+            problems.append(
+                _problem(f"{prefix}{config.kind}.pgp_public_key", "INVALID_FORMAT", str(exc))
+            )
+    else:
+        config = replace(config, pgp_fingerprint="")
     if not problems:
-        problems += await _egress_problems(egress, sftp, prefix)
+        problems += await _egress_problems(egress, config, prefix)
     if problems:
         raise _invalid(problems)
-    return name, sftp, draft.secrets
+    return name, config, draft.secrets
 
 
 def seal(
@@ -257,8 +324,8 @@ async def create_connection(
     account = parse_id("account_id", account_id)
     wanted = parse_id("connection.id", connection_id, required=False)
     await _require_account(store, account, writing=True)
-    name, sftp, secrets = await validated(draft, egress)
-    saved = await store.insert(wanted, account, name, sftp, seal(box, wanted, secrets, {}))
+    name, config, secrets = await validated(draft, egress)
+    saved = await store.insert(wanted, account, name, config, seal(box, wanted, secrets, {}))
     if saved is None:
         raise AlreadyExistsError(
             f"a connection named {name!r} (or with id {wanted}) exists already"
@@ -309,9 +376,12 @@ async def update_connection(
     current = await get_connection(store, account_id, connection_id)
     await _require_account(store, current.account_id, writing=True)
     kept = {n: s for n, s in current.sealed.items() if n not in clear}
-    name, sftp, secrets = await validated(draft, egress, frozenset(kept))
+    if draft.ftps is not None or (draft.url and not draft.url.lower().startswith("sftp")):
+        kept.pop("private_key", None)  # FTPS has no key: one kept from SFTP would be refused
+        kept.pop("passphrase", None)
+    name, config, secrets = await validated(draft, egress, frozenset(kept))
     saved = await store.update(
-        current.account_id, current.id, name, sftp, seal(box, current.id, secrets, kept)
+        current.account_id, current.id, name, config, seal(box, current.id, secrets, kept)
     )
     if saved is None:
         raise AlreadyExistsError(f"a connection named {name!r} exists already")
@@ -331,10 +401,10 @@ async def delete_connection(store: ConnectionStore, account_id: str, connection_
 
 
 async def test_connection(
-    sftp: SftpConfig, secrets: Secrets, prober: Prober
+    config: ConnectionConfig, secrets: Secrets, prober: Prober
 ) -> tuple[ProbeReport | None, TransportError | None]:
     """Connect for real; the report, or the transport's diagnosis."""
     try:
-        return await prober(sftp, secrets), None
+        return await prober(config, secrets), None
     except TransportError as exc:
         return None, exc

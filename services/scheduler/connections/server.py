@@ -12,11 +12,14 @@ from services.common.grpc_server import GrpcService
 from services.common.secrets import SecretBox
 from services.common.timestamps import timestamp_message
 from services.delivery.transports.base import ProbeReport
+from services.delivery.transports.ftps import FtpsSettings, FtpsTransport
 from services.delivery.transports.sftp import SftpSecrets, SftpSettings, SftpTransport
 from services.scheduler.connections import rules
 from services.scheduler.connections.model import (
+    ConnectionConfig,
     ConnectionDraft,
     ConnectionStore,
+    FtpsConfig,
     SavedConnection,
     Secrets,
     SftpConfig,
@@ -25,6 +28,8 @@ from services.scheduler.connections.model import (
 Context = grpc.aio.ServicerContext[object, object]
 _MODES = {connections_pb2.RENAME: "rename", connections_pb2.DIRECT: "direct"}
 _MODE_OUT = {"rename": connections_pb2.RENAME, "direct": connections_pb2.DIRECT}
+_TLS = {connections_pb2.EXPLICIT: "explicit", connections_pb2.IMPLICIT: "implicit"}
+_TLS_OUT = {"explicit": connections_pb2.EXPLICIT, "implicit": connections_pb2.IMPLICIT}
 
 
 def _write_mode(value: int) -> Any:
@@ -47,17 +52,51 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
             max_rows_per_file=s.max_rows_per_file, pgp_public_key=s.pgp_public_key.strip(),
         )  # fmt: skip
         secrets = Secrets(s.password, s.private_key, s.private_key_passphrase)
-    return ConnectionDraft(message.name, sftp, secrets, message.url)
+    ftps = None
+    if message.HasField("ftps"):
+        f = message.ftps
+        tls: Any = (
+            "explicit" if f.tls == connections_pb2.FTPS_TLS_UNSPECIFIED
+            else _TLS.get(f.tls, f"unknown ({f.tls})")
+        )  # fmt: skip
+        ftps = FtpsConfig(
+            host=f.host, port=f.port, username=f.username, tls=tls, ca_bundle=f.ca_bundle,
+            certificate_sha256=f.certificate_sha256, remote_dir=f.remote_dir,
+            file_name_template=f.file_name_template, write_mode=_write_mode(f.write_mode),
+            manifest=f.manifest, max_rows_per_file=f.max_rows_per_file,
+            pgp_public_key=f.pgp_public_key.strip(),
+        )  # fmt: skip
+        secrets = Secrets(password=f.password)
+    return ConnectionDraft(message.name, sftp, secrets, message.url, ftps)
 
 
 def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
     """The Connection message: settings, which secrets are set, never the secrets."""
-    s = saved.sftp
-    return connections_pb2.Connection(
+    message = connections_pb2.Connection(
         id=str(saved.id),
         account_id=str(saved.account_id),
         name=saved.name,
-        sftp=connections_pb2.SftpConnection(
+        version=saved.version,
+        created_at=timestamp_message(saved.created_at),
+        updated_at=timestamp_message(saved.updated_at),
+    )
+    if isinstance(saved.config, FtpsConfig):
+        f = saved.config
+        message.ftps.CopyFrom(
+            connections_pb2.FtpsConnection(
+                host=f.host, port=f.port, username=f.username, tls=_TLS_OUT[f.tls],
+                ca_bundle=f.ca_bundle, certificate_sha256=f.certificate_sha256,
+                remote_dir=f.remote_dir, file_name_template=f.file_name_template,
+                write_mode=_MODE_OUT[f.write_mode], manifest=f.manifest,
+                max_rows_per_file=f.max_rows_per_file,
+                password_set="password" in saved.secrets_set,
+                pgp_public_key=f.pgp_public_key, pgp_fingerprint=f.pgp_fingerprint,
+            )
+        )  # fmt: skip
+        return message
+    s = saved.config
+    message.sftp.CopyFrom(
+        connections_pb2.SftpConnection(
             host=s.host, port=s.port, username=s.username, host_key=s.host_key,
             remote_dir=s.remote_dir, file_name_template=s.file_name_template,
             write_mode=_MODE_OUT[s.write_mode], manifest=s.manifest,
@@ -66,17 +105,24 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
             private_key_set="private_key" in saved.secrets_set,
             pgp_public_key=s.pgp_public_key,
             pgp_fingerprint=s.pgp_fingerprint,
-        ),
-        version=saved.version,
-        created_at=timestamp_message(saved.created_at),
-        updated_at=timestamp_message(saved.updated_at),
+        )
     )  # fmt: skip
+    return message
 
 
-def sftp_prober(egress: EgressPolicy) -> rules.Prober:
-    """A connection test over the real SFTP transport."""
+def transport_prober(egress: EgressPolicy) -> rules.Prober:
+    """A connection test over the real transport of the connection's kind."""
 
-    async def probe(sftp: SftpConfig, secrets: Secrets) -> ProbeReport:
+    async def probe(config: ConnectionConfig, secrets: Secrets) -> ProbeReport:
+        if isinstance(config, FtpsConfig):
+            ftps = FtpsSettings(
+                host=config.host, username=config.username, tls=config.tls, port=config.port,
+                ca_bundle=config.ca_bundle, certificate_sha256=config.certificate_sha256,
+                remote_dir=config.remote_dir, write_mode=config.write_mode,
+            )  # fmt: skip
+            async with FtpsTransport(ftps, secrets.password, egress) as transport:
+                return await transport.probe()
+        sftp: SftpConfig = config
         settings = SftpSettings(
             host=sftp.host, username=sftp.username, host_key=sftp.host_key,
             remote_dir=sftp.remote_dir, port=sftp.port, write_mode=sftp.write_mode,
@@ -101,7 +147,7 @@ class ConnectionServicer(connections_pb2_grpc.ConnectionServiceServicer):
         self._store = store
         self._box = box
         self._egress = egress
-        self._prober = prober or sftp_prober(egress)
+        self._prober = prober or transport_prober(egress)
 
     async def CreateConnection(  # noqa: N802
         self, request: connections_pb2.CreateConnectionRequest, context: Context
@@ -150,18 +196,22 @@ class ConnectionServicer(connections_pb2_grpc.ConnectionServiceServicer):
         self, request: connections_pb2.TestConnectionRequest, context: Context
     ) -> connections_pb2.TestConnectionResponse:
         if request.HasField("draft"):
-            _, sftp, secrets = await rules.validated(
+            _, config, secrets = await rules.validated(
                 draft_of(request.draft), self._egress, prefix="draft."
             )
         else:
             saved = await rules.get_connection(self._store, request.account_id, request.id)
-            sftp, secrets = saved.sftp, rules.open_secrets(self._box, saved)
-        report, failure = await rules.test_connection(sftp, secrets, self._prober)
+            config, secrets = saved.config, rules.open_secrets(self._box, saved)
+        report, failure = await rules.test_connection(config, secrets, self._prober)
         if failure is not None:
             return connections_pb2.TestConnectionResponse(
                 ok=False, diagnosis=failure.diagnosis.value, message=failure.message
             )
         assert report is not None
+        if isinstance(config, FtpsConfig):
+            return connections_pb2.TestConnectionResponse(
+                ok=True, steps=list(report.steps), certificate_sha256=report.peer_identity
+            )
         return connections_pb2.TestConnectionResponse(
             ok=True, steps=list(report.steps), host_key_fingerprint=report.peer_identity
         )

@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from services.common.db import DatabaseError, driver_errors, load_queries
-from services.scheduler.connections.model import SavedConnection, SftpConfig
+from services.scheduler.connections.model import ConnectionConfig, SavedConnection, config_from_json
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "connections.sql")
 _T = TypeVar("_T")
@@ -21,7 +21,7 @@ def _connection(record: asyncpg.Record) -> SavedConnection:
         id=record["id"],
         account_id=record["account_id"],
         name=record["name"],
-        sftp=SftpConfig.from_json(record["settings"]),
+        config=config_from_json(record["kind"], record["settings"]),
         sealed=dict(record["secrets"]),
         version=record["version"],
         created_at=record["created_at"],
@@ -55,11 +55,13 @@ class ConnectionStorePg:
         connection_id: UUID,
         account_id: UUID,
         name: str,
-        sftp: SftpConfig,
+        config: ConnectionConfig,
         sealed: dict[str, str],
     ) -> SavedConnection | None:
         """Store a new connection; None when its id or name is taken."""
-        rows = await self._rows("insert", connection_id, account_id, name, sftp.to_json(), sealed)
+        rows = await self._rows(
+            "insert", connection_id, account_id, name, config.to_json(), sealed, config.kind
+        )
         return _connection(rows[0]) if rows else None
 
     async def get(self, account_id: UUID, connection_id: UUID) -> SavedConnection | None:
@@ -76,15 +78,16 @@ class ConnectionStorePg:
         account_id: UUID,
         connection_id: UUID,
         name: str,
-        sftp: SftpConfig,
+        config: ConnectionConfig,
         sealed: dict[str, str],
     ) -> SavedConnection | None:
         """Replace the settings and secrets; None when the new name is taken."""
         try:
             with driver_errors("update"):
                 rows = await self._pool.fetch(
-                    QUERIES["update"], account_id, connection_id, name, sftp.to_json(), sealed
-                )
+                    QUERIES["update"], account_id, connection_id, name, config.to_json(),
+                    sealed, config.kind,
+                )  # fmt: skip
         except DatabaseError as exc:
             if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
                 return None

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from services.common.gen.handoff.auth.v1 import access_pb2 as handoff_dot_auth_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&handoff/scheduler/v1/connections.proto\x12\x14handoff.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1chandoff/auth/v1/access.proto\"\x89\x03\n\x0eSftpConnection\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x10\n\x08host_key\x18\x04 \x01(\t\x12\x12\n\nremote_dir\x18\x05 \x01(\t\x12\x1a\n\x12\x66ile_name_template\x18\x06 \x01(\t\x12\x33\n\nwrite_mode\x18\x07 \x01(\x0e\x32\x1f.handoff.scheduler.v1.WriteMode\x12\x10\n\x08manifest\x18\x08 \x01(\x08\x12\x19\n\x11max_rows_per_file\x18\t \x01(\x05\x12\x10\n\x08password\x18\n \x01(\t\x12\x13\n\x0bprivate_key\x18\x0b \x01(\t\x12\x1e\n\x16private_key_passphrase\x18\x0c \x01(\t\x12\x14\n\x0cpassword_set\x18\r \x01(\x08\x12\x17\n\x0fprivate_key_set\x18\x0e \x01(\x08\x12\x16\n\x0epgp_public_key\x18\x0f \x01(\t\x12\x17\n\x0fpgp_fingerprint\x18\x10 \x01(\t\"\xf6\x01\n\nConnection\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x34\n\x04sftp\x18\n \x01(\x0b\x32$.handoff.scheduler.v1.SftpConnectionH\x00\x12\x0b\n\x03url\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04kind\"c\n\x17\x43reateConnectionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x34\n\nconnection\x18\x02 \x01(\x0b\x32 .handoff.scheduler.v1.Connection\"6\n\x14GetConnectionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"S\n\x16ListConnectionsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"i\n\x17ListConnectionsResponse\x12\x35\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32 .handoff.scheduler.v1.Connection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x96\x01\n\x17UpdateConnectionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x34\n\nconnection\x18\x02 \x01(\x0b\x32 .handoff.scheduler.v1.Connection\x12\x16\n\x0e\x63lear_password\x18\x03 \x01(\x08\x12\x19\n\x11\x63lear_private_key\x18\x04 \x01(\x08\"9\n\x17\x44\x65leteConnectionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\x1a\n\x18\x44\x65leteConnectionResponse\"h\n\x15TestConnectionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12/\n\x05\x64raft\x18\x03 \x01(\x0b\x32 .handoff.scheduler.v1.Connection\"u\n\x16TestConnectionResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x11\n\tdiagnosis\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x03(\t\x12\x1c\n\x14host_key_fingerprint\x18\x05 \x01(\t*?\n\tWriteMode\x12\x1a\n\x16WRITE_MODE_UNSPECIFIED\x10\x00\x12\n\n\x06RENAME\x10\x01\x12\n\n\x06\x44IRECT\x10\x02\x32\xe1\x06\n\x11\x43onnectionService\x12\x86\x01\n\x10\x43reateConnection\x12-.handoff.scheduler.v1.CreateConnectionRequest\x1a .handoff.scheduler.v1.Connection\"!\x8a\xe4\x19\x1d\n\x01\x01\x12\x0c\x63onfig:write\x1a\naccount_id\x12\x7f\n\rGetConnection\x12*.handoff.scheduler.v1.GetConnectionRequest\x1a .handoff.scheduler.v1.Connection\" \x8a\xe4\x19\x1c\n\x01\x01\x12\x0b\x63onfig:read\x1a\naccount_id\x12\x90\x01\n\x0fListConnections\x12,.handoff.scheduler.v1.ListConnectionsRequest\x1a-.handoff.scheduler.v1.ListConnectionsResponse\" \x8a\xe4\x19\x1c\n\x01\x01\x12\x0b\x63onfig:read\x1a\naccount_id\x12\x86\x01\n\x10UpdateConnection\x12-.handoff.scheduler.v1.UpdateConnectionRequest\x1a .handoff.scheduler.v1.Connection\"!\x8a\xe4\x19\x1d\n\x01\x01\x12\x0c\x63onfig:write\x1a\naccount_id\x12\x94\x01\n\x10\x44\x65leteConnection\x12-.handoff.scheduler.v1.DeleteConnectionRequest\x1a..handoff.scheduler.v1.DeleteConnectionResponse\"!\x8a\xe4\x19\x1d\n\x01\x01\x12\x0c\x63onfig:write\x1a\naccount_id\x12\x8e\x01\n\x0eTestConnection\x12+.handoff.scheduler.v1.TestConnectionRequest\x1a,.handoff.scheduler.v1.TestConnectionResponse\"!\x8a\xe4\x19\x1d\n\x01\x01\x12\x0c\x63onfig:write\x1a\naccount_idb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&handoff/scheduler/v1/connections.proto\x12\x14handoff.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1chandoff/auth/v1/access.proto\"\x89\x03\n\x0eSftpConnection\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x10\n\x08host_key\x18\x04 \x01(\t\x12\x12\n\nremote_dir\x18\x05 \x01(\t\x12\x1a\n\x12\x66ile_name_template\x18\x06 \x01(\t\x12\x33\n\nwrite_mode\x18\x07 \x01(\x0e\x32\x1f.handoff.scheduler.v1.WriteMode\x12\x10\n\x08manifest\x18\x08 \x01(\x08\x12\x19\n\x11max_rows_per_file\x18\t \x01(\x05\x12\x10\n\x08password\x18\n \x01(\t\x12\x13\n\x0bprivate_key\x18\x0b \x01(\t\x12\x1e\n\x16private_key_passphrase\x18\x0c \x01(\t\x12\x14\n\x0cpassword_set\x18\r \x01(\x08\x12\x17\n\x0fprivate_key_set\x18\x0e \x01(\x08\x12\x16\n\x0epgp_public_key\x18\x0f \x01(\t\x12\x17\n\x0fpgp_fingerprint\x18\x10 \x01(\t\"\x84\x03\n\x0e\x46tpsConnection\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x10\n\x08username\x18\x03 \x01(\t\x12*\n\x03tls\x18\x04 \x01(\x0e\x32\x1d.handoff.scheduler.v1.FtpsTls\x12\x11\n\tca_bundle\x18\x05 \x01(\t\x12\x1a\n\x12\x63\x65rtificate_sha256\x18\x06 \x01(\t\x12\x12\n\nremote_dir\x18\x07 \x01(\t\x12\x1a\n\x12\x66ile_name_template\x18\x08 \x01(\t\x12\x33\n\nwrite_mode\x18\t \x01(\x0e\x32\x1f.handoff.scheduler.v1.WriteMode\x12\x10\n\x08manifest\x18\n \x01(\x08\x12\x19\n\x11max_rows_per_file\x18\x0b \x01(\x05\x12\x10\n\x08password\x18\x0c \x01(\t\x12\x14\n\x0cpassword_set\x18\r \x01(\x08\x12\x16\n\x0epgp_public_key\x18\x0e \x01(\t\x12\x17\n\x0fpgp_fingerprint\x18\x0f \x01(\t\"\xac\x02\n\nConnection\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x34\n\x04sftp\x18\n \x01(\x0b\x32$.handoff.scheduler.v1.SftpConnectionH\x00\x12\x34\n\x04\x66tps\x18\x0b \x01(\x0b\x32$.handoff.scheduler.v1.FtpsConnectionH\x00\x12\x0b\n\x03url\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04kind\"c\n\x17\x43reateConnectionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x34\n\nconnection\x18\x02 \x01(\x0b\x32 .handoff.scheduler.v1.Connection\"6\n\x14GetConnectionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"S\n\x16ListConnectionsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"i\n\x17ListConnectionsResponse\x12\x35\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32 .handoff.scheduler.v1.Connection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x96\x01\n\x17UpdateConnectionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x34\n\nconnection\x18\x02 \x01(\x0b\x32 .handoff.scheduler.v1.Connection\x12\x16\n\x0e\x63lear_password\x18\x03 \x01(\x08\x12\x19\n\x11\x63lear_private_key\x18\x04 \x01(\x08\"9\n\x17\x44\x65leteConnectionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\x1a\n\x18\x44\x65leteConnectionResponse\"h\n\x15TestConnectionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12/\n\x05\x64raft\x18\x03 \x01(\x0b\x32 .handoff.scheduler.v1.Connection\"\x91\x01\n\x16TestConnectionResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x11\n\tdiagnosis\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x03(\t\x12\x1c\n\x14host_key_fingerprint\x18\x05 \x01(\t\x12\x1a\n\x12\x63\x65rtificate_sha256\x18\x06 \x01(\t*?\n\tWriteMode\x12\x1a\n\x16WRITE_MODE_UNSPECIFIED\x10\x00\x12\n\n\x06RENAME\x10\x01\x12\n\n\x06\x44IRECT\x10\x02*?\n\x07\x46tpsTls\x12\x18\n\x14\x46TPS_TLS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x45XPLICIT\x10\x01\x12\x0c\n\x08IMPLICIT\x10\x02\x32\xe1\x06\n\x11\x43onnectionService\x12\x86\x01\n\x10\x43reateConnection\x12-.handoff.scheduler.v1.CreateConnectionRequest\x1a .handoff.scheduler.v1.Connection\"!\x8a\xe4\x19\x1d\n\x01\x01\x12\x0c\x63onfig:write\x1a\naccount_id\x12\x7f\n\rGetConnection\x12*.handoff.scheduler.v1.GetConnectionRequest\x1a .handoff.scheduler.v1.Connection\" \x8a\xe4\x19\x1c\n\x01\x01\x12\x0b\x63onfig:read\x1a\naccount_id\x12\x90\x01\n\x0fListConnections\x12,.handoff.scheduler.v1.ListConnectionsRequest\x1a-.handoff.scheduler.v1.ListConnectionsResponse\" \x8a\xe4\x19\x1c\n\x01\x01\x12\x0b\x63onfig:read\x1a\naccount_id\x12\x86\x01\n\x10UpdateConnection\x12-.handoff.scheduler.v1.UpdateConnectionRequest\x1a .handoff.scheduler.v1.Connection\"!\x8a\xe4\x19\x1d\n\x01\x01\x12\x0c\x63onfig:write\x1a\naccount_id\x12\x94\x01\n\x10\x44\x65leteConnection\x12-.handoff.scheduler.v1.DeleteConnectionRequest\x1a..handoff.scheduler.v1.DeleteConnectionResponse\"!\x8a\xe4\x19\x1d\n\x01\x01\x12\x0c\x63onfig:write\x1a\naccount_id\x12\x8e\x01\n\x0eTestConnection\x12+.handoff.scheduler.v1.TestConnectionRequest\x1a,.handoff.scheduler.v1.TestConnectionResponse\"!\x8a\xe4\x19\x1d\n\x01\x01\x12\x0c\x63onfig:write\x1a\naccount_idb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,30 +45,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONNECTIONSERVICE'].methods_by_name['DeleteConnection']._serialized_options = b'\212\344\031\035\n\001\001\022\014config:write\032\naccount_id'
   _globals['_CONNECTIONSERVICE'].methods_by_name['TestConnection']._loaded_options = None
   _globals['_CONNECTIONSERVICE'].methods_by_name['TestConnection']._serialized_options = b'\212\344\031\035\n\001\001\022\014config:write\032\naccount_id'
-  _globals['_WRITEMODE']._serialized_start=1586
-  _globals['_WRITEMODE']._serialized_end=1649
+  _globals['_WRITEMODE']._serialized_start=2060
+  _globals['_WRITEMODE']._serialized_end=2123
+  _globals['_FTPSTLS']._serialized_start=2125
+  _globals['_FTPSTLS']._serialized_end=2188
   _globals['_SFTPCONNECTION']._serialized_start=128
   _globals['_SFTPCONNECTION']._serialized_end=521
-  _globals['_CONNECTION']._serialized_start=524
-  _globals['_CONNECTION']._serialized_end=770
-  _globals['_CREATECONNECTIONREQUEST']._serialized_start=772
-  _globals['_CREATECONNECTIONREQUEST']._serialized_end=871
-  _globals['_GETCONNECTIONREQUEST']._serialized_start=873
-  _globals['_GETCONNECTIONREQUEST']._serialized_end=927
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=929
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=1012
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=1014
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=1119
-  _globals['_UPDATECONNECTIONREQUEST']._serialized_start=1122
-  _globals['_UPDATECONNECTIONREQUEST']._serialized_end=1272
-  _globals['_DELETECONNECTIONREQUEST']._serialized_start=1274
-  _globals['_DELETECONNECTIONREQUEST']._serialized_end=1331
-  _globals['_DELETECONNECTIONRESPONSE']._serialized_start=1333
-  _globals['_DELETECONNECTIONRESPONSE']._serialized_end=1359
-  _globals['_TESTCONNECTIONREQUEST']._serialized_start=1361
-  _globals['_TESTCONNECTIONREQUEST']._serialized_end=1465
-  _globals['_TESTCONNECTIONRESPONSE']._serialized_start=1467
-  _globals['_TESTCONNECTIONRESPONSE']._serialized_end=1584
-  _globals['_CONNECTIONSERVICE']._serialized_start=1652
-  _globals['_CONNECTIONSERVICE']._serialized_end=2517
+  _globals['_FTPSCONNECTION']._serialized_start=524
+  _globals['_FTPSCONNECTION']._serialized_end=912
+  _globals['_CONNECTION']._serialized_start=915
+  _globals['_CONNECTION']._serialized_end=1215
+  _globals['_CREATECONNECTIONREQUEST']._serialized_start=1217
+  _globals['_CREATECONNECTIONREQUEST']._serialized_end=1316
+  _globals['_GETCONNECTIONREQUEST']._serialized_start=1318
+  _globals['_GETCONNECTIONREQUEST']._serialized_end=1372
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=1374
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=1457
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=1459
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=1564
+  _globals['_UPDATECONNECTIONREQUEST']._serialized_start=1567
+  _globals['_UPDATECONNECTIONREQUEST']._serialized_end=1717
+  _globals['_DELETECONNECTIONREQUEST']._serialized_start=1719
+  _globals['_DELETECONNECTIONREQUEST']._serialized_end=1776
+  _globals['_DELETECONNECTIONRESPONSE']._serialized_start=1778
+  _globals['_DELETECONNECTIONRESPONSE']._serialized_end=1804
+  _globals['_TESTCONNECTIONREQUEST']._serialized_start=1806
+  _globals['_TESTCONNECTIONREQUEST']._serialized_end=1910
+  _globals['_TESTCONNECTIONRESPONSE']._serialized_start=1913
+  _globals['_TESTCONNECTIONRESPONSE']._serialized_end=2058
+  _globals['_CONNECTIONSERVICE']._serialized_start=2191
+  _globals['_CONNECTIONSERVICE']._serialized_end=3056
 # @@protoc_insertion_point(module_scope)

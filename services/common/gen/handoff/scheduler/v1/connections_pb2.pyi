@@ -51,6 +51,29 @@ crash mid-upload can leave a partial file there, replaced by the retry.
 """
 Global___WriteMode: _TypeAlias = WriteMode  # noqa: Y015
 
+class _FtpsTls:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FtpsTlsEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FtpsTls.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FTPS_TLS_UNSPECIFIED: _FtpsTls.ValueType  # 0
+    """EXPLICIT"""
+    EXPLICIT: _FtpsTls.ValueType  # 1
+    """connect in clear, AUTH TLS before anything else (port 21)"""
+    IMPLICIT: _FtpsTls.ValueType  # 2
+    """TLS from the first byte (port 990)"""
+
+class FtpsTls(_FtpsTls, metaclass=_FtpsTlsEnumTypeWrapper): ...
+
+FTPS_TLS_UNSPECIFIED: FtpsTls.ValueType  # 0
+"""EXPLICIT"""
+EXPLICIT: FtpsTls.ValueType  # 1
+"""connect in clear, AUTH TLS before anything else (port 21)"""
+IMPLICIT: FtpsTls.ValueType  # 2
+"""TLS from the first byte (port 990)"""
+Global___FtpsTls: _TypeAlias = FtpsTls  # noqa: Y015
+
 @_typing.final
 class SftpConnection(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -135,6 +158,82 @@ class SftpConnection(_message.Message):
 Global___SftpConnection: _TypeAlias = SftpConnection  # noqa: Y015
 
 @_typing.final
+class FtpsConnection(_message.Message):
+    """FTPS: TLS on the control channel and PROT P on the data channel, passive mode, TLS
+    session reuse on the data channel. Never falls back to plain FTP: a server refusing
+    AUTH TLS or PROT P is a permanent error.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
+    CA_BUNDLE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_SHA256_FIELD_NUMBER: _builtins.int
+    REMOTE_DIR_FIELD_NUMBER: _builtins.int
+    FILE_NAME_TEMPLATE_FIELD_NUMBER: _builtins.int
+    WRITE_MODE_FIELD_NUMBER: _builtins.int
+    MANIFEST_FIELD_NUMBER: _builtins.int
+    MAX_ROWS_PER_FILE_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    PASSWORD_SET_FIELD_NUMBER: _builtins.int
+    PGP_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    PGP_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    port: _builtins.int
+    """default 21 (explicit) or 990 (implicit)"""
+    username: _builtins.str
+    tls: Global___FtpsTls.ValueType
+    ca_bundle: _builtins.str
+    """Trust, one of: a CA bundle (PEM) the server's chain must lead to (the host name is
+    checked), a pinned certificate ("sha256:<64 hex>" of its DER form; nothing else is
+    checked), or neither: the system's CA store (host name checked).
+    """
+    certificate_sha256: _builtins.str
+    remote_dir: _builtins.str
+    """default "." (the login folder)"""
+    file_name_template: _builtins.str
+    """as for SFTP"""
+    write_mode: Global___WriteMode.ValueType
+    manifest: _builtins.bool
+    max_rows_per_file: _builtins.int
+    password: _builtins.str
+    """write-only"""
+    password_set: _builtins.bool
+    """read-only"""
+    pgp_public_key: _builtins.str
+    pgp_fingerprint: _builtins.str
+    """read-only"""
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        port: _builtins.int = ...,
+        username: _builtins.str = ...,
+        tls: Global___FtpsTls.ValueType = ...,
+        ca_bundle: _builtins.str = ...,
+        certificate_sha256: _builtins.str = ...,
+        remote_dir: _builtins.str = ...,
+        file_name_template: _builtins.str = ...,
+        write_mode: Global___WriteMode.ValueType = ...,
+        manifest: _builtins.bool = ...,
+        max_rows_per_file: _builtins.int = ...,
+        password: _builtins.str = ...,
+        password_set: _builtins.bool = ...,
+        pgp_public_key: _builtins.str = ...,
+        pgp_fingerprint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_bundle", b"ca_bundle", "certificate_sha256", b"certificate_sha256", "file_name_template", b"file_name_template", "host", b"host", "manifest", b"manifest", "max_rows_per_file", b"max_rows_per_file", "password", b"password", "password_set", b"password_set", "pgp_fingerprint", b"pgp_fingerprint", "pgp_public_key", b"pgp_public_key", "port", b"port", "remote_dir", b"remote_dir", "tls", b"tls", "username", b"username", "write_mode", b"write_mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FtpsConnection: _TypeAlias = FtpsConnection  # noqa: Y015
+
+@_typing.final
 class Connection(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -142,6 +241,7 @@ class Connection(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     SFTP_FIELD_NUMBER: _builtins.int
+    FTPS_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
@@ -150,12 +250,15 @@ class Connection(_message.Message):
     account_id: _builtins.str
     name: _builtins.str
     url: _builtins.str
-    """Another way to give a connection's address: "sftp://user@host:port/dir". ftp:// and
-    other schemes are refused, naming SFTP and FTPS.
+    """Another way to give a connection's address: "sftp://user@host:port/dir",
+    "ftps://user@host:port/dir" (implicit TLS) or "ftpes://user@host:port/dir" (explicit).
+    ftp:// and other schemes are refused, naming SFTP and FTPS.
     """
     version: _builtins.int
     @_builtins.property
     def sftp(self) -> Global___SftpConnection: ...
+    @_builtins.property
+    def ftps(self) -> Global___FtpsConnection: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -167,16 +270,17 @@ class Connection(_message.Message):
         account_id: _builtins.str = ...,
         name: _builtins.str = ...,
         sftp: Global___SftpConnection | None = ...,
+        ftps: Global___FtpsConnection | None = ...,
         url: _builtins.str = ...,
         version: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "kind", b"kind", "sftp", b"sftp", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ftps", b"ftps", "kind", b"kind", "sftp", b"sftp", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_at", b"created_at", "id", b"id", "kind", b"kind", "name", b"name", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_at", b"created_at", "ftps", b"ftps", "id", b"id", "kind", b"kind", "name", b"name", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["sftp"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["sftp", "ftps"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -381,13 +485,16 @@ class TestConnectionResponse(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     HOST_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_SHA256_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     diagnosis: _builtins.str
-    """dns, refused, timeout, egress, host_key, auth, missing, permission, full,
+    """dns, refused, timeout, egress, host_key, tls, auth, missing, permission, full,
     connection_lost, protocol, config; empty when ok.
     """
     message: _builtins.str
     host_key_fingerprint: _builtins.str
+    certificate_sha256: _builtins.str
+    """FTPS: the SHA-256 of the certificate the server presented ("sha256:<hex>")."""
     @_builtins.property
     def steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """what succeeded, in order"""
@@ -400,10 +507,11 @@ class TestConnectionResponse(_message.Message):
         message: _builtins.str = ...,
         steps: _abc.Iterable[_builtins.str] | None = ...,
         host_key_fingerprint: _builtins.str = ...,
+        certificate_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["diagnosis", b"diagnosis", "host_key_fingerprint", b"host_key_fingerprint", "message", b"message", "ok", b"ok", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_sha256", b"certificate_sha256", "diagnosis", b"diagnosis", "host_key_fingerprint", b"host_key_fingerprint", "message", b"message", "ok", b"ok", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
