@@ -58,6 +58,7 @@ async def serve(config: ServiceConfig) -> None:
             EgressPolicy.from_env(env),
             lease_s=env_float(env, "HANDOFF_LIVE_LEASE_S", 15.0),
             max_loops=env_int(env, "HANDOFF_LIVE_MAX_CONNECTIONS", 1000, minimum=1),
+            retention_days=env_int(env, "HANDOFF_LIVE_ATTEMPT_RETENTION_DAYS", 30, minimum=1),
         )
         await live.start()
         stack.push_async_callback(live.close)

@@ -418,3 +418,41 @@ async def test_xml_and_form_bodies_and_get_query_strings(pool: asyncpg.Pool) -> 
         assert by_path["/get"].body == b""
         recorded = await pool.fetch("SELECT error, response_head FROM live_attempts")
         assert all("k-123" not in str(dict(r)) for r in recorded)
+
+
+async def test_the_attempt_log_keeps_days_in_partitions_and_counts_what_it_drops(
+    pool: asyncpg.Pool,
+) -> None:
+    from services.delivery.live.store import ATTEMPT_COLUMNS, LiveStorePg
+
+    account, _ = await _account(pool)
+    connection = await api_connection(pool, account, ApiSettings(url="https://example.com"))
+    now = datetime.now(UTC)
+    rows = [
+        (now - timedelta(days=age), connection, account, i, 1, 200, 1.0, outcome, "r", None, None)
+        for i, (age, outcome) in enumerate(
+            [(40, "accepted"), (40, "accepted"), (40, "retry"), (31, "accepted"), (0, "accepted")]
+        )
+    ]
+    async with pool.acquire() as conn:
+        await conn.copy_records_to_table("live_attempts", records=rows, columns=ATTEMPT_COLUMNS)
+    store = LiveStorePg(pool)
+    assert await store.maintain(30) == 0  # all in the default partition so far
+    partitions = await pool.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'live_attempts'::regclass ORDER BY 1"
+    )
+    names = [r["relname"] for r in partitions]
+    assert len(names) == 5  # today and 3 days ahead, and the default
+    assert names[-1] == "live_attempts_default"
+    today = f"live_attempts_{now:%Y%m%d}"
+    assert await pool.fetchval(f'SELECT count(*) FROM "{today}"') == 1  # moved in
+    assert await pool.fetchval("SELECT count(*) FROM live_attempts") == 1
+    days = await pool.fetch(
+        "SELECT day, outcome, attempts FROM live_attempt_days ORDER BY day, outcome"
+    )
+    assert [(r["outcome"], r["attempts"]) for r in days] == [
+        ("accepted", 2), ("retry", 1), ("accepted", 1),
+    ]  # fmt: skip
+    assert await store.maintain(30) == 0  # idempotent
+    assert await pool.fetchval("SELECT sum(attempts) FROM live_attempt_days") == 4

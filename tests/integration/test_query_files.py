@@ -553,6 +553,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid timestamptz",
         "",
     ),
+    ("delivery/sql/live.sql", "live_maintain"): (
+        "int4 int4",
+        "dropped:int4",
+    ),
     ("delivery/sql/live.sql", "live_custom_fields"): (
         "uuid",
         "name:text description:text definition:jsonb",

@@ -97,3 +97,57 @@ ALTER TABLE attention_events
     ADD COLUMN connection_id uuid REFERENCES connections (id) ON DELETE CASCADE;
 CREATE INDEX attention_events_connection_idx ON attention_events (connection_id)
     WHERE connection_id IS NOT NULL;
+
+-- Keeps live_attempts bounded: a partition per UTC day from today to `ahead` days on
+-- (rows the default partition holds for such a day move in first), and every day older
+-- than `retention` days counted into live_attempt_days, then dropped. Returns the number
+-- of days dropped. Callers serialise it (an advisory lock); it is idempotent.
+CREATE FUNCTION live_attempts_maintain(retention integer, ahead integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    today   date := (now() AT TIME ZONE 'UTC')::date;
+    cutoff  date := today - retention;
+    d       date;
+    part    text;
+    dropped integer := 0;
+BEGIN
+    FOR i IN 0..ahead LOOP
+        d := today + i;
+        part := 'live_attempts_' || to_char(d, 'YYYYMMDD');
+        IF to_regclass(part) IS NULL THEN
+            EXECUTE format('CREATE TABLE %I (LIKE live_attempts INCLUDING DEFAULTS)', part);
+            EXECUTE format(
+                'WITH moved AS (DELETE FROM live_attempts_default WHERE attempted_at >= %L '
+                'AND attempted_at < %L RETURNING *) INSERT INTO %I SELECT * FROM moved',
+                d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC', part);
+            EXECUTE format('ALTER TABLE live_attempts ATTACH PARTITION %I FOR VALUES '
+                           'FROM (%L) TO (%L)', part, d::timestamp AT TIME ZONE 'UTC',
+                           (d + 1)::timestamp AT TIME ZONE 'UTC');
+        END IF;
+    END LOOP;
+    FOR part IN
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'live_attempts'::regclass
+           AND c.relname ~ '^live_attempts_[0-9]{8}$'
+           AND to_date(substr(c.relname, 15), 'YYYYMMDD') < cutoff
+    LOOP
+        EXECUTE format(
+            'INSERT INTO live_attempt_days (connection_id, day, outcome, attempts) '
+            'SELECT connection_id, (attempted_at AT TIME ZONE ''UTC'')::date, outcome, count(*) '
+            'FROM %I GROUP BY 1, 2, 3 ON CONFLICT (connection_id, day, outcome) DO UPDATE '
+            'SET attempts = live_attempt_days.attempts + EXCLUDED.attempts', part);
+        EXECUTE format('DROP TABLE %I', part);
+        dropped := dropped + 1;
+    END LOOP;
+    WITH old AS (
+        DELETE FROM live_attempts_default
+         WHERE attempted_at < cutoff::timestamp AT TIME ZONE 'UTC'
+        RETURNING connection_id, (attempted_at AT TIME ZONE 'UTC')::date AS on_day, outcome
+    )
+    INSERT INTO live_attempt_days AS t (connection_id, day, outcome, attempts)
+    SELECT o.connection_id, o.on_day, o.outcome, count(*) FROM old o GROUP BY 1, 2, 3
+    ON CONFLICT ON CONSTRAINT live_attempt_days_pkey DO UPDATE
+       SET attempts = t.attempts + EXCLUDED.attempts;
+    RETURN dropped;
+END
+$$;

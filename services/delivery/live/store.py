@@ -236,6 +236,15 @@ class LiveStorePg:
                 )
                 return True
 
+    async def maintain(self, retention_days: int, days_ahead: int = 3) -> int | None:
+        """Keep the attempt log's daily partitions: made ahead, counted and dropped past the
+        retention. None when another replica is doing it."""
+        with driver_errors("live_maintain"):
+            dropped: int | None = await self._pool.fetchval(
+                QUERIES["live_maintain"], retention_days, days_ahead
+            )
+        return dropped
+
     async def hold_for(self, connection_id: UUID, until: datetime) -> None:
         """No waiting referral is tried before `until`."""
         with driver_errors("live_hold_for"):

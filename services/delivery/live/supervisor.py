@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +56,8 @@ class LiveSupervisor:
         *,
         lease_s: float = 15.0,
         max_loops: int = 1000,
+        retention_days: int = 30,
+        maintain_every_s: float = 3600.0,
         owner: str | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -66,6 +69,9 @@ class LiveSupervisor:
         self._max_loops = max_loops
         self.owner = owner or replica_name()
         self._now = now
+        self._retention_days = retention_days
+        self._maintain_every_s = maintain_every_s
+        self._maintained_at = float("-inf")
         self._loops: dict[UUID, tuple[ConnectionLoop, asyncio.Task[None], int]] = {}
         self._claimed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -125,6 +131,12 @@ class LiveSupervisor:
                 await self.claim_round()
             except Exception:
                 log.exception("live claim round failed")
+            if time.monotonic() - self._maintained_at >= self._maintain_every_s:
+                try:
+                    await self._store.maintain(self._retention_days)
+                    self._maintained_at = time.monotonic()
+                except Exception:
+                    log.exception("live attempt log maintenance failed")
             self._claimed.set()
             self._claim_soon.clear()
             with contextlib.suppress(TimeoutError):

@@ -151,3 +151,8 @@ SELECT name, description, definition FROM custom_fields WHERE account_id = $1;
 -- The account's campaigns' names (the campaign_name field).
 SELECT coalesce(jsonb_object_agg(c.id::text, c.name), '{}'::jsonb) AS campaign_names
   FROM campaigns c WHERE c.account_id = $1;
+
+-- name: live_maintain
+-- One replica at a time keeps the attempt log's partitions (see the migration).
+SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext('live_attempts_maintain'))
+            THEN live_attempts_maintain($1, $2) END AS dropped;
