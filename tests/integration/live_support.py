@@ -135,7 +135,7 @@ async def supervisor(
         await running.close()
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+async def eventually(check: Callable[[], Any], timeout: float = 30.0) -> None:  # noqa: ASYNC109
     """Wait until `check()` is truthy (awaiting it if it is a coroutine)."""
     async with asyncio.timeout(timeout):
         while True:

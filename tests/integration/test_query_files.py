@@ -514,7 +514,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "watermark:int8",
     ),
     ("delivery/sql/live.sql", "live_rows"): (
-        "uuid int8 int8 uuid[] int8",
+        "uuid int8 int8 uuid[] int8 timestamptz",
         _ALL_TEXT,
     ),
     ("delivery/sql/live.sql", "live_rows_by_seq"): (

@@ -52,6 +52,7 @@ _latency = _meter.create_histogram(
 PAGE = 500  # referrals read per query
 FLUSH_EVERY_S = 0.05
 POLL_S = 1.0  # a loop looks for work at least this often without a wake-up
+WATERMARK_RECHECK_S = 0.01
 Now = Callable[[], datetime]
 
 
@@ -125,6 +126,7 @@ class ConnectionLoop:
         self._retrying: set[int] = set()
         self._disabled: str | None = None
         self._flushing = True
+        self._notified = 0  # the highest seq ingest said it committed
         self.template: BodyTemplate | None = None
         self._layout: Any = None
 
@@ -138,8 +140,10 @@ class ConnectionLoop:
             log.error("an API connection's secrets do not open", extra={"connection": str(self.id)})
             return {}
 
-    def wake(self) -> None:
-        """New referrals may be there (a NOTIFY), or a replay was asked for."""
+    def wake(self, seq: int = 0) -> None:
+        """New referrals may be there (a NOTIFY of ingest names the highest seq it
+        committed), or a replay was asked for."""
+        self._notified = max(self._notified, seq)
         self._wake.set()
 
     def stop(self) -> None:
@@ -208,6 +212,10 @@ class ConnectionLoop:
     async def _idle(self) -> None:
         next_at, _ = await self._store.next_due(self.id)
         timeout = POLL_S
+        if self._notified > self._read_through:
+            # Committed, but the safe watermark has not settled past it yet: it does once
+            # the transactions older than that commit end, so look again very soon.
+            timeout = WATERMARK_RECHECK_S
         if next_at is not None:
             timeout = min(timeout, max(0.0, (next_at - self._now()).total_seconds()))
         with contextlib.suppress(TimeoutError):
@@ -246,8 +254,9 @@ class ConnectionLoop:
         if watermark <= self._read_through:
             return busy
         rows = await self._store.rows(
-            self.connection.account_id, self._read_through, watermark, self._campaigns, PAGE
-        )
+            self.connection.account_id, self._read_through, watermark, self._campaigns, PAGE,
+            self.connection.starts_at,
+        )  # fmt: skip
         through = watermark if len(rows) < PAGE else int(rows[-1][0])
         for row, values in zip(rows, self.values(rows), strict=True):
             seq = int(row[0])

@@ -41,6 +41,7 @@ class LiveConnection:
     sealed: dict[str, str]
     version: int
     delivered_seq: int | None
+    starts_at: datetime  # referrals received from then on are the connection's
     disabled_at: datetime | None
     account_time_zone: str
 
@@ -110,6 +111,7 @@ class LiveStorePg:
             dict(r["secrets"]),
             r["version"],
             r["delivered_seq"],
+            r["starts_at"],
             r["disabled_at"],
             r["time_zone"],
         )
@@ -147,12 +149,14 @@ class LiveStorePg:
         through: int,
         campaigns: Sequence[UUID] | None,
         limit: int,
+        received_from: datetime,
     ) -> list[asyncpg.Record]:
         """The next referrals in scope, as text rows in ROW_FIELDS order."""
         with driver_errors("live_rows"):
             found: list[asyncpg.Record] = await self._pool.fetch(
-                QUERIES["live_rows"], account_id, after, through, campaigns, limit
-            )
+                QUERIES["live_rows"], account_id, after, through, campaigns, limit,
+                received_from,
+            )  # fmt: skip
         return found
 
     async def rows_by_seq(self, account_id: UUID, seqs: Sequence[int]) -> list[asyncpg.Record]:

@@ -110,9 +110,13 @@ class LiveSupervisor:
         """Until the first claim round finished (tests)."""
         await self._claimed.wait()
 
-    def _on_ingested(self, *_args: Any) -> None:
+    def _on_ingested(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            seq = int(payload)
+        except ValueError:
+            seq = 0
         for loop, _, _ in self._loops.values():
-            loop.wake()
+            loop.wake(seq)
 
     def _on_wakeup(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:

@@ -48,7 +48,8 @@ SELECT safe_referral_watermark() AS watermark;
 
 -- name: live_rows
 -- The account's next referrals after $2 up to $3 (the watermark), of the campaigns $4
--- (NULL: all), in seq order, at most $5: every column as text, in ROW_FIELDS order.
+-- (NULL: all), received at or after $6 (the connection's start), in seq order, at most
+-- $5: every column as text, in ROW_FIELDS order.
 SELECT r.seq::text AS seq, r.account_id::text AS account_id,
        r.campaign_id::text AS campaign_id, r.partner_referral_id,
        r.received_at::text AS received_at, r.email, r.title, r.first_name, r.last_name,
@@ -60,6 +61,7 @@ SELECT r.seq::text AS seq, r.account_id::text AS account_id,
   FROM referrals r
  WHERE r.account_id = $1 AND r.seq > $2 AND r.seq <= $3
    AND ($4::uuid[] IS NULL OR r.campaign_id = ANY ($4))
+   AND r.received_at >= $6
  ORDER BY r.seq
  LIMIT $5;
 

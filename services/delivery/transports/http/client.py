@@ -231,6 +231,7 @@ class ApiClient:
             else None
         )
         self._session: aiohttp.ClientSession | None = None
+        self._checked: set[str] = set()  # URLs that passed the TLS and literal-address checks
 
     @property
     def tokens(self) -> OAuth2Tokens | None:
@@ -325,9 +326,12 @@ class ApiClient:
         exchange = Exchange(method, _redacted_url(url, api), {}, send_body)
         started = time.monotonic()
         try:
-            if not plaintext_allowed(url) and urlsplit(url).scheme != "https":
-                raise _RefusedError(Diagnosis.TLS, "TLS is required: the URL is not https://")
-            self._check_literal(url)
+            if url not in self._checked:  # the URL is fixed per connection: check once
+                if not plaintext_allowed(url) and urlsplit(url).scheme != "https":
+                    raise _RefusedError(Diagnosis.TLS, "TLS is required: the URL is not https://")
+                self._check_literal(url)
+                if len(self._checked) < 16:
+                    self._checked.add(url)
             for second_try in (False, True):
                 token = await self._auth_headers(headers)
                 if api.standard_webhooks:
