@@ -91,8 +91,8 @@ async def _raw_loop(url: str, total: int, body: bytes) -> float:
 
 async def _until(session: aiohttp.ClientSession, url: str, live: int, timeout_s: float) -> None:
     async with asyncio.timeout(timeout_s):
-        while (await _stats(session, url))["live"] < live:
-            await asyncio.sleep(0.05)  # noqa: ASYNC110  # polls another process
+        while (await _stats(session, url))["live"] < live:  # noqa: ASYNC110  # another process
+            await asyncio.sleep(0.05)
 
 
 async def _steady(conn: asyncpg.Connection, account: str, campaign: str) -> dict[int, float]:
