@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -46,6 +47,7 @@ from services.delivery.parts import RowCount, counted, manifest, manifest_name, 
 from services.delivery.store import Claimed, DeliveryContext, DeliveryStorePg
 from services.delivery.transports.base import (
     Diagnosis,
+    FileContext,
     OutgoingFile,
     PermanentError,
     RetryableError,
@@ -351,7 +353,11 @@ class DeliveryEngine:
                 with _tracer.start_as_current_span(
                     "transport.send_file", attributes={"handoff.file": name}
                 ):
-                    outgoing = OutgoingFile(name, expected.get(name, ""))
+                    about = FileContext(
+                        str(claimed.id), context.task_name, claimed.reserved_at,
+                        context.time_zone, partial(getattr, count, "rows"),
+                    )  # fmt: skip
+                    outgoing = OutgoingFile(name, expected.get(name, ""), about)
                     receipt = await transport.send_file(outgoing, chunks)
                 if outgoing.expected_sha256 and receipt.sha256 != outgoing.expected_sha256:
                     # A transport that writes in place (direct mode) could not refuse first.
