@@ -58,7 +58,7 @@ async def serve(config: ServiceConfig) -> None:
         confirmations = Confirmations(
             SmtpRelay.from_env(env),
             LinkSigner(box),
-            env_str(env, "HANDOFF_EXPORT_PUBLIC_URL", "http://127.0.0.1:8080"),
+            env_str(env, "HANDOFF_LINK_BASE_URL", "http://127.0.0.1:8080"),
             env_float(env, "HANDOFF_RECIPIENT_LINK_TTL_S", 7 * 24 * 3600.0),
         )
         services = scheduler_services(pool, box, EgressPolicy.from_env(env), confirmations)

@@ -150,7 +150,7 @@ class EmailTransport:
                         Diagnosis.CONFIG,
                         f"{name} has {size} bytes, more than the relay's message cap allows "
                         f"({relay.attachment_limit}), and no download link can be offered "
-                        "(HANDOFF_EXPORT_PUBLIC_URL is not set)",
+                        "(HANDOFF_LINK_BASE_URL is not set)",
                     )
                 link = self._download_link(about.delivery_id, file.name)
             zone = ZoneInfo(about.time_zone or "UTC")
