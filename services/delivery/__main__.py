@@ -16,13 +16,14 @@ from services.common.readiness import database_answers
 from services.common.referral_rows import ReferralRowReader
 from services.common.secrets import SecretBox
 from services.common.service import announce, run_service
+from services.common.signed_links import LinkSigner
 from services.common.smtp_relay import SmtpRelay
 from services.delivery.email_store import EmailRecipientsPg
 from services.delivery.engine import TRANSPORTS, DeliveryEngine, RetryPolicy
 from services.delivery.services import delivery_services
 from services.delivery.spool import Spool
 from services.delivery.store import DeliveryStorePg
-from services.delivery.transports.email import email_transport_factory
+from services.delivery.transports.email import download_links, email_transport_factory
 
 DEFAULT_PORT = 50053
 
@@ -40,6 +41,7 @@ async def serve(config: ServiceConfig) -> None:
         authenticator = Authenticator(
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
         )
+        box = SecretBox.from_env(env)
         email = email_transport_factory(
             SmtpRelay.from_env(env),
             EmailRecipientsPg(pool),
@@ -47,11 +49,16 @@ async def serve(config: ServiceConfig) -> None:
                 env_str(env, "HANDOFF_EMAIL_SPOOL_DIR", ""),
                 env_int(env, "HANDOFF_EMAIL_SPOOL_MAX_BYTES", 2 * 1024**3, minimum=1),
             ),
+            download_links(
+                LinkSigner(box),
+                env_str(env, "HANDOFF_LINK_BASE_URL", "http://127.0.0.1:8080"),
+                env_float(env, "HANDOFF_DOWNLOAD_LINK_TTL_S", 7 * 24 * 3600.0),
+            ),
         )
         engine = DeliveryEngine(
             DeliveryStorePg(pool),
             ReferralRowReader(pool),
-            SecretBox.from_env(env),
+            box,
             EgressPolicy.from_env(env),
             lease_s=env_float(env, "HANDOFF_DELIVERY_LEASE_S", 30.0),
             max_running=env_int(env, "HANDOFF_DELIVERY_MAX_RUNNING", 8, minimum=1),

@@ -15,9 +15,12 @@ from services.common.db import create_pool
 from services.common.grpc_server import grpc_server_for, tls_files, wait_for_shutdown_signal
 from services.common.migrate import discover_migrations
 from services.common.readiness import database_answers
+from services.common.referral_rows import ReferralRowReader
 from services.common.secrets import SecretBox
 from services.common.service import announce, run_service
 from services.common.signed_links import LinkSigner
+from services.delivery.delivery_files import DeliveryFilesPg
+from services.delivery.store import DeliveryStorePg
 from services.export.config import ExportHttpConfig
 from services.export.health_routes import Readiness
 from services.export.http_app import create_app, serve_http
@@ -48,7 +51,11 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             tls_terminated_upstream=config.access.tls_terminated_upstream,
             # Signed links (recipient confirmation) need the deployment's secret keys.
             links=(
-                LinkRoutes(ExportStore(pool), LinkSigner(SecretBox.from_env(os.environ)))
+                LinkRoutes(
+                    ExportStore(pool),
+                    LinkSigner(SecretBox.from_env(os.environ)),
+                    DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool)),
+                )
                 if os.environ.get("HANDOFF_SECRET_KEYS")
                 else None
             ),

@@ -12,7 +12,7 @@ from tests.bench.table import format_table
 
 def main() -> int:
     """Run the benchmarks named on the command line (default: all) and print tables."""
-    wanted = set(sys.argv[1:]) or {"ingest", "render", "delivery"}
+    wanted = set(sys.argv[1:]) or {"ingest", "render", "delivery", "channels"}
     dsn = resolve_admin_dsn()
     if "ingest" in wanted:
         print(format_table("ingest (gRPC -> PostgreSQL)", asyncio.run(ingest.run(dsn))), flush=True)
@@ -27,6 +27,11 @@ def main() -> int:
         from tests.bench import delivery
 
         table = format_table("delivery (PostgreSQL -> SFTP)", asyncio.run(delivery.run(dsn)))
+        print(table, flush=True)
+    if "channels" in wanted:
+        from tests.bench import channels
+
+        table = format_table("delivery (PostgreSQL -> FTPS, email)", asyncio.run(channels.run(dsn)))
         print(table, flush=True)
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import gzip
+import hashlib
 import io
 import re
 import uuid
@@ -32,11 +33,14 @@ from services.common.gen.handoff.scheduler.v1 import (
     tasks_pb2_grpc,
 )
 from services.common.migrate import discover_migrations
+from services.common.referral_rows import ReferralRowReader
 from services.common.signed_links import LinkSigner
+from services.delivery.delivery_files import DeliveryFilesPg
 from services.delivery.email_store import EmailRecipientsPg
 from services.delivery.engine import TRANSPORTS, DeliveryEngine
 from services.delivery.spool import Spool
-from services.delivery.transports.email import email_transport_factory
+from services.delivery.store import DeliveryStorePg
+from services.delivery.transports.email import download_links, email_transport_factory
 from services.delivery.transports.email_message import message_id, sender_domain
 from services.export.health_routes import Readiness
 from services.export.http_app import create_app, serve_http
@@ -147,24 +151,33 @@ class Mail:
 
 
 @pytest.fixture
-async def mail(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Mail]:
+async def mail(
+    pool: asyncpg.Pool, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Mail]:
+    """Everything on loopback; `request.param` (indirect): the relay's message cap."""
+    cap = int(getattr(request, "param", 10 * 1024 * 1024))
     account, campaign = (str(x) for x in await create_account(pool))
     operator = await service_token(pool, Role.OPERATOR)
     scheduler = await service_token(pool, Role.SCHEDULER)
     spool = tmp_path / "spool"
     spool.mkdir()
-    with smtp_relay(tmp_path) as relay:
+    with smtp_relay(tmp_path, max_message_bytes=cap) as relay:
         signer = LinkSigner(TEST_BOX)
         app = create_app(
             ExportStore(pool), Readiness(), authenticator(pool),
             expected_schema_version=max(m.version for m in discover_migrations()),
-            health_timeout_s=2.0, links=LinkRoutes(ExportStore(pool), signer),
+            health_timeout_s=2.0,
+            links=LinkRoutes(
+                ExportStore(pool), signer,
+                DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool)),
+            ),
         )  # fmt: skip
         async with serve_http(app, "127.0.0.1", 0, grace_s=0.5) as http_port:
             confirmations = Confirmations(relay.relay, signer, f"http://127.0.0.1:{http_port}")
             email = email_transport_factory(
-                relay.relay, EmailRecipientsPg(pool), Spool(str(spool), 50 * 1024 * 1024)
-            )
+                relay.relay, EmailRecipientsPg(pool), Spool(str(spool), 50 * 1024 * 1024),
+                download_links(signer, f"http://127.0.0.1:{http_port}", 3600),
+            )  # fmt: skip
             engine = make_engine(pool, transports={**TRANSPORTS, "email": email})
             async with (
                 serve_everything(pool, authenticator(pool), engine, confirmations) as server,
@@ -374,3 +387,31 @@ async def test_an_email_connection_keeps_its_templates_and_refuses_unknown_token
             )
         )
     assert not_email.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("mail", [65536], indirect=True)
+async def test_above_the_relays_cap_the_message_links_to_exactly_that_deliverys_file(
+    mail: Mail,
+) -> None:
+    connection = await mail.connection(gzip_above_bytes=-1)
+    await mail.approve(connection, "big@example.net")
+    task = await mail.task(connection)
+    sent = await mail.ingest(400, "big")
+    await mail.run_now(task)
+    (done,) = await mail.deliveries(task)
+    assert (done.state, done.rows) == ("succeeded", 400)
+    (message,) = [r for r in mail.relay.to("big@example.net") if "download" in str(r.message)]
+    assert message.attachments() == []
+    (link,) = re.findall(r"http://\S+/v1/links/download\?token=\S+", message.message.get_content())
+    async with aiohttp.ClientSession() as http:
+        async with http.get(link) as answer:
+            assert answer.status == 200
+            assert (
+                Path(done.files[0].path).name.removeprefix("email:")
+                in (answer.headers["Content-Disposition"])
+            )
+            data = await answer.read()
+        async with http.get(link[:-3] + "abc") as forged:
+            assert forged.status == 410
+    assert hashlib.sha256(data).hexdigest() == done.files[0].sha256  # the same bytes
+    assert _rows(data) == sent

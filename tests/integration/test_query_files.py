@@ -285,6 +285,14 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
         "diagnosis:text finished_at:timestamptz claimed_at:timestamptz",
     ),
+    ("delivery/sql/deliveries.sql", "described"): (
+        "uuid",
+        "id:uuid task_id:uuid account_id:uuid purpose:text after_seq:int8 through_seq:int8 "
+        "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
+        "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
+        "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
+        "diagnosis:text finished_at:timestamptz claimed_at:timestamptz",
+    ),
     ("delivery/sql/deliveries.sql", "state"): (
         "uuid",
         "state:text lease_until:timestamptz next_attempt_at:timestamptz after_seq:int8 "

@@ -64,6 +64,7 @@ def _service_env_names() -> frozenset[str]:
         "HANDOFF_EMAIL_SPOOL_MAX_BYTES",
         "HANDOFF_LINK_BASE_URL",
         "HANDOFF_RECIPIENT_LINK_TTL_S",
+        "HANDOFF_DOWNLOAD_LINK_TTL_S",
     }
     for service in GRPC_PORTS:
         for setting in ("HOST", "PORT", "DB_POOL_MIN", "DB_POOL_MAX", "MAX_CONCURRENT_RPCS"):

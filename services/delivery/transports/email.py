@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import aiosmtplib
 
+from services.common.signed_links import LinkSigner
 from services.common.smtp_relay import SmtpRelay
 from services.delivery.email_store import ApprovedRecipient
 from services.delivery.spool import Spool, SpoolFullError, gzipped
@@ -150,9 +151,10 @@ class EmailTransport:
                         Diagnosis.CONFIG,
                         f"{name} has {size} bytes, more than the relay's message cap allows "
                         f"({relay.attachment_limit}), and no download link can be offered "
-                        "(HANDOFF_LINK_BASE_URL is not set)",
+                        "(the delivery service has no link signer)",
                     )
                 link = self._download_link(about.delivery_id, file.name)
+                name = file.name  # the download is the file itself
             zone = ZoneInfo(about.time_zone or "UTC")
             facts = FileFacts(
                 about.task_name,
@@ -305,3 +307,16 @@ def email_transport_factory(
         return EmailTransport(email_settings(settings), relay, ledger, spool, download_link)
 
     return build
+
+
+DOWNLOAD_PURPOSE = "download-delivery"
+
+
+def download_links(signer: LinkSigner, base_url: str, ttl_s: float) -> DownloadLink:
+    """Signed, expiring links to the export service's download of one delivery's file."""
+
+    def link(delivery_id: str, name: str) -> str:
+        token = signer.sign(DOWNLOAD_PURPOSE, delivery_id, ttl_s)
+        return f"{base_url.rstrip('/')}/v1/links/download?token={token}"
+
+    return link
