@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack
 
 from services.common.auth.store import CredentialStore
 from services.common.auth.verify import Authenticator
-from services.common.config import ServiceConfig, env_float, env_int
+from services.common.config import ServiceConfig, env_float, env_int, env_str
 from services.common.db import create_pool
 from services.common.egress import EgressPolicy
 from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
@@ -16,10 +16,15 @@ from services.common.readiness import database_answers
 from services.common.referral_rows import ReferralRowReader
 from services.common.secrets import SecretBox
 from services.common.service import announce, run_service
-from services.delivery.engine import DeliveryEngine, RetryPolicy
+from services.common.signed_links import LinkSigner
+from services.common.smtp_relay import SmtpRelay
+from services.delivery.email_store import EmailRecipientsPg
+from services.delivery.engine import TRANSPORTS, DeliveryEngine, RetryPolicy
 from services.delivery.live.supervisor import LiveSupervisor
 from services.delivery.services import delivery_services
+from services.delivery.spool import Spool
 from services.delivery.store import DeliveryStorePg
+from services.delivery.transports.email import download_links, email_transport_factory
 
 DEFAULT_PORT = 50053
 
@@ -38,10 +43,24 @@ async def serve(config: ServiceConfig) -> None:
         authenticator = Authenticator(
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
         )
+        box = SecretBox.from_env(env)
+        email = email_transport_factory(
+            SmtpRelay.from_env(env),
+            EmailRecipientsPg(pool),
+            Spool(
+                env_str(env, "HANDOFF_EMAIL_SPOOL_DIR", ""),
+                env_int(env, "HANDOFF_EMAIL_SPOOL_MAX_BYTES", 2 * 1024**3, minimum=1),
+            ),
+            download_links(
+                LinkSigner(box),
+                env_str(env, "HANDOFF_LINK_BASE_URL", "http://127.0.0.1:8080"),
+                env_float(env, "HANDOFF_DOWNLOAD_LINK_TTL_S", 7 * 24 * 3600.0),
+            ),
+        )
         engine = DeliveryEngine(
             DeliveryStorePg(pool),
             ReferralRowReader(pool),
-            SecretBox.from_env(env),
+            box,
             EgressPolicy.from_env(env),
             lease_s=env_float(env, "HANDOFF_DELIVERY_LEASE_S", 30.0),
             max_running=env_int(env, "HANDOFF_DELIVERY_MAX_RUNNING", 8, minimum=1),
@@ -50,11 +69,12 @@ async def serve(config: ServiceConfig) -> None:
                 first_s=env_float(env, "HANDOFF_DELIVERY_RETRY_FIRST_S", 30.0),
                 window_s=env_float(env, "HANDOFF_DELIVERY_RETRY_WINDOW_S", 24 * 3600.0),
             ),
+            transports={**TRANSPORTS, "email": email},
         )
         stack.push_async_callback(engine.close)
         live = LiveSupervisor(
             pool,
-            SecretBox.from_env(env),
+            box,
             EgressPolicy.from_env(env),
             lease_s=env_float(env, "HANDOFF_LIVE_LEASE_S", 15.0),
             max_loops=env_int(env, "HANDOFF_LIVE_MAX_CONNECTIONS", 1000, minimum=1),

@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -28,24 +29,21 @@ from opentelemetry import metrics, trace
 
 from services.common.egress import EgressPolicy
 from services.common.errors import FailedPreconditionError, NotFoundError
-from services.common.file_names import DEFAULT_TEMPLATE, NameValues, file_name
+from services.common.file_names import file_name
 from services.common.layouts.codec import (
-    custom_field_from_json,
-    format_from_json,
-    layout_from_json,
     layout_to_json,
 )
-from services.common.layouts.compiler import RenderContext, compile_layout
 from services.common.layouts.defaults import DEFAULT_LAYOUT, DEFAULT_LAYOUT_VERSION
-from services.common.layouts.formats import file_extension
 from services.common.layouts.render import render_columns
 from services.common.referral_rows import ReferralRowReader
 from services.common.secrets import SecretBox, SecretError, connection_secret_context
 from services.delivery.openpgp import OpenPgpError, encrypted
-from services.delivery.parts import RowCount, counted, manifest, manifest_name, of_campaigns, parts
+from services.delivery.parts import RowCount, counted, manifest, manifest_name, parts
+from services.delivery.rendering import delivery_rows, rendering
 from services.delivery.store import Claimed, DeliveryContext, DeliveryStorePg
 from services.delivery.transports.base import (
     Diagnosis,
+    FileContext,
     OutgoingFile,
     PermanentError,
     RetryableError,
@@ -291,44 +289,10 @@ class DeliveryEngine:
         self, claimed: Claimed, context: DeliveryContext, kind: str
     ) -> tuple[int, int, list[dict[str, Any]]]:
         snapshot = await self._layout(claimed, context)
-        spec = layout_from_json(snapshot["layout"])
-        customs = {
-            name: custom_field_from_json(name, str(v.get("description", "")), v["definition"])
-            for name, v in snapshot["custom_fields"].items()
-        }
-        fmt = format_from_json(snapshot["format"]) if snapshot.get("format") else spec.format
-        render_context = RenderContext(
-            account_time_zone=context.account_time_zone,
-            campaign_names=context.campaign_names,
-            delivery_id=str(claimed.names_from),
-            delivery_time=claimed.reserved_at,
-        )
-        layout = compile_layout(spec, customs, render_context)
+        plan = rendering(claimed, context, snapshot)
+        layout, fmt, names, template = plan.layout, plan.fmt, plan.names, plan.template
         settings = context.settings
-        template = str(settings.get("file_name_template") or DEFAULT_TEMPLATE)
-        names = NameValues(
-            task=context.task_name,
-            task_id=str(claimed.task_id),
-            delivery_id=str(claimed.names_from),
-            after_seq=claimed.after_seq,
-            through_seq=claimed.through_seq,
-            reserved_at=claimed.reserved_at,
-            time_zone=context.time_zone,
-            ext=file_extension(fmt).lstrip(".")
-            + (".gpg" if settings.get("pgp_public_key") else ""),
-        )
-        campaigns = context.campaign_ids
-        fields = list(layout.row_fields)
-        one = campaigns[0] if campaigns is not None and len(campaigns) == 1 else None
-        if campaigns is not None and one is None:
-            fields.append("campaign_id")
-        source = self._rows.rows_in_range(
-            claimed.account_id, claimed.after_seq, claimed.through_seq, one, fields,
-            claimed.frame,
-        )  # fmt: skip
-        batches: AsyncIterator[Any] = source
-        if campaigns is not None and one is None:
-            batches = of_campaigns(batches, frozenset(str(c) for c in campaigns))
+        source, batches = delivery_rows(self._rows, claimed, plan)
         max_rows = int(settings.get("max_rows_per_file") or 0)
         public_key = str(settings.get("pgp_public_key") or "")
         expected = (
@@ -351,7 +315,11 @@ class DeliveryEngine:
                 with _tracer.start_as_current_span(
                     "transport.send_file", attributes={"handoff.file": name}
                 ):
-                    outgoing = OutgoingFile(name, expected.get(name, ""))
+                    about = FileContext(
+                        str(claimed.id), context.task_name, claimed.reserved_at,
+                        context.time_zone, partial(getattr, count, "rows"),
+                    )  # fmt: skip
+                    outgoing = OutgoingFile(name, expected.get(name, ""), about)
                     receipt = await transport.send_file(outgoing, chunks)
                 if outgoing.expected_sha256 and receipt.sha256 != outgoing.expected_sha256:
                     # A transport that writes in place (direct mode) could not refuse first.

@@ -60,6 +60,14 @@ def _frame(record: asyncpg.Record) -> TimeFrame | None:
     return TimeFrame(record["frame_from"], record["frame_to"], record["frame_field"])
 
 
+def _claimed(r: asyncpg.Record) -> Claimed:
+    return Claimed(
+        r["id"], r["task_id"], r["account_id"], r["purpose"], r["after_seq"],
+        r["through_seq"], r["attempts"], r["layout"], r["reserved_at"], r["claimed_at"],
+        r["resend_of"] or r["id"], _frame(r),
+    )  # fmt: skip
+
+
 class DeliveryStorePg:
     """Deliveries, as the delivery service sees them."""
 
@@ -76,16 +84,17 @@ class DeliveryStorePg:
         )
         return row
 
+    async def described(self, delivery_id: UUID) -> Claimed | None:
+        """The delivery as an attempt sees it, without its lease (None: no such delivery)."""
+        r = await self._row("described", delivery_id)
+        return None if r is None else _claimed(r)
+
     async def claim(self, delivery_id: UUID, lease_s: float) -> Claimed | None:
         """Take the lease for a new attempt, or None when it is not claimable."""
         r = await self._row("claim", delivery_id, lease_s)
         if r is None:
             return None
-        return Claimed(
-            r["id"], r["task_id"], r["account_id"], r["purpose"], r["after_seq"],
-            r["through_seq"], r["attempts"], r["layout"], r["reserved_at"], r["claimed_at"],
-            r["resend_of"] or r["id"], _frame(r),
-        )  # fmt: skip
+        return _claimed(r)
 
     async def state(self, delivery_id: UUID) -> asyncpg.Record | None:
         """The delivery's state, lease and range (None: no such delivery)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import AsyncExitStack
 from functools import partial
@@ -14,10 +15,16 @@ from services.common.db import create_pool
 from services.common.grpc_server import grpc_server_for, tls_files, wait_for_shutdown_signal
 from services.common.migrate import discover_migrations
 from services.common.readiness import database_answers
+from services.common.referral_rows import ReferralRowReader
+from services.common.secrets import SecretBox
 from services.common.service import announce, run_service
+from services.common.signed_links import LinkSigner
+from services.delivery.delivery_files import DeliveryFilesPg
+from services.delivery.store import DeliveryStorePg
 from services.export.config import ExportHttpConfig
 from services.export.health_routes import Readiness
 from services.export.http_app import create_app, serve_http
+from services.export.link_routes import LinkRoutes
 from services.export.store import ExportStore
 
 DEFAULT_PORT = 50054
@@ -42,6 +49,16 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             expected_schema_version=max(m.version for m in discover_migrations()),
             health_timeout_s=http.health_timeout_s,
             tls_terminated_upstream=config.access.tls_terminated_upstream,
+            # Signed links (recipient confirmation) need the deployment's secret keys.
+            links=(
+                LinkRoutes(
+                    ExportStore(pool),
+                    LinkSigner(SecretBox.from_env(os.environ)),
+                    DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool)),
+                )
+                if os.environ.get("HANDOFF_SECRET_KEYS")
+                else None
+            ),
         )
         running = await stack.enter_async_context(
             grpc_server_for(config, [], authenticator, database_answers(pool))

@@ -12,6 +12,7 @@ from services.common.auth.http_access import access_middleware, add_route, check
 from services.common.auth.verify import Authenticator
 from services.export.caller_routes import caller_routes
 from services.export.health_routes import HealthEndpoints, HealthStore, Readiness
+from services.export.link_routes import LINK_PATHS, LinkRoutes
 from services.export.problems import problem_middleware, problem_response
 
 OPEN_PATHS = ("/healthz", "/readyz")
@@ -29,6 +30,7 @@ def create_app(
     expected_schema_version: int,
     health_timeout_s: float,
     tls_terminated_upstream: bool = False,
+    links: LinkRoutes | None = None,
 ) -> web.Application:
     """Build the app: probe endpoints (open) and the API (every route behind a rule);
     every error answered as problem+json."""
@@ -44,7 +46,9 @@ def create_app(
     ).add_routes(app)
     for method, path, handler, rule in caller_routes():
         add_route(app, method, path, handler, rule)
-    check_rules(app, OPEN_PATHS)
+    if links is not None:  # signed links: the signature is the permission
+        links.add_routes(app)
+    check_rules(app, OPEN_PATHS + (LINK_PATHS if links is not None else ()))
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from uuid import UUID
 
 import asyncpg
 
@@ -27,3 +28,10 @@ class ExportStore:
         with driver_errors("schema_version"):
             version: int = await self._pool.fetchval(QUERIES["schema_version"])
         return version
+
+    async def confirm_recipient(self, recipient_id: UUID) -> tuple[str, str, bool] | None:
+        """Approve a pending recipient by its link: (address, state now, whether this click
+        changed it), or None when it no longer exists."""
+        with driver_errors("confirm_recipient"):
+            r = await self._pool.fetchrow(QUERIES["confirm_recipient"], recipient_id)
+        return None if r is None else (r["address"], r["state"], r["changed"])

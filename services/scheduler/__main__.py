@@ -20,6 +20,9 @@ from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signa
 from services.common.readiness import database_answers
 from services.common.secrets import SecretBox
 from services.common.service import announce, run_service
+from services.common.signed_links import LinkSigner
+from services.common.smtp_relay import SmtpRelay
+from services.scheduler.recipients.rules import Confirmations
 from services.scheduler.services import scheduler_services
 from services.scheduler.tasks.runner import GrpcDeliveryJobs, TaskRunner
 from services.scheduler.tasks.store import TaskStorePg
@@ -51,7 +54,14 @@ async def serve(config: ServiceConfig) -> None:
         authenticator = Authenticator(
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
         )
-        services = scheduler_services(pool, SecretBox.from_env(env), EgressPolicy.from_env(env))
+        box = SecretBox.from_env(env)
+        confirmations = Confirmations(
+            SmtpRelay.from_env(env),
+            LinkSigner(box),
+            env_str(env, "HANDOFF_LINK_BASE_URL", "http://127.0.0.1:8080"),
+            env_float(env, "HANDOFF_RECIPIENT_LINK_TTL_S", 7 * 24 * 3600.0),
+        )
+        services = scheduler_services(pool, box, EgressPolicy.from_env(env), confirmations)
         running = await stack.enter_async_context(
             grpc_server_for(config, services, authenticator, database_answers(pool))
         )

@@ -80,11 +80,13 @@ def _peak_rss_mib(pid: int) -> float:
 
 
 @contextmanager
-def _delivery_process(dsn: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def _delivery_process(
+    dsn: str, port: int, extra_env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ, "DATABASE_URL": dsn, "HANDOFF_DELIVERY_PORT": str(port),
         "HANDOFF_SECRET_KEYS": KEYS, "HANDOFF_EGRESS_ALLOW": "127.0.0.0/8",
-        "HANDOFF_LOG_LEVEL": "warning",
+        "HANDOFF_LOG_LEVEL": "warning", **(extra_env or {}),
     }  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "services.delivery"], env=env)
     try:
@@ -151,6 +153,18 @@ async def _setup(dsn: str, account: str, sshd: OpenSshSftp) -> tuple[uuid.UUID, 
     return connection, layout, token
 
 
+async def _setup_token(dsn: str) -> str:
+    """A SCHEDULER token, for starting deliveries."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        _, token = await create_service_credential(
+            CredentialStore(conn), "bench scheduler", (Role.SCHEDULER,), (), None, datetime.now(UTC)
+        )
+    finally:
+        await conn.close()
+    return token
+
+
 def _json(value: object) -> str:
     import json
 
@@ -164,6 +178,7 @@ async def _deliver(
     layout: uuid.UUID | None,
     through: int,
     token: str,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[float, float, int]:
     """A task and one delivery over (0, through], run by a fresh delivery process:
     (seconds, its peak RSS in MiB, rows)."""
@@ -179,7 +194,7 @@ async def _deliver(
         )  # fmt: skip
         await conn.execute(_INSERT_DELIVERY, delivery, task, uuid.UUID(account), through)
         port = _free_port()
-        with _delivery_process(dsn, port) as proc:
+        with _delivery_process(dsn, port, extra_env) as proc:
             async with credential_channel(f"127.0.0.1:{port}", token) as channel:
                 stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
                 for _ in range(200):

@@ -1,7 +1,8 @@
 """Exactly once, proven with processes: two scheduler and two delivery replicas deliver a
 task every second over SFTP, and again over FTPS, while referrals arrive (some in slow
-transactions that commit out of order); delivery processes are SIGKILLed mid-upload twice and a scheduler once. At
-the end the files hold every referral exactly once, and no partial file has a final name."""
+transactions that commit out of order); delivery processes are SIGKILLed mid-upload twice
+and a scheduler once. At the end the files hold every referral exactly once, and no
+partial file has a final name."""
 
 from __future__ import annotations
 

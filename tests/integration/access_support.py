@@ -18,6 +18,7 @@ from services.delivery.services import delivery_services
 from services.delivery.store import DeliveryStorePg
 from services.ingest.services import ingest_services
 from services.ingest.store import IngestStore
+from services.scheduler.recipients.rules import Confirmations
 from services.scheduler.services import scheduler_services
 
 TEST_BOX = SecretBox.from_env({"HANDOFF_SECRET_KEYS": new_key_entry("test")})
@@ -41,24 +42,29 @@ def make_engine(pool: asyncpg.Pool, **options: object) -> DeliveryEngine:
 
 @asynccontextmanager
 async def every_service(
-    pool: asyncpg.Pool, engine: DeliveryEngine | None = None
+    pool: asyncpg.Pool,
+    engine: DeliveryEngine | None = None,
+    confirmations: Confirmations | None = None,
 ) -> AsyncIterator[list[GrpcService]]:
     """What the ingest, scheduler, delivery and export processes mount (export: none)."""
     async with ingest_services(IngestStore(pool), CredentialStore(pool)) as ingest:
         yield [
             *ingest.grpc,
-            *scheduler_services(pool, TEST_BOX, LOOPBACK),
+            *scheduler_services(pool, TEST_BOX, LOOPBACK, confirmations),
             *delivery_services(engine or make_engine(pool)),
         ]
 
 
 @asynccontextmanager
 async def serve_everything(
-    pool: asyncpg.Pool, authenticator: Authenticator, engine: DeliveryEngine | None = None
+    pool: asyncpg.Pool,
+    authenticator: Authenticator,
+    engine: DeliveryEngine | None = None,
+    confirmations: Confirmations | None = None,
 ) -> AsyncIterator[RunningServer]:
     """Every service on a free loopback port."""
     async with (
-        every_service(pool, engine) as services,
+        every_service(pool, engine, confirmations) as services,
         grpc_server("127.0.0.1", 0, services, authenticator=authenticator, grace_s=0.5) as running,
     ):
         yield running

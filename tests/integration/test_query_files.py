@@ -30,6 +30,10 @@ _ROWS_IN_RANGE = " ".join(f"{c.name}:{'int8' if c.name == 'seq' else 'text'}" fo
 _LATEST_ROWS = " ".join(f"{c.name}:{'text' if c.nullable else c.sql_type}" for c in COLUMNS)
 # The live path reads every column as text, in the shape's order.
 _ALL_TEXT = " ".join(f"{c.name}:text" for c in COLUMNS)
+_RECIPIENT = (
+    "id:uuid connection_id:uuid account_id:uuid address:text state:text "
+    "created_at:timestamptz changed_at:timestamptz"
+)
 SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
         "uuid int8 int8 uuid text[] timestamptz timestamptz text",
@@ -53,6 +57,29 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("export/sql/queries.sql", "schema_version"): (
         "",
         "coalesce:int4",
+    ),
+    ("export/sql/queries.sql", "confirm_recipient"): (
+        "uuid",
+        "address:text state:text changed:bool",
+    ),
+    # delivery/sql/email.sql
+    ("delivery/sql/email.sql", "recipients"): ("uuid", "id:uuid address:text done:bool"),
+    ("delivery/sql/email.sql", "record"): ("uuid uuid text text text text", ""),
+    ("delivery/sql/email.sql", "attention"): ("uuid uuid text", ""),
+    # scheduler/recipients/sql/recipients.sql
+    ("scheduler/recipients/sql/recipients.sql", "email_connection"): (
+        "uuid uuid",
+        "id:uuid kind:text name:text account_name:text",
+    ),
+    ("scheduler/recipients/sql/recipients.sql", "find"): ("uuid text", _RECIPIENT),
+    ("scheduler/recipients/sql/recipients.sql", "get"): ("uuid uuid", _RECIPIENT),
+    ("scheduler/recipients/sql/recipients.sql", "insert"): ("uuid uuid uuid text", _RECIPIENT),
+    ("scheduler/recipients/sql/recipients.sql", "set_state"): ("uuid text", _RECIPIENT),
+    ("scheduler/recipients/sql/recipients.sql", "list"): ("uuid", _RECIPIENT),
+    ("scheduler/recipients/sql/recipients.sql", "record_event"): ("uuid text text text", ""),
+    ("scheduler/recipients/sql/recipients.sql", "history"): (
+        "uuid[]",
+        "recipient_id:uuid state:text how:text actor:text at:timestamptz",
     ),
     # ingest/sql/queries.sql
     ("ingest/sql/queries.sql", "insert_referrals"): (
@@ -254,6 +281,14 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("delivery/sql/deliveries.sql", "claim"): (
         "uuid float8",
+        "id:uuid task_id:uuid account_id:uuid purpose:text after_seq:int8 through_seq:int8 "
+        "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
+        "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
+        "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
+        "diagnosis:text finished_at:timestamptz claimed_at:timestamptz",
+    ),
+    ("delivery/sql/deliveries.sql", "described"): (
+        "uuid",
         "id:uuid task_id:uuid account_id:uuid purpose:text after_seq:int8 through_seq:int8 "
         "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
         "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "

@@ -52,6 +52,19 @@ def _service_env_names() -> frozenset[str]:
         "HANDOFF_EGRESS_ALLOW",
         "HANDOFF_SCHEDULER_DELIVERY_TARGET",
         "HANDOFF_SCHEDULER_TOKEN",
+        "HANDOFF_SMTP_HOST",
+        "HANDOFF_SMTP_PORT",
+        "HANDOFF_SMTP_TLS",
+        "HANDOFF_SMTP_USERNAME",
+        "HANDOFF_SMTP_PASSWORD",
+        "HANDOFF_SMTP_FROM",
+        "HANDOFF_SMTP_CA_FILE",
+        "HANDOFF_SMTP_MAX_MESSAGE_BYTES",
+        "HANDOFF_EMAIL_SPOOL_DIR",
+        "HANDOFF_EMAIL_SPOOL_MAX_BYTES",
+        "HANDOFF_LINK_BASE_URL",
+        "HANDOFF_RECIPIENT_LINK_TTL_S",
+        "HANDOFF_DOWNLOAD_LINK_TTL_S",
     }
     for service in GRPC_PORTS:
         for setting in ("HOST", "PORT", "DB_POOL_MIN", "DB_POOL_MAX", "MAX_CONCURRENT_RPCS"):

@@ -84,3 +84,8 @@ ON CONFLICT (delivery_id, attempt) DO NOTHING;
 -- name: original_files
 -- What the delivery a resend repeats wrote: [{"path", "rows", "bytes", "sha256"}].
 SELECT coalesce(files, '[]') AS files FROM deliveries WHERE id = $1;
+
+-- name: described
+-- A delivery as an attempt sees it, without taking its lease (a signed download renders
+-- its file again).
+SELECT *, now() AS claimed_at FROM deliveries WHERE id = $1;

@@ -10,8 +10,9 @@ count: the engine around it does that once for every channel.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 
@@ -32,6 +33,7 @@ class Diagnosis(enum.Enum):
     PROTOCOL = "protocol"  # the peer answered something the transport cannot use
     CONFIG = "config"  # the connection's own settings cannot work
     MISMATCH = "mismatch"  # a resend would not send the bytes the original did
+    RECIPIENT = "recipient"  # a mail recipient refused for good (SMTP 5xx)
 
 
 class TransportError(Exception):
@@ -55,6 +57,22 @@ class PermanentError(TransportError):
     """Authentication, host key mismatch, permission denied, bad settings: a person must act."""
 
 
+def _no_rows() -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class FileContext:
+    """What a message about a file may say (email): whose delivery, of which task, when,
+    and — once the file's chunks are all consumed — how many rows it holds."""
+
+    delivery_id: str
+    task_name: str
+    delivered_at: datetime
+    time_zone: str
+    rows: Callable[[], int] = _no_rows
+
+
 @dataclass(frozen=True)
 class OutgoingFile:
     """A file to deliver: its final name (relative to the connection's folder), and, for a
@@ -63,6 +81,7 @@ class OutgoingFile:
 
     name: str
     expected_sha256: str = ""
+    context: FileContext | None = None
 
 
 class ItemStatus(enum.Enum):

@@ -81,10 +81,41 @@ class FtpsConfig:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
-ConnectionConfig = SftpConfig | FtpsConfig
-CONFIG_KINDS: dict[str, type[SftpConfig] | type[FtpsConfig]] = {
+DEFAULT_SUBJECT = "{task}: {rows} new referrals ({date})"
+DEFAULT_BODY = (
+    "Hello,\n\nattached is {file}: the {rows} referrals of {task} delivered on {date}.\n\n"
+    "You receive this because this address was approved for these deliveries.\n"
+)
+DEFAULT_GZIP_ABOVE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    """An email destination: templates and attachment options (the relay is the
+    deployment's; the recipients are rows of their own)."""
+
+    kind: ClassVar[str] = "email"
+    subject_template: str = DEFAULT_SUBJECT
+    body_template: str = DEFAULT_BODY
+    gzip_above_bytes: int = DEFAULT_GZIP_ABOVE  # -1: never
+    file_name_template: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings column."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EmailConfig:
+        """From the settings column."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+FileConfig = SftpConfig | FtpsConfig
+ConnectionConfig = SftpConfig | FtpsConfig | EmailConfig
+CONFIG_KINDS: dict[str, type[SftpConfig] | type[FtpsConfig] | type[EmailConfig]] = {
     "sftp": SftpConfig,
     "ftps": FtpsConfig,
+    "email": EmailConfig,
 }
 
 
@@ -116,6 +147,7 @@ class ConnectionDraft:
     secrets: Secrets
     url: str = ""
     ftps: FtpsConfig | None = None
+    email: EmailConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +165,7 @@ class SavedConnection:
 
     @property
     def kind(self) -> str:
-        """sftp or ftps."""
+        """sftp, ftps or email."""
         return self.config.kind
 
     @property

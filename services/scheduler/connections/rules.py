@@ -26,13 +26,19 @@ from services.common.paging import Page, decode_token, fetch_page, page_size
 from services.common.secrets import SecretBox, connection_secret_context
 from services.delivery.openpgp import OpenPgpError, key_fingerprint
 from services.delivery.transports.base import ProbeReport, TransportError
+from services.delivery.transports.email_message import message_template_problem
 from services.delivery.transports.ftps import pinned_certificate
 from services.delivery.transports.sftp import load_private_key, pinned_fingerprint
 from services.ingest.accounts import check_name
 from services.scheduler.connections.model import (
+    DEFAULT_BODY,
+    DEFAULT_GZIP_ABOVE,
+    DEFAULT_SUBJECT,
     ConnectionConfig,
     ConnectionDraft,
     ConnectionStore,
+    EmailConfig,
+    FileConfig,
     FtpsConfig,
     FtpsTls,
     SavedConnection,
@@ -58,8 +64,8 @@ def _invalid(problems: list[FieldProblem]) -> InvalidArgumentError:
 
 
 def _from_url(
-    url: str, config: ConnectionConfig | None, prefix: str
-) -> tuple[ConnectionConfig | None, list[FieldProblem]]:
+    url: str, config: FileConfig | None, prefix: str
+) -> tuple[FileConfig | None, list[FieldProblem]]:
     """Fill host, port, user and folder from an sftp://, ftps:// (implicit TLS) or
     ftpes:// (explicit TLS) URL; refuse ftp:// and every other scheme."""
     parts = urlsplit(url.strip())
@@ -134,7 +140,7 @@ def sftp_problems(
     return found
 
 
-def _common_problems(config: ConnectionConfig, p: str, port: int) -> list[FieldProblem]:
+def _common_problems(config: FileConfig, p: str, port: int) -> list[FieldProblem]:
     """The problems every file connection can have: host, port, user, folder, names."""
     found: list[FieldProblem] = []
     if not config.host:
@@ -209,6 +215,36 @@ def ftps_problems(
     return found
 
 
+def email_problems(email: EmailConfig, secrets: Secrets, prefix: str) -> list[FieldProblem]:
+    """Every problem of email settings (the relay is the deployment's: no secrets here)."""
+    p = f"{prefix}email."
+    found: list[FieldProblem] = []
+    for field, text, limit in (
+        ("subject_template", email.subject_template, 200),
+        ("body_template", email.body_template, 4000),
+    ):
+        problem = message_template_problem(text, limit)
+        if problem:
+            found.append(_problem(f"{p}{field}", "INVALID_FORMAT", problem))
+    if any(c in email.subject_template for c in "\r\n"):
+        found.append(_problem(f"{p}subject_template", "INVALID_FORMAT", "one line"))
+    if email.gzip_above_bytes < -1:
+        found.append(_problem(f"{p}gzip_above_bytes", "OUT_OF_RANGE", "-1 (never) or more"))
+    try:
+        check_template(email.file_name_template)
+    except TemplateError as exc:
+        found.append(_problem(f"{p}file_name_template", "INVALID_FORMAT", str(exc)))
+    if secrets.present():
+        found.append(
+            _problem(
+                f"{p}password",
+                "UNSUPPORTED",
+                "email goes through the deployment's relay: no secrets",
+            )
+        )
+    return found
+
+
 def _is_host(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -218,7 +254,7 @@ def _is_host(host: str) -> bool:
 
 
 async def _egress_problems(
-    egress: EgressPolicy, config: ConnectionConfig, prefix: str
+    egress: EgressPolicy, config: FileConfig, prefix: str
 ) -> list[FieldProblem]:
     """A destination in a refused range is refused when saved (DNS that fails now is not:
     the test call diagnoses it)."""
@@ -245,7 +281,18 @@ async def validated(
     except InvalidArgumentError as exc:
         name = ""
         problems += [replace(p, field=f"{prefix}name") for p in exc.problems]
-    config: ConnectionConfig | None = draft.sftp or draft.ftps
+    if draft.email is not None and not (draft.url or draft.sftp or draft.ftps):
+        email = replace(
+            draft.email,
+            subject_template=draft.email.subject_template or DEFAULT_SUBJECT,
+            body_template=draft.email.body_template or DEFAULT_BODY,
+            gzip_above_bytes=draft.email.gzip_above_bytes or DEFAULT_GZIP_ABOVE,
+        )
+        problems += email_problems(email, draft.secrets, prefix)
+        if problems:
+            raise _invalid(problems)
+        return name, email, Secrets()
+    config: FileConfig | None = draft.sftp or draft.ftps
     if draft.url:
         config, found = _from_url(draft.url, config, prefix)
         problems += found

@@ -11,7 +11,7 @@ from services.common.gen.handoff.scheduler.v1 import connections_pb2, connection
 from services.common.grpc_server import GrpcService
 from services.common.secrets import SecretBox
 from services.common.timestamps import timestamp_message
-from services.delivery.transports.base import ProbeReport
+from services.delivery.transports.base import Diagnosis, PermanentError, ProbeReport
 from services.delivery.transports.ftps import FtpsSettings, FtpsTransport
 from services.delivery.transports.sftp import SftpSecrets, SftpSettings, SftpTransport
 from services.scheduler.connections import rules
@@ -19,6 +19,7 @@ from services.scheduler.connections.model import (
     ConnectionConfig,
     ConnectionDraft,
     ConnectionStore,
+    EmailConfig,
     FtpsConfig,
     SavedConnection,
     Secrets,
@@ -67,7 +68,14 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
             pgp_public_key=f.pgp_public_key.strip(),
         )  # fmt: skip
         secrets = Secrets(password=f.password)
-    return ConnectionDraft(message.name, sftp, secrets, message.url, ftps)
+    email = None
+    if message.HasField("email"):
+        m = message.email
+        email = EmailConfig(
+            subject_template=m.subject_template, body_template=m.body_template,
+            gzip_above_bytes=m.gzip_above_bytes, file_name_template=m.file_name_template,
+        )  # fmt: skip
+    return ConnectionDraft(message.name, sftp, secrets, message.url, ftps, email)
 
 
 def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
@@ -91,6 +99,15 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
                 max_rows_per_file=f.max_rows_per_file,
                 password_set="password" in saved.secrets_set,
                 pgp_public_key=f.pgp_public_key, pgp_fingerprint=f.pgp_fingerprint,
+            )
+        )  # fmt: skip
+        return message
+    if isinstance(saved.config, EmailConfig):
+        e = saved.config
+        message.email.CopyFrom(
+            connections_pb2.EmailConnection(
+                subject_template=e.subject_template, body_template=e.body_template,
+                gzip_above_bytes=e.gzip_above_bytes, file_name_template=e.file_name_template,
             )
         )  # fmt: skip
         return message
@@ -122,6 +139,12 @@ def transport_prober(egress: EgressPolicy) -> rules.Prober:
             )  # fmt: skip
             async with FtpsTransport(ftps, secrets.password, egress) as transport:
                 return await transport.probe()
+        if isinstance(config, EmailConfig):
+            raise PermanentError(
+                Diagnosis.CONFIG,
+                "an email connection is tested by its recipients: each gets a confirmation "
+                "message when added (RecipientService.AddRecipient)",
+            )
         sftp: SftpConfig = config
         settings = SftpSettings(
             host=sftp.host, username=sftp.username, host_key=sftp.host_key,

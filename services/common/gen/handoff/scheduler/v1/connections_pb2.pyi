@@ -234,6 +234,45 @@ class FtpsConnection(_message.Message):
 Global___FtpsConnection: _TypeAlias = FtpsConnection  # noqa: Y015
 
 @_typing.final
+class EmailConnection(_message.Message):
+    """Email through the deployment's SMTP relay (HANDOFF_SMTP_*) to the connection's approved
+    recipients (RecipientService). The file is attached (gzip above gzip_above_bytes); a
+    file too large for the relay's message cap is offered as a signed, expiring download
+    link instead. The templates may name {task}, {date} (the run's time in the task's zone),
+    {rows} and {file}; the body never carries referral data.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_TEMPLATE_FIELD_NUMBER: _builtins.int
+    BODY_TEMPLATE_FIELD_NUMBER: _builtins.int
+    GZIP_ABOVE_BYTES_FIELD_NUMBER: _builtins.int
+    FILE_NAME_TEMPLATE_FIELD_NUMBER: _builtins.int
+    subject_template: _builtins.str
+    """default "{task}: {rows} new referrals ({date})" """
+    body_template: _builtins.str
+    """default: a short note naming the attachment"""
+    gzip_above_bytes: _builtins.int
+    """default 1 MiB (0); -1: never gzip"""
+    file_name_template: _builtins.str
+    """as for SFTP"""
+    def __init__(
+        self,
+        *,
+        subject_template: _builtins.str = ...,
+        body_template: _builtins.str = ...,
+        gzip_above_bytes: _builtins.int = ...,
+        file_name_template: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_template", b"body_template", "file_name_template", b"file_name_template", "gzip_above_bytes", b"gzip_above_bytes", "subject_template", b"subject_template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmailConnection: _TypeAlias = EmailConnection  # noqa: Y015
+
+@_typing.final
 class Connection(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -242,6 +281,7 @@ class Connection(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     SFTP_FIELD_NUMBER: _builtins.int
     FTPS_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
@@ -260,6 +300,8 @@ class Connection(_message.Message):
     @_builtins.property
     def ftps(self) -> Global___FtpsConnection: ...
     @_builtins.property
+    def email(self) -> Global___EmailConnection: ...
+    @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -271,16 +313,17 @@ class Connection(_message.Message):
         name: _builtins.str = ...,
         sftp: Global___SftpConnection | None = ...,
         ftps: Global___FtpsConnection | None = ...,
+        email: Global___EmailConnection | None = ...,
         url: _builtins.str = ...,
         version: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ftps", b"ftps", "kind", b"kind", "sftp", b"sftp", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "email", b"email", "ftps", b"ftps", "kind", b"kind", "sftp", b"sftp", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_at", b"created_at", "ftps", b"ftps", "id", b"id", "kind", b"kind", "name", b"name", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "id", b"id", "kind", b"kind", "name", b"name", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["sftp", "ftps"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["sftp", "ftps", "email"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

@@ -1,0 +1,127 @@
+"""Signed links, opened without a credential (the signature is the permission):
+`/v1/links/confirm` — a recipient confirms that it wants an email connection's files;
+`/v1/links/download` — exactly one delivery's file, for an email too large to attach
+(rendered again from the delivery's fixed layout and range: the same bytes).
+
+GET only shows a page with a button: mail scanners and link previews fetch links, and a
+fetch must not approve anyone; the POST of that button (carrying the same token) does.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator
+from typing import Protocol
+from uuid import UUID
+
+from aiohttp import web
+
+from services.common.signed_links import LinkError, LinkSigner
+from services.export.store import ExportStore
+
+CONFIRM_PATH = "/v1/links/confirm"
+CONFIRM_PURPOSE = "confirm-recipient"
+DOWNLOAD_PATH = "/v1/links/download"
+DOWNLOAD_PURPOSE = "download-delivery"
+LINK_PATHS = (CONFIRM_PATH, DOWNLOAD_PATH)
+
+
+class DeliveryFiles(Protocol):
+    """Renders one delivery's file again: (file name, chunks), or None when it has none."""
+
+    async def file_of(self, delivery_id: UUID) -> tuple[str, AsyncIterator[bytes]] | None: ...
+
+
+_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<meta name="robots" content="noindex"></head><body><h1>{title}</h1><p>{text}</p>{form}
+</body></html>"""
+
+
+def _page(title: str, text: str, form: str = "", status: int = 200) -> web.Response:
+    body = _PAGE.format(title=html.escape(title), text=html.escape(text), form=form)
+    return web.Response(
+        text=body, status=status, content_type="text/html",
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )  # fmt: skip
+
+
+class LinkRoutes:
+    """The handlers of signed links."""
+
+    def __init__(
+        self, store: ExportStore, signer: LinkSigner, files: DeliveryFiles | None = None
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._files = files
+
+    def _claim(self, token: str) -> UUID:
+        claim = self._signer.check(token, CONFIRM_PURPOSE)
+        return UUID(claim.subject)
+
+    async def show_confirmation(self, request: web.Request) -> web.StreamResponse:
+        """The page with the confirm button (changes nothing)."""
+        token = request.query.get("token", "")
+        try:
+            self._claim(token)
+        except (LinkError, ValueError) as exc:
+            return _page("This link does not work", str(exc), status=410)
+        form = (
+            f'<form method="post" action="{CONFIRM_PATH}"><input type="hidden" name="token" '
+            f'value="{html.escape(token)}"><button type="submit">Confirm</button></form>'
+        )
+        return _page(
+            "Confirm referral deliveries",
+            "Press the button to confirm that this address may receive referral files.",
+            form,
+        )
+
+    async def confirm(self, request: web.Request) -> web.StreamResponse:
+        """Approve the pending recipient the token names."""
+        form = await request.post()
+        token = str(form.get("token", ""))
+        try:
+            recipient = self._claim(token)
+        except (LinkError, ValueError) as exc:
+            return _page("This link does not work", str(exc), status=410)
+        found = await self._store.confirm_recipient(recipient)
+        if found is None:
+            return _page("This link does not work", "the recipient was removed", status=410)
+        address, state, _ = found
+        if state != "approved":
+            return _page(
+                "Not confirmed",
+                f"{address} was revoked; ask the sender to add it again.",
+                status=409,
+            )
+        return _page("Confirmed", f"{address} will receive the referral files from now on.")
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        """Stream exactly the delivery's file the token names."""
+        try:
+            claim = self._signer.check(request.query.get("token", ""), DOWNLOAD_PURPOSE)
+            delivery = UUID(claim.subject)
+        except (LinkError, ValueError) as exc:
+            return _page("This link does not work", str(exc), status=410)
+        found = None if self._files is None else await self._files.file_of(delivery)
+        if found is None:
+            return _page("This link does not work", "the file is not available", status=410)
+        name, chunks = found
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "Cache-Control": "no-store",
+            }
+        )
+        await response.prepare(request)
+        async for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    def add_routes(self, app: web.Application) -> None:
+        """Mount the link routes (open paths: the signature is checked by the handler)."""
+        app.router.add_get(CONFIRM_PATH, self.show_confirmation)
+        app.router.add_post(CONFIRM_PATH, self.confirm)
+        app.router.add_get(DOWNLOAD_PATH, self.download)
