@@ -30,7 +30,7 @@ def scheduler_services(
     how recipients' confirmation messages go out; None: they do not)."""
     return [
         layout_service(LayoutStorePg(pool), ReferralRowReader(pool)),
-        connection_service(ConnectionStorePg(pool), box, egress),
+        connection_service(ConnectionStorePg(pool), box, egress, ReferralRowReader(pool)),
         task_service(TaskStorePg(pool), LayoutStorePg(pool), ReferralRowReader(pool)),
         live_service(pool),
         recipient_service(RecipientStorePg(pool), confirmations),

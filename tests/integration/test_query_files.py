@@ -525,6 +525,11 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "",
         "id:uuid account_id:uuid lag_s:float8",
     ),
+    ("scheduler/connections/sql/connections.sql", "custom_field_names"): ("uuid", "name:text"),
+    ("scheduler/connections/sql/connections.sql", "custom_field_definitions"): (
+        "uuid",
+        "name:text description:text definition:jsonb",
+    ),
     # delivery/sql/live.sql
     ("delivery/sql/live.sql", "live_claim"): (
         "text float8 int8",

@@ -26,10 +26,9 @@ from uuid import UUID
 from opentelemetry import metrics
 
 from services.common.egress import EgressPolicy
-from services.common.layouts.codec import custom_field_from_json
-from services.common.layouts.compiler import RenderContext, compile_layout
-from services.common.layouts.model import Column, FormulaGuard, LayoutSpec
+from services.common.layouts.compiler import RenderContext
 from services.common.secrets import SecretBox, SecretError, connection_secret_context
+from services.delivery.live.render import BodyValues
 from services.delivery.live.schedule import RetrySchedule, disable_reason
 from services.delivery.live.store import Flush, LiveConnection, LiveStorePg, LostLeaseError, Parked
 from services.delivery.transports.http.client import HEAD_KEPT, ApiClient, Exchange
@@ -38,7 +37,6 @@ from services.delivery.transports.http.settings import ApiSettings
 from services.delivery.transports.http.templates import (
     BodyTemplate,
     FieldValueError,
-    parse_body_template,
 )
 
 log = logging.getLogger(__name__)
@@ -128,7 +126,6 @@ class ConnectionLoop:
         self._flushing = True
         self._notified = 0  # the highest seq ingest said it committed
         self.template: BodyTemplate | None = None
-        self._layout: Any = None
 
     def _open_secrets(self, box: SecretBox) -> dict[str, str]:
         try:
@@ -152,33 +149,17 @@ class ConnectionLoop:
         self._wake.set()
 
     async def _prepare(self) -> None:
-        customs = {
-            name: custom_field_from_json(name, description, definition)
-            for name, description, definition in await self._store.custom_fields(
-                self.connection.account_id
-            )
-        }
-        self.template = parse_body_template(
-            self.api.body_template or "{}", self.api.encoding, frozenset(customs)
-        )
-        wanted = list(dict.fromkeys([*self.template.fields, *(f.field for f in self.api.filters)]))
-        spec = LayoutSpec(tuple(Column(n, n) for n in wanted), formula_guard=FormulaGuard.OFF)
+        account = self.connection.account_id
         context = RenderContext(
             account_time_zone=self.connection.account_time_zone,
-            campaign_names=await self._store.campaign_names(self.connection.account_id),
+            campaign_names=await self._store.campaign_names(account),
         )
-        self._layout = compile_layout(spec, customs, context)
-        self._fields = wanted
+        self._body = BodyValues(self.api, await self._store.custom_fields(account), context)
+        self.template = self._body.template
 
     def values(self, rows: Sequence[Sequence[str]]) -> list[dict[str, str]]:
         """Each row's field values as the body template names them."""
-        if not rows:
-            return []
-        if not self._fields:
-            return [{} for _ in rows]
-        columns = list(zip(*rows, strict=True))
-        cells = self._layout.cell_columns(columns)
-        return [dict(zip(self._fields, row, strict=True)) for row in zip(*cells, strict=True)]
+        return self._body.values(rows)
 
     async def run(self) -> None:
         """Until stopped, the lease is lost or the endpoint is disabled."""

@@ -7,9 +7,11 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
 from uuid import UUID
 
+from services.delivery.transports.http.settings import API_SECRET_NAMES, ApiSettings
+
 WriteMode = Literal["rename", "direct"]
 FtpsTls = Literal["explicit", "implicit"]
-SECRET_NAMES = ("password", "private_key", "passphrase")
+SECRET_NAMES = ("password", "private_key", "passphrase", *API_SECRET_NAMES[1:])
 
 
 @dataclass(frozen=True)
@@ -110,12 +112,32 @@ class EmailConfig:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
+@dataclass(frozen=True)
+class ApiConfig:
+    """The advertiser's own API (real-time delivery): the settings the live loop reads."""
+
+    kind: ClassVar[str] = "api"
+    settings: ApiSettings
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings column."""
+        return self.settings.to_json()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ApiConfig:
+        """From the settings column."""
+        return cls(ApiSettings.from_json(data))
+
+
 FileConfig = SftpConfig | FtpsConfig
-ConnectionConfig = SftpConfig | FtpsConfig | EmailConfig
-CONFIG_KINDS: dict[str, type[SftpConfig] | type[FtpsConfig] | type[EmailConfig]] = {
+ConnectionConfig = SftpConfig | FtpsConfig | EmailConfig | ApiConfig
+CONFIG_KINDS: dict[
+    str, type[SftpConfig] | type[FtpsConfig] | type[EmailConfig] | type[ApiConfig]
+] = {
     "sftp": SftpConfig,
     "ftps": FtpsConfig,
     "email": EmailConfig,
+    "api": ApiConfig,
 }
 
 
@@ -131,6 +153,12 @@ class Secrets:
     password: str = field(default="", repr=False)
     private_key: str = field(default="", repr=False)
     passphrase: str = field(default="", repr=False)
+    # API connections (services/delivery/transports/http/settings.py names them).
+    token: str = field(default="", repr=False)
+    api_key: str = field(default="", repr=False)
+    client_secret: str = field(default="", repr=False)
+    signing_secret: str = field(default="", repr=False)
+    previous_signing_secret: str = field(default="", repr=False)
 
     def present(self) -> dict[str, str]:
         """The secrets that are set, by name."""
@@ -148,6 +176,7 @@ class ConnectionDraft:
     url: str = ""
     ftps: FtpsConfig | None = None
     email: EmailConfig | None = None
+    api: ApiConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +207,8 @@ class ConnectionStore(Protocol):
     """What the connection rules need from the store."""
 
     async def account_exists(self, account_id: UUID) -> bool | None: ...
+    async def custom_field_names(self, account_id: UUID) -> frozenset[str]: ...
+    async def custom_field_definitions(self, account_id: UUID) -> list[tuple[str, str, Any]]: ...
     async def insert(
         self,
         connection_id: UUID,

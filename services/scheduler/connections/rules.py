@@ -28,12 +28,14 @@ from services.delivery.openpgp import OpenPgpError, key_fingerprint
 from services.delivery.transports.base import ProbeReport, TransportError
 from services.delivery.transports.email_message import message_template_problem
 from services.delivery.transports.ftps import pinned_certificate
+from services.delivery.transports.http.settings import API_SECRET_NAMES, settings_problems
 from services.delivery.transports.sftp import load_private_key, pinned_fingerprint
 from services.ingest.accounts import check_name
 from services.scheduler.connections.model import (
     DEFAULT_BODY,
     DEFAULT_GZIP_ABOVE,
     DEFAULT_SUBJECT,
+    ApiConfig,
     ConnectionConfig,
     ConnectionDraft,
     ConnectionStore,
@@ -267,20 +269,58 @@ async def _egress_problems(
     return []
 
 
+async def _api_validated(
+    api: ApiConfig,
+    secrets: Secrets,
+    egress: EgressPolicy,
+    stored: frozenset[str],
+    prefix: str,
+    custom_fields: frozenset[str],
+) -> tuple[list[FieldProblem], ApiConfig]:
+    """Problems of API settings (the body template against the account's fields), and
+    the endpoints' hosts against the egress policy."""
+    settings = api.settings
+    plain = {n: v for n, v in secrets.present().items() if n in API_SECRET_NAMES}
+    found = settings_problems(settings, plain, stored, prefix, custom_fields)
+    if not found:
+        for place, url in (("url", settings.url), ("test_url", settings.test_url),
+                           ("token_url", settings.token_url)):  # fmt: skip
+            if not url:
+                continue
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            try:
+                await egress.resolve(parts.hostname or "", port)
+            except EgressRefusedError as exc:
+                found.append(_problem(f"{prefix}api.{place}", "EGRESS_REFUSED", exc.message))
+            except ResolutionError:
+                pass  # DNS may come back: the test call diagnoses it
+    return found, api
+
+
 async def validated(
     draft: ConnectionDraft,
     egress: EgressPolicy,
     stored: frozenset[str] = frozenset(),
     prefix: str = "connection.",
+    custom_fields: frozenset[str] = frozenset(),
 ) -> tuple[str, ConnectionConfig, Secrets]:
     """The clean name, settings and secrets of a draft, or InvalidArgumentError listing
-    every problem."""
+    every problem (`custom_fields`: the account's, which API body templates may name)."""
     problems: list[FieldProblem] = []
     try:
         name = check_name(draft.name)
     except InvalidArgumentError as exc:
         name = ""
         problems += [replace(p, field=f"{prefix}name") for p in exc.problems]
+    if draft.api is not None and not (draft.url or draft.sftp or draft.ftps or draft.email):
+        found, api = await _api_validated(
+            draft.api, draft.secrets, egress, stored, prefix, custom_fields
+        )
+        problems += found
+        if problems:
+            raise _invalid(problems)
+        return name, api, draft.secrets
     if draft.email is not None and not (draft.url or draft.sftp or draft.ftps):
         email = replace(
             draft.email,
@@ -371,7 +411,8 @@ async def create_connection(
     account = parse_id("account_id", account_id)
     wanted = parse_id("connection.id", connection_id, required=False)
     await _require_account(store, account, writing=True)
-    name, config, secrets = await validated(draft, egress)
+    customs = await store.custom_field_names(account)
+    name, config, secrets = await validated(draft, egress, custom_fields=customs)
     saved = await store.insert(wanted, account, name, config, seal(box, wanted, secrets, {}))
     if saved is None:
         raise AlreadyExistsError(
@@ -426,7 +467,10 @@ async def update_connection(
     if draft.ftps is not None or (draft.url and not draft.url.lower().startswith("sftp")):
         kept.pop("private_key", None)  # FTPS has no key: one kept from SFTP would be refused
         kept.pop("passphrase", None)
-    name, config, secrets = await validated(draft, egress, frozenset(kept))
+    if draft.api is not None:  # secrets of another kind do not carry over
+        kept = {n: s for n, s in kept.items() if n in API_SECRET_NAMES}
+    customs = await store.custom_field_names(current.account_id)
+    name, config, secrets = await validated(draft, egress, frozenset(kept), custom_fields=customs)
     saved = await store.update(
         current.account_id, current.id, name, config, seal(box, current.id, secrets, kept)
     )

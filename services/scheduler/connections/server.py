@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import grpc
 
 from services.common.egress import EgressPolicy
+from services.common.errors import NotFoundError
 from services.common.gen.handoff.scheduler.v1 import connections_pb2, connections_pb2_grpc
 from services.common.grpc_server import GrpcService
+from services.common.ids import parse_id
+from services.common.layouts.compiler import RenderContext
+from services.common.referral_rows import ReferralRowReader
 from services.common.secrets import SecretBox
 from services.common.timestamps import timestamp_message
 from services.delivery.transports.base import Diagnosis, PermanentError, ProbeReport
 from services.delivery.transports.ftps import FtpsSettings, FtpsTransport
+from services.delivery.transports.http.responses import Outcome
 from services.delivery.transports.sftp import SftpSecrets, SftpSettings, SftpTransport
 from services.scheduler.connections import rules
+from services.scheduler.connections.api_messages import (
+    api_config_of,
+    api_message,
+    exchange_message,
+    test_call,
+)
 from services.scheduler.connections.model import (
+    ApiConfig,
     ConnectionConfig,
     ConnectionDraft,
     ConnectionStore,
@@ -68,6 +81,9 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
             pgp_public_key=f.pgp_public_key.strip(),
         )  # fmt: skip
         secrets = Secrets(password=f.password)
+    api = None
+    if message.HasField("api"):
+        api, secrets = api_config_of(message.api)
     email = None
     if message.HasField("email"):
         m = message.email
@@ -75,7 +91,7 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
             subject_template=m.subject_template, body_template=m.body_template,
             gzip_above_bytes=m.gzip_above_bytes, file_name_template=m.file_name_template,
         )  # fmt: skip
-    return ConnectionDraft(message.name, sftp, secrets, message.url, ftps, email)
+    return ConnectionDraft(message.name, sftp, secrets, message.url, ftps, email, api)
 
 
 def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
@@ -101,6 +117,9 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
                 pgp_public_key=f.pgp_public_key, pgp_fingerprint=f.pgp_fingerprint,
             )
         )  # fmt: skip
+        return message
+    if isinstance(saved.config, ApiConfig):
+        message.api.CopyFrom(api_message(saved.config, saved.secrets_set))
         return message
     if isinstance(saved.config, EmailConfig):
         e = saved.config
@@ -139,6 +158,8 @@ def transport_prober(egress: EgressPolicy) -> rules.Prober:
             )  # fmt: skip
             async with FtpsTransport(ftps, secrets.password, egress) as transport:
                 return await transport.probe()
+        if isinstance(config, ApiConfig):
+            raise PermanentError(Diagnosis.CONFIG, "API connections are tested by a test call")
         if isinstance(config, EmailConfig):
             raise PermanentError(
                 Diagnosis.CONFIG,
@@ -166,8 +187,10 @@ class ConnectionServicer(connections_pb2_grpc.ConnectionServiceServicer):
         box: SecretBox,
         egress: EgressPolicy,
         prober: rules.Prober | None = None,
+        rows: ReferralRowReader | None = None,
     ) -> None:
         self._store = store
+        self._rows = rows
         self._box = box
         self._egress = egress
         self._prober = prober or transport_prober(egress)
@@ -218,13 +241,19 @@ class ConnectionServicer(connections_pb2_grpc.ConnectionServiceServicer):
     async def TestConnection(  # noqa: N802
         self, request: connections_pb2.TestConnectionRequest, context: Context
     ) -> connections_pb2.TestConnectionResponse:
+        connection_id = uuid.UUID(int=0)
         if request.HasField("draft"):
+            account = parse_id("account_id", request.account_id)
+            customs = await self._store.custom_field_names(account)
             _, config, secrets = await rules.validated(
-                draft_of(request.draft), self._egress, prefix="draft."
+                draft_of(request.draft), self._egress, prefix="draft.", custom_fields=customs
             )
         else:
             saved = await rules.get_connection(self._store, request.account_id, request.id)
             config, secrets = saved.config, rules.open_secrets(self._box, saved)
+            account, connection_id = saved.account_id, saved.id
+        if isinstance(config, ApiConfig):
+            return await self._test_call(request, account, connection_id, config, secrets)
         report, failure = await rules.test_connection(config, secrets, self._prober)
         if failure is not None:
             return connections_pb2.TestConnectionResponse(
@@ -239,10 +268,57 @@ class ConnectionServicer(connections_pb2_grpc.ConnectionServiceServicer):
             ok=True, steps=list(report.steps), host_key_fingerprint=report.peer_identity
         )
 
+    async def _test_call(
+        self,
+        request: connections_pb2.TestConnectionRequest,
+        account: uuid.UUID,
+        connection_id: uuid.UUID,
+        config: ApiConfig,
+        secrets: Secrets,
+    ) -> connections_pb2.TestConnectionResponse:
+        row: list[str] | None = None
+        context = RenderContext()
+        if self._rows is not None:
+            context = await self._rows.render_context(account) or context
+            if request.referral_seq:
+                async for batch in self._rows.rows_in_range(
+                    account, request.referral_seq - 1, request.referral_seq
+                ):
+                    row = [column[0] for column in batch] if batch[0] else row
+                if row is None:
+                    raise NotFoundError(
+                        f"referral {request.referral_seq} does not exist in account {account}"
+                    )
+            elif request.recent:
+                latest = await self._rows.latest_rows(account, 1)
+                row = latest[0] if latest else None
+        customs = await self._store.custom_field_definitions(account)
+        exchange = await test_call(
+            config, secrets, self._egress, connection_id, row, customs, context
+        )
+        accepted = exchange.verdict.outcome is Outcome.ACCEPTED
+        diagnosis = "" if accepted else (
+            exchange.diagnosis.value if exchange.diagnosis else exchange.verdict.outcome.value
+        )  # fmt: skip
+        said = exchange.error or (
+            f"answered {exchange.status}: {exchange.verdict.outcome.value} "
+            f"({exchange.verdict.rule})"
+        )
+        return connections_pb2.TestConnectionResponse(
+            ok=accepted, diagnosis=diagnosis, message="" if accepted else said,
+            steps=["sent", f"answered {exchange.status}"] if exchange.status else [],
+            exchange=exchange_message(exchange),
+        )  # fmt: skip
 
-def connection_service(store: ConnectionStore, box: SecretBox, egress: EgressPolicy) -> GrpcService:
-    """ConnectionService for grpc_server()."""
-    servicer = ConnectionServicer(store, box, egress)
+
+def connection_service(
+    store: ConnectionStore,
+    box: SecretBox,
+    egress: EgressPolicy,
+    rows: ReferralRowReader | None = None,
+) -> GrpcService:
+    """ConnectionService for grpc_server() (`rows`: where API test calls find referrals)."""
+    servicer = ConnectionServicer(store, box, egress, rows=rows)
     return GrpcService(
         connections_pb2.DESCRIPTOR.services_by_name["ConnectionService"].full_name,
         lambda server: connections_pb2_grpc.add_ConnectionServiceServicer_to_server(

@@ -45,6 +45,16 @@ class ConnectionStorePg:
         )
         return rows
 
+    async def custom_field_names(self, account_id: UUID) -> frozenset[str]:
+        """The account's custom fields (an API body template may name them)."""
+        rows = await self._rows("custom_field_names", account_id)
+        return frozenset(r["name"] for r in rows)
+
+    async def custom_field_definitions(self, account_id: UUID) -> list[tuple[str, str, Any]]:
+        """(name, description, definition) of the account's custom fields."""
+        rows = await self._rows("custom_field_definitions", account_id)
+        return [(r["name"], r["description"], r["definition"]) for r in rows]
+
     async def account_exists(self, account_id: UUID) -> bool | None:
         """Whether the account is archived; None when it does not exist."""
         rows = await self._rows("account_state", account_id)

@@ -74,6 +74,110 @@ IMPLICIT: FtpsTls.ValueType  # 2
 """TLS from the first byte (port 990)"""
 Global___FtpsTls: _TypeAlias = FtpsTls  # noqa: Y015
 
+class _ApiMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApiMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApiMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    API_METHOD_UNSPECIFIED: _ApiMethod.ValueType  # 0
+    """POST"""
+    POST: _ApiMethod.ValueType  # 1
+    PUT: _ApiMethod.ValueType  # 2
+    GET: _ApiMethod.ValueType  # 3
+    """the template becomes the query string"""
+
+class ApiMethod(_ApiMethod, metaclass=_ApiMethodEnumTypeWrapper): ...
+
+API_METHOD_UNSPECIFIED: ApiMethod.ValueType  # 0
+"""POST"""
+POST: ApiMethod.ValueType  # 1
+PUT: ApiMethod.ValueType  # 2
+GET: ApiMethod.ValueType  # 3
+"""the template becomes the query string"""
+Global___ApiMethod: _TypeAlias = ApiMethod  # noqa: Y015
+
+class _BodyEncoding:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BodyEncodingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BodyEncoding.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BODY_ENCODING_UNSPECIFIED: _BodyEncoding.ValueType  # 0
+    """JSON"""
+    JSON: _BodyEncoding.ValueType  # 1
+    FORM: _BodyEncoding.ValueType  # 2
+    """application/x-www-form-urlencoded"""
+    XML: _BodyEncoding.ValueType  # 3
+
+class BodyEncoding(_BodyEncoding, metaclass=_BodyEncodingEnumTypeWrapper): ...
+
+BODY_ENCODING_UNSPECIFIED: BodyEncoding.ValueType  # 0
+"""JSON"""
+JSON: BodyEncoding.ValueType  # 1
+FORM: BodyEncoding.ValueType  # 2
+"""application/x-www-form-urlencoded"""
+XML: BodyEncoding.ValueType  # 3
+Global___BodyEncoding: _TypeAlias = BodyEncoding  # noqa: Y015
+
+class _ApiAuth:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApiAuthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApiAuth.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    API_AUTH_UNSPECIFIED: _ApiAuth.ValueType  # 0
+    """NONE"""
+    NONE: _ApiAuth.ValueType  # 1
+    BASIC: _ApiAuth.ValueType  # 2
+    """username + password"""
+    BEARER: _ApiAuth.ValueType  # 3
+    """token"""
+    API_KEY: _ApiAuth.ValueType  # 4
+    """api_key in the header or query parameter api_key_name"""
+    OAUTH2: _ApiAuth.ValueType  # 5
+    """client credentials: token_url, client_id, client_secret"""
+
+class ApiAuth(_ApiAuth, metaclass=_ApiAuthEnumTypeWrapper): ...
+
+API_AUTH_UNSPECIFIED: ApiAuth.ValueType  # 0
+"""NONE"""
+NONE: ApiAuth.ValueType  # 1
+BASIC: ApiAuth.ValueType  # 2
+"""username + password"""
+BEARER: ApiAuth.ValueType  # 3
+"""token"""
+API_KEY: ApiAuth.ValueType  # 4
+"""api_key in the header or query parameter api_key_name"""
+OAUTH2: ApiAuth.ValueType  # 5
+"""client credentials: token_url, client_id, client_secret"""
+Global___ApiAuth: _TypeAlias = ApiAuth  # noqa: Y015
+
+class _RuleOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RuleOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RuleOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RULE_OUTCOME_UNSPECIFIED: _RuleOutcome.ValueType  # 0
+    ACCEPTED: _RuleOutcome.ValueType  # 1
+    REJECTED: _RuleOutcome.ValueType  # 2
+    """permanent for that referral"""
+    RETRY: _RuleOutcome.ValueType  # 3
+    DISABLE: _RuleOutcome.ValueType  # 4
+    """the endpoint is gone: disable it (410 by default)"""
+
+class RuleOutcome(_RuleOutcome, metaclass=_RuleOutcomeEnumTypeWrapper): ...
+
+RULE_OUTCOME_UNSPECIFIED: RuleOutcome.ValueType  # 0
+ACCEPTED: RuleOutcome.ValueType  # 1
+REJECTED: RuleOutcome.ValueType  # 2
+"""permanent for that referral"""
+RETRY: RuleOutcome.ValueType  # 3
+DISABLE: RuleOutcome.ValueType  # 4
+"""the endpoint is gone: disable it (410 by default)"""
+Global___RuleOutcome: _TypeAlias = RuleOutcome  # noqa: Y015
+
 @_typing.final
 class SftpConnection(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -282,6 +386,7 @@ class Connection(_message.Message):
     SFTP_FIELD_NUMBER: _builtins.int
     FTPS_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
+    API_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
@@ -302,6 +407,8 @@ class Connection(_message.Message):
     @_builtins.property
     def email(self) -> Global___EmailConnection: ...
     @_builtins.property
+    def api(self) -> Global___ApiConnection: ...
+    @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -314,16 +421,17 @@ class Connection(_message.Message):
         sftp: Global___SftpConnection | None = ...,
         ftps: Global___FtpsConnection | None = ...,
         email: Global___EmailConnection | None = ...,
+        api: Global___ApiConnection | None = ...,
         url: _builtins.str = ...,
         version: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "email", b"email", "ftps", b"ftps", "kind", b"kind", "sftp", b"sftp", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "kind", b"kind", "sftp", b"sftp", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "id", b"id", "kind", b"kind", "name", b"name", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api", b"api", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "id", b"id", "kind", b"kind", "name", b"name", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["sftp", "ftps", "email"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["sftp", "ftps", "email", "api"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -497,9 +605,17 @@ class TestConnectionRequest(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     ID_FIELD_NUMBER: _builtins.int
     DRAFT_FIELD_NUMBER: _builtins.int
+    REFERRAL_SEQ_FIELD_NUMBER: _builtins.int
+    RECENT_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     id: _builtins.str
     """a saved connection, or"""
+    referral_seq: _builtins.int
+    """API connections: send this referral of the account (its seq) instead of a sample;
+    with `recent`, the account's most recent referral. The call goes to the test URL
+    when one is set.
+    """
+    recent: _builtins.bool
     @_builtins.property
     def draft(self) -> Global___Connection:
         """an unsaved one (validated like a create)"""
@@ -510,10 +626,12 @@ class TestConnectionRequest(_message.Message):
         account_id: _builtins.str = ...,
         id: _builtins.str = ...,
         draft: Global___Connection | None = ...,
+        referral_seq: _builtins.int = ...,
+        recent: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "draft", b"draft", "id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "draft", b"draft", "id", b"id", "recent", b"recent", "referral_seq", b"referral_seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -529,6 +647,7 @@ class TestConnectionResponse(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     HOST_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
     CERTIFICATE_SHA256_FIELD_NUMBER: _builtins.int
+    EXCHANGE_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     diagnosis: _builtins.str
     """dns, refused, timeout, egress, host_key, tls, auth, missing, permission, full,
@@ -542,6 +661,10 @@ class TestConnectionResponse(_message.Message):
     def steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """what succeeded, in order"""
 
+    @_builtins.property
+    def exchange(self) -> Global___HttpExchange:
+        """API connections: the whole exchange (secrets redacted) and what the rules made of it."""
+
     def __init__(
         self,
         *,
@@ -551,11 +674,360 @@ class TestConnectionResponse(_message.Message):
         steps: _abc.Iterable[_builtins.str] | None = ...,
         host_key_fingerprint: _builtins.str = ...,
         certificate_sha256: _builtins.str = ...,
+        exchange: Global___HttpExchange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exchange", b"exchange"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_sha256", b"certificate_sha256", "diagnosis", b"diagnosis", "host_key_fingerprint", b"host_key_fingerprint", "message", b"message", "ok", b"ok", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_sha256", b"certificate_sha256", "diagnosis", b"diagnosis", "exchange", b"exchange", "host_key_fingerprint", b"host_key_fingerprint", "message", b"message", "ok", b"ok", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TestConnectionResponse: _TypeAlias = TestConnectionResponse  # noqa: Y015
+
+@_typing.final
+class HttpExchange(_message.Message):
+    """One request to an advertiser's API and its answer, as a test call shows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RequestHeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ResponseHeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    METHOD_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    REQUEST_HEADERS_FIELD_NUMBER: _builtins.int
+    REQUEST_BODY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    RESPONSE_HEADERS_FIELD_NUMBER: _builtins.int
+    RESPONSE_BODY_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    method: _builtins.str
+    url: _builtins.str
+    """an API key in the query is redacted"""
+    request_body: _builtins.str
+    status: _builtins.int
+    """0: nothing answered"""
+    response_body: _builtins.str
+    """the first 64 KiB"""
+    latency_ms: _builtins.float
+    outcome: _builtins.str
+    """accepted, rejected, retry, disable"""
+    rule: _builtins.str
+    """the rule that decided"""
+    error: _builtins.str
+    @_builtins.property
+    def request_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Authorization, keys, signatures redacted"""
+
+    @_builtins.property
+    def response_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        method: _builtins.str = ...,
+        url: _builtins.str = ...,
+        request_headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        request_body: _builtins.str = ...,
+        status: _builtins.int = ...,
+        response_headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        response_body: _builtins.str = ...,
+        latency_ms: _builtins.float = ...,
+        outcome: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "latency_ms", b"latency_ms", "method", b"method", "outcome", b"outcome", "request_body", b"request_body", "request_headers", b"request_headers", "response_body", b"response_body", "response_headers", b"response_headers", "rule", b"rule", "status", b"status", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HttpExchange: _TypeAlias = HttpExchange  # noqa: Y015
+
+@_typing.final
+class ResponseRule(_message.Message):
+    """Evaluated in order; the first whose conditions all hold decides. The defaults follow:
+    2xx accepted; 408, 425, 429, 5xx retry; 3xx retry (never followed); 410 disable;
+    other 4xx rejected.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    JSON_PATH_FIELD_NUMBER: _builtins.int
+    EQUALS_FIELD_NUMBER: _builtins.int
+    CONTAINS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """"200", "2xx", "400-499"; empty: any"""
+    json_path: _builtins.str
+    """"$.status", "$.data[0].ok" """
+    equals: _builtins.str
+    """the value at json_path, as text; unset: it exists"""
+    contains: _builtins.str
+    """a text the body contains"""
+    outcome: Global___RuleOutcome.ValueType
+    name: _builtins.str
+    """how attempts name it (default "rule <n>")"""
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        json_path: _builtins.str = ...,
+        equals: _builtins.str | None = ...,
+        contains: _builtins.str = ...,
+        outcome: Global___RuleOutcome.ValueType = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_equals", b"_equals", "equals", b"equals"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_equals", b"_equals", "contains", b"contains", "equals", b"equals", "json_path", b"json_path", "name", b"name", "outcome", b"outcome", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__equals: _TypeAlias = _typing.Literal["equals"]  # noqa: Y015
+    _WhichOneofArgType__equals: _TypeAlias = _typing.Literal["_equals", b"_equals"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__equals) -> _WhichOneofReturnType__equals | None: ...
+
+Global___ResponseRule: _TypeAlias = ResponseRule  # noqa: Y015
+
+@_typing.final
+class FieldFilter(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    CONTAINS_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    contains: _builtins.bool
+    """contains one of them instead"""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """equals one of them (case-insensitive)"""
+
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+        contains: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contains", b"contains", "field", b"field", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldFilter: _TypeAlias = FieldFilter  # noqa: Y015
+
+@_typing.final
+class ApiConnection(_message.Message):
+    """The advertiser's own API: one request per referral, the way they define it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    URL_FIELD_NUMBER: _builtins.int
+    TEST_URL_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    BODY_TEMPLATE_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    AUTH_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    API_KEY_NAME_FIELD_NUMBER: _builtins.int
+    API_KEY_IN_QUERY_FIELD_NUMBER: _builtins.int
+    TOKEN_URL_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_IN_BODY_FIELD_NUMBER: _builtins.int
+    STANDARD_WEBHOOKS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SECRET_UNTIL_FIELD_NUMBER: _builtins.int
+    CA_PEM_FIELD_NUMBER: _builtins.int
+    RESPONSE_RULES_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
+    ALL_CAMPAIGNS_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_PER_S_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    STRICT_ORDER_FIELD_NUMBER: _builtins.int
+    RETRY_SCHEDULE_S_FIELD_NUMBER: _builtins.int
+    DISABLE_AFTER_S_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    SIGNING_SECRET_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SIGNING_SECRET_FIELD_NUMBER: _builtins.int
+    SECRETS_SET_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """https (http only to loopback)"""
+    test_url: _builtins.str
+    method: Global___ApiMethod.ValueType
+    encoding: Global___BodyEncoding.ValueType
+    body_template: _builtins.str
+    """A JSON or XML document, or (form) a JSON list of ["name", "value"] pairs, whose
+    string values carry {{field}} placeholders; "{{age:number}}" gives a typed JSON value.
+    """
+    timeout_s: _builtins.float
+    """default 10, at most 60"""
+    auth: Global___ApiAuth.ValueType
+    username: _builtins.str
+    api_key_name: _builtins.str
+    api_key_in_query: _builtins.bool
+    token_url: _builtins.str
+    client_id: _builtins.str
+    scope: _builtins.str
+    audience: _builtins.str
+    client_secret_in_body: _builtins.bool
+    """else HTTP Basic to the token endpoint"""
+    standard_webhooks: _builtins.bool
+    """Sign every call as Standard Webhooks do (webhook-id, -timestamp, -signature)."""
+    ca_pem: _builtins.str
+    """trust only this CA"""
+    all_campaigns: _builtins.bool
+    rate_limit_per_s: _builtins.float
+    """0: no limit"""
+    concurrency: _builtins.int
+    """default 8"""
+    strict_order: _builtins.bool
+    disable_after_s: _builtins.float
+    """default 5 days"""
+    password: _builtins.str
+    """Write-only secrets: never returned."""
+    token: _builtins.str
+    api_key: _builtins.str
+    client_secret: _builtins.str
+    signing_secret: _builtins.str
+    """whsec_…"""
+    previous_signing_secret: _builtins.str
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def previous_secret_until(self) -> _timestamp_pb2.Timestamp:
+        """During a secret rotation: sign with the previous secret too, until then."""
+
+    @_builtins.property
+    def response_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResponseRule]: ...
+    @_builtins.property
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The campaigns it receives; empty with all_campaigns: every campaign, future ones too."""
+
+    @_builtins.property
+    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldFilter]: ...
+    @_builtins.property
+    def retry_schedule_s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Seconds to wait after the 1st, 2nd, ... failure; empty: 5 s, 5 min, 30 min, 2 h,
+        5 h, 10 h, 10 h.
+        """
+
+    @_builtins.property
+    def secrets_set(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Read-only: which secrets are stored."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        test_url: _builtins.str = ...,
+        method: Global___ApiMethod.ValueType = ...,
+        encoding: Global___BodyEncoding.ValueType = ...,
+        body_template: _builtins.str = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        timeout_s: _builtins.float = ...,
+        auth: Global___ApiAuth.ValueType = ...,
+        username: _builtins.str = ...,
+        api_key_name: _builtins.str = ...,
+        api_key_in_query: _builtins.bool = ...,
+        token_url: _builtins.str = ...,
+        client_id: _builtins.str = ...,
+        scope: _builtins.str = ...,
+        audience: _builtins.str = ...,
+        client_secret_in_body: _builtins.bool = ...,
+        standard_webhooks: _builtins.bool = ...,
+        previous_secret_until: _timestamp_pb2.Timestamp | None = ...,
+        ca_pem: _builtins.str = ...,
+        response_rules: _abc.Iterable[Global___ResponseRule] | None = ...,
+        campaign_ids: _abc.Iterable[_builtins.str] | None = ...,
+        all_campaigns: _builtins.bool = ...,
+        filters: _abc.Iterable[Global___FieldFilter] | None = ...,
+        rate_limit_per_s: _builtins.float = ...,
+        concurrency: _builtins.int = ...,
+        strict_order: _builtins.bool = ...,
+        retry_schedule_s: _abc.Iterable[_builtins.float] | None = ...,
+        disable_after_s: _builtins.float = ...,
+        password: _builtins.str = ...,
+        token: _builtins.str = ...,
+        api_key: _builtins.str = ...,
+        client_secret: _builtins.str = ...,
+        signing_secret: _builtins.str = ...,
+        previous_signing_secret: _builtins.str = ...,
+        secrets_set: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["previous_secret_until", b"previous_secret_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_campaigns", b"all_campaigns", "api_key", b"api_key", "api_key_in_query", b"api_key_in_query", "api_key_name", b"api_key_name", "audience", b"audience", "auth", b"auth", "body_template", b"body_template", "ca_pem", b"ca_pem", "campaign_ids", b"campaign_ids", "client_id", b"client_id", "client_secret", b"client_secret", "client_secret_in_body", b"client_secret_in_body", "concurrency", b"concurrency", "disable_after_s", b"disable_after_s", "encoding", b"encoding", "filters", b"filters", "headers", b"headers", "method", b"method", "password", b"password", "previous_secret_until", b"previous_secret_until", "previous_signing_secret", b"previous_signing_secret", "rate_limit_per_s", b"rate_limit_per_s", "response_rules", b"response_rules", "retry_schedule_s", b"retry_schedule_s", "scope", b"scope", "secrets_set", b"secrets_set", "signing_secret", b"signing_secret", "standard_webhooks", b"standard_webhooks", "strict_order", b"strict_order", "test_url", b"test_url", "timeout_s", b"timeout_s", "token", b"token", "token_url", b"token_url", "url", b"url", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApiConnection: _TypeAlias = ApiConnection  # noqa: Y015

@@ -28,8 +28,9 @@ if _version_not_supported:
 class ConnectionServiceStub:
     """Where deliveries go. Secrets (passwords, private keys) are write-only: they are sealed
     at rest and no answer ever carries them; a connection says only which are set.
-    Kinds: SFTP, FTPS (explicit or implicit TLS) and email to approved recipients (HTTP APIs
-    come as a further kind). Plain FTP is refused everywhere, naming SFTP and FTPS.
+    Kinds: SFTP, FTPS (explicit or implicit TLS), email to approved recipients, and the
+    advertiser's own HTTP API (real-time: each referral sent as it is committed; see
+    docs/realtime.md and live.proto). Plain FTP is refused everywhere, naming SFTP and FTPS.
     """
 
     def __init__(self, channel):
@@ -73,8 +74,9 @@ class ConnectionServiceStub:
 class ConnectionServiceServicer:
     """Where deliveries go. Secrets (passwords, private keys) are write-only: they are sealed
     at rest and no answer ever carries them; a connection says only which are set.
-    Kinds: SFTP, FTPS (explicit or implicit TLS) and email to approved recipients (HTTP APIs
-    come as a further kind). Plain FTP is refused everywhere, naming SFTP and FTPS.
+    Kinds: SFTP, FTPS (explicit or implicit TLS), email to approved recipients, and the
+    advertiser's own HTTP API (real-time: each referral sent as it is committed; see
+    docs/realtime.md and live.proto). Plain FTP is refused everywhere, naming SFTP and FTPS.
     """
 
     def CreateConnection(self, request, context):
@@ -163,8 +165,9 @@ def add_ConnectionServiceServicer_to_server(servicer, server):
 class ConnectionService:
     """Where deliveries go. Secrets (passwords, private keys) are write-only: they are sealed
     at rest and no answer ever carries them; a connection says only which are set.
-    Kinds: SFTP, FTPS (explicit or implicit TLS) and email to approved recipients (HTTP APIs
-    come as a further kind). Plain FTP is refused everywhere, naming SFTP and FTPS.
+    Kinds: SFTP, FTPS (explicit or implicit TLS), email to approved recipients, and the
+    advertiser's own HTTP API (real-time: each referral sent as it is committed; see
+    docs/realtime.md and live.proto). Plain FTP is refused everywhere, naming SFTP and FTPS.
     """
 
     @staticmethod

@@ -29,8 +29,9 @@ GRPC_VERSION: str
 class ConnectionServiceStub:
     """Where deliveries go. Secrets (passwords, private keys) are write-only: they are sealed
     at rest and no answer ever carries them; a connection says only which are set.
-    Kinds: SFTP, FTPS (explicit or implicit TLS) and email to approved recipients (HTTP APIs
-    come as a further kind). Plain FTP is refused everywhere, naming SFTP and FTPS.
+    Kinds: SFTP, FTPS (explicit or implicit TLS), email to approved recipients, and the
+    advertiser's own HTTP API (real-time: each referral sent as it is committed; see
+    docs/realtime.md and live.proto). Plain FTP is refused everywhere, naming SFTP and FTPS.
     """
 
     @_typing.overload
@@ -56,8 +57,9 @@ class ConnectionServiceStub:
 class ConnectionServiceAsyncStub(ConnectionServiceStub):
     """Where deliveries go. Secrets (passwords, private keys) are write-only: they are sealed
     at rest and no answer ever carries them; a connection says only which are set.
-    Kinds: SFTP, FTPS (explicit or implicit TLS) and email to approved recipients (HTTP APIs
-    come as a further kind). Plain FTP is refused everywhere, naming SFTP and FTPS.
+    Kinds: SFTP, FTPS (explicit or implicit TLS), email to approved recipients, and the
+    advertiser's own HTTP API (real-time: each referral sent as it is committed; see
+    docs/realtime.md and live.proto). Plain FTP is refused everywhere, naming SFTP and FTPS.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -79,8 +81,9 @@ class ConnectionServiceAsyncStub(ConnectionServiceStub):
 class ConnectionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Where deliveries go. Secrets (passwords, private keys) are write-only: they are sealed
     at rest and no answer ever carries them; a connection says only which are set.
-    Kinds: SFTP, FTPS (explicit or implicit TLS) and email to approved recipients (HTTP APIs
-    come as a further kind). Plain FTP is refused everywhere, naming SFTP and FTPS.
+    Kinds: SFTP, FTPS (explicit or implicit TLS), email to approved recipients, and the
+    advertiser's own HTTP API (real-time: each referral sent as it is committed; see
+    docs/realtime.md and live.proto). Plain FTP is refused everywhere, naming SFTP and FTPS.
     """
 
     @_abc_1.abstractmethod
