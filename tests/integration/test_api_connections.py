@@ -4,7 +4,6 @@ campaign, and then each new referral arrives at the endpoint."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -107,10 +106,20 @@ async def test_create_test_link_and_deliver(world: World) -> None:
         assert endpoint.seen[-1].headers["Authorization"] == "Bearer s3cret-token"
         # Linked to no campaign yet: nothing is sent. Link the campaign, then send.
         await running.claim_round()
-        await insert_referrals(world.pool, uuid.UUID(world.account), uuid.UUID(world.campaign),
-                               [{"email": "early@example.com"}])  # fmt: skip
+        (early,) = await insert_referrals(
+            world.pool, uuid.UUID(world.account), uuid.UUID(world.campaign),
+            [{"email": "early@example.com"}],
+        )  # fmt: skip
         await notify(world.pool)
-        await asyncio.sleep(0.5)
+
+        async def passed() -> bool:  # the cursor moved past it: out of scope, done
+            cursor = await world.pool.fetchval(
+                "SELECT delivered_seq FROM live_cursors WHERE connection_id = $1",
+                uuid.UUID(created.id),
+            )
+            return bool(cursor and cursor >= early)
+
+        await eventually(passed)
         assert [s.path for s in endpoint.seen] == ["/test"]
         linked = created.api
         linked.campaign_ids.append(world.campaign)
@@ -143,7 +152,9 @@ async def test_bad_api_connections_are_refused_naming_the_field(world: World) ->
     here = "http://127.0.0.1:9/x"
     bad_rule = connections_pb2.ResponseRule(status="2yy", outcome=connections_pb2.REJECTED)
     cases = {
-        "connection.api.body_template": _api(here, body_template='{"a": "{{nope}}"}'),
+        "connection.api.body_template$.a: no field named 'nope'": _api(
+            here, body_template='{"a": "{{nope}}"}'
+        ),
         "connection.api.body_template$.a": _api(here, body_template='{"a": "x {{email:number}}"}'),
         "connection.api.url": _api("ftp://example.com/x"),
         "connection.api.token": _api(here, token=""),

@@ -456,3 +456,63 @@ async def test_the_attempt_log_keeps_days_in_partitions_and_counts_what_it_drops
     ]  # fmt: skip
     assert await store.maintain(30) == 0  # idempotent
     assert await pool.fetchval("SELECT sum(attempts) FROM live_attempt_days") == 4
+
+
+async def test_a_slow_endpoint_times_out_and_is_retried_with_the_same_key(
+    pool: asyncpg.Pool,
+) -> None:
+    account, campaign = await _account(pool)
+    calls = {"n": 0}
+
+    async def slow_once(request: web.Request) -> web.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            await asyncio.sleep(1.0)  # past the connection's 0.2 s timeout
+        return web.json_response({})
+
+    async with crm(slow_once) as endpoint, supervisor(pool) as running:
+        connection = await api_connection(
+            pool, account,
+            ApiSettings(url=endpoint.url, body_template=TEMPLATE, timeout_s=0.2,
+                        retry_schedule_s=(0.05,)),
+        )  # fmt: skip
+        await running.claim_round()
+        (seq,) = await _ingest(pool, account, campaign, [{"email": "a@example.com"}])
+
+        async def two() -> bool:
+            return len(await _attempts(pool, connection)) == 2
+
+        await eventually(two)
+        first, second = await _attempts(pool, connection)
+        assert (first["outcome"], first["status"]) == ("retry", None)
+        assert "no answer within 0.2 s" in first["error"]
+        assert second["outcome"] == "accepted"
+        keys = {s.headers["webhook-id"] for s in endpoint.seen}
+        assert keys == {message_id(connection, seq)}
+
+
+async def test_strict_order_holds_later_referrals_behind_a_retry(pool: asyncpg.Pool) -> None:
+    account, campaign = await _account(pool)
+    calls: dict[str, int] = {}
+
+    async def first_fails_twice(request: web.Request) -> web.Response:
+        email = (await request.json())["email"]
+        calls[email] = calls.get(email, 0) + 1
+        if email.startswith("first") and calls[email] <= 2:
+            return web.Response(status=503)
+        return web.json_response({})
+
+    async with crm(first_fails_twice) as endpoint, supervisor(pool) as running:
+        await api_connection(
+            pool, account,
+            ApiSettings(url=endpoint.url, body_template=TEMPLATE, strict_order=True,
+                        retry_schedule_s=(0.2, 0.2)),
+        )  # fmt: skip
+        await running.claim_round()
+        await _ingest(pool, account, campaign, [{"email": "first@example.com"}])
+        await eventually(lambda: endpoint.seen)
+        await _ingest(pool, account, campaign, [{"email": "second@example.com"},
+                                                {"email": "third@example.com"}])  # fmt: skip
+        await eventually(lambda: len(endpoint.seen) >= 5)
+        order = [s.json()["email"] for s in endpoint.seen]
+        assert order == ["first@example.com"] * 3 + ["second@example.com", "third@example.com"]

@@ -124,6 +124,7 @@ class ConnectionLoop:
         self._retrying: set[int] = set()
         self._disabled: str | None = None
         self._flushing = True
+        self._held = False  # a retry not flushed yet (strict order waits for it)
         self._notified = 0  # the highest seq ingest said it committed
         self.template: BodyTemplate | None = None
 
@@ -225,6 +226,8 @@ class ConnectionLoop:
                 )
             busy = True
         if self.api.strict_order:
+            if self._inflight or self._held:
+                return busy  # the one in flight, or a retry not yet recorded, goes first
             _, waiting = await self._store.next_due(self.id)
             if waiting:
                 return busy
@@ -246,15 +249,21 @@ class ConnectionLoop:
             if not all(f.matches(values.get(f.field, "")) for f in self.api.filters):
                 entry[1] = True  # out of the connection's scope: done without a call
                 continue
-            await self._dispatch(_Item(seq, values, 1, False), entry)
+            task = await self._dispatch(_Item(seq, values, 1, False), entry)
+            if self.api.strict_order:
+                await task  # one at a time; a retry holds back every later referral
+                if self._held:
+                    through = seq
+                    break
         self._read_through = through
         return busy or bool(rows)
 
-    async def _dispatch(self, item: _Item, entry: list[Any] | None = None) -> None:
+    async def _dispatch(self, item: _Item, entry: list[Any] | None = None) -> asyncio.Task[None]:
         await self._slots.acquire()
         task = asyncio.create_task(self._send(item, entry))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+        return task
 
     async def _send(self, item: _Item, entry: list[Any] | None) -> None:
         try:
@@ -328,6 +337,7 @@ class ConnectionLoop:
                     if at is not None:
                         at = max(at, now + timedelta(seconds=retry_after))
                 state = "retrying" if at is not None else "dead"
+                self._held = self._held or state == "retrying"
                 if at is None:
                     recorded = "dead"
                 batch.parked.append(
@@ -361,6 +371,7 @@ class ConnectionLoop:
         retried = [p.seq for p in batch.parked] + batch.done
         failing = await self._store.flush(self.id, self.connection.account_id, self._owner, batch)
         self._retrying.difference_update(retried)
+        self._held = self._held and self._pending.failure_at is not None
         if any(p.next_at is not None and p.state == "retrying" for p in batch.parked):
             self._wake.set()
         reason = self._disabled or disable_reason(failing, self._now(), self.api.disable_after_s)

@@ -320,7 +320,9 @@ class ApiClient:
         method = api.method
         send_body = b"" if method == "GET" else body
         headers = dict(api.headers)
+        # The same on every attempt of one referral: a receiver can tell a retry.
         headers["Idempotency-Key"] = message_id
+        headers["webhook-id"] = message_id
         if send_body:
             headers["Content-Type"] = content_type
         exchange = Exchange(method, _redacted_url(url, api), {}, send_body)
@@ -336,7 +338,6 @@ class ApiClient:
                 token = await self._auth_headers(headers)
                 if api.standard_webhooks:
                     timestamp = int(self._now().timestamp())
-                    headers["webhook-id"] = message_id
                     headers["webhook-timestamp"] = str(timestamp)
                     headers["webhook-signature"] = self._signatures(
                         message_id, timestamp, send_body

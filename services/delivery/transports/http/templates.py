@@ -197,11 +197,13 @@ class BodyTemplate:
 # -- JSON ------------------------------------------------------------------------------
 
 
-def _json_node(node: Any, place: str, problems: list[FieldProblem], fields: list[str]) -> Any:
+def _json_node(
+    node: Any, place: str, problems: list[FieldProblem], fields: list[tuple[str, str]]
+) -> Any:
     """The template tree with every string replaced by its parts (dict keys checked)."""
     if isinstance(node, str):
         parts = parse_text(node, place, problems)
-        fields.extend(p.field for p in parts if isinstance(p, Slot))
+        fields.extend((p.field, place) for p in parts if isinstance(p, Slot))
         return parts
     if isinstance(node, list):
         return [_json_node(v, f"{place}[{i}]", problems, fields) for i, v in enumerate(node)]
@@ -239,7 +241,9 @@ def _flat_pairs(tree: Any) -> Callable[[Mapping[str, str]], list[tuple[str, str]
     return pairs
 
 
-def _parse_json(text: str, problems: list[FieldProblem], fields: list[str]) -> BodyTemplate:
+def _parse_json(
+    text: str, problems: list[FieldProblem], fields: list[tuple[str, str]]
+) -> BodyTemplate:
     try:
         document = json.loads(text)
     except ValueError as exc:
@@ -260,7 +264,9 @@ def _parse_json(text: str, problems: list[FieldProblem], fields: list[str]) -> B
 # -- form ------------------------------------------------------------------------------
 
 
-def _parse_form(text: str, problems: list[FieldProblem], fields: list[str]) -> BodyTemplate:
+def _parse_form(
+    text: str, problems: list[FieldProblem], fields: list[tuple[str, str]]
+) -> BodyTemplate:
     """A form template is a JSON list of [name, value] pairs (or an object of them):
     names literal, values templated; repeated names are allowed (as forms allow)."""
     try:
@@ -298,7 +304,7 @@ def _parse_form(text: str, problems: list[FieldProblem], fields: list[str]) -> B
         parts = parse_text(value, place, problems)
         if any(isinstance(p, Slot) and p.type != "string" for p in parts):
             problems.append(FieldProblem(place, "INVALID_FORMAT", "form values are text only"))
-        fields.extend(p.field for p in parts if isinstance(p, Slot))
+        fields.extend((p.field, place) for p in parts if isinstance(p, Slot))
         pairs.append((name, parts))
 
     def query(values: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -325,7 +331,9 @@ def _xml_text(value: str) -> str:
     return _XML_ILLEGAL.sub("\ufffd", value)
 
 
-def _parse_xml(text: str, problems: list[FieldProblem], fields: list[str]) -> BodyTemplate:
+def _parse_xml(
+    text: str, problems: list[FieldProblem], fields: list[tuple[str, str]]
+) -> BodyTemplate:
     try:
         root = _parse_xml_document(text)
     except (ET.ParseError, expat.ExpatError, ValueError) as exc:
@@ -346,7 +354,7 @@ def _parse_xml(text: str, problems: list[FieldProblem], fields: list[str]) -> Bo
         for parts in (text_parts or (), tail_parts or (), *attributes.values()):
             for part in parts:
                 if isinstance(part, Slot):
-                    fields.append(part.field)
+                    fields.append((part.field, place))
                     if part.type != "string":
                         problems.append(
                             FieldProblem(place, "INVALID_FORMAT", "XML values are text only")
@@ -379,12 +387,12 @@ def _parse_xml(text: str, problems: list[FieldProblem], fields: list[str]) -> Bo
 _PARSERS = {Encoding.JSON: _parse_json, Encoding.FORM: _parse_form, Encoding.XML: _parse_xml}
 
 
-def _field_problems(fields: Sequence[str], custom: Set[str]) -> Iterator[FieldProblem]:
-    for name in dict.fromkeys(fields):
+def _field_problems(fields: Sequence[tuple[str, str]], custom: Set[str]) -> Iterator[FieldProblem]:
+    for name, place in dict.fromkeys(fields):
         if name.startswith("extra.") and extra_key(name) is None:
-            yield FieldProblem("body_template", "UNKNOWN_FIELD", f"{name!r} is not an extra key")
+            yield FieldProblem(place, "UNKNOWN_FIELD", f"{name!r} is not an extra key")
         elif not is_builtin_field(name) and name not in custom:
-            yield FieldProblem("body_template", "UNKNOWN_FIELD", f"no field named {name!r}")
+            yield FieldProblem(place, "UNKNOWN_FIELD", f"no field named {name!r}")
 
 
 def parse_body_template(
@@ -397,14 +405,14 @@ def parse_body_template(
         raise TemplateError(
             [FieldProblem("body_template", "TOO_LONG", f"at most {MAX_TEMPLATE} characters")]
         )
-    fields: list[str] = []
+    fields: list[tuple[str, str]] = []
     parsed = _PARSERS[encoding](text, problems, fields)
     if custom_fields is not None:
         problems.extend(_field_problems(fields, custom_fields))
     if problems:
         raise TemplateError(problems)
     return BodyTemplate(
-        parsed.encoding, tuple(dict.fromkeys(fields)), parsed._render, parsed._pairs
+        parsed.encoding, tuple(dict.fromkeys(f for f, _ in fields)), parsed._render, parsed._pairs
     )
 
 
