@@ -342,7 +342,8 @@ class ApiClient:
                     headers["webhook-signature"] = self._signatures(
                         message_id, timestamp, send_body
                     )
-                exchange.request_headers = redacted_headers(headers, api)
+                if test:  # only a test call shows headers; attempts never record them
+                    exchange.request_headers = redacted_headers(headers, api)
                 async with self._session_now().request(
                     method, url, data=send_body or None, headers=headers, allow_redirects=False
                 ) as answer:
@@ -351,7 +352,8 @@ class ApiClient:
                         self._tokens.invalidate(token)  # a revoked or rotated token: once
                         continue
                     exchange.status = answer.status
-                    exchange.response_headers = dict(answer.headers)
+                    if test:
+                        exchange.response_headers = dict(answer.headers)
                     exchange.response_head = head
                     exchange.retry_after_s = retry_after_s(
                         answer.headers.get("Retry-After"), self._now()
