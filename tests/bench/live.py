@@ -162,7 +162,8 @@ async def run(dsn: str) -> list[BenchRow]:
             )
             # The outage: the connection disabled while the backlog is there, behind it.
             await conn.execute(
-                "UPDATE live_cursors SET delivered_seq = 0, disabled_at = now(), "
+                "UPDATE live_cursors SET delivered_seq = 0, starts_at = '-infinity', "
+                "disabled_at = now(), "
                 "disabled_reason = 'bench outage' WHERE connection_id = $1",
                 connection,
             )

@@ -566,9 +566,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "seq:int8 attempts:int4 first_failed_at:timestamptz",
     ),
     ("delivery/sql/live.sql", "live_next_due"): (
-        "uuid",
+        "uuid timestamptz",
         "next_at:timestamptz waiting:int8",
     ),
+    ("delivery/sql/live.sql", "live_accounts_between"): ("int8 int8", "account_id:uuid"),
     ("delivery/sql/live.sql", "live_advance"): (
         "uuid text int8 timestamptz timestamptz",
         "failing_since:timestamptz",

@@ -49,8 +49,7 @@ _latency = _meter.create_histogram(
 )
 PAGE = 500  # referrals read per query
 FLUSH_EVERY_S = 0.05
-POLL_S = 1.0  # a loop looks for work at least this often without a wake-up
-WATERMARK_RECHECK_S = 0.01
+POLL_S = 1.0  # a loop looks for due retries at least this often without a wake-up
 Now = Callable[[], datetime]
 
 
@@ -124,8 +123,11 @@ class ConnectionLoop:
         self._retrying: set[int] = set()
         self._disabled: str | None = None
         self._flushing = True
+        self._flushed_cursor: int | None = None
         self._held = False  # a retry not flushed yet (strict order waits for it)
-        self._notified = 0  # the highest seq ingest said it committed
+        self._watermark = 0  # the safe watermark, as the supervisor last computed it
+        self._check_due = True  # look for due retries and replays at the next step
+        self._next_due_at: datetime | None = None  # the earliest retry parked since
         self.template: BodyTemplate | None = None
 
     def _open_secrets(self, box: SecretBox) -> dict[str, str]:
@@ -138,10 +140,22 @@ class ConnectionLoop:
             log.error("an API connection's secrets do not open", extra={"connection": str(self.id)})
             return {}
 
-    def wake(self, seq: int = 0) -> None:
-        """New referrals may be there (a NOTIFY of ingest names the highest seq it
-        committed), or a replay was asked for."""
-        self._notified = max(self._notified, seq)
+    @property
+    def account_id(self) -> UUID:
+        """The account whose referrals it sends."""
+        return self.connection.account_id
+
+    def advance(self, watermark: int, *, wake: bool = True) -> None:
+        """The safe watermark moved (the supervisor computes it once for every loop);
+        `wake` when this account has referrals below it."""
+        if watermark > self._watermark:
+            self._watermark = watermark
+            if wake:
+                self._wake.set()
+
+    def wake(self) -> None:
+        """Something changed in `live_messages` (a replay, a re-enable): look at once."""
+        self._check_due = True
         self._wake.set()
 
     def stop(self) -> None:
@@ -166,10 +180,9 @@ class ConnectionLoop:
         """Until stopped, the lease is lost or the endpoint is disabled."""
         try:
             await self._prepare()
+            self._watermark = max(self._watermark, await self._store.watermark())
             if self.connection.delivered_seq is None:
-                placed = await self._store.place_cursor(
-                    self.id, self._owner, await self._store.watermark()
-                )
+                placed = await self._store.place_cursor(self.id, self._owner, self._watermark)
                 if placed is None:
                     fresh = await self._store.connection(self.id)
                     placed = fresh.delivered_seq if fresh and fresh.delivered_seq else 0
@@ -192,16 +205,28 @@ class ConnectionLoop:
             await self._client.close()
 
     async def _idle(self) -> None:
-        next_at, _ = await self._store.next_due(self.id)
+        """Wait for a wake-up, the next parked retry, or the poll: an idle loop runs no
+        query (the supervisor watches the watermark for every loop)."""
         timeout = POLL_S
-        if self._notified > self._read_through:
-            # Committed, but the safe watermark has not settled past it yet: it does once
-            # the transactions older than that commit end, so look again very soon.
-            timeout = WATERMARK_RECHECK_S
-        if next_at is not None:
-            timeout = min(timeout, max(0.0, (next_at - self._now()).total_seconds()))
+        if self._next_due_at is not None:
+            timeout = min(timeout, max(0.0, (self._next_due_at - self._now()).total_seconds()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _due_now(self) -> bool:
+        if self._check_due:
+            return True
+        return self._next_due_at is not None and self._next_due_at <= self._now()
+
+    async def _due(self) -> list[Any]:
+        """Due retries and replays not in flight; learns when the next one is due."""
+        self._check_due = False
+        now = self._now()
+        due = await self._store.due(self.id, now, PAGE)
+        self._next_due_at, _ = await self._store.next_due(self.id, now)
+        if len(due) == PAGE:
+            self._check_due = True  # more are due than one page
+        return [r for r in due if r["seq"] not in self._retrying]
 
     async def _step(self) -> bool:
         """Dispatch what is due; whether anything was."""
@@ -210,8 +235,7 @@ class ConnectionLoop:
             await asyncio.sleep(min(hold, POLL_S))
             return True
         busy = False
-        due = await self._store.due(self.id, self._now(), PAGE)
-        due = [r for r in due if r["seq"] not in self._retrying]
+        due = await self._due() if self._due_now() else []
         if due:
             rows = await self._store.rows_by_seq(
                 self.connection.account_id, [r["seq"] for r in due]
@@ -228,13 +252,13 @@ class ConnectionLoop:
         if self.api.strict_order:
             if self._inflight or self._held:
                 return busy  # the one in flight, or a retry not yet recorded, goes first
-            _, waiting = await self._store.next_due(self.id)
+            _, waiting = await self._store.next_due(self.id, self._now())
             if waiting:
                 return busy
         if len(self._window) >= PAGE * 4:
             await asyncio.sleep(0.005)  # the window is full: let outcomes come back
             return True
-        watermark = await self._store.watermark()
+        watermark = self._watermark
         if watermark <= self._read_through:
             return busy
         rows = await self._store.rows(
@@ -366,13 +390,24 @@ class ConnectionLoop:
             await self._flush()
 
     async def _flush(self) -> None:
-        batch, self._pending = self._pending, Flush()
-        batch.cursor = self._advance_window()
+        cursor = self._advance_window()
+        pending = self._pending
+        if not (pending.attempts or pending.parked or pending.done) and (
+            cursor == self._flushed_cursor or self._disabled
+        ):
+            return  # nothing happened: an idle loop writes nothing
+        batch, self._pending = pending, Flush()
+        batch.cursor = cursor
         retried = [p.seq for p in batch.parked] + batch.done
         failing = await self._store.flush(self.id, self.connection.account_id, self._owner, batch)
+        self._flushed_cursor = cursor
         self._retrying.difference_update(retried)
         self._held = self._held and self._pending.failure_at is not None
-        if any(p.next_at is not None and p.state == "retrying" for p in batch.parked):
+        parked = [p.next_at for p in batch.parked if p.next_at is not None]
+        if parked:
+            soonest = min(parked)
+            if self._next_due_at is None or soonest < self._next_due_at:
+                self._next_due_at = soonest
             self._wake.set()
         reason = self._disabled or disable_reason(failing, self._now(), self.api.disable_after_s)
         if reason is not None:

@@ -175,10 +175,16 @@ class LiveStorePg:
             )
         return found
 
-    async def next_due(self, connection_id: UUID) -> tuple[datetime | None, int]:
-        """When the next waiting referral is due, and how many wait."""
+    async def accounts_between(self, after: int, through: int) -> set[UUID]:
+        """The accounts with referrals in (after, through]."""
+        with driver_errors("live_accounts_between"):
+            rows = await self._pool.fetch(QUERIES["live_accounts_between"], after, through)
+        return {r["account_id"] for r in rows}
+
+    async def next_due(self, connection_id: UUID, now: datetime) -> tuple[datetime | None, int]:
+        """When the next waiting referral is due after `now`, and how many wait."""
         with driver_errors("live_next_due"):
-            r = await self._pool.fetchrow(QUERIES["live_next_due"], connection_id)
+            r = await self._pool.fetchrow(QUERIES["live_next_due"], connection_id, now)
         assert r is not None
         return r["next_at"], r["waiting"]
 

@@ -37,6 +37,9 @@ from services.delivery.live.store import LiveStorePg
 
 log = logging.getLogger(__name__)
 INGESTED = "referrals_ingested"
+POLL_S = 1.0
+WATERMARK_RECHECK_S = 0.01
+WAKE_ALL_ABOVE = 100_000  # a longer range wakes every loop rather than scanning it
 WAKEUP = "live_wakeup"
 
 
@@ -77,6 +80,10 @@ class LiveSupervisor:
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
         self._claim_soon = asyncio.Event()
+        self._ingested = asyncio.Event()
+        self._notified = 0  # the highest seq ingest announced
+        self._scanned = 0  # the watermark up to which loops were told of new referrals
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def loops(self) -> dict[UUID, ConnectionLoop]:
@@ -88,14 +95,17 @@ class LiveSupervisor:
         self._listener = await self._pool.acquire()
         await self._listener.add_listener(INGESTED, self._on_ingested)
         await self._listener.add_listener(WAKEUP, self._on_wakeup)
+        self._scanned = await self._store.watermark()
         self._task = asyncio.create_task(self._run(), name="live supervisor")
+        self._watcher = asyncio.create_task(self._watch_watermark(), name="live watermark")
 
     async def close(self) -> None:
         """Stop every loop (each flushes what it sent) and release the leases."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._stop_all()
         if self._listener is not None:
             with contextlib.suppress(Exception):
@@ -111,12 +121,42 @@ class LiveSupervisor:
         await self._claimed.wait()
 
     def _on_ingested(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            seq = int(payload)
-        except ValueError:
-            seq = 0
-        for loop, _, _ in self._loops.values():
-            loop.wake(seq)
+        with contextlib.suppress(ValueError):
+            self._notified = max(self._notified, int(payload))
+        self._ingested.set()
+
+    async def _watch_watermark(self) -> None:
+        """One safe-watermark call per wake-up for every loop of this replica, and one
+        query for the accounts with new referrals: only their loops wake. While the
+        watermark is below what ingest announced (older transactions still run), look
+        again every 10 ms; without announcements, once a second."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ingested.wait(), POLL_S)
+            self._ingested.clear()
+            try:
+                await self._advance_loops()
+            except Exception:
+                log.exception("live watermark round failed")
+                await asyncio.sleep(POLL_S)
+            if self._notified > self._scanned:
+                await asyncio.sleep(WATERMARK_RECHECK_S)
+                self._ingested.set()
+
+    async def _advance_loops(self) -> None:
+        watermark = await self._store.watermark()
+        if watermark <= self._scanned:
+            return
+        loops = [entry[0] for entry in self._loops.values()]
+        if watermark - self._scanned > WAKE_ALL_ABOVE:
+            accounts = {loop.account_id for loop in loops}
+        elif loops:
+            accounts = await self._store.accounts_between(self._scanned, watermark)
+        else:
+            accounts = set()
+        self._scanned = watermark
+        for loop in loops:
+            loop.advance(watermark, wake=loop.account_id in accounts)
 
     def _on_wakeup(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:
@@ -126,6 +166,7 @@ class LiveSupervisor:
         entry = self._loops.get(wanted)
         if entry is not None:
             entry[0].wake()
+            entry[0].advance(self._scanned)
         else:
             self._claim_soon.set()
 
@@ -166,6 +207,7 @@ class LiveSupervisor:
             loop = ConnectionLoop(
                 connection, self._store, self._box, self._egress, self.owner, now=self._now
             )
+            loop.advance(self._scanned, wake=False)
             task = asyncio.create_task(self._guarded(loop), name=f"live {cid}")
             self._loops[cid] = (loop, task, version)
 

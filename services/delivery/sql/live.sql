@@ -88,10 +88,16 @@ SELECT seq, attempts, first_failed_at
  LIMIT $3;
 
 -- name: live_next_due
--- When the next waiting referral is due, and how many wait.
-SELECT min(next_attempt_at) AS next_at, count(*) AS waiting
+-- When the next waiting referral is due after $2 (those due already are being sent), and
+-- how many wait.
+SELECT min(next_attempt_at) FILTER (WHERE next_attempt_at > $2) AS next_at,
+       count(*) AS waiting
   FROM live_messages
  WHERE connection_id = $1 AND state IN ('retrying', 'replay');
+
+-- name: live_accounts_between
+-- The accounts with referrals in ($1, $2]: whose live loops a new watermark wakes.
+SELECT DISTINCT account_id FROM referrals WHERE seq > $1 AND seq <= $2;
 
 -- name: live_advance
 -- Move the cursor (never back) and the endpoint's health, if this replica still owns the
