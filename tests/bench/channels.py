@@ -85,8 +85,19 @@ async def _hand_rolled(dsn: str, account: str, server: Vsftpd, fields: list[str]
     thread = threading.Thread(target=upload)
     thread.start()
 
+    pending: list[bytes] = []
+    held = 0
+
     async def write(data: bytes) -> None:
-        await asyncio.to_thread(chunks.put, bytes(data))
+        # COPY hands over a row or so at a time: pass the thread 1 MiB blocks instead.
+        nonlocal held
+        pending.append(bytes(data))
+        held += len(data)
+        if held >= 1024 * 1024:
+            block = b"".join(pending)
+            pending.clear()
+            held = 0
+            await asyncio.to_thread(chunks.put, block)
 
     async with conn.transaction(readonly=True):
         await conn.execute(QUERIES["render_session"])
@@ -94,6 +105,8 @@ async def _hand_rolled(dsn: str, account: str, server: Vsftpd, fields: list[str]
             QUERIES["referral_rows_in_range"], uuid.UUID(account), 0, TOTAL_ROWS, None, fields,
             None, None, None, output=write, format="csv",
         )  # fmt: skip
+    if pending:
+        await asyncio.to_thread(chunks.put, b"".join(pending))
     await asyncio.to_thread(chunks.put, None)
     await asyncio.to_thread(thread.join)
     seconds = time.perf_counter() - started

@@ -386,7 +386,8 @@ class FtpsTransport:
                 raise await self._refused_transfer(exc, target, shown) from exc
             pending = True  # the server owes the transfer's final reply
             try:
-                async for chunk in _overlapped(chunks, lambda c: self._call(data.sendall, c)):
+                blocks = _coalesced(chunks, SEND_BYTES)
+                async for chunk in _overlapped(blocks, lambda c: self._call(data.sendall, c)):
                     digest.update(chunk)
                     size += len(chunk)
                 await self._call(_close_data, data)
@@ -519,6 +520,24 @@ class FtpsTransport:
             ),
             peer_identity=self.certificate_sha256,
         )
+
+
+SEND_BYTES = 1024 * 1024
+
+
+async def _coalesced(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """The same bytes in blocks of about `size`: each hand-over to the FTP thread waits for
+    the GIL while the loop renders, so fewer, larger ones keep the two overlapping."""
+    pending: list[bytes] = []
+    held = 0
+    async for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield b"".join(pending)
+            pending, held = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 def _close_data(conn: socket.socket) -> None:
