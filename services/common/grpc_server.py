@@ -19,7 +19,7 @@ from services.common.auth.grpc_access import AccessInterceptor
 from services.common.auth.rules import method_rules
 from services.common.auth.tls import TlsFiles, grpc_server_credentials
 from services.common.auth.verify import Authenticator
-from services.common.call_limits import CallLimitInterceptor
+from services.common.call_limits import CallLimitInterceptor, core_options
 from services.common.config import ServiceConfig
 from services.common.grpc_errors import DomainErrorInterceptor
 from services.common.readiness import Check, follow_readiness
@@ -86,7 +86,9 @@ async def grpc_server(
         unchecked=not access_checks,
     )
     interceptors: list[grpc.aio.ServerInterceptor] = [DomainErrorInterceptor()]
+    limit_options: list[tuple[str, int]] = []
     if max_concurrent_rpcs is not None:
+        limit_options = core_options(max_concurrent_rpcs)
         # Counted here rather than by gRPC core, which would count health calls too.
         interceptors.append(
             CallLimitInterceptor(max_concurrent_rpcs, [health_name, reflection.SERVICE_NAME])
@@ -102,6 +104,7 @@ async def grpc_server(
             # Off unless several worker processes share the port on purpose: a second
             # server on a taken port must fail, not silently split the traffic.
             ("grpc.so_reuseport", int(reuse_port)),
+            *limit_options,
         ],
     )
     health_servicer = health.aio.HealthServicer()

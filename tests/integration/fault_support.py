@@ -43,6 +43,7 @@ class Served:
     ingest: IngestServiceAsyncStub
     account_id: str
     campaign_id: str
+    token: str
     acknowledged: set[str]
 
     def referrals(self, prefix: str, count: int) -> list[referral_pb2.Referral]:
@@ -120,9 +121,21 @@ async def served(dsn: str, *, pool_max: int = 10, **server_options: Any) -> Asyn
             credential_channel(f"127.0.0.1:{running.port}", token, options=options) as channel,
         ):
             ingest = ingest_pb2_grpc.IngestServiceStub(channel)
-            client = Served(running, pool, channel, ingest, account, campaign, set())
+            client = Served(running, pool, channel, ingest, account, campaign, token, set())
             await client.unary(referral(account, campaign, "warm-up"))  # caches the credential
             yield client
+
+
+@asynccontextmanager
+async def table_locked(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """`referrals` locked by another session for the block: writers wait for it."""
+    locker = await asyncpg.connect(dsn)
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE referrals IN ACCESS EXCLUSIVE MODE")
+            yield locker
+    finally:
+        await locker.close()
 
 
 def retry_info(error: grpc.aio.AioRpcError) -> error_details_pb2.RetryInfo | None:

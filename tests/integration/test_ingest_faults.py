@@ -9,8 +9,7 @@ answers during the fault and that no row a client saw acknowledged is lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -23,6 +22,7 @@ from tests.integration.fault_support import (
     assert_retryable,
     backends_waiting_on_a_lock,
     served,
+    table_locked,
     wait_for,
 )
 from tests.integration.private_cluster import PrivateCluster
@@ -33,18 +33,6 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 def _database(dsn: str) -> str:
     return urlsplit(dsn).path.lstrip("/")
-
-
-@contextlib.asynccontextmanager
-async def _table_locked(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    """`referrals` locked by another session for the block: writers wait for it."""
-    locker = await asyncpg.connect(dsn)
-    try:
-        async with locker.transaction():
-            await locker.execute("LOCK TABLE referrals IN ACCESS EXCLUSIVE MODE")
-            yield locker
-    finally:
-        await locker.close()
 
 
 async def _take_every_slot(dsn: str, hogs: list[asyncpg.Connection]) -> None:
@@ -95,7 +83,7 @@ async def test_a_backend_terminated_mid_call_answers_unavailable_with_retry_info
         await client.batch(client.referrals("before", 100))
         admin = await asyncpg.connect(private_database)
         try:
-            async with _table_locked(private_database) as locker:
+            async with table_locked(private_database) as locker:
                 call = asyncio.ensure_future(_call(client, kind, "cut"))
                 # The call's backend now waits for the lock, mid-transaction: end it there.
                 database = _database(private_database)
