@@ -185,10 +185,17 @@ async def test_too_many_connections_answers_unavailable(
         hogs: list[asyncpg.Connection] = []
         try:
             await _take_every_slot(private_cluster.admin_dsn, hogs)
+            count = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+            database = _database(private_database)
             await hogs[0].execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-                _database(private_database),
+                database,
             )
+
+            async def pool_backends_gone() -> bool:
+                return await hogs[0].fetchval(count, database) == 0
+
+            await wait_for(pool_backends_gone)
             await _take_every_slot(private_cluster.admin_dsn, hogs)
             for kind in KINDS:
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
