@@ -15,7 +15,12 @@ from google.protobuf.message import DecodeError
 from opentelemetry import metrics
 
 from services.common.auth.context import caller
-from services.common.errors import FieldProblem, InvalidArgumentError, PermissionDeniedError
+from services.common.errors import (
+    FieldProblem,
+    IdleStreamError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+)
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, referral_pb2
 from services.common.grpc_server import GrpcService
 from services.ingest import native
@@ -50,6 +55,9 @@ STREAM_CHUNK_ROWS = 1000
 STREAM_CHUNK_WAIT_S = 0.05
 # A stream can run for hours: list at most this many rows; the counts stay exact.
 STREAM_MAX_LISTED = 10_000
+# A stream that sends nothing for this long is ended (UNAVAILABLE with RetryInfo), so a
+# stalled client does not hold its slot of the call limit forever.
+STREAM_IDLE_S = 30.0
 
 _meter = metrics.get_meter("handoff.ingest")
 _referrals_counter = _meter.create_counter(
@@ -176,10 +184,13 @@ class IngestServicer:
         store: ReferralStore,
         coalescer: UnaryCoalescer[referral_pb2.Referral],
         clock: Callable[[], datetime] = utc_now,
+        *,
+        stream_idle_s: float = STREAM_IDLE_S,
     ) -> None:
         self._store = store
         self._clock = clock
         self._coalescer = coalescer
+        self._stream_idle_s = stream_idle_s
 
     async def Ingest(  # noqa: N802 - gRPC method name
         self, request: ingest_pb2.IngestRequest, context: grpc.aio.ServicerContext[object, object]
@@ -228,7 +239,8 @@ class IngestServicer:
         response = ingest_pb2.IngestStreamResponse()
         allowed = caller().ingest_accounts
         # aclosing: a failed chunk must stop the reader task now, not at garbage collection.
-        async with contextlib.aclosing(_chunks(request_iterator)) as chunks:
+        chunking = _chunks(request_iterator, self._stream_idle_s)
+        async with contextlib.aclosing(chunking) as chunks:
             async for chunk in chunks:
                 results = await self._ingest_chunk(chunk, int(response.received), allowed)
                 counts = _count(results)
@@ -347,14 +359,33 @@ def ingest_grpc_service(servicer: IngestServicer) -> GrpcService:
     )
 
 
-async def _chunks(requests: AsyncIterator[bytes]) -> AsyncGenerator[list[bytes], None]:
-    """Group a stream into chunks: full ones at once, partial ones after a short pause."""
+async def _chunks(
+    requests: AsyncIterator[bytes], idle_s: float = STREAM_IDLE_S
+) -> AsyncGenerator[list[bytes], None]:
+    """Group a stream into chunks: full ones at once, partial ones after a short pause.
+
+    A client that sends nothing for `idle_s` ends the stream with IdleStreamError, after
+    the rows it sent before are stored; only time spent waiting for the client counts,
+    not time spent waiting for the database to take earlier chunks.
+    """
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_CHUNK_ROWS * 2)
+    received = 0
 
     async def read_all() -> None:
+        nonlocal received
+        loop = asyncio.get_running_loop()
         try:
-            async for request in requests:
-                await queue.put(request)
+            async with asyncio.timeout(loop.time() + idle_s) as idle:
+                async for request in requests:
+                    idle.reschedule(None)
+                    received += 1
+                    await queue.put(request)
+                    idle.reschedule(loop.time() + idle_s)
+        except TimeoutError:
+            raise IdleStreamError(
+                f"the stream sent nothing for {idle_s:g} s and was ended; its {received} "
+                "rows were taken first, valid ones stored (a retry answers them DUPLICATE)"
+            ) from None
         finally:
             await queue.put(None)
 

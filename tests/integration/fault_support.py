@@ -101,7 +101,9 @@ class Served:
 
 
 @asynccontextmanager
-async def served(dsn: str, *, pool_max: int = 10, **server_options: Any) -> AsyncIterator[Served]:
+async def served(
+    dsn: str, *, pool_max: int = 10, stream_idle_s: float = 30.0, **server_options: Any
+) -> AsyncIterator[Served]:
     """IngestService over `dsn`, on a free loopback port, with a client presenting an
     INGEST credential and a fresh account and campaign."""
     async with create_pool(dsn, min_size=1, max_size=pool_max) as pool:
@@ -114,7 +116,9 @@ async def served(dsn: str, *, pool_max: int = 10, **server_options: Any) -> Asyn
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ]
         async with (
-            ingest_services(IngestStore(pool), CredentialStore(pool)) as services,
+            ingest_services(
+                IngestStore(pool), CredentialStore(pool), stream_idle_s=stream_idle_s
+            ) as services,
             grpc_server(
                 "127.0.0.1", 0, services.grpc, authenticator=verify, grace_s=1.0, **server_options
             ) as running,

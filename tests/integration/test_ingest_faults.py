@@ -193,7 +193,7 @@ async def test_too_many_connections_answers_unavailable(
             )
 
             async def pool_backends_gone() -> bool:
-                return await hogs[0].fetchval(count, database) == 0
+                return bool(await hogs[0].fetchval(count, database) == 0)
 
             await wait_for(pool_backends_gone)
             await _take_every_slot(private_cluster.admin_dsn, hogs)

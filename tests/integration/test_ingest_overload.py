@@ -70,3 +70,45 @@ async def test_a_burst_over_the_pending_cap_is_accepted_or_refused_with_retry_in
         assert codes[grpc.StatusCode.OK] > 0
         assert codes[grpc.StatusCode.RESOURCE_EXHAUSTED] >= BURST - limit, codes
         await client.assert_nothing_acknowledged_is_lost()
+
+
+async def test_stalled_streams_at_the_limit_are_ended_when_idle_and_starve_nobody(
+    private_database: str,
+) -> None:
+    limit, idle_s = 40, 1.5
+    async with served(private_database, max_concurrent_rpcs=limit, stream_idle_s=idle_s) as client:
+        rows = client.referrals("stalled", limit // 4)
+        stalled = [client.ingest.IngestStream(timeout=30) for _ in rows]
+        for call, row in zip(stalled, rows, strict=True):  # one message each, then nothing
+            await call.write(ingest_pb2.IngestRequest(referral=row))
+
+        async def all_stored() -> bool:
+            return len(await client.stored_ids() & {r.partner_referral_id for r in rows}) == len(
+                rows
+            )
+
+        await wait_for(all_stored)  # every stalled stream holds its slot now
+        # The streams' share is taken: one more stream is refused, and told to retry ...
+        extra = client.ingest.IngestStream(timeout=10)
+        await extra.done_writing()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await extra
+        assert_retryable(caught.value, (grpc.StatusCode.RESOURCE_EXHAUSTED,))
+        # ... while unary and batch calls, and health, are still answered.
+        await client.unary(client.referrals("unary", 1)[0], timeout=10)
+        await client.batch(client.referrals("batch", 100), timeout=10)
+        assert await client.health() == SERVING
+        assert await client.health("handoff.ingest.v1.IngestService") == SERVING
+        # After idle_s without a message, each stalled stream is ended, retryably; the
+        # row it sent stays stored.
+        started = asyncio.get_running_loop().time()
+        for call in stalled:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call
+            error = assert_retryable(caught.value, (grpc.StatusCode.UNAVAILABLE,))
+            assert "sent nothing" in (error.details() or "")
+        assert asyncio.get_running_loop().time() - started < idle_s + 5
+        assert await all_stored()
+        # Their slots are free again.
+        await client.stream(client.referrals("after", 10), timeout=10)
+        await client.assert_nothing_acknowledged_is_lost()
