@@ -26,8 +26,10 @@ from services.common.readiness import Check, follow_readiness
 
 log = logging.getLogger(__name__)
 
-# Room for batches of 10,000 referrals with long free-text fields.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Room for batches of 10,000 referrals of 3 KiB each (a typical one is 0.4 KiB). Ingest's
+# memory budget is sized so that one request of this size always fits in it
+# (services/ingest/memory_budget.py): gRPC holds a whole message before a handler sees it.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)

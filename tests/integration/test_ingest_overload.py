@@ -5,15 +5,26 @@ answers throughout, and nothing acknowledged is lost (on a PostgreSQL of the tes
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
+from urllib.parse import urlsplit
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
 from services.common.auth.client import credential_channel
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from tests.integration.fault_support import assert_retryable, served, table_locked, wait_for
+from services.ingest.memory_budget import MemoryBudget
+from tests.integration.factories import referral
+from tests.integration.fault_support import (
+    assert_retryable,
+    backends_waiting_on_a_lock,
+    served,
+    table_locked,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -112,3 +123,37 @@ async def test_stalled_streams_at_the_limit_are_ended_when_idle_and_starve_nobod
         # Their slots are free again.
         await client.stream(client.referrals("after", 10), timeout=10)
         await client.assert_nothing_acknowledged_is_lost()
+
+
+async def test_a_batch_beyond_the_memory_budget_is_refused_with_retry_info_and_a_stream_waits(
+    private_database: str,
+) -> None:
+    # Room for one 2,000-row batch at a time (the ids are as long as the served ones).
+    sample = [referral(str(uuid.uuid4()), str(uuid.uuid4()), f"first-{i}") for i in range(2000)]
+    size = ingest_pb2.IngestBatchRequest(referrals=sample).ByteSize()
+    budget = MemoryBudget().cost(size) * 3 // 2
+    database = urlsplit(private_database).path.lstrip("/")
+    async with served(private_database, memory_budget_bytes=budget) as client:
+        first, second = client.referrals("first", 2000), client.referrals("second", 2000)
+        admin = await asyncpg.connect(private_database)
+        try:
+            async with table_locked(private_database):
+                held = asyncio.ensure_future(client.batch(first, timeout=30))
+                # Admitted, and in flight: its transaction waits for the lock.
+                await wait_for(lambda: backends_waiting_on_a_lock(admin, database))
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await client.batch(second, timeout=10)
+                error = assert_retryable(caught.value, (grpc.StatusCode.RESOURCE_EXHAUSTED,))
+                assert "memory budget" in (error.details() or "")
+                # A stream is not refused: it waits for the budget, its client held back.
+                streaming = asyncio.ensure_future(client.stream(client.referrals("waits", 2000)))
+                assert await client.health() == SERVING
+                await asyncio.sleep(0.3)
+                assert not streaming.done()
+        finally:
+            await admin.close()
+        await held
+        await streaming
+        await client.batch(second, timeout=30)  # the retry fits now
+        await client.assert_nothing_acknowledged_is_lost()
+        assert len(client.acknowledged) == 1 + 3 * 2000
