@@ -14,6 +14,10 @@ import asyncpg
 from services.common.errors import HandoffError, UnavailableError
 
 IDLE_IN_TRANSACTION_MS = 60_000
+# How long a call waits for a pooled connection before it is answered UNAVAILABLE (the
+# pool's TimeoutError is an OSError): with every connection held, waiting longer only
+# turns into the client's DEADLINE_EXCEEDED, which says nothing of the cause.
+POOL_ACQUIRE_TIMEOUT_S = 10.0
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 # Everything the driver raises: the server's errors, the client's, and the socket's.

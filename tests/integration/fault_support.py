@@ -111,6 +111,7 @@ async def served(
     pool_max: int = 10,
     stream_idle_s: float = 30.0,
     memory_budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    acquire_timeout_s: float = 10.0,
     **server_options: Any,
 ) -> AsyncIterator[Served]:
     """IngestService over `dsn`, on a free loopback port, with a client presenting an
@@ -126,7 +127,7 @@ async def served(
         ]
         async with (
             ingest_services(
-                IngestStore(pool),
+                IngestStore(pool, acquire_timeout_s=acquire_timeout_s),
                 CredentialStore(pool),
                 stream_idle_s=stream_idle_s,
                 memory_budget_bytes=memory_budget_bytes,

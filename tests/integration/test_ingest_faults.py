@@ -264,3 +264,32 @@ async def test_backends_terminated_under_load_answer_only_retryable_failures(
         for failure in failures:
             assert_retryable(failure, (grpc.StatusCode.UNAVAILABLE,))
         await client.assert_nothing_acknowledged_is_lost()
+
+
+async def test_an_exhausted_pool_answers_unavailable_after_the_acquire_timeout(
+    private_database: str,
+) -> None:
+    async with served(private_database, pool_max=2, acquire_timeout_s=0.5) as client:
+        admin = await asyncpg.connect(private_database)
+        database = _database(private_database)
+        try:
+            async with table_locked(private_database):
+                # Two batches hold both connections of the pool, waiting for the lock.
+                holding = [
+                    asyncio.ensure_future(_call(client, "batch", f"holding-{n}")) for n in range(2)
+                ]
+
+                async def both_waiting() -> bool:
+                    return len(await backends_waiting_on_a_lock(admin, database)) == 2
+
+                await wait_for(both_waiting)
+                for kind in KINDS:
+                    with pytest.raises(grpc.aio.AioRpcError) as caught:
+                        await _call(client, kind, f"starved-{kind}")
+                    assert_retryable(caught.value, (grpc.StatusCode.UNAVAILABLE,))
+                assert await client.health() == SERVING
+            await asyncio.gather(*holding)
+        finally:
+            await admin.close()
+        await client.batch(client.referrals("after", 10))
+        await client.assert_nothing_acknowledged_is_lost()
