@@ -22,6 +22,25 @@ from services.common.grpc_handlers import (
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 STREAM_SHARE = 4  # client streams may hold at most 1/STREAM_SHARE of the calls
+# gRPC core queues calls that arrived before the event loop asks for them, and beyond
+# `grpc.server.max_pending_requests` (1,000 by default, with random early drops up to a
+# hard limit of 3,000) it cancels them: CANCELLED, which clients do not retry. The queue
+# holds only each call's headers and its stream's flow-control window, so it may grow far
+# beyond the bound on calls in flight, which then refuses what it must itself
+# (RESOURCE_EXHAUSTED with RetryInfo). (Capping streams per connection instead,
+# grpc.max_concurrent_streams, answers a burst UNAVAILABLE: a client opens streams before
+# it learns the cap, and the server resets them with REFUSED_STREAM.)
+PENDING_PER_CALL = 10
+MIN_PENDING = 10_000
+
+
+def core_options(limit: int) -> list[tuple[str, int]]:
+    """gRPC core settings that leave refusing overload to CallLimitInterceptor(limit)."""
+    pending = max(limit * PENDING_PER_CALL, MIN_PENDING)
+    return [
+        ("grpc.server.max_pending_requests", pending),
+        ("grpc.server.max_pending_requests_hard_limit", pending),
+    ]
 
 
 class _Counter:

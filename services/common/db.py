@@ -14,13 +14,25 @@ import asyncpg
 from services.common.errors import HandoffError, UnavailableError
 
 IDLE_IN_TRANSACTION_MS = 60_000
+# How long a call waits for a pooled connection before it is answered UNAVAILABLE (the
+# pool's TimeoutError is an OSError): with every connection held, waiting longer only
+# turns into the client's DEADLINE_EXCEEDED, which says nothing of the cause.
+POOL_ACQUIRE_TIMEOUT_S = 10.0
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 # Everything the driver raises: the server's errors, the client's, and the socket's.
-DRIVER_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+DRIVER_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
 # The server or the connection is gone, or turns us away for now. A connection that dies
 # mid-transaction raises ConnectionDoesNotExistError (a PostgresConnectionError), and
-# InterfaceError once it is closed; OSError covers sockets and timeouts.
+# InterfaceError once it is closed; the next statement tried on it while the driver is
+# still unwinding the lost one raises InternalClientError ("cannot switch to state …;
+# another operation is in progress"), seen for real when backends are terminated under
+# load. OSError covers sockets and timeouts (a pool acquire that times out, too).
 _UNREACHABLE = (
     OSError,
     asyncpg.exceptions.PostgresConnectionError,
@@ -28,6 +40,7 @@ _UNREACHABLE = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InternalClientError,
 )
 # The statement failed, but the same call may succeed: PostgreSQL rolled the transaction
 # back to break a deadlock or a serialization conflict, or a lock was not free.

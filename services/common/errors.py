@@ -50,6 +50,11 @@ class UnavailableError(HandoffError):
     retryable = True
 
 
+class IdleStreamError(UnavailableError):
+    """A client stream sent nothing for too long and was ended; the caller may open a new
+    one (its message is meant for the caller, unlike a dependency's)."""
+
+
 class ResourceExhaustedError(HandoffError):
     """The server is at a limit (calls in flight); the same call may succeed shortly."""
 

@@ -16,6 +16,7 @@ from services.common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     HandoffError,
+    IdleStreamError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
@@ -79,7 +80,7 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: HandoffErro
     if code == code_pb2.INTERNAL:  # e.g. a DatabaseError: its text is for the logs only
         await _abort_unexpected(context, error)
         return
-    if code == code_pb2.UNAVAILABLE:
+    if code == code_pb2.UNAVAILABLE and not isinstance(error, IdleStreamError):
         # The cause (a host, a driver message) is for the logs, not for callers.
         log.warning("dependency unavailable: %s", error.message, exc_info=error.__cause__)
         error = UnavailableError("a dependency is unavailable; retry with backoff")

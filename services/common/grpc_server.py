@@ -19,15 +19,17 @@ from services.common.auth.grpc_access import AccessInterceptor
 from services.common.auth.rules import method_rules
 from services.common.auth.tls import TlsFiles, grpc_server_credentials
 from services.common.auth.verify import Authenticator
-from services.common.call_limits import CallLimitInterceptor
+from services.common.call_limits import CallLimitInterceptor, core_options
 from services.common.config import ServiceConfig
 from services.common.grpc_errors import DomainErrorInterceptor
 from services.common.readiness import Check, follow_readiness
 
 log = logging.getLogger(__name__)
 
-# Room for batches of 10,000 referrals with long free-text fields.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Room for batches of 10,000 referrals of 3 KiB each (a typical one is 0.4 KiB). Ingest's
+# memory budget is sized so that one request of this size always fits in it
+# (services/ingest/memory_budget.py): gRPC holds a whole message before a handler sees it.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,9 @@ async def grpc_server(
         unchecked=not access_checks,
     )
     interceptors: list[grpc.aio.ServerInterceptor] = [DomainErrorInterceptor()]
+    limit_options: list[tuple[str, int]] = []
     if max_concurrent_rpcs is not None:
+        limit_options = core_options(max_concurrent_rpcs)
         # Counted here rather than by gRPC core, which would count health calls too.
         interceptors.append(
             CallLimitInterceptor(max_concurrent_rpcs, [health_name, reflection.SERVICE_NAME])
@@ -102,6 +106,7 @@ async def grpc_server(
             # Off unless several worker processes share the port on purpose: a second
             # server on a taken port must fail, not silently split the traffic.
             ("grpc.so_reuseport", int(reuse_port)),
+            *limit_options,
         ],
     )
     health_servicer = health.aio.HealthServicer()

@@ -15,7 +15,12 @@ from google.protobuf.message import DecodeError
 from opentelemetry import metrics
 
 from services.common.auth.context import caller
-from services.common.errors import FieldProblem, InvalidArgumentError, PermissionDeniedError
+from services.common.errors import (
+    FieldProblem,
+    IdleStreamError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+)
 from services.common.gen.handoff.ingest.v1 import ingest_pb2, referral_pb2
 from services.common.grpc_server import GrpcService
 from services.ingest import native
@@ -28,6 +33,7 @@ from services.ingest.intake import (
     require_batch_size,
     unary_outcome,
 )
+from services.ingest.memory_budget import MemoryBudget
 from services.ingest.model import (
     CONSUMER_FIELDS,
     OPT_IN_FIELDS,
@@ -50,6 +56,9 @@ STREAM_CHUNK_ROWS = 1000
 STREAM_CHUNK_WAIT_S = 0.05
 # A stream can run for hours: list at most this many rows; the counts stay exact.
 STREAM_MAX_LISTED = 10_000
+# A stream that sends nothing for this long is ended (UNAVAILABLE with RetryInfo), so a
+# stalled client does not hold its slot of the call limit forever.
+STREAM_IDLE_S = 30.0
 
 _meter = metrics.get_meter("handoff.ingest")
 _referrals_counter = _meter.create_counter(
@@ -176,10 +185,15 @@ class IngestServicer:
         store: ReferralStore,
         coalescer: UnaryCoalescer[referral_pb2.Referral],
         clock: Callable[[], datetime] = utc_now,
+        *,
+        stream_idle_s: float = STREAM_IDLE_S,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._coalescer = coalescer
+        self._stream_idle_s = stream_idle_s
+        self._memory = memory or MemoryBudget()
 
     async def Ingest(  # noqa: N802 - gRPC method name
         self, request: ingest_pb2.IngestRequest, context: grpc.aio.ServicerContext[object, object]
@@ -190,7 +204,8 @@ class IngestServicer:
             raise PermissionDeniedError(
                 f"this credential may not ingest for account {request.referral.account_id[:64]}"
             )
-        result = unary_outcome(await self._coalescer.submit(request.referral))
+        with self._memory.holding(request.ByteSize()):
+            result = unary_outcome(await self._coalescer.submit(request.referral))
         _count([result])
         return ingest_pb2.IngestResponse(
             seq=result.seq, duplicate=result.status is RowStatus.DUPLICATE
@@ -202,7 +217,11 @@ class IngestServicer:
         context: grpc.aio.ServicerContext[object, object],
     ) -> bytes:
         """Registered by add_ingest_service to take the request serialized, for the scanner,
-        and to answer serialized, built in C."""
+        and to answer serialized, built in C. Its cost is reserved before it is decoded."""
+        with self._memory.holding(len(request)):
+            return await self._ingest_batch(request)
+
+    async def _ingest_batch(self, request: bytes) -> bytes:
         now = self._clock()
         clock = Clock.at(now)
         allowed = caller().ingest_accounts
@@ -228,7 +247,8 @@ class IngestServicer:
         response = ingest_pb2.IngestStreamResponse()
         allowed = caller().ingest_accounts
         # aclosing: a failed chunk must stop the reader task now, not at garbage collection.
-        async with contextlib.aclosing(_chunks(request_iterator)) as chunks:
+        chunking = _chunks(request_iterator, self._memory, self._stream_idle_s)
+        async with contextlib.aclosing(chunking) as chunks:
             async for chunk in chunks:
                 results = await self._ingest_chunk(chunk, int(response.received), allowed)
                 counts = _count(results)
@@ -347,14 +367,37 @@ def ingest_grpc_service(servicer: IngestServicer) -> GrpcService:
     )
 
 
-async def _chunks(requests: AsyncIterator[bytes]) -> AsyncGenerator[list[bytes], None]:
-    """Group a stream into chunks: full ones at once, partial ones after a short pause."""
+async def _chunks(
+    requests: AsyncIterator[bytes], memory: MemoryBudget, idle_s: float = STREAM_IDLE_S
+) -> AsyncGenerator[list[bytes], None]:
+    """Group a stream into chunks: full ones at once, partial ones after a short pause.
+
+    Each message's cost is reserved in `memory` as it is read (waiting, while the budget
+    is spent, leaves the client to HTTP/2 flow control) and given back once its chunk is
+    stored. A client that sends nothing for `idle_s` ends the stream with
+    IdleStreamError, after the rows it sent before are stored; only time spent waiting
+    for the client counts, not time spent waiting for the database or the budget.
+    """
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_CHUNK_ROWS * 2)
+    received = 0
+    held = 0  # cost reserved for messages read and not yet stored
 
     async def read_all() -> None:
+        nonlocal received, held
+        loop = asyncio.get_running_loop()
         try:
-            async for request in requests:
-                await queue.put(request)
+            async with asyncio.timeout(loop.time() + idle_s) as idle:
+                async for request in requests:
+                    idle.reschedule(None)
+                    received += 1
+                    held += await memory.wait_and_take(len(request))
+                    await queue.put(request)
+                    idle.reschedule(loop.time() + idle_s)
+        except TimeoutError:
+            raise IdleStreamError(
+                f"the stream sent nothing for {idle_s:g} s and was ended; its {received} "
+                "rows were taken first, valid ones stored (a retry answers them DUPLICATE)"
+            ) from None
         finally:
             await queue.put(None)
 
@@ -376,9 +419,13 @@ async def _chunks(requests: AsyncIterator[bytes]) -> AsyncGenerator[list[bytes],
                     break
                 chunk.append(item)
             yield chunk
+            stored = sum(memory.cost(len(message)) for message in chunk)
+            held -= stored
+            memory.give(stored)
         await reader  # re-raises a broken stream
     finally:
         if not reader.done():
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+        memory.give(held)  # messages read but never stored

@@ -12,7 +12,13 @@ from services.common.gen.handoff.ingest.v1 import accounts_pb2, accounts_pb2_grp
 from services.common.grpc_server import GrpcService
 from services.ingest.accounts_server import AccountServicer
 from services.ingest.credentials_server import CredentialServicer
-from services.ingest.server import IngestServicer, ingest_grpc_service, unary_coalescer
+from services.ingest.memory_budget import DEFAULT_BUDGET_BYTES, MemoryBudget
+from services.ingest.server import (
+    STREAM_IDLE_S,
+    IngestServicer,
+    ingest_grpc_service,
+    unary_coalescer,
+)
 from services.ingest.store import IngestStore
 
 
@@ -26,17 +32,29 @@ class IngestServices:
 
 @asynccontextmanager
 async def ingest_services(
-    store: IngestStore, credential_store: CredentialStore
+    store: IngestStore,
+    credential_store: CredentialStore,
+    *,
+    stream_idle_s: float = STREAM_IDLE_S,
+    memory_budget_bytes: int = DEFAULT_BUDGET_BYTES,
 ) -> AsyncIterator[IngestServices]:
     """IngestService and AccountService on `store`, CredentialService on `credential_store`,
     for the block: the unary coalescer they use is started on entry and closed on exit
-    (after the server stops)."""
+    (after the server stops). A client stream idle for `stream_idle_s` is ended; requests
+    in flight may cost at most `memory_budget_bytes` (memory_budget.py)."""
     admin = AccountServicer(store)
     keys = CredentialServicer(credential_store)
     async with unary_coalescer(store) as coalescer:
         yield IngestServices(
             [
-                ingest_grpc_service(IngestServicer(store, coalescer)),
+                ingest_grpc_service(
+                    IngestServicer(
+                        store,
+                        coalescer,
+                        stream_idle_s=stream_idle_s,
+                        memory=MemoryBudget(memory_budget_bytes),
+                    )
+                ),
                 GrpcService(
                     accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
                     lambda server: accounts_pb2_grpc.add_AccountServiceServicer_to_server(

@@ -16,7 +16,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.db import driver_errors, load_queries
+from services.common.db import POOL_ACQUIRE_TIMEOUT_S, driver_errors, load_queries
 from services.ingest.extension import SCANNER
 from services.ingest.model import (
     REFERRAL_COLUMNS,
@@ -132,12 +132,19 @@ class IngestStore:
     the caller holds open there.
     """
 
-    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool | asyncpg.Connection,
+        *,
+        acquire_timeout_s: float = POOL_ACQUIRE_TIMEOUT_S,
+    ) -> None:
         self._pool = pool
+        self._acquire_timeout_s = acquire_timeout_s
 
     async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
         with driver_errors(name):
-            return list(await self._pool.fetch(QUERIES[name], *args))
+            async with self._connection() as conn:
+                return list(await conn.fetch(QUERIES[name], *args))
 
     async def insert_referrals(self, rows: Sequence[ReferralRow]) -> dict[ReferralKey, StoredRow]:
         """Store rows of active campaigns; answer each stored or pre-existing row by key.
@@ -151,7 +158,8 @@ class IngestStore:
             lines = [copy_text([row]) for row in rows]
             return await self.insert_copy(lines, keys, [r.campaign_id for r in rows])
         with driver_errors("insert_referrals"):
-            (record,) = await self._pool.fetch(QUERIES["insert_referrals"], json_rows(rows))
+            async with self._connection() as conn:
+                (record,) = await conn.fetch(QUERIES["insert_referrals"], json_rows(rows))
         return await self._with_existing(record, keys)
 
     async def insert_copy(
@@ -238,7 +246,7 @@ class IngestStore:
 
     def _connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         if isinstance(self._pool, asyncpg.Pool):
-            return self._pool.acquire()  # type: ignore[no-any-return]
+            return self._pool.acquire(timeout=self._acquire_timeout_s)  # type: ignore[no-any-return]
         return nullcontext(self._pool)
 
     async def _insert_staged(

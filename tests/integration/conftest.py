@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ from services.common.grpc_server import (
 from services.ingest.services import ingest_services
 from services.ingest.store import IngestStore
 from tests.integration.credentials_support import authenticator, service_token
+from tests.integration.private_cluster import PrivateCluster, private_cluster_bin
 
 if TYPE_CHECKING:
     from services.common.gen.handoff.ingest.v1.accounts_pb2_grpc import AccountServiceAsyncStub
@@ -39,6 +40,40 @@ class Target:
 
     account_id: str
     campaign_id: str
+
+
+@pytest.fixture(scope="session")
+def private_cluster() -> Iterator[PrivateCluster]:
+    """A PostgreSQL of the tests' own (never the shared one), with `handoff` migrated:
+    fault tests restart it, terminate its backends and use up its connections."""
+    bin_dir = private_cluster_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) for a private cluster")
+    cluster = PrivateCluster(bin_dir)
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+async def private_database(private_cluster: PrivateCluster) -> AsyncIterator[str]:
+    """A fresh database on the private cluster, cloned from its migrated `handoff`."""
+    await private_cluster.wait_until_accepting()
+    name = f"fault_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(private_cluster.admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE handoff')
+    finally:
+        await conn.close()
+    yield private_cluster.admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+    await private_cluster.wait_until_accepting()
+    conn = await asyncpg.connect(private_cluster.admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 @pytest.fixture

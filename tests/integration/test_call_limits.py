@@ -3,6 +3,8 @@ always answered, and refusals are RESOURCE_EXHAUSTED with RetryInfo."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import grpc
 import pytest
@@ -49,6 +51,13 @@ async def test_stalled_streams_take_only_their_share_and_health_still_answers(
         ingest = ingest_pb2_grpc.IngestServiceStub(channel)
         stalled = ingest.IngestStream()  # one message, then nothing: holds the stream share
         await stalled.write(ingest_pb2.IngestRequest(referral=referral(account, campaign, "s-1")))
+        # Its row stored: the server has started it, so it holds its slot now.
+        for _ in range(500):
+            if await pool.fetchval(
+                "SELECT count(*) FROM referrals WHERE partner_referral_id = 's-1'"
+            ):
+                break
+            await asyncio.sleep(0.01)
         second = ingest.IngestStream()
         await second.done_writing()
         with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -11,13 +11,29 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from services.common.db import create_pool
 from services.common.watermark_monitor import WatermarkMonitor
 from tests.integration.layouts_support import create_account, insert_referrals
+from tests.integration.private_cluster import PrivateCluster
 
 pytestmark = pytest.mark.integration
 
 
 async def test_a_writer_in_another_database_is_named_while_it_holds_the_watermark(
+    pool: asyncpg.Pool, admin_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _writer_in_another_database_is_named(pool, admin_dsn, caplog)
+
+
+async def test_a_writer_in_another_database_of_a_private_cluster_is_named(
+    private_database: str, private_cluster: PrivateCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The same on a cluster of the tests' own, where no other test's writers run.
+    async with create_pool(private_database, min_size=1, max_size=2) as pool:
+        await _writer_in_another_database_is_named(pool, private_cluster.admin_dsn, caplog)
+
+
+async def _writer_in_another_database_is_named(
     pool: asyncpg.Pool, admin_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     account, campaign = await create_account(pool)

@@ -26,7 +26,26 @@ E = asyncpg.exceptions
             DatabaseUnreachableError,
             True,
         ),
+        (
+            asyncpg.InterfaceError(
+                "cannot call Transaction.__aexit__(): the underlying connection is closed"
+            ),
+            DatabaseUnreachableError,
+            True,
+        ),
+        (
+            E.InternalClientError(
+                "cannot switch to state 11; another operation (2) is in progress"
+            ),
+            DatabaseUnreachableError,
+            True,
+        ),
         (E.AdminShutdownError("terminating connection"), DatabaseUnreachableError, True),
+        (
+            E.CrashShutdownError("terminating connection: crash of another"),
+            DatabaseUnreachableError,
+            True,
+        ),
         (
             E.CannotConnectNowError("the database system is starting up"),
             DatabaseUnreachableError,

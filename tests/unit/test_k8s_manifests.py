@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from services.ingest.memory_budget import DEFAULT_BUDGET_BYTES, MIB, process_memory_bytes
+
 # PyYAML: a dev dependency. Imported this way so the suite still runs (and mypy stays
 # strict) on a machine where it or its stubs are missing; these tests then skip.
 yaml = pytest.importorskip("yaml")
@@ -65,6 +67,9 @@ def _service_env_names() -> frozenset[str]:
         "HANDOFF_LINK_BASE_URL",
         "HANDOFF_RECIPIENT_LINK_TTL_S",
         "HANDOFF_DOWNLOAD_LINK_TTL_S",
+        "HANDOFF_INGEST_MEMORY_BUDGET_MB",
+        "HANDOFF_INGEST_STREAM_IDLE_S",
+        "HANDOFF_INGEST_WORKERS",
     }
     for service in GRPC_PORTS:
         for setting in ("HOST", "PORT", "DB_POOL_MIN", "DB_POOL_MAX", "MAX_CONCURRENT_RPCS"):
@@ -264,6 +269,18 @@ def test_containers_have_resource_requests_within_limits(workload: Manifest) -> 
             assert request is not None, f"{where}: no {resource} request"
             assert limit is not None, f"{where}: no {resource} limit"
             assert _quantity(request) <= _quantity(limit), f"{where}: {resource}"
+
+
+def test_ingest_memory_limit_holds_its_memory_budget_and_the_messages_in_transit() -> None:
+    container = _main_container(_base_deployments()["ingest"])
+    env = _env_literals(container)
+    budget_mib = int(env.get("HANDOFF_INGEST_MEMORY_BUDGET_MB", DEFAULT_BUDGET_BYTES // MIB))
+    workers = int(env.get("HANDOFF_INGEST_WORKERS", "1"))
+    needed = workers * process_memory_bytes(budget_mib * MIB)
+    limit = _quantity(container["resources"]["limits"]["memory"])
+    assert limit >= needed, f"ingest's memory limit {limit / MIB:.0f} MiB < {needed / MIB:.0f} MiB"
+    # Not far above either: the budget is what keeps the process inside the limit.
+    assert limit <= needed * 1.25
 
 
 @pytest.mark.parametrize("service", GRPC_PORTS)

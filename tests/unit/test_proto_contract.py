@@ -6,8 +6,9 @@ import ast
 import re
 from pathlib import Path
 
+from services.common.grpc_server import MAX_MESSAGE_BYTES
 from services.common.layouts.steps import MAX_VALUE_CHARS
-from services.ingest.server import STREAM_MAX_LISTED
+from services.ingest.server import STREAM_IDLE_S, STREAM_MAX_LISTED
 from services.ingest.validation import MAX_BATCH_SIZE, MAX_EXTRA_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,3 +126,9 @@ def test_limits_in_the_proto_are_the_servers_limits() -> None:
     assert f"1-{MAX_EXTRA_KEY} of A-Z a-z 0-9 _ . -" in _comment_before(proto, "FieldError")
     problem = _comment_before(LAYOUTS_PROTO.read_text(), "RowProblem")
     assert f"longer than {MAX_VALUE_CHARS:,} characters" in problem
+
+
+def test_ingest_proto_states_the_message_limit_and_the_stream_idle_timeout() -> None:
+    text = " ".join(INGEST_PROTO.read_text().replace("//", " ").split())
+    assert f"A message may be at most {MAX_MESSAGE_BYTES // 2**20} MiB" in text
+    assert f"sends nothing for {STREAM_IDLE_S:g} s" in text

@@ -27,6 +27,12 @@ if _version_not_supported:
 
 class IngestServiceStub:
     """Takes referrals in. Every call is idempotent on (account_id, partner_referral_id).
+
+    Any call may also fail with a status that retrying cures, and then carries
+    google.rpc.RetryInfo: UNAVAILABLE when the database failed it (retried, whatever it
+    stored already answers DUPLICATE with its seq), RESOURCE_EXHAUSTED when the server is at
+    a limit (calls in flight, the memory of requests in flight). A message may be at most
+    32 MiB; a larger one is refused with RESOURCE_EXHAUSTED and no RetryInfo.
     """
 
     def __init__(self, channel):
@@ -54,6 +60,12 @@ class IngestServiceStub:
 
 class IngestServiceServicer:
     """Takes referrals in. Every call is idempotent on (account_id, partner_referral_id).
+
+    Any call may also fail with a status that retrying cures, and then carries
+    google.rpc.RetryInfo: UNAVAILABLE when the database failed it (retried, whatever it
+    stored already answers DUPLICATE with its seq), RESOURCE_EXHAUSTED when the server is at
+    a limit (calls in flight, the memory of requests in flight). A message may be at most
+    32 MiB; a larger one is refused with RESOURCE_EXHAUSTED and no RetryInfo.
     """
 
     def Ingest(self, request, context):
@@ -75,7 +87,9 @@ class IngestServiceServicer:
 
     def IngestStream(self, request_iterator, context):
         """For partners pushing continuously: rows are committed in chunks as they
-        arrive; the summary lists every row that was not newly accepted.
+        arrive; the summary lists every row that was not newly accepted. A stream that
+        sends nothing for 30 s (HANDOFF_INGEST_STREAM_IDLE_S) is ended with UNAVAILABLE and
+        RetryInfo, after the rows it sent are taken.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,6 +123,12 @@ def add_IngestServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class IngestService:
     """Takes referrals in. Every call is idempotent on (account_id, partner_referral_id).
+
+    Any call may also fail with a status that retrying cures, and then carries
+    google.rpc.RetryInfo: UNAVAILABLE when the database failed it (retried, whatever it
+    stored already answers DUPLICATE with its seq), RESOURCE_EXHAUSTED when the server is at
+    a limit (calls in flight, the memory of requests in flight). A message may be at most
+    32 MiB; a larger one is refused with RESOURCE_EXHAUSTED and no RetryInfo.
     """
 
     @staticmethod

@@ -27,7 +27,14 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class IngestServiceStub:
-    """Takes referrals in. Every call is idempotent on (account_id, partner_referral_id)."""
+    """Takes referrals in. Every call is idempotent on (account_id, partner_referral_id).
+
+    Any call may also fail with a status that retrying cures, and then carries
+    google.rpc.RetryInfo: UNAVAILABLE when the database failed it (retried, whatever it
+    stored already answers DUPLICATE with its seq), RESOURCE_EXHAUSTED when the server is at
+    a limit (calls in flight, the memory of requests in flight). A message may be at most
+    32 MiB; a larger one is refused with RESOURCE_EXHAUSTED and no RetryInfo.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -44,12 +51,21 @@ class IngestServiceStub:
     """
     IngestStream: _grpc.StreamUnaryMultiCallable[_ingest_pb2.IngestRequest, _ingest_pb2.IngestStreamResponse]
     """For partners pushing continuously: rows are committed in chunks as they
-    arrive; the summary lists every row that was not newly accepted.
+    arrive; the summary lists every row that was not newly accepted. A stream that
+    sends nothing for 30 s (HANDOFF_INGEST_STREAM_IDLE_S) is ended with UNAVAILABLE and
+    RetryInfo, after the rows it sent are taken.
     """
 
 @_typing.type_check_only
 class IngestServiceAsyncStub(IngestServiceStub):
-    """Takes referrals in. Every call is idempotent on (account_id, partner_referral_id)."""
+    """Takes referrals in. Every call is idempotent on (account_id, partner_referral_id).
+
+    Any call may also fail with a status that retrying cures, and then carries
+    google.rpc.RetryInfo: UNAVAILABLE when the database failed it (retried, whatever it
+    stored already answers DUPLICATE with its seq), RESOURCE_EXHAUSTED when the server is at
+    a limit (calls in flight, the memory of requests in flight). A message may be at most
+    32 MiB; a larger one is refused with RESOURCE_EXHAUSTED and no RetryInfo.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Ingest: _aio.UnaryUnaryMultiCallable[_ingest_pb2.IngestRequest, _ingest_pb2.IngestResponse]  # type: ignore[assignment]
@@ -63,11 +79,20 @@ class IngestServiceAsyncStub(IngestServiceStub):
     """
     IngestStream: _aio.StreamUnaryMultiCallable[_ingest_pb2.IngestRequest, _ingest_pb2.IngestStreamResponse]  # type: ignore[assignment]
     """For partners pushing continuously: rows are committed in chunks as they
-    arrive; the summary lists every row that was not newly accepted.
+    arrive; the summary lists every row that was not newly accepted. A stream that
+    sends nothing for 30 s (HANDOFF_INGEST_STREAM_IDLE_S) is ended with UNAVAILABLE and
+    RetryInfo, after the rows it sent are taken.
     """
 
 class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Takes referrals in. Every call is idempotent on (account_id, partner_referral_id)."""
+    """Takes referrals in. Every call is idempotent on (account_id, partner_referral_id).
+
+    Any call may also fail with a status that retrying cures, and then carries
+    google.rpc.RetryInfo: UNAVAILABLE when the database failed it (retried, whatever it
+    stored already answers DUPLICATE with its seq), RESOURCE_EXHAUSTED when the server is at
+    a limit (calls in flight, the memory of requests in flight). A message may be at most
+    32 MiB; a larger one is refused with RESOURCE_EXHAUSTED and no RetryInfo.
+    """
 
     @_abc_1.abstractmethod
     def Ingest(
@@ -97,7 +122,9 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ingest_pb2.IngestStreamResponse, _abc.Awaitable[_ingest_pb2.IngestStreamResponse]]:
         """For partners pushing continuously: rows are committed in chunks as they
-        arrive; the summary lists every row that was not newly accepted.
+        arrive; the summary lists every row that was not newly accepted. A stream that
+        sends nothing for 30 s (HANDOFF_INGEST_STREAM_IDLE_S) is ended with UNAVAILABLE and
+        RetryInfo, after the rows it sent are taken.
         """
 
 def add_IngestServiceServicer_to_server(servicer: IngestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
