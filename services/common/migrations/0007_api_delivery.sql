@@ -151,3 +151,17 @@ BEGIN
     RETURN dropped;
 END
 $$;
+
+-- A changed API connection wakes the delivery replicas (the owner restarts its loop with
+-- the new settings at once, instead of at its next lease renewal).
+CREATE FUNCTION live_connection_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.kind = 'api' THEN
+        PERFORM pg_notify('live_wakeup', NEW.id::text);
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER connections_live_changed AFTER UPDATE ON connections
+    FOR EACH ROW EXECUTE FUNCTION live_connection_changed();

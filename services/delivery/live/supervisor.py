@@ -167,8 +167,7 @@ class LiveSupervisor:
         if entry is not None:
             entry[0].wake()
             entry[0].advance(self._scanned)
-        else:
-            self._claim_soon.set()
+        self._claim_soon.set()  # a changed version restarts the loop; a new one is taken
 
     async def _run(self) -> None:
         while True:
