@@ -512,6 +512,8 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
         "diagnosis:text finished_at:timestamptz",
     ),
+    ("scheduler/tasks/sql/tasks.sql", "has_news"): ("uuid int8 int8 uuid[]", "news:bool"),
+    ("scheduler/tasks/sql/tasks.sql", "skip_empty"): ("uuid int8", ""),
     ("scheduler/tasks/sql/tasks.sql", "attention_events"): (
         "uuid bool",
         "id:uuid account_id:uuid task_id:uuid delivery_id:uuid diagnosis:text message:text "

@@ -524,3 +524,26 @@ async def test_a_backfill_sends_what_came_before_and_send_empty_sends_a_header_o
     header = (world.folder / Path(empty.files[0].path).name).read_text()
     assert header.startswith("email,")
     assert header.count("\n") == 1
+
+
+async def test_another_account_s_referrals_make_no_file_and_the_cursor_moves_over_them(
+    world: World,
+) -> None:
+    task = await _task(world, await _connection(world))
+    other_account, other_campaign = await create_account(world.pool)
+    await insert_referrals(world.pool, other_account, other_campaign, [{"email": "x@example.com"}])
+    await world.settled()
+    await _now(world, task)
+    await world.run()
+    assert await _deliveries(world, task) == []  # nothing of its own: no (empty) file
+    assert list(world.folder.iterdir()) == []
+    moved = await world.tasks.GetTask(
+        tasks_pb2.GetTaskRequest(account_id=world.account, id=task.id)
+    )
+    assert moved.delivered_seq >= await world.pool.fetchval("SELECT max(seq) FROM referrals")
+    mine = await world.ingest(2, "mine")
+    await _now(world, task)
+    await world.run()
+    (delivery,) = await _deliveries(world, task)
+    assert delivery.rows == 2
+    assert _csv_emails(world.folder / Path(delivery.files[0].path).name) == mine

@@ -121,10 +121,15 @@ class TaskRunner:
                     except ScheduleError:
                         log.exception("task %s has a schedule that no longer runs", task.id)
                         upcoming = now + timedelta(days=1)
-                    news = tx.watermark > task.delivered_seq
+                    moved = tx.watermark > task.delivered_seq
+                    # Other accounts' referrals move the watermark too: only the task's
+                    # own scope makes a file (an empty one only with send_empty).
+                    news = moved and not has_open and await tx.has_news(task, tx.watermark)
                     if not has_open and (news or spec.send_empty):
                         await tx.reserve(uuid.uuid4(), task, tx.watermark, now)
                         reserved += 1
+                    elif not has_open and moved:
+                        await tx.skip_empty(task.id, tx.watermark)
                     await tx.set_next_run(task.id, upcoming)
             if len(due) < self._batch:
                 return reserved

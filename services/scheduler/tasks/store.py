@@ -320,6 +320,18 @@ class ReservationTransaction:
             task.delivered_seq, through_seq, None, reserved_at, None,
         )  # fmt: skip
 
+    async def has_news(self, task: SavedTask, through_seq: int) -> bool:
+        """Whether the task's scope has referrals in (its cursor, through_seq]."""
+        campaigns = None if task.spec.campaign_ids is None else list(task.spec.campaign_ids)
+        news: bool = await self._conn.fetchval(
+            QUERIES["has_news"], task.account_id, task.delivered_seq, through_seq, campaigns
+        )
+        return news
+
+    async def skip_empty(self, task_id: UUID, through_seq: int) -> None:
+        """Move the cursor over a range with nothing of the task's scope."""
+        await self._conn.execute(QUERIES["skip_empty"], task_id, through_seq)
+
     async def set_next_run(self, task_id: UUID, next_run_at: datetime) -> None:
         """When the task is due again."""
         await self._conn.execute(QUERIES["set_next_run"], task_id, next_run_at)

@@ -138,6 +138,18 @@ SELECT * FROM attention_events
  ORDER BY created_at DESC
  LIMIT 200;
 
+-- name: has_news
+-- Whether the task's scope has a referral in ($2, $3] (other accounts' seqs do not count).
+SELECT EXISTS (
+    SELECT 1 FROM referrals
+     WHERE account_id = $1 AND seq > $2 AND seq <= $3
+       AND ($4::uuid[] IS NULL OR campaign_id = ANY ($4))
+) AS news;
+
+-- name: skip_empty
+-- Nothing of the task's scope in (cursor, $2]: as if an empty delivery succeeded.
+UPDATE tasks SET delivered_seq = greatest(delivered_seq, $2) WHERE id = $1;
+
 -- name: count_in_range
 SELECT count(*) FROM referrals
  WHERE account_id = $1 AND seq > $2 AND seq <= $3
