@@ -109,6 +109,16 @@ def connection_secret_context(connection_id: object, name: str) -> str:
     return f"connection:{connection_id}:{name}"
 
 
+def open_connection_secrets(
+    box: SecretBox, connection_id: object, sealed: Mapping[str, str]
+) -> dict[str, str]:
+    """A connection's plain secrets by name (SecretError when one does not open)."""
+    return {
+        name: box.open(value, connection_secret_context(connection_id, name))
+        for name, value in sealed.items()
+    }
+
+
 def new_key_entry(key_id: str) -> str:
     """A fresh HANDOFF_SECRET_KEYS entry."""
     return f"{key_id}:{base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()}"

@@ -36,7 +36,7 @@ from services.common.layouts.codec import (
 from services.common.layouts.defaults import DEFAULT_LAYOUT, DEFAULT_LAYOUT_VERSION
 from services.common.layouts.render import render_columns
 from services.common.referral_rows import ReferralRowReader
-from services.common.secrets import SecretBox, SecretError, connection_secret_context
+from services.common.secrets import SecretBox, SecretError, open_connection_secrets
 from services.delivery.openpgp import OpenPgpError, encrypted
 from services.delivery.parts import RowCount, counted, manifest, manifest_name, parts
 from services.delivery.rendering import delivery_rows, rendering
@@ -276,10 +276,7 @@ class DeliveryEngine:
 
     def _secrets(self, context: DeliveryContext) -> dict[str, str]:
         try:
-            return {
-                name: self._box.open(sealed, connection_secret_context(context.connection_id, name))
-                for name, sealed in context.sealed.items()
-            }
+            return open_connection_secrets(self._box, context.connection_id, context.sealed)
         except SecretError as exc:
             raise PermanentError(
                 Diagnosis.CONFIG, f"the connection's secrets do not open: {exc}"

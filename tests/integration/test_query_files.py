@@ -527,11 +527,6 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "",
         "id:uuid account_id:uuid lag_s:float8",
     ),
-    ("scheduler/connections/sql/connections.sql", "custom_field_names"): ("uuid", "name:text"),
-    ("scheduler/connections/sql/connections.sql", "custom_field_definitions"): (
-        "uuid",
-        "name:text description:text definition:jsonb",
-    ),
     # delivery/sql/live.sql
     ("delivery/sql/live.sql", "live_claim"): (
         "text float8 int8",
@@ -545,7 +540,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid",
         "account_id:uuid name:text settings:jsonb secrets:jsonb version:int8 delivered_seq:int8 "
         "starts_at:timestamptz disabled_at:timestamptz disabled_reason:text "
-        "failing_since:timestamptz time_zone:text",
+        "failing_since:timestamptz",
     ),
     ("delivery/sql/live.sql", "live_place_cursor"): (
         "uuid text int8",
@@ -603,10 +598,6 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("delivery/sql/live.sql", "live_custom_fields"): (
         "uuid",
         "name:text description:text definition:jsonb",
-    ),
-    ("delivery/sql/live.sql", "live_render_context"): (
-        "uuid",
-        "campaign_names:jsonb",
     ),
     # scheduler/live/sql/live.sql
     ("scheduler/live/sql/live.sql", "live_state"): (

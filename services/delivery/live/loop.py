@@ -26,17 +26,16 @@ from uuid import UUID
 from opentelemetry import metrics
 
 from services.common.egress import EgressPolicy
-from services.common.layouts.compiler import RenderContext
-from services.common.secrets import SecretBox, SecretError, connection_secret_context
+from services.common.layouts.codec import custom_field_from_json
+from services.common.secrets import SecretBox, SecretError, open_connection_secrets
 from services.delivery.live.render import BodyValues
 from services.delivery.live.schedule import RetrySchedule, disable_reason
 from services.delivery.live.store import Flush, LiveConnection, LiveStorePg, LostLeaseError, Parked
 from services.delivery.transports.http.client import HEAD_KEPT, ApiClient, Exchange
-from services.delivery.transports.http.responses import Outcome, Verdict
+from services.delivery.transports.http.responses import Outcome
 from services.delivery.transports.http.settings import ApiSettings
 from services.delivery.transports.http.templates import (
     BodyTemplate,
-    FieldValueError,
 )
 
 log = logging.getLogger(__name__)
@@ -132,10 +131,7 @@ class ConnectionLoop:
 
     def _open_secrets(self, box: SecretBox) -> dict[str, str]:
         try:
-            return {
-                name: box.open(sealed, connection_secret_context(self.id, name))
-                for name, sealed in self.connection.sealed.items()
-            }
+            return open_connection_secrets(box, self.id, self.connection.sealed)
         except SecretError:
             log.error("an API connection's secrets do not open", extra={"connection": str(self.id)})
             return {}
@@ -165,11 +161,12 @@ class ConnectionLoop:
 
     async def _prepare(self) -> None:
         account = self.connection.account_id
-        context = RenderContext(
-            account_time_zone=self.connection.account_time_zone,
-            campaign_names=await self._store.campaign_names(account),
-        )
-        self._body = BodyValues(self.api, await self._store.custom_fields(account), context)
+        context = await self._store.render_context(account)
+        customs = {
+            name: custom_field_from_json(name, description, definition)
+            for name, description, definition in await self._store.custom_fields(account)
+        }
+        self._body = BodyValues(self.api, customs, context)
         self.template = self._body.template
 
     def values(self, rows: Sequence[Sequence[str]]) -> list[dict[str, str]]:
@@ -294,7 +291,10 @@ class ConnectionLoop:
             while (hold := self._hold_until - time.monotonic()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(hold)  # a 429's Retry-After: a time, not an event
             await self._rate.wait()
-            exchange = await self.exchange(item.seq, item.values)
+            assert self.template is not None
+            exchange = await self._client.send(
+                self.template, item.values, message_id(self.id, item.seq)
+            )
             self._record(item, exchange)
         except Exception:  # never lose an outcome: an unexpected error is a retry
             log.exception("live send failed unexpectedly", extra={"connection": str(self.id)})
@@ -303,22 +303,6 @@ class ConnectionLoop:
             if entry is not None:
                 entry[1] = True
             self._slots.release()
-
-    async def exchange(self, seq: int, values: dict[str, str], *, test: bool = False) -> Exchange:
-        """Render and send one referral (or a test call's sample)."""
-        assert self.template is not None
-        key = message_id(self.id, seq)
-        try:
-            body = self.template.render(values)
-            query = self.template.query(values) if self.api.method == "GET" else None
-        except FieldValueError as exc:
-            failed = Exchange(self.api.method, self.api.url, {}, b"")
-            failed.verdict = Verdict(Outcome.REJECTED, "template")
-            failed.error = str(exc)
-            return failed
-        return await self._client.call(
-            key, body, self.template.content_type, query=query, test=test
-        )
 
     def _record(self, item: _Item, exchange: Exchange | None) -> None:
         now = self._now()

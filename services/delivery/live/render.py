@@ -4,12 +4,10 @@ attributes read exactly as they do in files."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-from services.common.layouts.codec import custom_field_from_json
 from services.common.layouts.compiler import RenderContext, compile_layout
-from services.common.layouts.model import Column, FormulaGuard, LayoutSpec
+from services.common.layouts.model import Column, CustomFieldSpec, FormulaGuard, LayoutSpec
 from services.delivery.transports.http.settings import ApiSettings
 from services.delivery.transports.http.templates import BodyTemplate, parse_body_template
 
@@ -20,13 +18,9 @@ class BodyValues:
     def __init__(
         self,
         api: ApiSettings,
-        custom_fields: Iterable[tuple[str, str, Mapping[str, Any]]],
+        customs: Mapping[str, CustomFieldSpec],
         context: RenderContext,
     ) -> None:
-        customs = {
-            name: custom_field_from_json(name, description, definition)
-            for name, description, definition in custom_fields
-        }
         self.template: BodyTemplate = parse_body_template(
             api.body_template or "{}", api.encoding, frozenset(customs)
         )

@@ -13,6 +13,8 @@ from uuid import UUID
 import asyncpg
 
 from services.common.db import driver_errors, load_queries
+from services.common.layouts.compiler import RenderContext
+from services.common.referral_rows import ReferralRowReader
 
 QUERIES = load_queries(Path(__file__).parent.parent / "sql" / "live.sql")
 ATTEMPT_COLUMNS = (
@@ -43,7 +45,6 @@ class LiveConnection:
     delivered_seq: int | None
     starts_at: datetime  # referrals received from then on are the connection's
     disabled_at: datetime | None
-    account_time_zone: str
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,6 @@ class Flush:
     cursor: int | None = None
     success_at: datetime | None = None
     failure_at: datetime | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.attempts or self.parked or self.done or self.cursor is not None)
 
 
 class LostLeaseError(Exception):
@@ -113,7 +111,6 @@ class LiveStorePg:
             r["delivered_seq"],
             r["starts_at"],
             r["disabled_at"],
-            r["time_zone"],
         )
 
     async def custom_fields(self, account_id: UUID) -> list[tuple[str, str, Any]]:
@@ -122,11 +119,9 @@ class LiveStorePg:
             rows = await self._pool.fetch(QUERIES["live_custom_fields"], account_id)
         return [(r["name"], r["description"], r["definition"]) for r in rows]
 
-    async def campaign_names(self, account_id: UUID) -> dict[str, str]:
-        """The account's campaign names by id."""
-        with driver_errors("live_render_context"):
-            value = await self._pool.fetchval(QUERIES["live_render_context"], account_id)
-        return dict(value or {})
+    async def render_context(self, account_id: UUID) -> RenderContext:
+        """The account's zone and campaign names (what context fields render from)."""
+        return await ReferralRowReader(self._pool).render_context(account_id) or RenderContext()
 
     async def watermark(self) -> int:
         """The safe watermark now."""

@@ -24,13 +24,11 @@ RETURNING c.connection_id, k.version;
 UPDATE live_cursors SET owner = NULL, lease_until = NULL WHERE owner = $1;
 
 -- name: live_connection
--- What a live loop runs from: the connection, its cursor and its account's zone.
+-- What a live loop runs from: the connection and its cursor.
 SELECT k.account_id, k.name, k.settings, k.secrets, k.version,
-       c.delivered_seq, c.starts_at, c.disabled_at, c.disabled_reason, c.failing_since,
-       a.time_zone
+       c.delivered_seq, c.starts_at, c.disabled_at, c.disabled_reason, c.failing_since
   FROM connections k
   JOIN live_cursors c ON c.connection_id = k.id
-  JOIN accounts a ON a.id = k.account_id
  WHERE k.id = $1 AND k.kind = 'api';
 
 -- name: live_place_cursor
@@ -154,11 +152,6 @@ UPDATE live_messages SET next_attempt_at = greatest(next_attempt_at, $2)
 -- name: live_custom_fields
 -- The account's custom fields, as stored (bodies may name them).
 SELECT name, description, definition FROM custom_fields WHERE account_id = $1;
-
--- name: live_render_context
--- The account's campaigns' names (the campaign_name field).
-SELECT coalesce(jsonb_object_agg(c.id::text, c.name), '{}'::jsonb) AS campaign_names
-  FROM campaigns c WHERE c.account_id = $1;
 
 -- name: live_maintain
 -- One replica at a time keeps the attempt log's partitions (see the migration).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
@@ -9,6 +10,7 @@ from services.common.egress import EgressPolicy
 from services.common.gen.handoff.scheduler.v1 import connections_pb2
 from services.common.layouts.catalog import row_from_values
 from services.common.layouts.compiler import RenderContext
+from services.common.layouts.model import CustomFieldSpec
 from services.common.timestamps import timestamp_message
 from services.delivery.live.loop import message_id
 from services.delivery.live.render import BodyValues
@@ -21,7 +23,7 @@ from services.delivery.transports.http.settings import (
     ApiSettings,
     FieldFilter,
 )
-from services.delivery.transports.http.templates import Encoding, FieldValueError
+from services.delivery.transports.http.templates import Encoding
 from services.scheduler.connections.model import ApiConfig, Secrets
 
 _METHODS: dict[int, str] = {
@@ -158,7 +160,7 @@ async def test_call(
     egress: EgressPolicy,
     connection_id: Any,
     row: list[str] | None,
-    custom_fields: list[tuple[str, str, Any]],
+    custom_fields: Mapping[str, CustomFieldSpec],
     context: RenderContext,
 ) -> Exchange:
     """Send one referral (`row`, or the sample) to the test URL (or the endpoint)."""
@@ -169,17 +171,6 @@ async def test_call(
     seq = int(source[0] or 0)
     client = ApiClient(config.settings, plain, egress)
     try:
-        template = body.template
-        try:
-            rendered = template.render(values)
-            query = template.query(values) if config.settings.method == "GET" else None
-        except FieldValueError as exc:
-            failed = Exchange(config.settings.method, config.settings.url, {}, b"")
-            failed.error = str(exc)
-            return failed
-        return await client.call(
-            message_id(connection_id, seq), rendered, template.content_type, query=query,
-            test=True,
-        )  # fmt: skip
+        return await client.send(body.template, values, message_id(connection_id, seq), test=True)
     finally:
         await client.close()

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
 from uuid import UUID
 
+from services.common.layouts.model import CustomFieldSpec
 from services.delivery.transports.http.settings import API_SECRET_NAMES, ApiSettings
 
 WriteMode = Literal["rename", "direct"]
@@ -207,8 +208,7 @@ class ConnectionStore(Protocol):
     """What the connection rules need from the store."""
 
     async def account_exists(self, account_id: UUID) -> bool | None: ...
-    async def custom_field_names(self, account_id: UUID) -> frozenset[str]: ...
-    async def custom_field_definitions(self, account_id: UUID) -> list[tuple[str, str, Any]]: ...
+    async def custom_fields(self, account_id: UUID) -> dict[str, CustomFieldSpec]: ...
     async def insert(
         self,
         connection_id: UUID,

@@ -23,7 +23,7 @@ from services.common.errors import (
 from services.common.file_names import TemplateError, check_template
 from services.common.ids import parse_id
 from services.common.paging import Page, decode_token, fetch_page, page_size
-from services.common.secrets import SecretBox, connection_secret_context
+from services.common.secrets import SecretBox, connection_secret_context, open_connection_secrets
 from services.delivery.openpgp import OpenPgpError, key_fingerprint
 from services.delivery.transports.base import ProbeReport, TransportError
 from services.delivery.transports.email_message import message_template_problem
@@ -392,11 +392,7 @@ def seal(
 
 def open_secrets(box: SecretBox, connection: SavedConnection) -> Secrets:
     """The plain secrets of a stored connection (for a transport, never for an answer)."""
-    values = {
-        n: box.open(s, connection_secret_context(connection.id, n))
-        for n, s in connection.sealed.items()
-    }
-    return Secrets(**values)
+    return Secrets(**open_connection_secrets(box, connection.id, connection.sealed))
 
 
 async def create_connection(
@@ -411,7 +407,7 @@ async def create_connection(
     account = parse_id("account_id", account_id)
     wanted = parse_id("connection.id", connection_id, required=False)
     await _require_account(store, account, writing=True)
-    customs = await store.custom_field_names(account)
+    customs = frozenset(await store.custom_fields(account))
     name, config, secrets = await validated(draft, egress, custom_fields=customs)
     saved = await store.insert(wanted, account, name, config, seal(box, wanted, secrets, {}))
     if saved is None:
@@ -469,7 +465,7 @@ async def update_connection(
         kept.pop("passphrase", None)
     if draft.api is not None:  # secrets of another kind do not carry over
         kept = {n: s for n, s in kept.items() if n in API_SECRET_NAMES}
-    customs = await store.custom_field_names(current.account_id)
+    customs = frozenset(await store.custom_fields(current.account_id))
     name, config, secrets = await validated(draft, egress, frozenset(kept), custom_fields=customs)
     saved = await store.update(
         current.account_id, current.id, name, config, seal(box, current.id, secrets, kept)

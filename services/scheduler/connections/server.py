@@ -244,7 +244,7 @@ class ConnectionServicer(connections_pb2_grpc.ConnectionServiceServicer):
         connection_id = uuid.UUID(int=0)
         if request.HasField("draft"):
             account = parse_id("account_id", request.account_id)
-            customs = await self._store.custom_field_names(account)
+            customs = frozenset(await self._store.custom_fields(account))
             _, config, secrets = await rules.validated(
                 draft_of(request.draft), self._egress, prefix="draft.", custom_fields=customs
             )
@@ -292,7 +292,7 @@ class ConnectionServicer(connections_pb2_grpc.ConnectionServiceServicer):
             elif request.recent:
                 latest = await self._rows.latest_rows(account, 1)
                 row = latest[0] if latest else None
-        customs = await self._store.custom_field_definitions(account)
+        customs = await self._store.custom_fields(account)
         exchange = await test_call(
             config, secrets, self._egress, connection_id, row, customs, context
         )

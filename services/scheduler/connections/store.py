@@ -10,7 +10,9 @@ from uuid import UUID
 import asyncpg
 
 from services.common.db import DatabaseError, driver_errors, load_queries
+from services.common.layouts.model import CustomFieldSpec
 from services.scheduler.connections.model import ConnectionConfig, SavedConnection, config_from_json
+from services.scheduler.layouts.store import LayoutStorePg
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "connections.sql")
 _T = TypeVar("_T")
@@ -45,15 +47,10 @@ class ConnectionStorePg:
         )
         return rows
 
-    async def custom_field_names(self, account_id: UUID) -> frozenset[str]:
-        """The account's custom fields (an API body template may name them)."""
-        rows = await self._rows("custom_field_names", account_id)
-        return frozenset(r["name"] for r in rows)
-
-    async def custom_field_definitions(self, account_id: UUID) -> list[tuple[str, str, Any]]:
-        """(name, description, definition) of the account's custom fields."""
-        rows = await self._rows("custom_field_definitions", account_id)
-        return [(r["name"], r["description"], r["definition"]) for r in rows]
+    async def custom_fields(self, account_id: UUID) -> dict[str, CustomFieldSpec]:
+        """The account's custom fields by name (an API body template may name them)."""
+        saved = await LayoutStorePg(self._pool).custom_fields(account_id)
+        return {f.spec.name: f.spec for f in saved}
 
     async def account_exists(self, account_id: UUID) -> bool | None:
         """Whether the account is archived; None when it does not exist."""

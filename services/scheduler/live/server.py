@@ -58,7 +58,7 @@ class LiveDeliveryServicer(live_pb2_grpc.LiveDeliveryServiceServicer):
             found: list[asyncpg.Record] = await self._pool.fetch(QUERIES[name], *args)
         return found
 
-    async def _ids(self, account_id: str, connection_id: str) -> tuple[UUID, UUID]:
+    def _ids(self, account_id: str, connection_id: str) -> tuple[UUID, UUID]:
         account = parse_id("account_id", account_id)
         connection = parse_id("connection_id", connection_id)
         return account, connection
@@ -93,12 +93,12 @@ class LiveDeliveryServicer(live_pb2_grpc.LiveDeliveryServiceServicer):
     async def GetLiveState(  # noqa: N802
         self, request: live_pb2.GetLiveStateRequest, context: Context
     ) -> live_pb2.LiveState:
-        return await self._state(*await self._ids(request.account_id, request.connection_id))
+        return await self._state(*self._ids(request.account_id, request.connection_id))
 
     async def ListLiveMessages(  # noqa: N802
         self, request: live_pb2.ListLiveMessagesRequest, context: Context
     ) -> live_pb2.ListLiveMessagesResponse:
-        account, connection = await self._ids(request.account_id, request.connection_id)
+        account, connection = self._ids(request.account_id, request.connection_id)
         await self._state(account, connection)
         if request.state and request.state not in STATES:
             problem = FieldProblem("state", "UNKNOWN_CODE", f"one of {', '.join(STATES)}")
@@ -133,7 +133,7 @@ class LiveDeliveryServicer(live_pb2_grpc.LiveDeliveryServiceServicer):
     async def ListLiveAttempts(  # noqa: N802
         self, request: live_pb2.ListLiveAttemptsRequest, context: Context
     ) -> live_pb2.ListLiveAttemptsResponse:
-        account, connection = await self._ids(request.account_id, request.connection_id)
+        account, connection = self._ids(request.account_id, request.connection_id)
         await self._state(account, connection)
         size = page_size(request.page_size)
         at, seq = _position(request.page_token)
@@ -163,7 +163,7 @@ class LiveDeliveryServicer(live_pb2_grpc.LiveDeliveryServiceServicer):
     async def ReplayLive(  # noqa: N802
         self, request: live_pb2.ReplayLiveRequest, context: Context
     ) -> live_pb2.ReplayLiveResponse:
-        account, connection = await self._ids(request.account_id, request.connection_id)
+        account, connection = self._ids(request.account_id, request.connection_id)
         await self._state(account, connection)
         which = request.WhichOneof("selection")
         if which == "referrals":
@@ -212,7 +212,7 @@ class LiveDeliveryServicer(live_pb2_grpc.LiveDeliveryServiceServicer):
     async def EnableLive(  # noqa: N802
         self, request: live_pb2.EnableLiveRequest, context: Context
     ) -> live_pb2.LiveState:
-        account, connection = await self._ids(request.account_id, request.connection_id)
+        account, connection = self._ids(request.account_id, request.connection_id)
         await self._state(account, connection)
         await self._execute("live_enable", connection, account)
         await self._wake(connection)
@@ -221,7 +221,7 @@ class LiveDeliveryServicer(live_pb2_grpc.LiveDeliveryServiceServicer):
     async def DisableLive(  # noqa: N802
         self, request: live_pb2.DisableLiveRequest, context: Context
     ) -> live_pb2.LiveState:
-        account, connection = await self._ids(request.account_id, request.connection_id)
+        account, connection = self._ids(request.account_id, request.connection_id)
         await self._state(account, connection)
         reason = request.reason.strip()[:500] or "disabled by a person"
         await self._execute("live_disable_by_person", connection, account, reason)

@@ -34,6 +34,7 @@ from services.common.egress import EgressPolicy, EgressRefusedError, ResolutionE
 from services.delivery.transports.base import Diagnosis
 from services.delivery.transports.http.responses import Outcome, ResponseRules, Verdict
 from services.delivery.transports.http.settings import ApiSettings, plaintext_allowed
+from services.delivery.transports.http.templates import BodyTemplate, FieldValueError
 
 MAX_ANSWER = 64 * 1024  # bytes of an answer read (rules see this much)
 HEAD_KEPT = 1024  # bytes of an answer recorded with the attempt
@@ -167,7 +168,7 @@ class OAuth2Tokens:
                         retryable=answer.status >= 500 or answer.status == 429,
                     )
             try:
-                data = _json(body)
+                data = json.loads(body)
                 token = str(data["access_token"])
                 lifetime = float(data.get("expires_in", 3600))
             except (ValueError, KeyError, TypeError) as exc:
@@ -184,10 +185,6 @@ class TokenError(Exception):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
-
-
-def _json(body: bytes) -> Any:
-    return json.loads(body)
 
 
 def _redacted_url(url: str, api: ApiSettings) -> str:
@@ -303,6 +300,26 @@ class ApiClient:
         parts = urlsplit(url)
         joined = "&".join(x for x in (parts.query, urlencode(extra)) if x)
         return urlunsplit(parts._replace(query=joined))
+
+    async def send(
+        self,
+        template: BodyTemplate,
+        values: Mapping[str, str],
+        message_id: str,
+        *,
+        test: bool = False,
+    ) -> Exchange:
+        """Render one referral's request from `template` and send it; a value the
+        template cannot take rejects the referral without a request."""
+        try:
+            body = template.render(values)
+            query = template.query(values) if self.api.method == "GET" else None
+        except FieldValueError as exc:
+            failed = Exchange(self.api.method, self.api.url, {}, b"")
+            failed.verdict = Verdict(Outcome.REJECTED, "template")
+            failed.error = str(exc)
+            return failed
+        return await self.call(message_id, body, template.content_type, query=query, test=test)
 
     async def call(
         self,

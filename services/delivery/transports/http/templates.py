@@ -194,6 +194,11 @@ class BodyTemplate:
         return self._pairs(values)
 
 
+_Render = Callable[[Mapping[str, str]], bytes]
+_Pairs = Callable[[Mapping[str, str]], list[tuple[str, str]]]
+_Parsed = tuple[_Render, _Pairs | None]  # how a parser renders, and the query form
+
+
 # -- JSON ------------------------------------------------------------------------------
 
 
@@ -241,9 +246,7 @@ def _flat_pairs(tree: Any) -> Callable[[Mapping[str, str]], list[tuple[str, str]
     return pairs
 
 
-def _parse_json(
-    text: str, problems: list[FieldProblem], fields: list[tuple[str, str]]
-) -> BodyTemplate:
+def _parse_json(text: str, problems: list[FieldProblem], fields: list[tuple[str, str]]) -> _Parsed:
     try:
         document = json.loads(text)
     except ValueError as exc:
@@ -258,15 +261,13 @@ def _parse_json(
             _json_value(tree, values), ensure_ascii=False, separators=(",", ":")
         ).encode()
 
-    return BodyTemplate(Encoding.JSON, (), render, _flat_pairs(tree))
+    return render, _flat_pairs(tree)
 
 
 # -- form ------------------------------------------------------------------------------
 
 
-def _parse_form(
-    text: str, problems: list[FieldProblem], fields: list[tuple[str, str]]
-) -> BodyTemplate:
+def _parse_form(text: str, problems: list[FieldProblem], fields: list[tuple[str, str]]) -> _Parsed:
     """A form template is a JSON list of [name, value] pairs (or an object of them):
     names literal, values templated; repeated names are allowed (as forms allow)."""
     try:
@@ -313,7 +314,7 @@ def _parse_form(
     def render(values: Mapping[str, str]) -> bytes:
         return urlencode(query(values)).encode()
 
-    return BodyTemplate(Encoding.FORM, (), render, query)
+    return render, query
 
 
 # -- XML -------------------------------------------------------------------------------
@@ -331,9 +332,7 @@ def _xml_text(value: str) -> str:
     return _XML_ILLEGAL.sub("\ufffd", value)
 
 
-def _parse_xml(
-    text: str, problems: list[FieldProblem], fields: list[tuple[str, str]]
-) -> BodyTemplate:
+def _parse_xml(text: str, problems: list[FieldProblem], fields: list[tuple[str, str]]) -> _Parsed:
     try:
         root = _parse_xml_document(text)
     except (ET.ParseError, expat.ExpatError, ValueError) as exc:
@@ -381,7 +380,7 @@ def _parse_xml(
         document: bytes = ET.tostring(build(root, values), encoding="utf-8", xml_declaration=True)
         return document
 
-    return BodyTemplate(Encoding.XML, (), render, None)
+    return render, None
 
 
 _PARSERS = {Encoding.JSON: _parse_json, Encoding.FORM: _parse_form, Encoding.XML: _parse_xml}
@@ -406,16 +405,9 @@ def parse_body_template(
             [FieldProblem("body_template", "TOO_LONG", f"at most {MAX_TEMPLATE} characters")]
         )
     fields: list[tuple[str, str]] = []
-    parsed = _PARSERS[encoding](text, problems, fields)
+    render, pairs = _PARSERS[encoding](text, problems, fields)
     if custom_fields is not None:
         problems.extend(_field_problems(fields, custom_fields))
     if problems:
         raise TemplateError(problems)
-    return BodyTemplate(
-        parsed.encoding, tuple(dict.fromkeys(f for f, _ in fields)), parsed._render, parsed._pairs
-    )
-
-
-def default_template(fields: Sequence[str]) -> str:
-    """A JSON object of the given fields under their own names."""
-    return json.dumps({name: f"{{{{{name}}}}}" for name in fields})
+    return BodyTemplate(encoding, tuple(dict.fromkeys(f for f, _ in fields)), render, pairs)

@@ -29,11 +29,3 @@ DELETE FROM connections WHERE account_id = $1 AND id = $2;
 
 -- name: tasks_using
 SELECT id, name FROM tasks WHERE connection_id = $1 ORDER BY name LIMIT 20;
-
--- name: custom_field_names
--- What an API connection's body template may name besides the built-in fields.
-SELECT name FROM custom_fields WHERE account_id = $1;
-
--- name: custom_field_definitions
--- The account's custom fields as stored (an API test call renders them).
-SELECT name, description, definition FROM custom_fields WHERE account_id = $1;
