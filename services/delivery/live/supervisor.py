@@ -80,6 +80,7 @@ class LiveSupervisor:
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
         self._claim_soon = asyncio.Event()
+        self._claiming = asyncio.Lock()
         self._ingested = asyncio.Event()
         self._notified = 0  # the highest seq ingest announced
         self._scanned = 0  # the watermark up to which loops were told of new referrals
@@ -188,7 +189,12 @@ class LiveSupervisor:
 
     async def claim_round(self) -> None:
         """Renew our leases, take free ones, stop loops we no longer own, restart loops
-        whose settings changed."""
+        whose settings changed. One round at a time (a wake-up may ask for one while the
+        periodic one runs)."""
+        async with self._claiming:
+            await self._claim_round()
+
+    async def _claim_round(self) -> None:
         owned = await self._store.claim(self.owner, self._lease_s, self._max_loops)
         for cid in list(self._loops):
             loop, task, version = self._loops[cid]
