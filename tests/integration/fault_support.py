@@ -109,6 +109,7 @@ async def served(
     dsn: str,
     *,
     pool_max: int = 10,
+    pool_min: int = 1,
     stream_idle_s: float = 30.0,
     memory_budget_bytes: int = DEFAULT_BUDGET_BYTES,
     acquire_timeout_s: float = 10.0,
@@ -116,7 +117,7 @@ async def served(
 ) -> AsyncIterator[Served]:
     """IngestService over `dsn`, on a free loopback port, with a client presenting an
     INGEST credential and a fresh account and campaign."""
-    async with create_pool(dsn, min_size=1, max_size=pool_max) as pool:
+    async with create_pool(dsn, min_size=pool_min, max_size=pool_max) as pool:
         account, campaign = (str(x) for x in await create_account(pool))
         token = await service_token(pool, Role.INGEST)
         # Long enough that the credential stays cached while the database is away.

@@ -184,7 +184,7 @@ async def test_a_crash_mid_load_answers_only_retryable_failures_and_loses_nothin
 async def test_too_many_connections_answers_unavailable(
     private_cluster: PrivateCluster, private_database: str
 ) -> None:
-    async with served(private_database) as client:
+    async with served(private_database, pool_min=0) as client:
         await client.batch(client.referrals("before", 10))
         # Every slot of the server is taken by others, then the pool's connections end.
         hogs: list[asyncpg.Connection] = []
@@ -192,16 +192,21 @@ async def test_too_many_connections_answers_unavailable(
             await _take_every_slot(private_cluster.admin_dsn, hogs)
             count = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
             database = _database(private_database)
-            await hogs[0].execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-                database,
-            )
 
-            async def pool_backends_gone() -> bool:
-                return bool(await hogs[0].fetchval(count, database) == 0)
-
-            await wait_for(pool_backends_gone)
-            await _take_every_slot(private_cluster.admin_dsn, hogs)
+            # Terminate the pool's backends (waiting for them to exit) and take the slots
+            # they free, until, with every slot taken, the pool holds no connection: a
+            # pool keeping a minimum size reconnects at once and wins that race.
+            for _ in range(50):
+                await hogs[0].execute(
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                    " WHERE datname = $1",
+                    database,
+                )
+                await _take_every_slot(private_cluster.admin_dsn, hogs)
+                if await hogs[0].fetchval(count, database) == 0:
+                    break
+            else:
+                raise AssertionError("the service kept a connection with every slot taken")
             for kind in KINDS:
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await _call(client, kind, f"full-{kind}")
