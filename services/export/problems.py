@@ -10,7 +10,18 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from services.common.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    HandoffError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+)
+
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+RETRY_AFTER_S = 1  # what a dependency's outage asks a client to wait
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +72,37 @@ def _detail_for(exc: web.HTTPException, request: web.Request) -> str:
     return "" if text.startswith(f"{exc.status}:") else text
 
 
+def domain_problem(error: HandoffError, instance: str) -> web.Response:
+    """The problem document for a domain error (the same mapping gRPC uses)."""
+    if isinstance(error, InvalidArgumentError):
+        params = [{"name": p.field, "code": p.code, "reason": p.message} for p in error.problems]
+        return problem_response(400, error.message, instance=instance, invalid_params=params)
+    if isinstance(error, NotFoundError):
+        return problem_response(404, error.message, instance=instance)
+    if isinstance(error, PermissionDeniedError):
+        return problem_response(403, error.message, instance=instance)
+    if isinstance(error, AlreadyExistsError | FailedPreconditionError):
+        return problem_response(409, error.message, instance=instance)
+    if error.retryable:
+        # A dependency's message may name the driver: the client gets what to do.
+        status = 429 if isinstance(error, ResourceExhaustedError) else 503
+        detail = "the service is busy" if status == 429 else "a dependency is unavailable"
+        return problem_response(
+            status, f"{detail}; retry with backoff", instance=instance,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )  # fmt: skip
+    log.error("unmapped domain error: %s", error.message, extra={"path": instance})
+    return problem_response(500, "unexpected error; see the service log", instance=instance)
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn HTTP errors (404, 405, ...) and unexpected exceptions into problem documents."""
+    """Turn HTTP errors (404, 405, ...), domain errors and unexpected exceptions into
+    problem documents."""
     try:
         return await handler(request)
+    except HandoffError as error:
+        return domain_problem(error, request.path)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
