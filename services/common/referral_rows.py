@@ -177,20 +177,21 @@ class ReferralRowReader:
         account_id: UUID,
         after_seq: int,
         through_seq: int,
-        campaign_id: UUID | None = None,
+        campaign_ids: Sequence[UUID] | None = None,
         fields: Sequence[str] | None = None,
         frame: TimeFrame | None = None,
     ) -> AsyncGenerator[ColumnBatch, None]:
         """The account's referrals with seq in (after_seq, through_seq], in seq order.
 
         With `fields` (e.g. a compiled layout's `row_fields`), only those fields are read;
-        the others arrive as ''. With `frame`, only the referrals whose received or opt-in
-        time falls in it.
+        the others arrive as ''. With `campaign_ids`, only those campaigns' referrals; with
+        `frame`, only the referrals whose received or opt-in time falls in it.
         """
         wanted = list(fields) if fields is not None else None
         start, end, field = (frame.start, frame.end, frame.field) if frame else (None, None, None)
         return self._stream(
-            "referral_rows_in_range", account_id, after_seq, through_seq, campaign_id, wanted,
+            "referral_rows_in_range", account_id, after_seq, through_seq,
+            None if campaign_ids is None else list(campaign_ids), wanted,
             start, end, field,
         )  # fmt: skip
 

@@ -34,8 +34,8 @@ class DeliveryFilesPg:
         plan = rendering(claimed, context, claimed.layout)
 
         async def chunks() -> AsyncIterator[bytes]:
-            source, batches = delivery_rows(self._rows, claimed, plan)
-            async with contextlib.aclosing(source):
+            batches = delivery_rows(self._rows, claimed, plan)
+            async with contextlib.aclosing(batches):
                 async for chunk in render_columns(plan.layout, batches, plan.fmt):
                     yield chunk
 

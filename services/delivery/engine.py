@@ -289,7 +289,7 @@ class DeliveryEngine:
         plan = rendering(claimed, context, snapshot)
         layout, fmt, names, template = plan.layout, plan.fmt, plan.names, plan.template
         settings = context.settings
-        source, batches = delivery_rows(self._rows, claimed, plan)
+        batches = delivery_rows(self._rows, claimed, plan)
         max_rows = int(settings.get("max_rows_per_file") or 0)
         public_key = str(settings.get("pgp_public_key") or "")
         expected = (
@@ -300,7 +300,7 @@ class DeliveryEngine:
         files: list[dict[str, Any]] = []
         total_rows = total_bytes = 0
         transport = self._transports[kind](settings, self._secrets(context), self._egress)
-        async with contextlib.aclosing(source), transport:
+        async with contextlib.aclosing(batches), transport:
             index = 0
             async for part in parts(batches, max_rows):
                 index += 1

@@ -7,8 +7,6 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from services.common.layouts.catalog import ROW_INDEX
-
 ColumnBatch = Sequence[Sequence[str]]
 
 
@@ -26,19 +24,6 @@ async def counted(
     async for batch in batches:
         count.rows += len(batch[0]) if batch else 0
         yield batch
-
-
-async def of_campaigns(
-    batches: AsyncIterator[ColumnBatch], campaigns: frozenset[str]
-) -> AsyncIterator[ColumnBatch]:
-    """Only the rows whose campaign_id is in `campaigns` (text UUIDs)."""
-    column = ROW_INDEX["campaign_id"]
-    async for batch in batches:
-        keep = [i for i, c in enumerate(batch[column]) if c in campaigns]
-        if len(keep) == len(batch[column]):
-            yield batch
-        elif keep:
-            yield [[values[i] for i in keep] for values in batch]
 
 
 class _Parts:

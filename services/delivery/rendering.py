@@ -5,7 +5,7 @@ download of exactly that delivery's file (same snapshot, same range: the same by
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -16,7 +16,6 @@ from services.common.layouts.compiler import CompiledLayout, RenderContext, comp
 from services.common.layouts.formats import file_extension
 from services.common.layouts.model import OutputFormat
 from services.common.referral_rows import ReferralRowReader
-from services.delivery.parts import of_campaigns
 from services.delivery.store import Claimed, DeliveryContext
 
 
@@ -29,8 +28,7 @@ class Rendering:
     names: NameValues
     template: str
     fields: list[str]
-    one_campaign: UUID | None  # read only this campaign (PostgreSQL filters)
-    campaigns: frozenset[str] | None  # or keep only these (several campaigns)
+    campaigns: tuple[UUID, ...] | None  # read only these campaigns (None: every one)
 
 
 def rendering(claimed: Claimed, context: DeliveryContext, snapshot: dict[str, Any]) -> Rendering:
@@ -59,25 +57,16 @@ def rendering(claimed: Claimed, context: DeliveryContext, snapshot: dict[str, An
         time_zone=context.time_zone,
         ext=file_extension(fmt).lstrip(".") + (".gpg" if settings.get("pgp_public_key") else ""),
     )
-    campaigns = context.campaign_ids
-    fields = list(layout.row_fields)
-    one = campaigns[0] if campaigns is not None and len(campaigns) == 1 else None
-    keep = None
-    if campaigns is not None and one is None:
-        fields.append("campaign_id")
-        keep = frozenset(str(c) for c in campaigns)
+    campaigns = None if context.campaign_ids is None else tuple(context.campaign_ids)
     template = str(settings.get("file_name_template") or DEFAULT_TEMPLATE)
-    return Rendering(layout, fmt, names, template, fields, one, keep)
+    return Rendering(layout, fmt, names, template, list(layout.row_fields), campaigns)
 
 
 def delivery_rows(
     reader: ReferralRowReader, claimed: Claimed, plan: Rendering
-) -> tuple[AsyncGenerator[Any, None], AsyncIterator[Any]]:
-    """(the source to close, the batches to render) of a delivery's range."""
-    source = reader.rows_in_range(
-        claimed.account_id, claimed.after_seq, claimed.through_seq, plan.one_campaign,
+) -> AsyncGenerator[Any, None]:
+    """The batches of a delivery's range (close them when stopping early)."""
+    return reader.rows_in_range(
+        claimed.account_id, claimed.after_seq, claimed.through_seq, plan.campaigns,
         plan.fields, claimed.frame,
     )  # fmt: skip
-    if plan.campaigns is None:
-        return source, source
-    return source, of_campaigns(source, plan.campaigns)

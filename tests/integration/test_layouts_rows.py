@@ -71,16 +71,19 @@ async def test_rows_in_range_filter_by_account_range_and_campaign_in_seq_order(
         await insert_referrals(pool, other_account, other_campaign, [{}])
     reader = ReferralRowReader(pool)
 
-    async def names(after: int, through: int, campaign: object = None) -> list[str]:
+    async def names(after: int, through: int, *campaigns: object) -> list[str]:
         found: list[str] = []
         index = ROW_FIELDS.index("first_name")
-        async for batch in reader.rows_in_range(account_id, after, through, campaign):  # type: ignore[arg-type]
+        chosen = list(campaigns) if campaigns else None
+        async for batch in reader.rows_in_range(account_id, after, through, chosen):  # type: ignore[arg-type]
             found += batch[index]
         return found
 
     assert await names(0, seqs[-1]) == [f"n{i}" for i in range(6)]
     assert await names(seqs[1], seqs[4]) == ["n2", "n3", "n4"]
     assert await names(0, seqs[-1], campaign_a) == ["n1", "n3", "n5"]
+    assert await names(0, seqs[-1], campaign_a, campaign_b) == [f"n{i}" for i in range(6)]
+    assert await names(0, seqs[-1], other_campaign) == []  # another account's campaign
 
 
 async def test_stopping_early_leaves_the_pool_usable(database_url: str) -> None:

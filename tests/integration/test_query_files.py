@@ -36,7 +36,7 @@ _RECIPIENT = (
 )
 SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
-        "uuid int8 int8 uuid text[] timestamptz timestamptz text",
+        "uuid int8 int8 uuid[] text[] timestamptz timestamptz text",
         _ROWS_IN_RANGE,
     ),
     ("common/sql/referral_rows.sql", "latest_referral_rows"): ("uuid int8", _LATEST_ROWS),

@@ -7,7 +7,7 @@
 SELECT set_config('TimeZone', 'UTC', true), set_config('DateStyle', 'ISO, YMD', true);
 
 -- name: referral_rows_in_range
--- One account's referrals with seq in ($2, $3], optionally of one campaign ($4), in order;
+-- One account's referrals with seq in ($2, $3], optionally of some campaigns ($4), in order;
 -- optionally only those whose $8 ('received_at' or 'opted_in_at') is in [$6, $7).
 -- $5 names the fields the caller reads (NULL: all); the others come as '' so that neither
 -- the server nor the client spends time on them. The renderer passes the list as literals
@@ -44,7 +44,7 @@ SELECT r.seq,
        CASE WHEN $5::text[] IS NULL OR 'extra' = ANY ($5) THEN r.extra::text ELSE '' END AS extra
   FROM referrals r
  WHERE r.account_id = $1 AND r.seq > $2 AND r.seq <= $3
-   AND ($4::uuid IS NULL OR r.campaign_id = $4)
+   AND ($4::uuid[] IS NULL OR r.campaign_id = ANY ($4))
    AND ($8::text IS NULL OR (CASE WHEN $8 = 'opted_in_at' THEN r.opted_in_at ELSE r.received_at END)
         >= $6::timestamptz AND (CASE WHEN $8 = 'opted_in_at' THEN r.opted_in_at ELSE r.received_at END)
         < $7::timestamptz)

@@ -9,7 +9,6 @@ from services.common.layouts.codec import format_from_json
 from services.common.layouts.compiler import RenderContext, compile_layout
 from services.common.layouts.render import render_table
 from services.common.referral_rows import ReferralRowReader
-from services.delivery.parts import of_campaigns
 from services.scheduler.layouts.model import LayoutStore
 from services.scheduler.layouts.rules import default_layout, get_layout
 from services.scheduler.tasks.model import SavedTask
@@ -38,12 +37,8 @@ async def next_run_sample(
     context = dataclasses.replace(context, delivery_id="preview", delivery_time=now)
     layout = compile_layout(saved.spec, customs, context)
     fmt = format_from_json(spec.format) if spec.format else saved.spec.format
-    campaigns = spec.campaign_ids
-    one = campaigns[0] if campaigns is not None and len(campaigns) == 1 else None
-    fields = [*layout.row_fields, "campaign_id"]
-    source = rows.rows_in_range(task.account_id, task.delivered_seq, through_seq, one, fields)
-    batches = (
-        source if campaigns is None or one else of_campaigns(source, frozenset(map(str, campaigns)))
+    batches = rows.rows_in_range(
+        task.account_id, task.delivered_seq, through_seq, spec.campaign_ids, layout.row_fields
     )
     sample: list[list[str]] = []
     try:
@@ -52,7 +47,7 @@ async def next_run_sample(
             if len(sample) >= SAMPLE_ROWS:
                 break
     finally:
-        await source.aclose()
+        await batches.aclose()
     output, _ = render_table(
         layout, sample[:SAMPLE_ROWS], dataclasses.replace(fmt, gzip=False),
         max_chars=SAMPLE_MAX_CHARS,
