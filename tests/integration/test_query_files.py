@@ -49,6 +49,14 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid",
         "time_zone:text campaign_names:jsonb",
     ),
+    # export/sql/audit.sql
+    ("export/sql/audit.sql", "begin_entry"): ("uuid uuid uuid text jsonb text", ""),
+    ("export/sql/audit.sql", "finish_entry"): ("uuid text int8 int8", ""),
+    ("export/sql/audit.sql", "page_entries"): (
+        "uuid text timestamptz timestamptz timestamptz uuid int8",
+        "id:uuid account_id:uuid credential_id:uuid action:text filters:jsonb request_id:text "
+        "started_at:timestamptz finished_at:timestamptz outcome:text rows:int8 bytes:int8",
+    ),
     # export/sql/queries.sql
     ("export/sql/queries.sql", "ping"): (
         "",
