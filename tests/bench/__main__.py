@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 
 from services.common.localdb import resolve_admin_dsn
-from tests.bench import ingest
 from tests.bench.table import format_table
+
+# Every benchmark module (tests/bench/<name>.py, with `async def run(dsn)`) and its title,
+# in the order `make bench` runs them; `python -m tests.bench NAME...` runs some.
+BENCHES = {
+    "ingest": "ingest (gRPC -> PostgreSQL)",
+    "render": "render (PostgreSQL -> CSV)",
+    "delivery": "delivery (PostgreSQL -> SFTP)",
+    "channels": "delivery (PostgreSQL -> FTPS, email)",
+    "live": "live (PostgreSQL -> API)",
+}
 
 
 def main() -> int:
     """Run the benchmarks named on the command line (default: all) and print tables."""
-    wanted = set(sys.argv[1:]) or {"ingest", "render", "delivery", "channels", "live"}
+    wanted = sys.argv[1:] or list(BENCHES)
+    unknown = [name for name in wanted if name not in BENCHES]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHES)}")
+        return 2
     dsn = resolve_admin_dsn()
-    if "ingest" in wanted:
-        print(format_table("ingest (gRPC -> PostgreSQL)", asyncio.run(ingest.run(dsn))), flush=True)
-    if "render" in wanted:
-        try:
-            from tests.bench import render
-        except ImportError:
-            print("render: benchmark not available yet", flush=True)
-        else:
-            print(format_table("render (PostgreSQL -> CSV)", asyncio.run(render.run(dsn))))
-    if "delivery" in wanted:
-        from tests.bench import delivery
-
-        table = format_table("delivery (PostgreSQL -> SFTP)", asyncio.run(delivery.run(dsn)))
-        print(table, flush=True)
-    wanted = set(sys.argv[1:]) or {"ingest", "render", "delivery", "channels", "live"}
+    for name in wanted:
+        module = importlib.import_module(f"tests.bench.{name}")
+        print(format_table(BENCHES[name], asyncio.run(module.run(dsn))), flush=True)
     return 0
 
 
