@@ -21,11 +21,15 @@ from services.common.service import announce, run_service
 from services.common.signed_links import LinkSigner
 from services.delivery.delivery_files import DeliveryFilesPg
 from services.delivery.store import DeliveryStorePg
+from services.export.audit import AuditLog
 from services.export.config import ExportHttpConfig
 from services.export.health_routes import Readiness
 from services.export.http_app import create_app, serve_http
 from services.export.link_routes import LinkRoutes
+from services.export.referral_routes import ReferralRoutes
+from services.export.referral_store import ReferralReads
 from services.export.store import ExportStore
+from services.scheduler.layouts.store import LayoutStorePg
 
 DEFAULT_PORT = 50054
 
@@ -37,6 +41,16 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             create_pool(
                 config.database_url, min_size=config.db_pool_min, max_size=config.db_pool_max
             )
+        )
+        # Rows may come from a read replica; pins and the audit log stay on the primary.
+        rows_pool = (
+            await stack.enter_async_context(
+                create_pool(
+                    http.replica_url, min_size=config.db_pool_min, max_size=config.db_pool_max
+                )
+            )
+            if http.replica_url
+            else pool
         )
         authenticator = Authenticator(
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
@@ -58,6 +72,9 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
                 )
                 if os.environ.get("HANDOFF_SECRET_KEYS")
                 else None
+            ),
+            referrals=ReferralRoutes(
+                ReferralReads(pool, rows_pool), LayoutStorePg(pool), AuditLog(pool)
             ),
         )
         running = await stack.enter_async_context(

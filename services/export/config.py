@@ -20,10 +20,12 @@ class ExportHttpConfig:
     host: str
     port: int  # 0 picks a free port
     health_timeout_s: float  # how long /healthz waits for the database
+    replica_url: str = ""  # a read replica for export rows ('' reads the primary)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExportHttpConfig:
-        """Read HANDOFF_EXPORT_HTTP_HOST, _PORT and _HEALTH_TIMEOUT_S."""
+        """Read HANDOFF_EXPORT_HTTP_HOST, _PORT, _HEALTH_TIMEOUT_S and
+        HANDOFF_EXPORT_REPLICA_URL."""
         env = os.environ if env is None else env
         port = env_int(env, "HANDOFF_EXPORT_HTTP_PORT", DEFAULT_HTTP_PORT)
         if port > MAX_PORT:
@@ -35,4 +37,5 @@ class ExportHttpConfig:
             host=env_str(env, "HANDOFF_EXPORT_HTTP_HOST", DEFAULT_HTTP_HOST),
             port=port,
             health_timeout_s=timeout,
+            replica_url=env_str(env, "HANDOFF_EXPORT_REPLICA_URL", ""),
         )

@@ -13,9 +13,11 @@ from services.common.auth.verify import Authenticator
 from services.export.caller_routes import caller_routes
 from services.export.health_routes import HealthEndpoints, HealthStore, Readiness
 from services.export.link_routes import LINK_PATHS, LinkRoutes
+from services.export.openapi import OPENAPI_PATH, add_openapi_route
 from services.export.problems import problem_middleware, problem_response
+from services.export.referral_routes import ReferralRoutes
 
-OPEN_PATHS = ("/healthz", "/readyz")
+OPEN_PATHS = ("/healthz", "/readyz", OPENAPI_PATH)
 
 
 def _problem(status: int, detail: str, instance: str, headers: dict[str, str]) -> web.Response:
@@ -31,6 +33,7 @@ def create_app(
     health_timeout_s: float,
     tls_terminated_upstream: bool = False,
     links: LinkRoutes | None = None,
+    referrals: ReferralRoutes | None = None,
 ) -> web.Application:
     """Build the app: probe endpoints (open) and the API (every route behind a rule);
     every error answered as problem+json."""
@@ -44,7 +47,9 @@ def create_app(
         expected_schema_version=expected_schema_version,
         timeout_s=health_timeout_s,
     ).add_routes(app)
-    for method, path, handler, rule in caller_routes():
+    add_openapi_route(app)
+    routes = caller_routes() + (referrals.routes() if referrals is not None else [])
+    for method, path, handler, rule in routes:
         add_route(app, method, path, handler, rule)
     if links is not None:  # signed links: the signature is the permission
         links.add_routes(app)

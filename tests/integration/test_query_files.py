@@ -34,6 +34,8 @@ _RECIPIENT = (
     "id:uuid connection_id:uuid account_id:uuid address:text state:text "
     "created_at:timestamptz changed_at:timestamptz"
 )
+# The export API's referral documents: every column as stored, the IP as text, the name.
+_REFERRAL = " ".join(f"{c.name}:{c.sql_type}" for c in COLUMNS) + " ip_text:text campaign_name:text"
 SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
         "uuid int8 int8 uuid[] text[] timestamptz timestamptz text",
@@ -57,6 +59,15 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "id:uuid account_id:uuid credential_id:uuid action:text filters:jsonb request_id:text "
         "started_at:timestamptz finished_at:timestamptz outcome:text rows:int8 bytes:int8",
     ),
+    # export/sql/referrals.sql
+    ("export/sql/referrals.sql", "pin"): ("", "watermark:int8 lsn:text"),
+    ("export/sql/referrals.sql", "replayed"): ("pg_lsn", "coalesce:bool"),
+    ("export/sql/referrals.sql", "page_referrals"): (
+        "uuid int8 int8 uuid[] text timestamptz timestamptz text int8",
+        _REFERRAL,
+    ),
+    ("export/sql/referrals.sql", "get_referral"): ("uuid int8", _REFERRAL),
+    ("export/sql/referrals.sql", "campaigns_of"): ("uuid uuid[]", "id:uuid"),
     # export/sql/queries.sql
     ("export/sql/queries.sql", "ping"): (
         "",

@@ -1,4 +1,5 @@
--- The export API (issue 13): who exported or downloaded what, readable by the account.
+-- The export API (issue 13): who exported or downloaded what, readable by the account;
+-- and the index that reads one account's referrals in seq order.
 -- A row is written before the first byte is sent and finished when the stream ends, so
 -- an export that broke off is still on record (outcome 'aborted', with what it had sent).
 CREATE TABLE export_audit (
@@ -18,3 +19,7 @@ CREATE TABLE export_audit (
     bytes          bigint
 );
 CREATE INDEX export_audit_account_idx ON export_audit (account_id, started_at DESC, id DESC);
+
+-- One account's referrals in seq order (deliveries' ranges, exports, browsing): without
+-- it, a seq range is scanned for every account's rows and filtered.
+CREATE INDEX referrals_account_seq_idx ON referrals (account_id, seq);
