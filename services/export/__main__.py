@@ -22,6 +22,7 @@ from services.common.signed_links import LinkSigner
 from services.delivery.delivery_files import DeliveryFilesPg
 from services.delivery.store import DeliveryStorePg
 from services.export.audit import AuditLog
+from services.export.audit_routes import AuditRoutes
 from services.export.config import ExportHttpConfig
 from services.export.health_routes import Readiness
 from services.export.http_app import create_app, serve_http
@@ -76,6 +77,7 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             referrals=ReferralRoutes(
                 ReferralReads(pool, rows_pool), LayoutStorePg(pool), AuditLog(pool)
             ),
+            audit=AuditRoutes(AuditLog(pool)),
         )
         running = await stack.enter_async_context(
             grpc_server_for(config, [], authenticator, database_answers(pool))

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from services.common.auth.http_access import access_middleware, add_route, check_rules
 from services.common.auth.verify import Authenticator
+from services.export.audit_routes import AuditRoutes
 from services.export.caller_routes import caller_routes
 from services.export.health_routes import HealthEndpoints, HealthStore, Readiness
 from services.export.link_routes import LINK_PATHS, LinkRoutes
@@ -34,6 +35,7 @@ def create_app(
     tls_terminated_upstream: bool = False,
     links: LinkRoutes | None = None,
     referrals: ReferralRoutes | None = None,
+    audit: AuditRoutes | None = None,
 ) -> web.Application:
     """Build the app: probe endpoints (open) and the API (every route behind a rule);
     every error answered as problem+json."""
@@ -48,7 +50,9 @@ def create_app(
         timeout_s=health_timeout_s,
     ).add_routes(app)
     add_openapi_route(app)
-    routes = caller_routes() + (referrals.routes() if referrals is not None else [])
+    routes = caller_routes()
+    for mounted in (referrals, audit):
+        routes += mounted.routes() if mounted is not None else []
     for method, path, handler, rule in routes:
         add_route(app, method, path, handler, rule)
     if links is not None:  # signed links: the signature is the permission

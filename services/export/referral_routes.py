@@ -243,20 +243,24 @@ class ReferralRoutes:
             response.enable_compression(web.ContentCoding.gzip)
         chunks, rows_done = self._chunks(selection, saved, customs, context, fmt)
         sent = 0
-        outcome = "failed"
+        outcome, recorded = "failed", ""
         try:
             await response.prepare(request)
             async with contextlib.aclosing(chunks):
                 async for chunk in _skipped(chunks, offset):
                     await response.write(chunk)
                     sent += len(chunk)
+            # Recorded before the end of the body goes out: a client that has it all
+            # finds the entry finished.
+            outcome = recorded = "completed"
+            await self._audit.finish(entry, outcome, rows_done(), sent)
             await response.write_eof()
-            outcome = "completed"
         except (ConnectionError, OSError):
             outcome = "aborted"  # the client hung up: the COPY is cancelled by aclosing
             raise
         finally:
-            await self._audit.finish(entry, outcome, rows_done(), sent)
+            if outcome != recorded:
+                await self._audit.finish(entry, outcome, rows_done(), sent)
         return response
 
     def _chunks(

@@ -31,6 +31,7 @@ from services.common.layouts.model import (
     LayoutSpec,
 )
 from services.export.audit import AuditLog
+from services.export.audit_routes import AuditRoutes
 from services.export.health_routes import Readiness
 from services.export.http_app import create_app, serve_http
 from services.export.referral_routes import ReferralRoutes
@@ -86,9 +87,10 @@ async def api(database_url: str) -> AsyncIterator[Api]:
             ExportStore(pool), Readiness(), authenticator(pool),
             expected_schema_version=1, health_timeout_s=2,
             referrals=ReferralRoutes(ReferralReads(pool), LayoutStorePg(pool), AuditLog(pool)),
+            audit=AuditRoutes(AuditLog(pool)),
         )  # fmt: skip
         account, campaign = await create_account(pool, time_zone="Europe/London")
-        token = await account_token(pool, str(account), "referrals:read")
+        token = await account_token(pool, str(account), "referrals:read", "config:read")
         async with serve_http(app, "127.0.0.1", 0, grace_s=0.5) as port:
             yield Api(f"http://127.0.0.1:{port}", pool, account, campaign, token)
 
@@ -357,3 +359,30 @@ async def test_a_client_that_hangs_up_frees_the_connection(api: Api) -> None:
         " AND state = 'active' AND query LIKE 'COPY%'"
     )
     assert active == 0
+
+
+async def test_the_audit_log_says_who_exported_what(api: Api) -> None:
+    await api.insert([{"first_name": "a"}, {"first_name": "b"}])
+    _, first, _ = await api.export({"format": "jsonl"})
+    _, second, body = await api.export({"from": "2020-01-01", "time_zone": "Europe/Paris"})
+    status, _, listing = await api.get("/v1/audit", {"page_size": "1"})
+    assert status == 200, listing
+    page = json.loads(listing)
+    (newest,) = page["items"]
+    me = json.loads((await api.get("/v1/me"))[2])
+    assert newest["credential_id"] == me["credential_id"]
+    assert (newest["action"], newest["outcome"], newest["rows"]) == ("export", "completed", 2)
+    assert newest["bytes"] == len(body)
+    assert newest["filters"]["from"] == "2019-12-31T23:00:00+00:00"
+    status, _, listing = await api.get(
+        "/v1/audit", {"page_size": "1", "page_token": page["next_page_token"]}
+    )
+    (older,) = json.loads(listing)["items"]
+    assert older["filters"]["format"] == "jsonl"
+    other, _ = await create_account(api.pool)
+    theirs = await account_token(api.pool, str(other), "config:read")
+    status, _, listing = await api.get("/v1/audit", token=theirs)
+    assert (status, json.loads(listing)["items"]) == (200, [])
+    status, _, body = await api.get("/v1/audit", {"action": "steal"})
+    assert status == 400
+    assert [p["name"] for p in _problem(body)["invalid_params"]] == ["action"]
