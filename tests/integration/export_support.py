@@ -1,0 +1,36 @@
+"""The whole export API over the test's database, served on a free loopback port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from aiohttp import web
+
+from services.export.audit import AuditLog
+from services.export.audit_routes import AuditRoutes
+from services.export.health_routes import Readiness
+from services.export.http_app import create_app, serve_http
+from services.export.referral_routes import ReferralRoutes
+from services.export.referral_store import ReferralReads
+from services.export.store import ExportStore
+from services.scheduler.layouts.store import LayoutStorePg
+from tests.integration.credentials_support import authenticator
+
+
+def export_app(pool: asyncpg.Pool) -> web.Application:
+    """Every route group of the export API, as `python -m services.export` mounts them."""
+    return create_app(
+        ExportStore(pool), Readiness(), authenticator(pool),
+        expected_schema_version=1, health_timeout_s=2,
+        referrals=ReferralRoutes(ReferralReads(pool), LayoutStorePg(pool), AuditLog(pool)),
+        audit=AuditRoutes(AuditLog(pool)),
+    )  # fmt: skip
+
+
+@asynccontextmanager
+async def served_export(app: web.Application) -> AsyncIterator[str]:
+    """The app on a free loopback port: its base URL."""
+    async with serve_http(app, "127.0.0.1", 0, grace_s=0.5) as port:
+        yield f"http://127.0.0.1:{port}"
