@@ -10,6 +10,7 @@ fetch must not approve anyone; the POST of that button (carrying the same token)
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import AsyncIterator
 from typing import Protocol
 from uuid import UUID
@@ -24,6 +25,10 @@ CONFIRM_PURPOSE = "confirm-recipient"
 DOWNLOAD_PATH = "/v1/links/download"
 DOWNLOAD_PURPOSE = "download-delivery"
 LINK_PATHS = (CONFIRM_PATH, DOWNLOAD_PATH)
+# What a signed token looks like (URL-safe base64, a dot, URL-safe base64): anything else
+# is a link cut short or mangled by a mail client, answered 400 rather than 410.
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_.-]{1,1000}")
+_INCOMPLETE = "the link is incomplete: open or copy the whole link from the email"
 
 
 class DeliveryFiles(Protocol):
@@ -55,6 +60,13 @@ class LinkRoutes:
         self._signer = signer
         self._files = files
 
+    @staticmethod
+    def _shaped(token: str) -> web.Response | None:
+        """A 400 page for a token that cannot be one (missing, cut, mangled)."""
+        if TOKEN_SHAPE.fullmatch(token):
+            return None
+        return _page("This link does not work", _INCOMPLETE, status=400)
+
     def _claim(self, token: str) -> UUID:
         claim = self._signer.check(token, CONFIRM_PURPOSE)
         return UUID(claim.subject)
@@ -62,6 +74,8 @@ class LinkRoutes:
     async def show_confirmation(self, request: web.Request) -> web.StreamResponse:
         """The page with the confirm button (changes nothing)."""
         token = request.query.get("token", "")
+        if (refusal := self._shaped(token)) is not None:
+            return refusal
         try:
             self._claim(token)
         except (LinkError, ValueError) as exc:
@@ -78,8 +92,13 @@ class LinkRoutes:
 
     async def confirm(self, request: web.Request) -> web.StreamResponse:
         """Approve the pending recipient the token names."""
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, LookupError, web.HTTPException):  # a body that is no form
+            return _page("This link does not work", _INCOMPLETE, status=400)
         token = str(form.get("token", ""))
+        if (refusal := self._shaped(token)) is not None:
+            return refusal
         try:
             recipient = self._claim(token)
         except (LinkError, ValueError) as exc:
@@ -98,8 +117,11 @@ class LinkRoutes:
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         """Stream exactly the delivery's file the token names."""
+        token = request.query.get("token", "")
+        if (refusal := self._shaped(token)) is not None:
+            return refusal
         try:
-            claim = self._signer.check(request.query.get("token", ""), DOWNLOAD_PURPOSE)
+            claim = self._signer.check(token, DOWNLOAD_PURPOSE)
             delivery = UUID(claim.subject)
         except (LinkError, ValueError) as exc:
             return _page("This link does not work", str(exc), status=410)

@@ -17,6 +17,7 @@ BENCHES = {
     "delivery": "delivery (PostgreSQL -> SFTP)",
     "channels": "delivery (PostgreSQL -> FTPS, email)",
     "live": "live (PostgreSQL -> API)",
+    "export": "export (PostgreSQL -> HTTP)",
 }
 
 

@@ -8,10 +8,16 @@ from contextlib import asynccontextmanager
 import asyncpg
 from aiohttp import web
 
+from services.common.referral_rows import ReferralRowReader
+from services.common.secrets import SecretBox, new_key_entry
+from services.common.signed_links import LinkSigner
+from services.delivery.delivery_files import DeliveryFilesPg
+from services.delivery.store import DeliveryStorePg
 from services.export.audit import AuditLog
 from services.export.audit_routes import AuditRoutes
 from services.export.health_routes import Readiness
 from services.export.http_app import create_app, serve_http
+from services.export.link_routes import LinkRoutes
 from services.export.referral_routes import ReferralRoutes
 from services.export.referral_store import ReferralReads
 from services.export.store import ExportStore
@@ -26,6 +32,11 @@ def export_app(pool: asyncpg.Pool) -> web.Application:
         expected_schema_version=1, health_timeout_s=2,
         referrals=ReferralRoutes(ReferralReads(pool), LayoutStorePg(pool), AuditLog(pool)),
         audit=AuditRoutes(AuditLog(pool)),
+        links=LinkRoutes(
+            ExportStore(pool),
+            LinkSigner(SecretBox.from_env({"HANDOFF_SECRET_KEYS": new_key_entry("test")})),
+            DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool)),
+        ),
     )  # fmt: skip
 
 
