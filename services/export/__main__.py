@@ -30,6 +30,7 @@ from services.export.link_routes import LinkRoutes
 from services.export.referral_routes import ReferralRoutes
 from services.export.referral_store import ReferralReads
 from services.export.store import ExportStore
+from services.export.streams import StreamSlots, stream_limit
 from services.scheduler.layouts.store import LayoutStorePg
 
 DEFAULT_PORT = 50054
@@ -75,7 +76,10 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
                 else None
             ),
             referrals=ReferralRoutes(
-                ReferralReads(pool, rows_pool), LayoutStorePg(pool), AuditLog(pool)
+                ReferralReads(pool, rows_pool),
+                LayoutStorePg(pool),
+                AuditLog(pool),
+                slots=StreamSlots(http.max_streams or stream_limit(config.db_pool_max)),
             ),
             audit=AuditRoutes(AuditLog(pool)),
         )

@@ -21,11 +21,12 @@ class ExportHttpConfig:
     port: int  # 0 picks a free port
     health_timeout_s: float  # how long /healthz waits for the database
     replica_url: str = ""  # a read replica for export rows ('' reads the primary)
+    max_streams: int = 0  # concurrent exports and downloads (0: the pool's size - 1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExportHttpConfig:
-        """Read HANDOFF_EXPORT_HTTP_HOST, _PORT, _HEALTH_TIMEOUT_S and
-        HANDOFF_EXPORT_REPLICA_URL."""
+        """Read HANDOFF_EXPORT_HTTP_HOST, _PORT, _HEALTH_TIMEOUT_S,
+        HANDOFF_EXPORT_REPLICA_URL and HANDOFF_EXPORT_MAX_STREAMS."""
         env = os.environ if env is None else env
         port = env_int(env, "HANDOFF_EXPORT_HTTP_PORT", DEFAULT_HTTP_PORT)
         if port > MAX_PORT:
@@ -38,4 +39,5 @@ class ExportHttpConfig:
             port=port,
             health_timeout_s=timeout,
             replica_url=env_str(env, "HANDOFF_EXPORT_REPLICA_URL", ""),
+            max_streams=env_int(env, "HANDOFF_EXPORT_MAX_STREAMS", 0, minimum=0),
         )

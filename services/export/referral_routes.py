@@ -45,6 +45,7 @@ from services.export.audit import AuditLog
 from services.export.params import Interval, Params, interval
 from services.export.problems import problem_response
 from services.export.referral_store import BEFORE_ANY, ReferralReads, referral_document
+from services.export.streams import StreamSlots
 from services.scheduler.layouts.model import SavedLayout
 from services.scheduler.layouts.rules import default_layout, get_layout
 from services.scheduler.layouts.store import LayoutStorePg
@@ -145,8 +146,10 @@ class ReferralRoutes:
         layouts: LayoutStorePg,
         audit: AuditLog,
         *,
+        slots: StreamSlots | None = None,
         fast_path: FastPath | None = None,
     ) -> None:
+        self._slots = slots or StreamSlots(4)
         self._reads = reads
         self._rows = ReferralRowReader(reads.rows_pool)
         self._layouts = layouts
@@ -178,7 +181,11 @@ class ReferralRoutes:
             raise NotFoundError(f"layout_id: {error.message}") from error
 
     async def export(self, request: web.Request) -> web.StreamResponse:
-        """Stream the selection through the layout."""
+        """Stream the selection through the layout (in one of the process's slots)."""
+        async with self._slots.slot():
+            return await self._export(request)
+
+    async def _export(self, request: web.Request) -> web.StreamResponse:
         account = caller().account_id
         assert account is not None  # the rule admits account tokens only
         p = Params(request.query, EXPORT_PARAMS)

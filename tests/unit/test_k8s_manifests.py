@@ -45,6 +45,8 @@ def _service_env_names() -> frozenset[str]:
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "HANDOFF_EXPORT_HTTP_HOST",
         "HANDOFF_EXPORT_HTTP_PORT",
+        "HANDOFF_EXPORT_REPLICA_URL",
+        "HANDOFF_EXPORT_MAX_STREAMS",
         "HANDOFF_TLS_CERT_FILE",
         "HANDOFF_TLS_KEY_FILE",
         "HANDOFF_TLS_TERMINATED_UPSTREAM",
