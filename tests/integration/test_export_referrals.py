@@ -188,6 +188,9 @@ async def test_json_lines_and_gzip(api: Api) -> None:
     assert headers["Content-Disposition"].endswith('.jsonl"')
     (line,) = body.decode().splitlines()
     assert json.loads(line)["first_name"] == 'a "b", c'
+    status, headers, body = await api.export({"format": "json"})
+    assert (status, headers["Content-Type"]) == (200, "application/json")
+    assert [r["first_name"] for r in json.loads(body)] == ['a "b", c']
     _, plain_headers, plain = await api.export()
     status, headers, packed = await api.export(headers={"Accept-Encoding": "gzip"})
     assert (status, headers["Content-Encoding"]) == (200, "gzip")
@@ -386,3 +389,45 @@ async def test_the_audit_log_says_who_exported_what(api: Api) -> None:
     status, _, body = await api.get("/v1/audit", {"action": "steal"})
     assert status == 400
     assert [p["name"] for p in _problem(body)["invalid_params"]] == ["action"]
+
+
+INJECTIONS = (
+    "' OR '1'='1",
+    "1; DROP TABLE referrals; --",
+    "<script>alert(1)</script>",
+    "../../../../etc/passwd",
+    "%00",
+    "\u202e\u0000",
+    "${jndi:ldap://x/a}",
+    "9" * 300,
+)
+ROUTE_PARAMS = {
+    "/v1/referrals/export": (
+        "from", "to", "time_zone", "by", "campaign_id", "after_seq", "through_seq",
+        "offset", "layout_id", "format",
+    ),
+    "/v1/referrals": (
+        "from", "to", "time_zone", "by", "campaign_id", "partner_referral_id",
+        "page_size", "page_token",
+    ),
+    "/v1/audit": ("action", "from", "to", "time_zone", "page_size", "page_token"),
+}  # fmt: skip
+
+
+async def test_injection_attempts_in_every_parameter_are_refused_or_harmless(api: Api) -> None:
+    (mine,) = await api.insert([{"first_name": "mine"}])
+    other, other_campaign = await create_account(api.pool)
+    await insert_referrals(api.pool, other, other_campaign, [{"first_name": "theirs"}])
+    await settled(api.pool)
+    for path, names in ROUTE_PARAMS.items():
+        for name in names:
+            for attempt in INJECTIONS:
+                status, headers, body = await api.get(path, {name: attempt})
+                assert status in (200, 400), (path, name, attempt, status, body[:300])
+                assert b"theirs" not in body, (path, name, attempt)
+                if status == 400:
+                    assert headers["Content-Type"].startswith("application/problem+json")
+                    named = [p["name"] for p in _problem(body)["invalid_params"]]
+                    assert name in named, (path, name, attempt, named)
+    assert await api.pool.fetchval("SELECT count(*) FROM referrals") == 2
+    assert mine
