@@ -22,7 +22,8 @@ _QUOTED_PAIR = re.compile(r"\\(.)")
 # RFC 7239 section 6: an obfuscated identifier, or "unknown".
 _OBFUSCATED = re.compile(r"_[A-Za-z0-9._-]+|unknown", re.IGNORECASE)
 _PORT = re.compile(r"[0-9]{1,5}|_[A-Za-z0-9._-]+")
-_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?")
+_HOST = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?")
+MAX_PORT = 65535
 MAX_HOST_LENGTH = 255
 MAX_HOPS = 64  # a longer chain is not from a proxy we would run
 
@@ -140,9 +141,20 @@ def _host(text: str | None) -> str | None:
     if text is None:
         return None
     host = text.strip()
-    if len(host) > MAX_HOST_LENGTH or not _HOST.fullmatch(host):
+    match = _HOST.fullmatch(host) if len(host) <= MAX_HOST_LENGTH else None
+    # What the request's URL is built from: a bad port or IPv6 would fail there (a 500).
+    if (
+        match is None
+        or (match.group(1) is not None and _ip_version(match.group(1)) != 6)
+        or (match.group(2) is not None and int(match.group(2)) > MAX_PORT)
+    ):
         raise ValueError(f"malformed host {text!r}")
     return host
+
+
+def _ip_version(text: str) -> int | None:
+    address = parse_ip(text)
+    return None if address is None else address.version
 
 
 def _elements(values: Sequence[str]) -> list[dict[str, str]] | None:

@@ -13,6 +13,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -221,6 +223,31 @@ async def test_a_request_without_trace_context_starts_a_trace_and_404s_have_no_r
     assert "handoff.credential_id" not in (refused.attributes or {})
 
 
+async def test_request_durations_are_recorded_by_route_and_status(pool: asyncpg.Pool) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    _, token = await _account_token(pool)
+    async with export_server(pool, meter_provider=provider) as base:
+        for _ in range(2):
+            assert (await _get(f"{base}/v1/me", token=token))[0] == 200
+        assert (await _get(f"{base}/v1/gone/1"))[0] == 404
+    data = reader.get_metrics_data()
+    assert data is not None
+    [histogram] = [
+        metric
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "http.server.request.duration"
+    ]
+    counts = {
+        (p.attributes.get("http.route"), p.attributes["http.response.status_code"]): p.count
+        for p in histogram.data.data_points
+        if isinstance(p, HistogramDataPoint) and p.attributes is not None
+    }
+    assert counts == {("/v1/me", 200): 2, (None, 404): 1}
+
+
 # --- forwarded headers -------------------------------------------------------------
 
 SPOOF = {
@@ -323,6 +350,8 @@ async def test_forwarded_ipv6_and_obfuscated_identifiers(pool: asyncpg.Pool) -> 
         {"Forwarded": "for=203.0.113.7;for=203.0.113.8"},
         {"Forwarded": "for=203.0.113.7;proto=gopher"},
         {"Forwarded": 'for=203.0.113.7;host="evil host/"'},
+        {"Forwarded": 'for=203.0.113.7;host="api.example:99999"'},
+        {"Forwarded": 'for=203.0.113.7;host="[::1::2]"'},
         {"Forwarded": "proto=https"},
         {"Forwarded": 'for="unterminated'},
         {"X-Forwarded-For": "not-an-ip"},
