@@ -83,7 +83,6 @@ def _metric_exporter(kind: str) -> MetricExporter:
 def _instrument_libraries() -> None:
     # Imported here: instrumentation patches libraries, so only when tracing is on.
     from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.grpc import (
         GrpcAioInstrumentorClient,
@@ -95,7 +94,8 @@ def _instrument_libraries() -> None:
         GrpcAioInstrumentorClient(),  # type: ignore[no-untyped-call]
         AsyncPGInstrumentor(),  # type: ignore[no-untyped-call]
         AioHttpClientInstrumentor(),
-        AioHttpServerInstrumentor(),
+        # No AioHttpServerInstrumentor: the export app makes its own server spans
+        # (services/export/middleware.py), after the forwarded client is known.
     ]
     for instrumentor in instrumentors:
         if not instrumentor.is_instrumented_by_opentelemetry:

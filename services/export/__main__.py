@@ -65,6 +65,8 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             expected_schema_version=max(m.version for m in discover_migrations()),
             health_timeout_s=http.health_timeout_s,
             tls_terminated_upstream=config.access.tls_terminated_upstream,
+            trusted_proxies=http.trusted_proxies,
+            rate_limit=http.rate_limit,
             # Signed links (recipient confirmation) need the deployment's secret keys.
             links=(
                 LinkRoutes(

@@ -7,15 +7,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiohttp import web
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
 from services.common.auth.http_access import access_middleware, add_route, check_rules
 from services.common.auth.verify import Authenticator
 from services.export.audit_routes import AuditRoutes
 from services.export.caller_routes import caller_routes
+from services.export.forwarded import TrustedProxies
 from services.export.health_routes import HealthEndpoints, HealthStore, Readiness
 from services.export.link_routes import LINK_PATHS, LinkRoutes
+from services.export.middleware import (
+    echo_request_id,
+    forwarded_middleware,
+    rate_limit_check,
+    request_id_middleware,
+    tracing_middleware,
+)
 from services.export.openapi import OPENAPI_PATH, add_openapi_route
 from services.export.problems import problem_middleware, problem_response
+from services.export.rate_limit import DEFAULT_RATE_LIMIT, RateLimit
 from services.export.referral_routes import ReferralRoutes
 
 OPEN_PATHS = ("/healthz", "/readyz", OPENAPI_PATH)
@@ -36,13 +47,32 @@ def create_app(
     links: LinkRoutes | None = None,
     referrals: ReferralRoutes | None = None,
     audit: AuditRoutes | None = None,
+    trusted_proxies: TrustedProxies | None = None,
+    rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> web.Application:
     """Build the app: probe endpoints (open) and the API (every route behind a rule);
-    every error answered as problem+json."""
+    every error answered as problem+json, every answer with an X-Request-Id.
+
+    `trusted_proxies` None believes no forwarding header; `rate_limit` None limits
+    nothing; the providers default to the global ones."""
     access = access_middleware(
-        authenticator, _problem, tls_terminated_upstream=tls_terminated_upstream
+        authenticator,
+        _problem,
+        tls_terminated_upstream=tls_terminated_upstream,
+        after_auth=rate_limit_check(rate_limit) if rate_limit is not None else None,
     )
-    app = web.Application(middlewares=[problem_middleware, access])
+    app = web.Application(
+        middlewares=[
+            request_id_middleware,  # first: every answer, even a 500, carries the id
+            forwarded_middleware(trusted_proxies or TrustedProxies()),
+            tracing_middleware(tracer_provider, meter_provider),
+            problem_middleware,
+            access,
+        ]
+    )
+    app.on_response_prepare.append(echo_request_id)
     HealthEndpoints(
         store,
         readiness,

@@ -252,9 +252,16 @@ class ReferralRoutes:
         sent = 0
         outcome, recorded = "failed", ""
         try:
-            await response.prepare(request)
             async with contextlib.aclosing(chunks):
-                async for chunk in _skipped(chunks, offset):
+                body = _skipped(chunks, offset)
+                # The first chunk before the headers: a database that fails at the start
+                # is still answered with a problem document (503), not a broken 200.
+                first = await anext(body, b"")
+                await response.prepare(request)
+                if first:
+                    await response.write(first)
+                    sent += len(first)
+                async for chunk in body:
                     await response.write(chunk)
                     sent += len(chunk)
             # Recorded before the end of the body goes out: a client that has it all
@@ -264,7 +271,14 @@ class ReferralRoutes:
             await response.write_eof()
         except (ConnectionError, OSError):
             outcome = "aborted"  # the client hung up: the COPY is cancelled by aclosing
-            raise
+        except Exception:
+            if not response.prepared:
+                raise  # answered as a problem document
+            # Mid-stream: the status is gone, so the connection is cut before the body's
+            # end; the client sees an incomplete transfer, never a short file as whole.
+            log.exception("export failed mid-stream after %d bytes", sent)
+            if request.transport is not None:
+                request.transport.abort()
         finally:
             if outcome != recorded:
                 await self._audit.finish(entry, outcome, rows_done(), sent)

@@ -88,6 +88,7 @@ async def api(database_url: str) -> AsyncIterator[Api]:
             expected_schema_version=1, health_timeout_s=2,
             referrals=ReferralRoutes(ReferralReads(pool), LayoutStorePg(pool), AuditLog(pool)),
             audit=AuditRoutes(AuditLog(pool)),
+            rate_limit=None,  # the tests call faster than a token may
         )  # fmt: skip
         account, campaign = await create_account(pool, time_zone="Europe/London")
         token = await account_token(pool, str(account), "referrals:read", "config:read")
@@ -431,3 +432,34 @@ async def test_injection_attempts_in_every_parameter_are_refused_or_harmless(api
                     assert name in named, (path, name, attempt, named)
     assert await api.pool.fetchval("SELECT count(*) FROM referrals") == 2
     assert mine
+
+
+async def test_a_database_failure_mid_stream_cuts_the_transfer_short(api: Api) -> None:
+    await api.pool.execute(
+        """INSERT INTO referrals (account_id, campaign_id, partner_referral_id, email,
+                                  opted_in_at, ad_text)
+           SELECT $1, $2, 'r' || g, 'u' || g || '@example.com', now(), repeat('x', 500)
+             FROM generate_series(1, 20000) g""",
+        api.account, api.campaign,
+    )  # fmt: skip
+    await settled(api.pool)
+    async with aiohttp.ClientSession() as session:
+        response = await session.get(
+            api.url + "/v1/referrals/export",
+            headers={"Authorization": f"Bearer {api.token}", "Accept-Encoding": "identity"},
+        )
+        assert response.status == 200
+        await response.content.readexactly(64 * 1024)
+        # The COPY's backend dies while the client still reads.
+        await api.pool.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'COPY%'"
+        )
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    for _ in range(100):
+        entries = await AuditLog(api.pool).page(api.account, None, None, None, None, 1)
+        if entries[0].outcome != "streaming":
+            break
+        await asyncio.sleep(0.05)
+    assert entries[0].outcome == "failed"

@@ -60,3 +60,50 @@ def test_bad_values_are_refused_naming_the_variable(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         ExportHttpConfig.from_env(variables)
+
+
+def test_by_default_no_proxy_is_trusted_and_20_per_s_bursts_of_40_are_allowed() -> None:
+    config = ExportHttpConfig.from_env({})
+
+    assert config.trusted_proxies.networks == ()
+    assert config.rate_limit is not None
+    assert (config.rate_limit.rate_per_s, config.rate_limit.burst) == (20.0, 40)
+
+
+def test_trusted_proxies_and_the_rate_are_read() -> None:
+    config = ExportHttpConfig.from_env(
+        {
+            "HANDOFF_EXPORT_TRUSTED_PROXIES": " 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32,",
+            "HANDOFF_EXPORT_RATE_PER_S": "2.5",
+            "HANDOFF_EXPORT_RATE_BURST": "5",
+        }
+    )
+
+    assert [str(n) for n in config.trusted_proxies.networks] == [
+        "10.0.0.0/8",
+        "192.0.2.7/32",
+        "2001:db8::/32",
+    ]
+    assert config.rate_limit is not None
+    assert (config.rate_limit.rate_per_s, config.rate_limit.burst) == (2.5, 5)
+
+
+def test_a_rate_of_zero_turns_the_limit_off() -> None:
+    assert ExportHttpConfig.from_env({"HANDOFF_EXPORT_RATE_PER_S": "0"}).rate_limit is None
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"HANDOFF_EXPORT_TRUSTED_PROXIES": "10.0.0.0/8,gateway"}, "'gateway' is not an IP"),
+        ({"HANDOFF_EXPORT_TRUSTED_PROXIES": "10.0.0.0/33"}, "TRUSTED_PROXIES: '10.0.0.0/33'"),
+        ({"HANDOFF_EXPORT_RATE_PER_S": "fast"}, "HANDOFF_EXPORT_RATE_PER_S must be a number"),
+        ({"HANDOFF_EXPORT_RATE_PER_S": "-1"}, "HANDOFF_EXPORT_RATE_PER_S must not be negative"),
+        ({"HANDOFF_EXPORT_RATE_PER_S": "nan"}, "HANDOFF_EXPORT_RATE_PER_S must be a finite"),
+        ({"HANDOFF_EXPORT_RATE_PER_S": "inf"}, "HANDOFF_EXPORT_RATE_PER_S must be a finite"),
+        ({"HANDOFF_EXPORT_RATE_BURST": "0"}, "HANDOFF_EXPORT_RATE_BURST must be at least 1"),
+    ],
+)
+def test_bad_proxy_and_rate_settings_are_refused(variables: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ExportHttpConfig.from_env(variables)

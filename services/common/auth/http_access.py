@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from services.common.auth.context import current_caller, current_request_id
-from services.common.auth.model import AccessRule
+from services.common.auth.context import current_caller
+from services.common.auth.model import AccessRule, Caller
 from services.common.auth.rules import authorize
 from services.common.auth.tokens import presented_token
 from services.common.auth.verify import Authenticator
@@ -29,6 +29,9 @@ from services.common.errors import (
 ROUTE_RULES = web.AppKey("route_rules", dict[web.AbstractRoute, AccessRule])
 OPEN_PATHS = web.AppKey("open_paths", frozenset[str])
 Problem = Callable[[int, str, str, dict[str, str]], web.StreamResponse]
+# Called once the caller is known, before the rule is checked: a response refuses the call
+# (e.g. 429 when the credential's rate limit is spent), None lets it go on.
+AfterAuth = Callable[[web.Request, Caller], web.StreamResponse | None]
 
 
 def add_route(
@@ -65,13 +68,18 @@ def _is_loopback(remote: str | None) -> bool:
 
 
 def access_middleware(
-    authenticator: Authenticator, problem: Problem, *, tls_terminated_upstream: bool = False
+    authenticator: Authenticator,
+    problem: Problem,
+    *,
+    tls_terminated_upstream: bool = False,
+    after_auth: AfterAuth | None = None,
 ) -> Middleware:
-    """The middleware: `problem(status, detail, instance, headers)` answers refusals."""
+    """The middleware: `problem(status, detail, instance, headers)` answers refusals.
+
+    The request id is not set here: the app's first middleware owns it."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        current_request_id.set(request.headers.get("X-Request-Id", "")[:128])
         route = request.match_info.route
         rule = request.app.get(ROUTE_RULES, {}).get(route)
         if rule is None:
@@ -86,6 +94,9 @@ def access_middleware(
                 )
             caller = await authenticator.authenticate(token)
             current_caller.set(caller)
+            refusal = after_auth(request, caller) if after_auth is not None else None
+            if refusal is not None:
+                return refusal
             field = rule.account_field
             what = f"{request.method} {request.path}"
             authorize(rule, caller, what, request.match_info.get(field) if field else None)
