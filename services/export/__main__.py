@@ -21,11 +21,15 @@ from services.common.service import announce, run_service
 from services.common.signed_links import LinkSigner
 from services.delivery.delivery_files import DeliveryFilesPg
 from services.delivery.store import DeliveryStorePg
+from services.export.audit import AuditLog
 from services.export.config import ExportHttpConfig
+from services.export.delivery_routes import DeliveryRoutes
+from services.export.delivery_store import DeliveryHistoryPg
 from services.export.health_routes import Readiness
 from services.export.http_app import create_app, serve_http
 from services.export.link_routes import LinkRoutes
 from services.export.store import ExportStore
+from services.scheduler.tasks.store import TaskStorePg
 
 DEFAULT_PORT = 50054
 
@@ -42,6 +46,7 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
         )
         readiness = Readiness()
+        delivery_files = DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool))
         app = create_app(
             ExportStore(pool),
             readiness,
@@ -54,10 +59,13 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
                 LinkRoutes(
                     ExportStore(pool),
                     LinkSigner(SecretBox.from_env(os.environ)),
-                    DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool)),
+                    delivery_files,
                 )
                 if os.environ.get("HANDOFF_SECRET_KEYS")
                 else None
+            ),
+            deliveries=DeliveryRoutes(
+                DeliveryHistoryPg(pool), TaskStorePg(pool), delivery_files, AuditLog(pool)
             ),
         )
         running = await stack.enter_async_context(

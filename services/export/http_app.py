@@ -11,6 +11,7 @@ from aiohttp import web
 from services.common.auth.http_access import access_middleware, add_route, check_rules
 from services.common.auth.verify import Authenticator
 from services.export.caller_routes import caller_routes
+from services.export.delivery_routes import DeliveryRoutes
 from services.export.health_routes import HealthEndpoints, HealthStore, Readiness
 from services.export.link_routes import LINK_PATHS, LinkRoutes
 from services.export.problems import problem_middleware, problem_response
@@ -31,6 +32,7 @@ def create_app(
     health_timeout_s: float,
     tls_terminated_upstream: bool = False,
     links: LinkRoutes | None = None,
+    deliveries: DeliveryRoutes | None = None,
 ) -> web.Application:
     """Build the app: probe endpoints (open) and the API (every route behind a rule);
     every error answered as problem+json."""
@@ -45,6 +47,8 @@ def create_app(
         timeout_s=health_timeout_s,
     ).add_routes(app)
     for method, path, handler, rule in caller_routes():
+        add_route(app, method, path, handler, rule)
+    for method, path, handler, rule in deliveries.routes() if deliveries is not None else ():
         add_route(app, method, path, handler, rule)
     if links is not None:  # signed links: the signature is the permission
         links.add_routes(app)
