@@ -24,6 +24,10 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import asyncpg
 import pytest
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from services.common.auth.client import credential_channel
 from services.common.auth.model import Role
@@ -68,6 +72,19 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 SCHEMA_VERSION = max(m.version for m in discover_migrations())
+OPENAPI = Path(__file__).resolve().parents[2] / "services" / "export" / "openapi.yaml"
+_DOCUMENT = Resource.from_contents(
+    yaml.safe_load(OPENAPI.read_text()), default_specification=DRAFT202012
+)
+_SCHEMAS = Registry().with_resource("urn:openapi", _DOCUMENT)
+
+
+def conforms(document: Any, schema: str) -> None:
+    """Fail unless `document` is valid as the OpenAPI document's `schema`."""
+    ref = {"$ref": f"urn:openapi#/components/schemas/{schema}"}
+    Draft202012Validator(
+        ref, registry=_SCHEMAS, format_checker=Draft202012Validator.FORMAT_CHECKER
+    ).validate(document)
 
 
 def delivery_routes(pool: asyncpg.Pool, files: DeliveryFilesPg | None = None) -> DeliveryRoutes:
@@ -113,7 +130,14 @@ class World:
         async with self.http.get(
             self.base + path, params=params or None, headers=self.auth(token)
         ) as answer:
-            return answer.status, await answer.json(content_type=None)
+            body = await answer.json(content_type=None)
+            if answer.status >= 400:
+                conforms(body, "Problem")
+            elif path == "/v1/deliveries":
+                conforms(body, "DeliveryPage")
+            elif answer.status == 200 and "/files/" not in path:
+                conforms(body, "Delivery")
+            return answer.status, body
 
     async def run(self) -> None:
         """One scheduler tick, then wait for the attempts it started."""
@@ -447,6 +471,7 @@ async def test_a_resend_answers_202_and_sends_the_original_s_bytes_again(world: 
     ) as answer:
         assert answer.status == 202
         made = await answer.json()
+        conforms(made, "Delivery")
         assert answer.headers["Location"] == f"/v1/deliveries/{made['id']}"
     assert (made["purpose"], made["state"], made["resend_of"]) == (
         "resend", "issued", original["id"],
