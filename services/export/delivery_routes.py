@@ -4,6 +4,7 @@ byte goes out), and resend one through the scheduler's rules."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncGenerator
@@ -261,6 +262,9 @@ class DeliveryRoutes:
                     request.transport.abort()
         except ConnectionResetError:
             outcome = "aborted"
+        except asyncio.CancelledError:  # a server cancelling handlers on hang-ups
+            outcome = "aborted"
+            raise
         finally:
             await self._audit.finish(entry, outcome, count.rows, sent)
         return response
