@@ -50,6 +50,16 @@ def content_type(fmt: OutputFormat) -> str:
     return "application/json"
 
 
+def file_name_of(path: str, fmt: OutputFormat) -> str:
+    """The file's name from its recorded path. Email records `email:<name>`, with `.gz`
+    when the transport compressed the attachment; the size and SHA-256 it records are
+    the rendered file's, so that is what is sent again, under the rendered name."""
+    name = path.rsplit("/", 1)[-1].removeprefix("email:")
+    if path.startswith("email:") and not fmt.gzip:
+        name = name.removesuffix(".gz")
+    return name
+
+
 def plan_redownload(record: DeliveryRecord, index: int) -> Redownload:
     """The file `index` of the delivery, or the reason it cannot be sent again
     (FailedPreconditionError; NotFoundError for an index the delivery has no file at)."""
@@ -77,16 +87,17 @@ def plan_redownload(record: DeliveryRecord, index: int) -> Redownload:
         raise FailedPreconditionError(
             f"delivery {delivery.id} has no layout snapshot: what it rendered is not known"
         )
+    fmt = _format(delivery.layout)
     return Redownload(
         delivery_id=delivery.id,
         index=index,
-        name=recorded.path.rsplit("/", 1)[-1],
+        name=file_name_of(recorded.path, fmt),
         rows=recorded.rows,
         size=recorded.bytes,
         sha256=recorded.sha256,
         # Every part but the last is full, so the first one's rows are the cut.
         max_rows=delivery.files[0].rows if len(delivery.files) > 1 else 0,
-        content_type=content_type(_format(delivery.layout)),
+        content_type=content_type(fmt),
     )
 
 

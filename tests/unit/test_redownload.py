@@ -112,3 +112,8 @@ def test_the_headers_fingerprint_the_recorded_bytes() -> None:
     assert headers["ETag"] == f'"{recorded.sha256}"'
     assert headers["Repr-Digest"] == headers["Content-Digest"] == f"sha-256=:{encoded}:"
     assert headers["Digest"] == f"sha-256={encoded}"
+
+
+def test_an_email_attachment_is_named_as_rendered_not_as_compressed_for_the_mail() -> None:
+    recorded = DeliveredFile("email:daily.csv.gz", 1, 1, "ab" * 32)
+    assert plan_redownload(_record(recorded), 1).name == "daily.csv"
