@@ -331,6 +331,8 @@ class DeliveryEngine:
                         "rows": count.rows,
                         "bytes": receipt.size,
                         "sha256": receipt.sha256,
+                        # A re-download must know: encrypted bytes cannot be repeated.
+                        "encrypted": bool(public_key),
                     }
                 )
                 total_rows += count.rows

@@ -81,6 +81,22 @@ async def parts(
         yield splitter.part()
 
 
+async def nth_part(
+    batches: AsyncIterator[ColumnBatch], max_rows: int, index: int
+) -> AsyncIterator[ColumnBatch]:
+    """Only part `index` (0 = the first) of what `parts` cuts: earlier parts are read and
+    dropped, so the rows are those the same cut put in that part."""
+    seen = 0
+    async for part in parts(batches, max_rows):
+        if seen == index:
+            async for batch in part:
+                yield batch
+            return
+        async for _ in part:
+            pass
+        seen += 1
+
+
 def manifest_name(file_name: str) -> str:
     """Where a file's manifest goes."""
     return f"{file_name}.manifest.json"

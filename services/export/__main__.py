@@ -24,6 +24,8 @@ from services.delivery.store import DeliveryStorePg
 from services.export.audit import AuditLog
 from services.export.audit_routes import AuditRoutes
 from services.export.config import ExportHttpConfig
+from services.export.delivery_routes import DeliveryRoutes
+from services.export.delivery_store import DeliveryHistoryPg
 from services.export.health_routes import Readiness
 from services.export.http_app import create_app, serve_http
 from services.export.link_routes import LinkRoutes
@@ -32,6 +34,7 @@ from services.export.referral_store import ReferralReads
 from services.export.store import ExportStore
 from services.export.streams import StreamSlots, stream_limit
 from services.scheduler.layouts.store import LayoutStorePg
+from services.scheduler.tasks.store import TaskStorePg
 
 DEFAULT_PORT = 50054
 
@@ -58,6 +61,7 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
         )
         readiness = Readiness()
+        delivery_files = DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool))
         app = create_app(
             ExportStore(pool),
             readiness,
@@ -72,7 +76,7 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
                 LinkRoutes(
                     ExportStore(pool),
                     LinkSigner(SecretBox.from_env(os.environ)),
-                    DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool)),
+                    delivery_files,
                 )
                 if os.environ.get("HANDOFF_SECRET_KEYS")
                 else None
@@ -84,6 +88,9 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
                 slots=StreamSlots(http.max_streams or stream_limit(config.db_pool_max)),
             ),
             audit=AuditRoutes(AuditLog(pool)),
+            deliveries=DeliveryRoutes(
+                DeliveryHistoryPg(pool), TaskStorePg(pool), delivery_files, AuditLog(pool)
+            ),
         )
         running = await stack.enter_async_context(
             grpc_server_for(config, [], authenticator, database_answers(pool))

@@ -14,6 +14,7 @@ from services.common.auth.http_access import access_middleware, add_route, check
 from services.common.auth.verify import Authenticator
 from services.export.audit_routes import AuditRoutes
 from services.export.caller_routes import caller_routes
+from services.export.delivery_routes import DeliveryRoutes
 from services.export.forwarded import TrustedProxies
 from services.export.health_routes import HealthEndpoints, HealthStore, Readiness
 from services.export.link_routes import LINK_PATHS, LinkRoutes
@@ -51,6 +52,7 @@ def create_app(
     rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    deliveries: DeliveryRoutes | None = None,
 ) -> web.Application:
     """Build the app: probe endpoints (open) and the API (every route behind a rule);
     every error answered as problem+json, every answer with an X-Request-Id.
@@ -81,7 +83,7 @@ def create_app(
     ).add_routes(app)
     add_openapi_route(app)
     routes = caller_routes()
-    for mounted in (referrals, audit):
+    for mounted in (referrals, deliveries, audit):
         routes += mounted.routes() if mounted is not None else []
     for method, path, handler, rule in routes:
         add_route(app, method, path, handler, rule)

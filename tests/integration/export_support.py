@@ -15,6 +15,8 @@ from services.delivery.delivery_files import DeliveryFilesPg
 from services.delivery.store import DeliveryStorePg
 from services.export.audit import AuditLog
 from services.export.audit_routes import AuditRoutes
+from services.export.delivery_routes import DeliveryRoutes
+from services.export.delivery_store import DeliveryHistoryPg
 from services.export.health_routes import Readiness
 from services.export.http_app import create_app, serve_http
 from services.export.link_routes import LinkRoutes
@@ -22,21 +24,26 @@ from services.export.referral_routes import ReferralRoutes
 from services.export.referral_store import ReferralReads
 from services.export.store import ExportStore
 from services.scheduler.layouts.store import LayoutStorePg
+from services.scheduler.tasks.store import TaskStorePg
 from tests.integration.credentials_support import authenticator
 
 
 def export_app(pool: asyncpg.Pool) -> web.Application:
     """Every route group of the export API, as `python -m services.export` mounts them."""
+    files = DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool))
     return create_app(
         ExportStore(pool), Readiness(), authenticator(pool),
         expected_schema_version=1, health_timeout_s=2,
         referrals=ReferralRoutes(ReferralReads(pool), LayoutStorePg(pool), AuditLog(pool)),
         audit=AuditRoutes(AuditLog(pool)),
+        deliveries=DeliveryRoutes(
+            DeliveryHistoryPg(pool), TaskStorePg(pool), files, AuditLog(pool)
+        ),
         rate_limit=None,  # the tests call faster than a token may
         links=LinkRoutes(
             ExportStore(pool),
             LinkSigner(SecretBox.from_env({"HANDOFF_SECRET_KEYS": new_key_entry("test")})),
-            DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool)),
+            files,
         ),
     )  # fmt: skip
 

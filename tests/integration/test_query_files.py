@@ -36,6 +36,15 @@ _RECIPIENT = (
 )
 # The export API's referral documents: every column as stored, the IP as text, the name.
 _REFERRAL = " ".join(f"{c.name}:{c.sql_type}" for c in COLUMNS) + " ip_text:text campaign_name:text"
+# A delivery row with its task's connection (the export API's delivery history).
+_DELIVERY_ROW = (
+    "id:uuid task_id:uuid account_id:uuid purpose:text after_seq:int8 "
+    "through_seq:int8 state:text layout:jsonb resend_of:uuid frame_field:text "
+    "frame_from:timestamptz frame_to:timestamptz reserved_at:timestamptz "
+    "attempts:int4 lease_until:timestamptz next_attempt_at:timestamptz rows_sent:int8 "
+    "bytes_sent:int8 files:jsonb error:text diagnosis:text finished_at:timestamptz "
+    "connection_id:uuid"
+)
 SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
         "uuid int8 int8 uuid[] text[] timestamptz timestamptz text",
@@ -68,6 +77,17 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("export/sql/referrals.sql", "get_referral"): ("uuid int8", _REFERRAL),
     ("export/sql/referrals.sql", "campaigns_of"): ("uuid uuid[]", "id:uuid"),
+    # export/sql/deliveries.sql
+    ("export/sql/deliveries.sql", "page_deliveries"): (
+        "uuid uuid uuid text text timestamptz timestamptz timestamptz uuid int8",
+        _DELIVERY_ROW,
+    ),
+    ("export/sql/deliveries.sql", "get_delivery"): ("uuid uuid", _DELIVERY_ROW),
+    ("export/sql/deliveries.sql", "delivery_attempts"): (
+        "uuid",
+        "attempt:int4 started_at:timestamptz finished_at:timestamptz outcome:text error:text "
+        "diagnosis:text",
+    ),
     # export/sql/queries.sql
     ("export/sql/queries.sql", "ping"): (
         "",

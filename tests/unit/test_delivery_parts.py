@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from services.delivery.parts import RowCount, counted, parts
+from services.delivery.parts import RowCount, counted, nth_part, parts
 
 
 async def _batches(sizes: Sequence[int]) -> AsyncIterator[Sequence[Sequence[str]]]:
@@ -51,3 +51,15 @@ async def test_counted_counts_what_passes() -> None:
     async for _ in counted(_batches([2, 3]), count):
         pass
     assert count.rows == 5
+
+
+@pytest.mark.parametrize(("sizes", "max_rows"), [([7], 3), ([1, 0, 4, 2], 2), ([5], 0), ([], 2)])
+async def test_nth_part_holds_the_rows_the_same_cut_put_in_that_part(
+    sizes: Sequence[int], max_rows: int
+) -> None:
+    split = await _split(sizes, max_rows)
+    for index, expected in enumerate([*split, []]):  # past the last part: no row
+        rows: list[str] = []
+        async for batch in nth_part(_batches(sizes), max_rows, index):
+            rows += batch[0]
+        assert rows == expected, index
