@@ -61,6 +61,8 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
         )
         readiness = Readiness()
+        # Exports and re-downloads share the process's stream slots.
+        slots = StreamSlots(http.max_streams or stream_limit(config.db_pool_max))
         delivery_files = DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool))
         app = create_app(
             ExportStore(pool),
@@ -82,14 +84,15 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
                 else None
             ),
             referrals=ReferralRoutes(
-                ReferralReads(pool, rows_pool),
-                LayoutStorePg(pool),
-                AuditLog(pool),
-                slots=StreamSlots(http.max_streams or stream_limit(config.db_pool_max)),
+                ReferralReads(pool, rows_pool), LayoutStorePg(pool), AuditLog(pool), slots=slots
             ),
             audit=AuditRoutes(AuditLog(pool)),
             deliveries=DeliveryRoutes(
-                DeliveryHistoryPg(pool), TaskStorePg(pool), delivery_files, AuditLog(pool)
+                DeliveryHistoryPg(pool),
+                TaskStorePg(pool),
+                delivery_files,
+                AuditLog(pool),
+                slots=slots,
             ),
         )
         running = await stack.enter_async_context(

@@ -38,6 +38,7 @@ from services.export.redownload import (
     plan_redownload,
     sha256_of,
 )
+from services.export.streams import StreamSlots
 from services.scheduler.tasks import rules
 from services.scheduler.tasks.store import TaskStorePg
 
@@ -159,7 +160,10 @@ class DeliveryRoutes:
         tasks: TaskStorePg,
         files: DeliveryFilesPg,
         audit: AuditLog,
+        *,
+        slots: StreamSlots | None = None,
     ) -> None:
+        self._slots = slots or StreamSlots(4)
         self._history = history
         self._tasks = tasks
         self._files = files
@@ -234,7 +238,12 @@ class DeliveryRoutes:
         return chunks
 
     async def download_file(self, request: web.Request) -> web.StreamResponse:
-        """GET /v1/deliveries/{delivery_id}/files/{index}: exactly the file it sent."""
+        """GET /v1/deliveries/{delivery_id}/files/{index}: exactly the file it sent (in
+        one of the process's stream slots, shared with exports)."""
+        async with self._slots.slot():
+            return await self._download_file(request)
+
+    async def _download_file(self, request: web.Request) -> web.StreamResponse:
         account = _account()
         Params(request.query, ()).done()
         delivery_id, index = _delivery_id(request), _index(request)

@@ -23,3 +23,6 @@ CREATE INDEX export_audit_account_idx ON export_audit (account_id, started_at DE
 -- One account's referrals in seq order (deliveries' ranges, exports, browsing): without
 -- it, a seq range is scanned for every account's rows and filtered.
 CREATE INDEX referrals_account_seq_idx ON referrals (account_id, seq);
+
+-- An account's delivery history, newest first (the export API's /v1/deliveries).
+CREATE INDEX deliveries_account_reserved_idx ON deliveries (account_id, reserved_at DESC, id DESC);
