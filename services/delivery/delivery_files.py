@@ -6,7 +6,7 @@ delivery recorded (never encrypted: encryption cannot be repeated)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from uuid import UUID
 
 from services.common.file_names import file_name
@@ -45,14 +45,16 @@ class DeliveryFilesPg:
 
         return chunks()
 
-    async def file_of(self, delivery_id: UUID) -> tuple[str, AsyncIterator[bytes]] | None:
+    async def file_of(
+        self, delivery_id: UUID, count: RowCount | None = None
+    ) -> tuple[str, AsyncGenerator[bytes, None]] | None:
         """(file name, chunks), or None when the delivery, its task or its fixed layout is
-        gone (a delivery that never rendered has no file)."""
+        gone (a delivery that never rendered has no file); `count` receives the rows."""
         found = await self._plan(delivery_id)
         if found is None:
             return None
         claimed, plan = found
-        chunks = self._chunks(claimed, plan, 0, 0, RowCount())
+        chunks = self._chunks(claimed, plan, 0, 0, count or RowCount())
         return file_name(plan.template, plan.names, None), chunks
 
     async def part_of(

@@ -79,6 +79,7 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
                     ExportStore(pool),
                     LinkSigner(SecretBox.from_env(os.environ)),
                     delivery_files,
+                    AuditLog(pool),
                 )
                 if os.environ.get("HANDOFF_SECRET_KEYS")
                 else None

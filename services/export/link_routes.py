@@ -9,15 +9,18 @@ fetch must not approve anyone; the POST of that button (carrying the same token)
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 from uuid import UUID
 
 from aiohttp import web
 
 from services.common.signed_links import LinkError, LinkSigner
+from services.delivery.parts import RowCount
+from services.export.audit import AuditLog
 from services.export.store import ExportStore
 
 CONFIRM_PATH = "/v1/links/confirm"
@@ -34,7 +37,9 @@ _INCOMPLETE = "the link is incomplete: open or copy the whole link from the emai
 class DeliveryFiles(Protocol):
     """Renders one delivery's file again: (file name, chunks), or None when it has none."""
 
-    async def file_of(self, delivery_id: UUID) -> tuple[str, AsyncIterator[bytes]] | None: ...
+    async def file_of(
+        self, delivery_id: UUID, count: RowCount | None = None
+    ) -> tuple[str, AsyncGenerator[bytes, None]] | None: ...
 
 
 _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
@@ -54,11 +59,16 @@ class LinkRoutes:
     """The handlers of signed links."""
 
     def __init__(
-        self, store: ExportStore, signer: LinkSigner, files: DeliveryFiles | None = None
+        self,
+        store: ExportStore,
+        signer: LinkSigner,
+        files: DeliveryFiles | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
         self._files = files
+        self._audit = audit
 
     @staticmethod
     def _shaped(token: str) -> web.Response | None:
@@ -125,10 +135,16 @@ class LinkRoutes:
             delivery = UUID(claim.subject)
         except (LinkError, ValueError) as exc:
             return _page("This link does not work", str(exc), status=410)
-        found = None if self._files is None else await self._files.file_of(delivery)
-        if found is None:
+        count = RowCount()
+        found = None if self._files is None else await self._files.file_of(delivery, count)
+        account = await self._store.delivery_account(delivery) if found is not None else None
+        if found is None or account is None:
             return _page("This link does not work", "the file is not available", status=410)
         name, chunks = found
+        entry: UUID | None = None
+        if self._audit is not None:
+            filters = {"delivery_id": str(delivery)}
+            entry = await self._audit.begin(account, "link_download", filters, by_link=True)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "application/octet-stream",
@@ -136,10 +152,20 @@ class LinkRoutes:
                 "Cache-Control": "no-store",
             }
         )
-        await response.prepare(request)
-        async for chunk in chunks:
-            await response.write(chunk)
-        await response.write_eof()
+        outcome, sent = "failed", 0
+        try:
+            async with contextlib.aclosing(chunks):
+                await response.prepare(request)
+                async for chunk in chunks:
+                    await response.write(chunk)
+                    sent += len(chunk)
+            await response.write_eof()
+            outcome = "completed"
+        except (ConnectionError, OSError):
+            outcome = "aborted"
+        finally:
+            if self._audit is not None and entry is not None:
+                await self._audit.finish(entry, outcome, count.rows, sent)
         return response
 
     def add_routes(self, app: web.Application) -> None:

@@ -35,3 +35,9 @@ class ExportStore:
         with driver_errors("confirm_recipient"):
             r = await self._pool.fetchrow(QUERIES["confirm_recipient"], recipient_id)
         return None if r is None else (r["address"], r["state"], r["changed"])
+
+    async def delivery_account(self, delivery_id: UUID) -> UUID | None:
+        """The account of a delivery, or None when it is gone."""
+        with driver_errors("delivery_account"):
+            found: UUID | None = await self._pool.fetchval(QUERIES["delivery_account"], delivery_id)
+        return found

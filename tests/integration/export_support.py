@@ -44,6 +44,7 @@ def export_app(pool: asyncpg.Pool) -> web.Application:
             ExportStore(pool),
             LinkSigner(SecretBox.from_env({"HANDOFF_SECRET_KEYS": new_key_entry("test")})),
             files,
+            AuditLog(pool),
         ),
     )  # fmt: skip
 

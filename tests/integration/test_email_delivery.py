@@ -42,6 +42,7 @@ from services.delivery.spool import Spool
 from services.delivery.store import DeliveryStorePg
 from services.delivery.transports.email import download_links, email_transport_factory
 from services.delivery.transports.email_message import message_id, sender_domain
+from services.export.audit import AuditLog
 from services.export.health_routes import Readiness
 from services.export.http_app import create_app, serve_http
 from services.export.link_routes import LinkRoutes
@@ -169,7 +170,7 @@ async def mail(
             health_timeout_s=2.0,
             links=LinkRoutes(
                 ExportStore(pool), signer,
-                DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool)),
+                DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool)), AuditLog(pool),
             ),
         )  # fmt: skip
         async with serve_http(app, "127.0.0.1", 0, grace_s=0.5) as http_port:
@@ -415,3 +416,12 @@ async def test_above_the_relays_cap_the_message_links_to_exactly_that_deliverys_
             assert forged.status == 410
     assert hashlib.sha256(data).hexdigest() == done.files[0].sha256  # the same bytes
     assert _rows(data) == sent
+    # On the account's audit log, by the link (no credential), with what it sent.
+    audit = AuditLog(mail.pool)
+    (entry,) = await audit.page(uuid.UUID(mail.account), None, None, None, None, 10)
+    assert (entry.action, entry.credential_id, entry.outcome) == (
+        "link_download",
+        None,
+        "completed",
+    )
+    assert (entry.rows, entry.bytes) == (400, len(data))

@@ -97,6 +97,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "",
         "coalesce:int4",
     ),
+    ("export/sql/queries.sql", "delivery_account"): ("uuid", "account_id:uuid"),
     ("export/sql/queries.sql", "confirm_recipient"): (
         "uuid",
         "address:text state:text changed:bool",

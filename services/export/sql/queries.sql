@@ -23,3 +23,7 @@ SELECT r.address, coalesce((SELECT 'approved' FROM approved), r.state) AS state,
        (SELECT count(*) FROM approved) = 1 AS changed
   FROM recipients r
  WHERE r.id = $1
+
+-- name: delivery_account
+-- The account a delivery belongs to (a signed download's audit entry).
+SELECT account_id FROM deliveries WHERE id = $1
