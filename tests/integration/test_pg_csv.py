@@ -30,7 +30,7 @@ from services.common.layouts.model import (
 )
 from services.common.layouts.pg_csv import CHUNK_BYTES, pg_csv_chunks, pg_csv_plan
 from services.common.layouts.render import render_columns
-from services.common.referral_rows import ReferralRowReader, TimeFrame
+from services.common.referral_rows import QUERIES, ReferralRowReader, TimeFrame
 from tests.integration.layouts_support import create_account, insert_referrals
 
 pytestmark = pytest.mark.integration
@@ -318,6 +318,14 @@ async def test_stopping_early_leaves_the_pool_usable(database_url: str) -> None:
         assert len(first) < 20000 * 500
         await chunks.aclose()
         assert await pool.fetchval("SELECT count(*) FROM referrals") == 20000
+
+
+def test_the_plan_selects_through_the_row_readers_own_query() -> None:
+    plan = pg_csv_plan(DEFAULT_LAYOUT, None, {})
+    assert plan is not None
+    # One source of truth for the selection and each field's text: the query itself.
+    assert f"FROM ({QUERIES['referral_rows_in_range']}\n) s," in plan.query
+    assert plan.fields == compile_layout(DEFAULT_LAYOUT, {}).row_fields
 
 
 def test_the_plan_refuses_what_postgresql_cannot_render_identically() -> None:

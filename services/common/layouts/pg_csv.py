@@ -155,8 +155,9 @@ def pg_csv_plan(
     empty = "NULL" if bare else "''"
     cells = ", ".join(_cell(name, spec.formula_guard, empty) for name in names)
     # Only fixed fragments (above) and the named row query: no user text reaches the SQL.
+    # (The row query keeps its comments: the line break ends any last one before the `)`.)
     rows = QUERIES["referral_rows_in_range"]
-    query = f"SELECT {cells}\n  FROM ({rows}) s,\n       {_CONTEXT}\n ORDER BY s.seq"  # noqa: S608
+    query = f"SELECT {cells}\n  FROM ({rows}\n) s,\n       {_CONTEXT}\n ORDER BY s.seq"  # noqa: S608
     headers = [column.header for column in spec.columns]
     head = CsvEncoder(body, spec.formula_guard, headers).start().encode("utf-8")
     return PgCsvPlan(query, fields, body, len(names), head)
