@@ -86,14 +86,19 @@ class _CopyStoppedError(Exception):
     """Raised into the COPY so that asyncpg cancels it cleanly on the server."""
 
 
-async def copy_column_batches(
-    conn: asyncpg.Connection, query: str, *args: Any, batch_chars: int = BATCH_CHARS
-) -> AsyncGenerator[ColumnBatch, None]:
-    """Run `COPY (query) TO STDOUT` and yield its records as column batches.
+async def copy_blocks(
+    conn: asyncpg.Connection,
+    query: str,
+    *args: Any,
+    block_bytes: int = BATCH_CHARS,
+    **options: Any,
+) -> AsyncGenerator[bytes, None]:
+    """Run `COPY (query) TO STDOUT` (`options` as asyncpg's copy_from_query takes them) and
+    yield its output in blocks of at least `block_bytes` (the last one may be shorter).
 
-    The caller runs this inside a transaction that executed `render_session`. Closing the
-    generator early stops the COPY through its output callback: asyncpg then cancels the
-    statement and leaves the connection usable (cancelling the task itself would not).
+    Closing the generator early stops the COPY through its output callback: asyncpg then
+    cancels the statement and leaves the connection usable (cancelling the task itself
+    would not).
     """
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_BLOCKS)
     stopping = False
@@ -107,7 +112,7 @@ async def copy_column_batches(
             raise _CopyStoppedError
         pending.append(data)
         pending_size += len(data)
-        if pending_size >= batch_chars:
+        if pending_size >= block_bytes:
             block = b"".join(pending)
             pending.clear()
             pending_size = 0
@@ -115,7 +120,7 @@ async def copy_column_batches(
 
     async def copy() -> None:
         try:
-            await conn.copy_from_query(query, *args, output=into_queue, format="text")
+            await conn.copy_from_query(query, *args, output=into_queue, **options)
             if pending:
                 await queue.put(b"".join(pending))
         finally:
@@ -123,16 +128,10 @@ async def copy_column_batches(
                 await queue.put(None)
 
     task = asyncio.create_task(copy())
-    parser = CopyTextParser()
     try:
         while (block := await queue.get()) is not None:
-            batch = parser.feed(block)
-            if batch:
-                yield batch
-        await task  # raises what the COPY raised, before the tail is judged incomplete
-        batch = parser.feed(b"", final=True)
-        if batch:
-            yield batch
+            yield block
+        await task  # raises what the COPY raised
     finally:
         if not task.done():
             stopping = True
@@ -144,6 +143,45 @@ async def copy_column_batches(
                 task.result()
         elif not task.cancelled():
             task.exception()  # retrieved: raised above, or the consumer stopped on its own error
+
+
+async def copy_column_batches(
+    conn: asyncpg.Connection, query: str, *args: Any, batch_chars: int = BATCH_CHARS
+) -> AsyncGenerator[ColumnBatch, None]:
+    """Run `COPY (query) TO STDOUT` and yield its records as column batches.
+
+    The caller runs this inside a transaction that executed `render_session`. Closing the
+    generator early cancels the COPY as `copy_blocks` does.
+    """
+    parser = CopyTextParser()
+    async with contextlib.aclosing(
+        copy_blocks(conn, query, *args, block_bytes=batch_chars, format="text")
+    ) as blocks:
+        async for block in blocks:
+            batch = parser.feed(block)
+            if batch:
+                yield batch
+    batch = parser.feed(b"", final=True)  # after the COPY's own error, had there been one
+    if batch:
+        yield batch
+
+
+def range_arguments(
+    account_id: UUID,
+    after_seq: int,
+    through_seq: int,
+    campaign_ids: Sequence[UUID] | None,
+    fields: Sequence[str] | None,
+    frame: TimeFrame | None,
+) -> tuple[Any, ...]:
+    """The parameters $1-$8 of `referral_rows_in_range`, in order."""
+    start, end, field = (frame.start, frame.end, frame.field) if frame else (None, None, None)
+    return (
+        account_id, after_seq, through_seq,
+        None if campaign_ids is None else list(campaign_ids),
+        None if fields is None else list(fields),
+        start, end, field,
+    )  # fmt: skip
 
 
 class ReferralRowReader:
@@ -187,13 +225,10 @@ class ReferralRowReader:
         the others arrive as ''. With `campaign_ids`, only those campaigns' referrals; with
         `frame`, only the referrals whose received or opt-in time falls in it.
         """
-        wanted = list(fields) if fields is not None else None
-        start, end, field = (frame.start, frame.end, frame.field) if frame else (None, None, None)
         return self._stream(
-            "referral_rows_in_range", account_id, after_seq, through_seq,
-            None if campaign_ids is None else list(campaign_ids), wanted,
-            start, end, field,
-        )  # fmt: skip
+            "referral_rows_in_range",
+            *range_arguments(account_id, after_seq, through_seq, campaign_ids, fields, frame),
+        )
 
     async def latest_rows(self, account_id: UUID, limit: int) -> list[list[str]]:
         """The account's `limit` most recent referrals as rows, oldest first."""

@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from services.common.layouts.compiler import compile_layout
-from services.common.layouts.formats import file_extension, json_object, media_type
+from services.common.layouts.formats import (
+    file_extension,
+    json_object,
+    media_type,
+    neutralise_formula,
+)
 from services.common.layouts.model import (
     Column,
     CsvFormat,
@@ -121,6 +126,22 @@ def test_csv_with_no_rows_is_just_the_header() -> None:
 def test_formula_guard_applies_to_headers_too() -> None:
     layout = compile_layout(LayoutSpec((Column("=1+1", "seq"),)), {})
     assert render_bytes(layout, []) == b"'=1+1\r\n"
+
+
+@pytest.mark.parametrize(
+    ("cell", "guarded"),
+    [
+        ("-1", "-1"),
+        ("+1.5e3", "+1.5e3"),
+        ("-.5", "-.5"),
+        ("-1e", "'-1e"),
+        ("-1\n", "'-1\n"),
+        ("-\u0663", "'-\u0663"),  # ARABIC-INDIC DIGIT THREE: text to a spreadsheet
+        ("+\uff11", "'+\uff11"),  # FULLWIDTH DIGIT ONE
+    ],
+)
+def test_allow_numbers_keeps_only_plain_ascii_numbers(cell: str, guarded: str) -> None:
+    assert neutralise_formula(cell, FormulaGuard.ALLOW_NUMBERS) == guarded
 
 
 def test_single_column_keeps_empty_cells_as_quoted_empty_strings() -> None:

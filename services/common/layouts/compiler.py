@@ -44,6 +44,17 @@ class RenderContext:
     delivery_time: datetime | None = None
 
 
+DELIVERY_FIELDS = ("delivery_id", "delivery_time")
+
+
+def delivery_value(context: RenderContext, name: str) -> str:
+    """A delivery field's text, the same in every row: the id, or the time in ISO form."""
+    if name == "delivery_id":
+        return context.delivery_id
+    when = context.delivery_time
+    return "" if when is None else iso_timestamp(pg_timestamp(when))
+
+
 class LayoutCompileError(ValueError):
     """The layout names a field that does not exist (it was not validated)."""
 
@@ -143,11 +154,8 @@ class CompiledLayout:
         if name == "partner_name":
             partners, at = context.partner_names, self._row_index("partner_id")
             return lambda slots, first: list(map(partners.get, slots[at], slots[at]))
-        if name in ("delivery_id", "delivery_time"):
-            when = context.delivery_time
-            constant = context.delivery_id if name == "delivery_id" else ""
-            if name == "delivery_time" and when is not None:
-                constant = iso_timestamp(pg_timestamp(when))
+        if name in DELIVERY_FIELDS:
+            constant = delivery_value(context, name)
             return lambda slots, first: [constant] * len(slots[0])
         key = extra_key(name)
         if key is not None:

@@ -22,7 +22,10 @@ from services.common.layouts.model import (
 
 BYTE_ORDER_MARK = "\ufeff"
 FORMULA_TRIGGERS = frozenset("=+-@\t\r")
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# A plain number stays unguarded under ALLOW_NUMBERS. ASCII digits only: Python's \d also
+# matches other scripts' digits, which spreadsheets read as text, so "-٣" could still be a
+# formula. pg_csv.py hands the same pattern to PostgreSQL.
+PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SEPARATOR = "\x1f"
 # A cell (each one preceded by the separator) starting with a formula trigger.
 _TRIGGER_AT_START = re.compile("\x1f[=+\\-@\t\r]")
@@ -50,7 +53,7 @@ def neutralise_formula(cell: str, guard: FormulaGuard) -> str:
     """The cell with a leading ' when a spreadsheet would run it as a formula (OWASP)."""
     if guard is FormulaGuard.OFF or not cell or cell[0] not in FORMULA_TRIGGERS:
         return cell
-    if guard is FormulaGuard.ALLOW_NUMBERS and _PLAIN_NUMBER.fullmatch(cell):
+    if guard is FormulaGuard.ALLOW_NUMBERS and PLAIN_NUMBER.fullmatch(cell):
         return cell
     return "'" + cell
 
