@@ -38,6 +38,7 @@ from services.common.layouts.model import (
     JsonLinesFormat,
     OutputFormat,
 )
+from services.common.layouts.pg_csv import CopyCsvFinisher, pg_csv_chunks, pg_csv_plan
 from services.common.layouts.render import render_columns
 from services.common.paging import decode_token, encode_token, invalid_token, page_size
 from services.common.referral_rows import ReferralRowReader, TimeFrame
@@ -62,8 +63,6 @@ PAGE_PARAMS = (*_FRAME, "partner_referral_id", "page_size", "page_token")
 log = logging.getLogger(__name__)
 
 Route = tuple[str, str, Callable[[web.Request], Any], AccessRule]
-# An alternative renderer: the bytes of the selection, or None when it cannot render it.
-FastPath = Callable[..., AsyncGenerator[bytes, None] | None]
 
 
 @dataclass(frozen=True)
@@ -147,14 +146,12 @@ class ReferralRoutes:
         audit: AuditLog,
         *,
         slots: StreamSlots | None = None,
-        fast_path: FastPath | None = None,
     ) -> None:
         self._slots = slots or StreamSlots(4)
         self._reads = reads
         self._rows = ReferralRowReader(reads.rows_pool)
         self._layouts = layouts
         self._audit = audit
-        self._fast_path = fast_path
 
     def routes(self) -> list[Route]:
         """The routes with their access rules (export before {seq}: both are under it)."""
@@ -294,10 +291,15 @@ class ReferralRoutes:
     ) -> tuple[AsyncGenerator[bytes, None], Callable[[], int]]:
         """The export's bytes, from PostgreSQL's renderer when it can render the layout
         (byte-identical), else from Python's; and how many rows went out so far."""
-        if self._fast_path is not None:
-            fast = self._fast_path(saved.spec, fmt, customs, context, selection)
-            if fast is not None:
-                return fast, lambda: -1
+        plan = pg_csv_plan(saved.spec, fmt, customs)
+        if plan is not None:
+            finisher = CopyCsvFinisher(plan.csv, plan.columns)
+            rendered = pg_csv_chunks(
+                self._reads.rows_pool, plan, context, selection.account_id,
+                selection.after_seq, selection.through_seq, selection.campaign_ids,
+                selection.frame, finisher,
+            )  # fmt: skip
+            return rendered, lambda: finisher.records
         layout = compile_layout(saved.spec, customs, context)
         batches = self._rows.rows_in_range(
             selection.account_id, selection.after_seq, selection.through_seq,

@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 
 from services.common.db import create_pool
 from services.common.layouts.codec import custom_field_to_json, layout_to_json
+from services.common.layouts.compiler import compile_layout
 from services.common.layouts.defaults import DEFAULT_LAYOUT
 from services.common.layouts.model import (
     CaseMode,
@@ -30,6 +31,8 @@ from services.common.layouts.model import (
     CustomFieldSpec,
     LayoutSpec,
 )
+from services.common.layouts.render import render_columns
+from services.common.referral_rows import ReferralRowReader
 from services.export.audit import AuditLog
 from services.export.audit_routes import AuditRoutes
 from services.export.health_routes import Readiness
@@ -463,3 +466,22 @@ async def test_a_database_failure_mid_stream_cuts_the_transfer_short(api: Api) -
             break
         await asyncio.sleep(0.05)
     assert entries[0].outcome == "failed"
+
+
+async def test_the_default_layout_export_is_the_python_renderers_bytes(api: Api) -> None:
+    tricky = ["=SUM(A1)", "+1", "-1", "@x", "a,b", 'say "hi"', "two\nlines", "cr\r", "\\N", ""]
+    await api.insert([{"first_name": v, "city": v[::-1]} for v in tricky])
+    status, headers, body = await api.export()
+    assert status == 200, body
+    # Rendered here by the Python renderer over the same pinned range.
+    reader = ReferralRowReader(api.pool)
+    context = await reader.render_context(api.account)
+    assert context is not None
+    layout = compile_layout(DEFAULT_LAYOUT, {}, context)
+    rows = reader.rows_in_range(
+        api.account, 0, int(headers["Handoff-Through-Seq"]), fields=layout.row_fields
+    )
+    expected = b"".join([c async for c in render_columns(layout, rows, DEFAULT_LAYOUT.format)])
+    assert body == expected
+    entry = (await AuditLog(api.pool).page(api.account, None, None, None, None, 1))[0]
+    assert (entry.rows, entry.bytes) == (len(tricky), len(body))

@@ -45,3 +45,14 @@ def test_output_cut_inside_a_record_is_an_error() -> None:
     finisher.feed(b'1,"open\n')
     with pytest.raises(ValueError, match="inside a record"):
         finisher.close()
+
+
+@pytest.mark.parametrize("cut", range(len(SEVERAL) + 1))
+@pytest.mark.parametrize("ending", ["\r\n", "\n"])
+def test_records_are_counted_whatever_the_block_boundaries(cut: int, ending: str) -> None:
+    for data, columns, records in ((SEVERAL, 3, 4), (LONE, 1, 6)):
+        finisher = CopyCsvFinisher(CsvFormat(line_ending=ending), columns)
+        finisher.feed(data[:cut])
+        finisher.feed(data[cut:])
+        finisher.close()
+        assert finisher.records == records

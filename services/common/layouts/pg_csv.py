@@ -181,6 +181,7 @@ class CopyCsvFinisher:
         self._single = columns == 1 and fmt.quoting is Quoting.MINIMAL
         self._quoted = False  # the bytes so far end inside a quoted cell
         self._tail = b""  # one column: the bytes after the last LF, held back
+        self.records = 0  # the records finished so far (LFs outside quoted cells)
 
     def feed(self, data: bytes) -> bytes:
         """The finished bytes of the next block of COPY output (possibly none yet)."""
@@ -192,14 +193,18 @@ class CopyCsvFinisher:
             data, self._tail = data[:cut], data[cut:]
             if b'"\\."' in data:
                 data = _LONE_BACKSLASH_DOT.sub(rb"\\.", data)
-        if not self._crlf:
-            return data
         if b'"' not in data:
-            return data if self._quoted else data.replace(b"\n", b"\r\n")
+            if self._quoted:
+                return data
+            self.records += data.count(b"\n")
+            return data.replace(b"\n", b"\r\n") if self._crlf else data
         parts = data.split(b'"')
         outside = 1 if self._quoted else 0
-        parts[outside::2] = [part.replace(b"\n", b"\r\n") for part in parts[outside::2]]
+        self.records += sum(part.count(b"\n") for part in parts[outside::2])
         self._quoted ^= len(parts) % 2 == 0  # an odd number of quotes
+        if not self._crlf:
+            return data
+        parts[outside::2] = [part.replace(b"\n", b"\r\n") for part in parts[outside::2]]
         return b'"'.join(parts)
 
     def close(self) -> None:
@@ -227,20 +232,22 @@ async def pg_csv_chunks(
     through_seq: int,
     campaign_ids: Sequence[UUID] | None,
     frame: TimeFrame | None,
+    finisher: CopyCsvFinisher | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The CSV of the account's referrals with seq in (after_seq, through_seq] (of
     `campaign_ids`, in `frame`, when given) in chunks of CHUNK_BYTES (the last shorter):
     exactly the bytes the Python renderer writes for the same layout, format, context and
     selection. Memory stays bounded by a few chunks.
 
-    Closing the generator early cancels the COPY and leaves the connection usable.
+    Closing the generator early cancels the COPY and leaves the connection usable. A
+    `finisher` passed in (`CopyCsvFinisher(plan.csv, plan.columns)`) counts the records.
     """
     csv = plan.csv
     arguments = (
         *range_arguments(account_id, after_seq, through_seq, campaign_ids, plan.fields, frame),
         *_context_arguments(context),
     )
-    finisher = CopyCsvFinisher(csv, plan.columns)
+    finisher = finisher or CopyCsvFinisher(csv, plan.columns)
     # asyncpg hands over what it has read, at times far more than a chunk: cut evenly.
     pending = bytearray(plan.head)
     with driver_errors("render CSV in PostgreSQL"):
