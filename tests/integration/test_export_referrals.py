@@ -79,6 +79,17 @@ class Api:
         await settled(self.pool)
         return seqs
 
+    async def insert_many(self, count: int, *, ad_chars: int) -> None:
+        """`count` referrals with long ad texts (enough to outlast socket buffers)."""
+        await self.pool.execute(
+            """INSERT INTO referrals (account_id, campaign_id, partner_referral_id, email,
+                                      opted_in_at, ad_text)
+               SELECT $1, $2, 'r' || g, 'u' || g || '@example.com', now(), repeat('x', $4)
+                 FROM generate_series(1, $3) g""",
+            self.account, self.campaign, count, ad_chars,
+        )  # fmt: skip
+        await settled(self.pool)
+
     async def export(self, params: Any = None, **kw: Any) -> tuple[int, CIMultiDict[str], bytes]:
         return await self.get("/v1/referrals/export", params, **kw)
 
@@ -330,14 +341,7 @@ async def test_browsing_refuses_bad_paging(api: Api, params: dict[str, str], nam
 
 
 async def test_a_client_that_hangs_up_frees_the_connection(api: Api) -> None:
-    await api.pool.execute(
-        """INSERT INTO referrals (account_id, campaign_id, partner_referral_id, email,
-                                  opted_in_at, ad_text)
-           SELECT $1, $2, 'r' || g, 'u' || g || '@example.com', now(), repeat('x', 500)
-             FROM generate_series(1, 20000) g""",
-        api.account, api.campaign,
-    )  # fmt: skip
-    await settled(api.pool)
+    await api.insert_many(20000, ad_chars=500)
     layout = layout_to_json(LayoutSpec(columns=(Column("ad", "ad_text"),)))
     layout_id = uuid.uuid4()
     await api.pool.execute(
@@ -438,14 +442,7 @@ async def test_injection_attempts_in_every_parameter_are_refused_or_harmless(api
 
 
 async def test_a_database_failure_mid_stream_cuts_the_transfer_short(api: Api) -> None:
-    await api.pool.execute(
-        """INSERT INTO referrals (account_id, campaign_id, partner_referral_id, email,
-                                  opted_in_at, ad_text)
-           SELECT $1, $2, 'r' || g, 'u' || g || '@example.com', now(), repeat('x', 500)
-             FROM generate_series(1, 20000) g""",
-        api.account, api.campaign,
-    )  # fmt: skip
-    await settled(api.pool)
+    await api.insert_many(20000, ad_chars=500)
     async with aiohttp.ClientSession() as session:
         response = await session.get(
             api.url + "/v1/referrals/export",

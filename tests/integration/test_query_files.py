@@ -52,6 +52,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("common/sql/referral_rows.sql", "latest_referral_rows"): ("uuid int8", _LATEST_ROWS),
     # common/sql/referral_rows.sql
+    ("common/sql/referral_rows.sql", "quick_start"): ("", "set_config:text set_config:text"),
     ("common/sql/referral_rows.sql", "render_session"): (
         "",
         "set_config:text set_config:text",

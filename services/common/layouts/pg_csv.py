@@ -253,6 +253,7 @@ async def pg_csv_chunks(
     with driver_errors("render CSV in PostgreSQL"):
         async with pool.acquire() as conn, conn.transaction(readonly=True):
             await conn.execute(QUERIES["render_session"])
+            await conn.execute(QUERIES["quick_start"])
             blocks = copy_blocks(
                 conn,
                 plan.query,

@@ -6,6 +6,13 @@
 -- Fixes the text forms of timestamps and dates for the rest of the transaction.
 SELECT set_config('TimeZone', 'UTC', true), set_config('DateStyle', 'ISO, YMD', true);
 
+-- name: quick_start
+-- For a stream whose first byte someone waits for (exports): JIT still compiles the
+-- expressions but skips LLVM's inlining and optimisation, which on a 2M-row plan cost
+-- ~400 ms before the first row for ~15 % more throughput (measured on PostgreSQL 15).
+SELECT set_config('jit_inline_above_cost', '-1', true),
+       set_config('jit_optimize_above_cost', '-1', true);
+
 -- name: referral_rows_in_range
 -- One account's referrals with seq in ($2, $3], optionally of some campaigns ($4), in order;
 -- optionally only those whose $8 ('received_at' or 'opted_in_at') is in [$6, $7).
