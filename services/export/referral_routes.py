@@ -333,6 +333,8 @@ class ReferralRoutes:
             before = int(before_text) if position else BEFORE_ANY
         except ValueError as exc:
             raise invalid_token() from exc
+        if not 0 <= (pinned or 0) < BEFORE_ANY or not 0 <= before <= BEFORE_ANY:
+            raise invalid_token()
         campaigns = await self._campaigns(account, campaign_ids)
         limit = page_size(size)
         # The first page pins the watermark; later pages keep it, so that pages are of

@@ -32,6 +32,7 @@ from services.common.layouts.model import (
     LayoutSpec,
 )
 from services.common.layouts.render import render_columns
+from services.common.paging import encode_token
 from services.common.referral_rows import ReferralRowReader
 from services.export.audit import AuditLog
 from services.export.audit_routes import AuditRoutes
@@ -331,6 +332,8 @@ async def test_browsing_pages_newest_first_and_stays_stable_while_referrals_arri
         ({"page_size": "0"}, "page_size"),
         ({"page_token": "not a token!"}, "page_token"),
         ({"page_token": "bm9wZQ=="}, "page_token"),
+        ({"page_token": encode_token(f"1:{10**30}")}, "page_token"),
+        ({"page_token": encode_token("-5:3")}, "page_token"),
     ],
 )
 async def test_browsing_refuses_bad_paging(api: Api, params: dict[str, str], name: str) -> None:
