@@ -171,3 +171,29 @@ class PrivateCluster:
 def private_cluster_bin() -> Path | None:
     """Where the binaries for a private cluster are, or None when this machine has none."""
     return _bin_dir()
+
+
+class StandbyCluster(PrivateCluster):
+    """A hot standby of a private cluster: pg_basebackup of it, streaming its WAL."""
+
+    def __init__(self, primary: PrivateCluster) -> None:
+        super().__init__(primary._bin)
+        self._primary = primary
+
+    def create(self) -> None:
+        """Copy the primary (pg_basebackup -R writes the standby's connection settings),
+        then start as a hot standby on its own port."""
+        if self._as_postgres:
+            shutil.chown(self._root, "postgres", "postgres")
+        self._run(
+            "pg_basebackup", "-D", str(self.data), "-h", "127.0.0.1",
+            "-p", str(self._primary.port), "-U", "postgres", "-R", "-X", "stream", "-c", "fast",
+        )  # fmt: skip
+        settings = {
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self._root}'",
+            "hot_standby": "on",
+        }
+        with (self.data / "postgresql.conf").open("a", encoding="utf-8") as conf:
+            conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
+        self.start()

@@ -71,7 +71,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     # export/sql/referrals.sql
     ("export/sql/referrals.sql", "pin"): ("", "watermark:int8 lsn:text"),
-    ("export/sql/referrals.sql", "replayed"): ("pg_lsn", "coalesce:bool"),
+    ("export/sql/referrals.sql", "replayed"): ("text", "coalesce:bool"),
     ("export/sql/referrals.sql", "page_referrals"): (
         "uuid int8 int8 uuid[] text timestamptz timestamptz text int8",
         _REFERRAL,

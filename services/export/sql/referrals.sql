@@ -8,7 +8,7 @@ SELECT safe_referral_watermark() AS watermark, pg_current_wal_lsn()::text AS lsn
 
 -- name: replayed
 -- Whether this server has replayed WAL up to $1 (a server that is not a standby has).
-SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, true);
+SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, true);
 
 -- name: page_referrals
 -- A page of the account's referrals, newest first: at or below the watermark $2 and
