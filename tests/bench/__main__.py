@@ -18,6 +18,7 @@ BENCHES = {
     "channels": "delivery (PostgreSQL -> FTPS, email)",
     "live": "live (PostgreSQL -> API)",
     "export": "export (PostgreSQL -> HTTP)",
+    "export_render": "export rendering (PostgreSQL's CSV renderer and Python's)",
 }
 
 
