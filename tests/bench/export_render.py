@@ -4,7 +4,8 @@ STDOUT CSV` measured in the same run, everything into a byte counter.
 
 `make bench` runs it (`python -m tests.bench export_render` alone); it creates, seeds
 and drops a scratch database. By hand, `python -m tests.bench.export_render --database
-NAME` reuses one seeded earlier (tests/bench/render.py's data) and keeps it. Each figure is the best of a few alternating runs: the machine is shared.
+NAME` reuses one seeded earlier (tests/bench/render.py's data) and keeps it. Each figure
+is the best of a few alternating runs: the machine is shared.
 """
 
 from __future__ import annotations
