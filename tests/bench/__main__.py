@@ -18,6 +18,7 @@ BENCHES = {
     "channels": "delivery (PostgreSQL -> FTPS, email)",
     "live": "live (PostgreSQL -> API)",
     "export": "export (PostgreSQL -> HTTP)",
+    "audiences": "audiences (HTTP upload -> PostgreSQL)",
 }
 
 
