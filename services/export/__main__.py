@@ -63,7 +63,7 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
         )
         readiness = Readiness()
-        # Exports and re-downloads share the process's stream slots.
+        # Exports, re-downloads and audience uploads share the process's stream slots.
         slots = StreamSlots(http.max_streams or stream_limit(config.db_pool_max))
         delivery_files = DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool))
         app = create_app(
@@ -90,7 +90,9 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
                 ReferralReads(pool, rows_pool), LayoutStorePg(pool), AuditLog(pool), slots=slots
             ),
             audit=AuditRoutes(AuditLog(pool)),
-            audiences=AudienceRoutes(AudienceStorePg(pool), max_bytes=http.audience_max_bytes),
+            audiences=AudienceRoutes(
+                AudienceStorePg(pool), max_bytes=http.audience_max_bytes, slots=slots
+            ),
             deliveries=DeliveryRoutes(
                 DeliveryHistoryPg(pool),
                 TaskStorePg(pool),

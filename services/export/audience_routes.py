@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
 from services.common.auth.context import caller
@@ -36,6 +37,7 @@ from services.export.audience_store import AudienceStorePg, StagedRow
 from services.export.audiences import KINDS, MODES
 from services.export.caller_routes import Route
 from services.export.params import Params
+from services.export.streams import StreamSlots
 
 READ = AccessRule(scope="config:read")
 WRITE = AccessRule(scope="config:write")
@@ -125,6 +127,12 @@ def _body_kind(request: web.Request) -> bool:
     return request.content_type == "text/csv"
 
 
+class BodyCutShortError(Exception):
+    """The client stopped sending before the body's end (hung up, a broken chunk).
+
+    Not an OSError on purpose: the store reads OSErrors as the database's."""
+
+
 class UploadTally:
     """The lines of one upload and the first errors, as they are read."""
 
@@ -173,6 +181,8 @@ async def _staged_rows(
         raise web.HTTPRequestEntityTooLarge(max_bytes, max_bytes + 1, text=str(exc)) from exc
     except BadGzipError as exc:
         raise _bad("body", "INVALID_FORMAT", str(exc)) from exc
+    except (ConnectionResetError, HttpProcessingError) as exc:
+        raise BodyCutShortError(str(exc)) from exc
     if batch:
         yield batch
 
@@ -180,9 +190,17 @@ async def _staged_rows(
 class AudienceRoutes:
     """The handlers of /v1/audiences."""
 
-    def __init__(self, store: AudienceStorePg, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        store: AudienceStorePg,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        slots: StreamSlots | None = None,
+    ) -> None:
         self._store = store
         self._max_bytes = max_bytes
+        # An upload holds a connection while the file comes in, like an export.
+        self._slots = slots or StreamSlots(4)
 
     def routes(self) -> list[Route]:
         """The routes of this module with their access rules."""
@@ -256,10 +274,14 @@ class AudienceRoutes:
         if request.content_length is not None and request.content_length > self._max_bytes:
             raise web.HTTPRequestEntityTooLarge(self._max_bytes, request.content_length)
         reader, tally = LineReader(csv_body=csv_body), UploadTally()
-        done = await self._store.import_members(
-            account, audience_id, _staged_rows(request, self._max_bytes, reader, tally),
-            replace=mode == "replace",
-        )  # fmt: skip
+        try:
+            async with self._slots.slot():
+                done = await self._store.import_members(
+                    account, audience_id, _staged_rows(request, self._max_bytes, reader, tally),
+                    replace=mode == "replace",
+                )  # fmt: skip
+        except BodyCutShortError as exc:  # nothing was merged; the client is likely gone
+            raise _bad("body", "INCOMPLETE", f"ended before its end ({exc})") from exc
         if done is None:  # deleted while the file came in
             raise NotFoundError(f"audience {audience_id} does not exist")
         audience, counts = done

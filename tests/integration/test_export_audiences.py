@@ -266,6 +266,31 @@ async def test_a_body_cut_off_mid_stream_changes_nothing(
     assert (again["lines"], again["accepted"]) == (2, 2)
 
 
+async def test_a_broken_chunked_body_is_refused_and_changes_nothing(
+    pool: asyncpg.Pool, api: Api, served: str
+) -> None:
+    audience = await api.create()
+    await api.upload(audience, _emails(10))
+    before = await _members(pool, audience)
+    part = _emails(1000, start=1000)
+    where = urlsplit(served)
+    reader, writer = await asyncio.open_connection(where.hostname, where.port)
+    writer.write(
+        f"PUT /v1/audiences/{audience}/members?mode=replace HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: {api.headers['Authorization']}\r\nContent-Type: text/csv\r\n"
+        f"Transfer-Encoding: chunked\r\n\r\n{len(part):x}\r\n".encode()
+        + part
+        + b"\r\nnot a chunk size\r\n"
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(65536), 10)
+    writer.close()
+
+    # aiohttp's parser answers a malformed message itself (plain text, not a problem).
+    assert answer.split(b" ", 2)[1] == b"400", answer[:200]
+    assert await _members(pool, audience) == before
+
+
 @pytest.mark.parametrize(("people", "state"), [(999, "too_small"), (1000, "ready")])
 async def test_an_include_audience_below_1000_people_is_stored_but_refused(
     pool: asyncpg.Pool, api: Api, people: int, state: str
