@@ -166,12 +166,12 @@ async def _staged_rows(
 
     try:
         async for chunk in request.content.iter_chunked(256 * 1024):
-            for data in unpacker.feed(chunk):
+            for data in unpacker.feed(chunk):  # at most 1 MiB each, gzip or not
                 for raw in splitter.feed(data):
                     take(raw)
-            if len(batch) >= BATCH_ROWS:
-                yield batch
-                batch = []
+                if len(batch) >= BATCH_ROWS:
+                    yield batch
+                    batch = []
         for data in unpacker.finish():
             for raw in splitter.feed(data):
                 take(raw)
