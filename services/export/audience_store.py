@@ -11,7 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.db import DRIVER_ERRORS, driver_errors, load_queries
+from services.common.db import DRIVER_ERRORS, POOL_ACQUIRE_TIMEOUT_S, driver_errors, load_queries
 from services.export.audiences import MIN_INCLUDE_PEOPLE, Audience, ImportCounts
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "audiences.sql")
@@ -82,7 +82,7 @@ class AudienceStorePg:
         Staging runs outside a transaction on purpose: a transaction held open while a
         client sends its file would hold the safe referral watermark back for as long."""
         with driver_errors("import audience members"):
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=POOL_ACQUIRE_TIMEOUT_S) as conn:
                 await conn.execute(QUERIES["create_audience_staging"])
                 await conn.execute(QUERIES["empty_audience_staging"])
                 try:
