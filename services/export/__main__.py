@@ -21,6 +21,8 @@ from services.common.service import announce, run_service
 from services.common.signed_links import LinkSigner
 from services.delivery.delivery_files import DeliveryFilesPg
 from services.delivery.store import DeliveryStorePg
+from services.export.audience_routes import AudienceRoutes
+from services.export.audience_store import AudienceStorePg
 from services.export.audit import AuditLog
 from services.export.audit_routes import AuditRoutes
 from services.export.config import ExportHttpConfig
@@ -61,7 +63,7 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
         )
         readiness = Readiness()
-        # Exports and re-downloads share the process's stream slots.
+        # Exports, re-downloads and audience uploads share the process's stream slots.
         slots = StreamSlots(http.max_streams or stream_limit(config.db_pool_max))
         delivery_files = DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool))
         app = create_app(
@@ -88,6 +90,9 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
                 ReferralReads(pool, rows_pool), LayoutStorePg(pool), AuditLog(pool), slots=slots
             ),
             audit=AuditRoutes(AuditLog(pool)),
+            audiences=AudienceRoutes(
+                AudienceStorePg(pool), max_bytes=http.audience_max_bytes, slots=slots
+            ),
             deliveries=DeliveryRoutes(
                 DeliveryHistoryPg(pool),
                 TaskStorePg(pool),

@@ -28,12 +28,14 @@ class ExportHttpConfig:
     rate_limit: RateLimit | None  # per credential id, per replica; None: no limit
     replica_url: str = ""  # a read replica for export rows ('' reads the primary)
     max_streams: int = 0  # concurrent exports and downloads (0: the pool's size - 1)
+    audience_max_bytes: int = 512 * 2**20  # an audience upload, uncompressed
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExportHttpConfig:
         """Read HANDOFF_EXPORT_HTTP_HOST, _PORT, _HEALTH_TIMEOUT_S,
         HANDOFF_EXPORT_TRUSTED_PROXIES, HANDOFF_EXPORT_RATE_PER_S and _RATE_BURST,
-        HANDOFF_EXPORT_REPLICA_URL and HANDOFF_EXPORT_MAX_STREAMS."""
+        HANDOFF_EXPORT_REPLICA_URL, HANDOFF_EXPORT_MAX_STREAMS and
+        HANDOFF_EXPORT_AUDIENCE_MAX_BYTES."""
         env = os.environ if env is None else env
         port = env_int(env, "HANDOFF_EXPORT_HTTP_PORT", DEFAULT_HTTP_PORT)
         if port > MAX_PORT:
@@ -58,4 +60,7 @@ class ExportHttpConfig:
             rate_limit=RateLimit(rate_per_s=rate, burst=burst) if rate > 0 else None,
             replica_url=env_str(env, "HANDOFF_EXPORT_REPLICA_URL", ""),
             max_streams=env_int(env, "HANDOFF_EXPORT_MAX_STREAMS", 0, minimum=0),
+            audience_max_bytes=env_int(
+                env, "HANDOFF_EXPORT_AUDIENCE_MAX_BYTES", 512 * 2**20, minimum=1
+            ),
         )

@@ -12,6 +12,7 @@ from opentelemetry.trace import TracerProvider
 
 from services.common.auth.http_access import access_middleware, add_route, check_rules
 from services.common.auth.verify import Authenticator
+from services.export.audience_routes import AudienceRoutes
 from services.export.audit_routes import AuditRoutes
 from services.export.caller_routes import caller_routes
 from services.export.delivery_routes import DeliveryRoutes
@@ -53,6 +54,7 @@ def create_app(
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
     deliveries: DeliveryRoutes | None = None,
+    audiences: AudienceRoutes | None = None,
 ) -> web.Application:
     """Build the app: probe endpoints (open) and the API (every route behind a rule);
     every error answered as problem+json, every answer with an X-Request-Id.
@@ -83,7 +85,7 @@ def create_app(
     ).add_routes(app)
     add_openapi_route(app)
     routes = caller_routes()
-    for mounted in (referrals, deliveries, audit):
+    for mounted in (referrals, deliveries, audit, audiences):
         routes += mounted.routes() if mounted is not None else []
     for method, path, handler, rule in routes:
         add_route(app, method, path, handler, rule)

@@ -19,6 +19,7 @@ BENCHES = {
     "live": "live (PostgreSQL -> API)",
     "export": "export (PostgreSQL -> HTTP)",
     "export_render": "export rendering (PostgreSQL's CSV renderer and Python's)",
+    "audiences": "audiences (HTTP upload -> PostgreSQL)",
 }
 
 

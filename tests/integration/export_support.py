@@ -13,6 +13,8 @@ from services.common.secrets import SecretBox, new_key_entry
 from services.common.signed_links import LinkSigner
 from services.delivery.delivery_files import DeliveryFilesPg
 from services.delivery.store import DeliveryStorePg
+from services.export.audience_routes import AudienceRoutes
+from services.export.audience_store import AudienceStorePg
 from services.export.audit import AuditLog
 from services.export.audit_routes import AuditRoutes
 from services.export.delivery_routes import DeliveryRoutes
@@ -28,7 +30,7 @@ from services.scheduler.tasks.store import TaskStorePg
 from tests.integration.credentials_support import authenticator
 
 
-def export_app(pool: asyncpg.Pool) -> web.Application:
+def export_app(pool: asyncpg.Pool, *, audience_max_bytes: int = 2**30) -> web.Application:
     """Every route group of the export API, as `python -m services.export` mounts them."""
     files = DeliveryFilesPg(DeliveryStorePg(pool), ReferralRowReader(pool))
     return create_app(
@@ -39,6 +41,7 @@ def export_app(pool: asyncpg.Pool) -> web.Application:
         deliveries=DeliveryRoutes(
             DeliveryHistoryPg(pool), TaskStorePg(pool), files, AuditLog(pool)
         ),
+        audiences=AudienceRoutes(AudienceStorePg(pool), max_bytes=audience_max_bytes),
         rate_limit=None,  # the tests call faster than a token may
         links=LinkRoutes(
             ExportStore(pool),

@@ -89,7 +89,7 @@ async def test_schemathesis_finds_no_server_error_and_nothing_off_the_document(
     account, campaign = await create_account(pool, time_zone="Europe/London")
     await insert_referrals(pool, account, campaign, [{"first_name": f"n{i}"} for i in range(20)])
     token = await account_token(
-        pool, str(account), "referrals:read", "config:read", "deliveries:read"
+        pool, str(account), "referrals:read", "config:read", "config:write", "deliveries:read"
     )
     async with served_export(export_app(pool)) as url:
         process = await asyncio.create_subprocess_exec(

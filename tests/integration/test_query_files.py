@@ -18,8 +18,8 @@ pytestmark = pytest.mark.integration
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 QUERY_FILES = sorted(SERVICES.glob("**/sql/*.sql"))
 # Queries that set up per-connection state other queries of the same file need: the ingest
-# store creates its staging table (a temp table) on each connection before using it.
-SETUP_QUERIES = ("create_referral_staging",)
+# and audience stores create their staging tables (temp tables) on each connection.
+SETUP_QUERIES = ("create_referral_staging", "create_audience_staging")
 
 # (file, query) -> (parameter types, "result:type" columns), as PostgreSQL reports them.
 # A query missing here, or one whose types differ, fails below with both versions shown.
@@ -44,6 +44,12 @@ _DELIVERY_ROW = (
     "attempts:int4 lease_until:timestamptz next_attempt_at:timestamptz rows_sent:int8 "
     "bytes_sent:int8 files:jsonb error:text diagnosis:text finished_at:timestamptz "
     "connection_id:uuid"
+)
+# An audience row (custom audiences of the export API).
+_AUDIENCE = (
+    "id:uuid account_id:uuid name:text kind:text source:text member_count:int8 "
+    "sha256_count:int8 md5_count:int8 state:text last_import_at:timestamptz "
+    "created_at:timestamptz updated_at:timestamptz"
 )
 SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
@@ -686,6 +692,19 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "text",
         "pg_notify:void",
     ),
+    # export/sql/audiences.sql
+    ("export/sql/audiences.sql", "create_audience"): ("uuid uuid text text", _AUDIENCE),
+    ("export/sql/audiences.sql", "get_audience"): ("uuid uuid", _AUDIENCE),
+    ("export/sql/audiences.sql", "page_audiences"): ("uuid timestamptz uuid int8", _AUDIENCE),
+    ("export/sql/audiences.sql", "delete_audience"): ("uuid uuid", "id:uuid"),
+    ("export/sql/audiences.sql", "create_audience_staging"): ("", ""),
+    ("export/sql/audiences.sql", "empty_audience_staging"): ("", ""),
+    ("export/sql/audiences.sql", "count_staged_members"): ("", "valid:int8 people:int8"),
+    ("export/sql/audiences.sql", "lock_audience"): ("uuid uuid", "id:uuid"),
+    ("export/sql/audiences.sql", "remove_absent_sha256"): ("uuid", ""),
+    ("export/sql/audiences.sql", "remove_absent_md5"): ("uuid", ""),
+    ("export/sql/audiences.sql", "insert_staged_members"): ("uuid", ""),
+    ("export/sql/audiences.sql", "finish_import"): ("uuid int8", _AUDIENCE),
 }
 
 

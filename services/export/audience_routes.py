@@ -1,0 +1,304 @@
+"""/v1/audiences: an account's custom audiences (hashed email lists) and the streamed
+upload of their members (CSV or text, maybe gzip), all or nothing per upload."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import MultiDict
+
+from services.common.auth.context import caller
+from services.common.auth.model import AccessRule
+from services.common.control_characters import has_control_character
+from services.common.errors import (
+    AlreadyExistsError,
+    FieldProblem,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from services.common.paging import decode_token, fetch_page, invalid_token, page_size
+from services.export.audience_lines import (
+    BadGzipError,
+    BodyTooLargeError,
+    LineError,
+    LineReader,
+    LineSplitter,
+    Unpacker,
+)
+from services.export.audience_store import AudienceStorePg, StagedRow
+from services.export.audiences import KINDS, MODES
+from services.export.caller_routes import Route
+from services.export.params import Params
+from services.export.streams import StreamSlots
+
+READ = AccessRule(scope="config:read")
+WRITE = AccessRule(scope="config:write")
+PREFIX = "/v1/audiences"
+DEFAULT_MAX_BYTES = 512 * 2**20  # uncompressed
+MAX_JSON_BYTES = 16 * 1024
+MAX_NAME_CHARS = 200
+ERRORS_SHOWN = 100
+BATCH_ROWS = 10_000
+BODY_TYPES = ("text/csv", "text/plain")
+
+
+def _account() -> UUID:
+    account = caller().account_id
+    if account is None:  # a service credential: audiences belong to one account
+        raise PermissionDeniedError("audiences are managed with an account token")
+    return UUID(str(account))
+
+
+def _audience_id(request: web.Request) -> UUID:
+    params = Params(MultiDict(request.match_info), ("audience_id",))
+    found = params.uuid("audience_id")
+    params.done()
+    assert found is not None  # the route's pattern always has it
+    return found
+
+
+def _bad(name: str, code: str, reason: str) -> InvalidArgumentError:
+    return InvalidArgumentError(f"{name} {reason}", [FieldProblem(name, code, reason)])
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="the body must be application/json")
+    raw = await request.content.read(MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise web.HTTPRequestEntityTooLarge(MAX_JSON_BYTES, len(raw))
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad("body", "INVALID_FORMAT", "is not JSON") from exc
+    if not isinstance(body, dict):
+        raise _bad("body", "INVALID_FORMAT", "must be a JSON object")
+    return body
+
+
+def _new_audience(body: dict[str, Any]) -> tuple[str, str]:
+    problems = [
+        FieldProblem(str(k)[:100], "UNKNOWN", "is not a field of an audience")
+        for k in sorted(set(body) - {"name", "kind"})
+    ]
+    name, kind = body.get("name"), body.get("kind")
+    if not isinstance(name, str) or not name.strip():
+        problems.append(FieldProblem("name", "REQUIRED", "must be a non-empty string"))
+    elif len(name) > MAX_NAME_CHARS or has_control_character(name):
+        problems.append(
+            FieldProblem("name", "INVALID_FORMAT", f"at most {MAX_NAME_CHARS} characters, "
+                         "no control characters")
+        )  # fmt: skip
+    if kind not in KINDS:
+        problems.append(FieldProblem("kind", "INVALID_VALUE", "must be include or exclude"))
+    if problems:
+        names = ", ".join(dict.fromkeys(p.field for p in problems))
+        raise InvalidArgumentError(f"bad fields: {names}", problems)
+    assert isinstance(name, str)
+    assert isinstance(kind, str)
+    return name, kind
+
+
+def _before(token: str) -> tuple[datetime, UUID] | None:
+    if not token:
+        return None
+    at, _, last = decode_token(token).partition("|")
+    try:
+        return datetime.fromisoformat(at), UUID(last)
+    except ValueError as exc:
+        raise invalid_token() from exc
+
+
+def _body_kind(request: web.Request) -> bool:
+    """Whether the body is CSV (else text, one value a line); 415 for anything else."""
+    if request.content_type not in BODY_TYPES:
+        raise web.HTTPUnsupportedMediaType(text="the body must be text/csv or text/plain")
+    charset = (request.charset or "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise web.HTTPUnsupportedMediaType(text="the body must be UTF-8")
+    return request.content_type == "text/csv"
+
+
+class BodyCutShortError(Exception):
+    """The client stopped sending before the body's end (hung up, a broken chunk).
+
+    Not an OSError on purpose: the store reads OSErrors as the database's."""
+
+
+class UploadTally:
+    """The lines of one upload and the first errors, as they are read."""
+
+    def __init__(self) -> None:
+        self.rejected = 0
+        self.errors: list[LineError] = []
+
+    def reject(self, error: LineError) -> None:
+        """Count a refused line (its reason kept for the first ERRORS_SHOWN)."""
+        self.rejected += 1
+        if len(self.errors) < ERRORS_SHOWN:
+            self.errors.append(error)
+
+
+async def _staged_rows(
+    request: web.Request, max_bytes: int, reader: LineReader, tally: UploadTally
+) -> AsyncIterator[list[StagedRow]]:
+    """The body's members in batches, read chunk by chunk (never the whole body)."""
+    # aiohttp has inflated a Content-Encoding: gzip body already; the Unpacker counts it
+    # and inflates a gzip body sent without that header.
+    unpacker = Unpacker(max_bytes)
+    splitter = LineSplitter()
+    batch: list[StagedRow] = []
+
+    def take(raw: bytes | None) -> None:
+        found = reader.read(raw)
+        if isinstance(found, LineError):
+            tally.reject(found)
+        elif found is not None:
+            batch.append((reader.number, found.sha256, found.md5))
+
+    try:
+        async for chunk in request.content.iter_chunked(256 * 1024):
+            for data in unpacker.feed(chunk):  # at most 1 MiB each, gzip or not
+                for raw in splitter.feed(data):
+                    take(raw)
+                if len(batch) >= BATCH_ROWS:
+                    yield batch
+                    batch = []
+        for data in unpacker.finish():
+            for raw in splitter.feed(data):
+                take(raw)
+        for raw in splitter.finish():
+            take(raw)
+    except BodyTooLargeError as exc:
+        raise web.HTTPRequestEntityTooLarge(max_bytes, max_bytes + 1, text=str(exc)) from exc
+    except BadGzipError as exc:
+        raise _bad("body", "INVALID_FORMAT", str(exc)) from exc
+    except (ConnectionResetError, HttpProcessingError) as exc:
+        raise BodyCutShortError(str(exc)) from exc
+    if batch:
+        yield batch
+
+
+class AudienceRoutes:
+    """The handlers of /v1/audiences."""
+
+    def __init__(
+        self,
+        store: AudienceStorePg,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        slots: StreamSlots | None = None,
+    ) -> None:
+        self._store = store
+        self._max_bytes = max_bytes
+        # An upload holds a connection while the file comes in, like an export.
+        self._slots = slots or StreamSlots(4)
+
+    def routes(self) -> list[Route]:
+        """The routes of this module with their access rules."""
+        return [
+            ("POST", PREFIX, self.create, WRITE),
+            ("GET", PREFIX, self.list_audiences, READ),
+            ("GET", PREFIX + "/{audience_id}", self.get, READ),
+            ("DELETE", PREFIX + "/{audience_id}", self.delete, WRITE),
+            ("PUT", PREFIX + "/{audience_id}/members", self.upload, WRITE),
+        ]
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/audiences {name, kind}: 201 with Location; 409 for a taken name."""
+        account = _account()
+        Params(request.query, ()).done()
+        name, kind = _new_audience(await _json_object(request))
+        made = await self._store.create(uuid.uuid4(), account, name, kind)
+        if made is None:
+            raise AlreadyExistsError(f"the account has an audience named {name!r} already")
+        return web.json_response(
+            made.document(), status=201, headers={"Location": f"{PREFIX}/{made.id}"}
+        )
+
+    async def list_audiences(self, request: web.Request) -> web.StreamResponse:
+        """GET /v1/audiences: the account's audiences, newest first."""
+        account = _account()
+        params = Params(request.query, ("page_size", "page_token"))
+        size = params.integer("page_size", low=1, high=1000)
+        token = params.text("page_token")
+        params.done()
+        before = _before(token)
+        page = await fetch_page(
+            lambda limit: self._store.page(account, before, limit),
+            page_size(size or 0),
+            lambda a: f"{a.created_at.isoformat()}|{a.id}",
+        )
+        return web.json_response(
+            {"items": [a.document() for a in page.items], "next_page_token": page.next_token}
+        )
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        """GET /v1/audiences/{audience_id}: counts by hash kind, state, last import."""
+        account = _account()
+        Params(request.query, ()).done()
+        audience_id = _audience_id(request)
+        found = await self._store.get(account, audience_id)
+        if found is None:
+            raise NotFoundError(f"audience {audience_id} does not exist")
+        return web.json_response(found.document())
+
+    async def delete(self, request: web.Request) -> web.StreamResponse:
+        """DELETE /v1/audiences/{audience_id}: the audience and its members."""
+        account = _account()
+        Params(request.query, ()).done()
+        audience_id = _audience_id(request)
+        if not await self._store.delete(account, audience_id):
+            raise NotFoundError(f"audience {audience_id} does not exist")
+        return web.Response(status=204)
+
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        """PUT /v1/audiences/{audience_id}/members?mode=append|replace: the body is the
+        file; all of it is merged, or (any error, a body cut short) none of it."""
+        account = _account()
+        params = Params(request.query, ("mode",))
+        mode = params.text("mode", "append", MODES)
+        params.done()
+        audience_id = _audience_id(request)
+        if await self._store.get(account, audience_id) is None:
+            raise NotFoundError(f"audience {audience_id} does not exist")
+        csv_body = _body_kind(request)
+        if request.content_length is not None and request.content_length > self._max_bytes:
+            raise web.HTTPRequestEntityTooLarge(self._max_bytes, request.content_length)
+        reader, tally = LineReader(csv_body=csv_body), UploadTally()
+        try:
+            async with self._slots.slot():
+                done = await self._store.import_members(
+                    account, audience_id, _staged_rows(request, self._max_bytes, reader, tally),
+                    replace=mode == "replace",
+                )  # fmt: skip
+        except BodyCutShortError as exc:  # nothing was merged; the client is likely gone
+            raise _bad("body", "INCOMPLETE", f"ended before its end ({exc})") from exc
+        if done is None:  # deleted while the file came in
+            raise NotFoundError(f"audience {audience_id} does not exist")
+        audience, counts = done
+        lines = reader.number - (1 if reader.header else 0)
+        return web.json_response(
+            {
+                "mode": mode,
+                "header": reader.header,
+                "lines": lines,
+                "accepted": counts.people,
+                "duplicates": counts.valid - counts.people,
+                "rejected": tally.rejected,
+                "errors": [e.document() for e in tally.errors],
+                "members": {"sha256": audience.sha256_count, "md5": audience.md5_count},
+                "member_count": audience.member_count,
+                "state": audience.state,
+                "state_reason": audience.refusal(),
+                "audience": audience.document(),
+            }
+        )
