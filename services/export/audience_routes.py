@@ -14,7 +14,6 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
-from services.common.auth.context import caller
 from services.common.auth.model import AccessRule
 from services.common.control_characters import has_control_character
 from services.common.errors import (
@@ -22,7 +21,6 @@ from services.common.errors import (
     FieldProblem,
     InvalidArgumentError,
     NotFoundError,
-    PermissionDeniedError,
 )
 from services.common.paging import decode_token, fetch_page, invalid_token, page_size
 from services.export.audience_lines import (
@@ -35,7 +33,7 @@ from services.export.audience_lines import (
 )
 from services.export.audience_store import AudienceStorePg, StagedRow
 from services.export.audiences import KINDS, MODES
-from services.export.caller_routes import Route
+from services.export.caller_routes import Route, caller_account
 from services.export.params import Params
 from services.export.streams import StreamSlots
 
@@ -48,13 +46,6 @@ MAX_NAME_CHARS = 200
 ERRORS_SHOWN = 100
 BATCH_ROWS = 10_000
 BODY_TYPES = ("text/csv", "text/plain")
-
-
-def _account() -> UUID:
-    account = caller().account_id
-    if account is None:  # a service credential: audiences belong to one account
-        raise PermissionDeniedError("audiences are managed with an account token")
-    return UUID(str(account))
 
 
 def _audience_id(request: web.Request) -> UUID:
@@ -214,7 +205,7 @@ class AudienceRoutes:
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/audiences {name, kind}: 201 with Location; 409 for a taken name."""
-        account = _account()
+        account = caller_account()
         Params(request.query, ()).done()
         name, kind = _new_audience(await _json_object(request))
         made = await self._store.create(uuid.uuid4(), account, name, kind)
@@ -226,7 +217,7 @@ class AudienceRoutes:
 
     async def list_audiences(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/audiences: the account's audiences, newest first."""
-        account = _account()
+        account = caller_account()
         params = Params(request.query, ("page_size", "page_token"))
         size = params.integer("page_size", low=1, high=1000)
         token = params.text("page_token")
@@ -243,7 +234,7 @@ class AudienceRoutes:
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/audiences/{audience_id}: counts by hash kind, state, last import."""
-        account = _account()
+        account = caller_account()
         Params(request.query, ()).done()
         audience_id = _audience_id(request)
         found = await self._store.get(account, audience_id)
@@ -253,7 +244,7 @@ class AudienceRoutes:
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
         """DELETE /v1/audiences/{audience_id}: the audience and its members."""
-        account = _account()
+        account = caller_account()
         Params(request.query, ()).done()
         audience_id = _audience_id(request)
         if not await self._store.delete(account, audience_id):
@@ -263,7 +254,7 @@ class AudienceRoutes:
     async def upload(self, request: web.Request) -> web.StreamResponse:
         """PUT /v1/audiences/{audience_id}/members?mode=append|replace: the body is the
         file; all of it is merged, or (any error, a body cut short) none of it."""
-        account = _account()
+        account = caller_account()
         params = Params(request.query, ("mode",))
         mode = params.text("mode", "append", MODES)
         params.done()

@@ -7,12 +7,11 @@ from uuid import UUID
 
 from aiohttp import web
 
-from services.common.auth.context import caller
 from services.common.auth.model import AccessRule
-from services.common.paging import decode_token, encode_token, invalid_token, page_size
+from services.common.paging import decode_token, fetch_page, invalid_token, page_size
 from services.export.audit import ACTIONS, AuditLog
+from services.export.caller_routes import Route, caller_account
 from services.export.params import Params, interval
-from services.export.referral_routes import Route
 
 AUDIT_PARAMS = ("action", "from", "to", "time_zone", "page_size", "page_token")
 
@@ -29,8 +28,7 @@ class AuditRoutes:
 
     async def page(self, request: web.Request) -> web.StreamResponse:
         """A page of entries, newest first; `from`/`to` bound when they started."""
-        account = caller().account_id
-        assert account is not None  # the rule admits account tokens only
+        account = caller_account()
         p = Params(request.query, AUDIT_PARAMS)
         action = p.text("action", "", ACTIONS) or None
         span = interval(p, p.zone("time_zone"))
@@ -44,12 +42,12 @@ class AuditRoutes:
                 before = (datetime.fromisoformat(at), UUID(last))
             except ValueError as exc:
                 raise invalid_token() from exc
-        entries = await self._audit.page(account, action, span.start, span.end, before, size + 1)
-        shown = entries[:size]
-        next_token = ""
-        if len(entries) > size:
-            next_token = encode_token(f"{shown[-1].started_at.isoformat()}|{shown[-1].id}")
+        page = await fetch_page(
+            lambda limit: self._audit.page(account, action, span.start, span.end, before, limit),
+            size,
+            lambda entry: f"{entry.started_at.isoformat()}|{entry.id}",
+        )
         return web.json_response(
-            {"items": [e.document() for e in shown], "next_page_token": next_token},
+            {"items": [e.document() for e in page.items], "next_page_token": page.next_token},
             headers={"Cache-Control": "no-store"},
         )

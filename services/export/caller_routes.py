@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from uuid import UUID
 
 from aiohttp import web
 
 from services.common.auth.context import caller
 from services.common.auth.model import AccessRule
+from services.common.errors import PermissionDeniedError
 
 Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]], AccessRule]
+
+
+def caller_account() -> UUID:
+    """The account the caller's token acts for (the account-scoped routes' only account);
+    a service credential has none."""
+    account = caller().account_id
+    if account is None:
+        raise PermissionDeniedError("this route answers about one account: use its token")
+    return account
 
 
 async def me(request: web.Request) -> web.StreamResponse:

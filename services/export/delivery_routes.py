@@ -15,14 +15,13 @@ from uuid import UUID
 from aiohttp import web
 from multidict import MultiDict
 
-from services.common.auth.context import caller
 from services.common.auth.model import AccessRule
-from services.common.errors import NotFoundError, PermissionDeniedError
+from services.common.errors import NotFoundError
 from services.common.paging import decode_token, fetch_page, invalid_token, page_size
 from services.delivery.delivery_files import DeliveryFilesPg
 from services.delivery.parts import RowCount
 from services.export.audit import AuditLog
-from services.export.caller_routes import Route
+from services.export.caller_routes import Route, caller_account
 from services.export.delivery_store import (
     Attempt,
     DeliveryFilter,
@@ -118,13 +117,6 @@ def attempt_document(attempt: Attempt) -> dict[str, Any]:
     }
 
 
-def _account() -> UUID:
-    account = caller().account_id
-    if account is None:  # a service credential: these routes answer about one account
-        raise PermissionDeniedError("the delivery history is read with an account token")
-    return UUID(str(account))
-
-
 def _delivery_id(request: web.Request) -> UUID:
     params = Params(MultiDict(request.match_info), ("delivery_id", "index"))
     found = params.uuid("delivery_id")
@@ -171,7 +163,7 @@ class DeliveryRoutes:
 
     async def list_deliveries(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/deliveries: the account's deliveries, newest first."""
-        account = _account()
+        account = caller_account()
         params = Params(request.query, LIST_PARAMS)
         task_id = params.uuid("task_id")
         connection_id = params.uuid("connection_id")
@@ -209,7 +201,7 @@ class DeliveryRoutes:
 
     async def get_delivery(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/deliveries/{delivery_id}: one delivery with its attempts."""
-        account = _account()
+        account = caller_account()
         Params(request.query, ()).done()
         record = await self._record(account, _delivery_id(request))
         document = delivery_document(record)
@@ -219,7 +211,7 @@ class DeliveryRoutes:
 
     async def resend(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/deliveries/{delivery_id}/resend: the scheduler's resend rules."""
-        account = _account()
+        account = caller_account()
         Params(request.query, ()).done()
         delivery_id = _delivery_id(request)
         made = await rules.resend_delivery(self._tasks, str(account), str(delivery_id))
@@ -244,7 +236,7 @@ class DeliveryRoutes:
             return await self._download_file(request)
 
     async def _download_file(self, request: web.Request) -> web.StreamResponse:
-        account = _account()
+        account = caller_account()
         Params(request.query, ()).done()
         delivery_id, index = _delivery_id(request), _index(request)
         plan = plan_redownload(await self._record(account, delivery_id), index)

@@ -21,12 +21,10 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 from aiohttp import web
 
-from services.common.auth.context import caller
 from services.common.auth.model import AccessRule
 from services.common.errors import NotFoundError
 from services.common.layouts.compiler import RenderContext, compile_layout
@@ -40,9 +38,10 @@ from services.common.layouts.model import (
 )
 from services.common.layouts.pg_csv import CopyCsvFinisher, pg_csv_chunks, pg_csv_plan
 from services.common.layouts.render import render_columns
-from services.common.paging import decode_token, encode_token, invalid_token, page_size
+from services.common.paging import decode_token, fetch_page, invalid_token, page_size
 from services.common.referral_rows import ReferralRowReader, TimeFrame
 from services.export.audit import AuditLog
+from services.export.caller_routes import Route, caller_account
 from services.export.params import Interval, Params, interval
 from services.export.problems import problem_response
 from services.export.referral_store import BEFORE_ANY, ReferralReads, referral_document
@@ -61,8 +60,6 @@ EXPORT_PARAMS = (*_FRAME, "after_seq", "through_seq", "offset", "layout_id", "fo
 PAGE_PARAMS = (*_FRAME, "partner_referral_id", "page_size", "page_token")
 
 log = logging.getLogger(__name__)
-
-Route = tuple[str, str, Callable[[web.Request], Any], AccessRule]
 
 
 @dataclass(frozen=True)
@@ -183,8 +180,7 @@ class ReferralRoutes:
             return await self._export(request)
 
     async def _export(self, request: web.Request) -> web.StreamResponse:
-        account = caller().account_id
-        assert account is not None  # the rule admits account tokens only
+        account = caller_account()
         p = Params(request.query, EXPORT_PARAMS)
         zone = p.zone("time_zone")
         span = interval(p, zone)
@@ -315,8 +311,7 @@ class ReferralRoutes:
 
     async def page(self, request: web.Request) -> web.StreamResponse:
         """A page of referrals, newest first."""
-        account = caller().account_id
-        assert account is not None
+        account = caller_account()
         p = Params(request.query, PAGE_PARAMS)
         zone = p.zone("time_zone")
         span = interval(p, zone)
@@ -336,25 +331,29 @@ class ReferralRoutes:
         if not 0 <= (pinned or 0) < BEFORE_ANY or not 0 <= before <= BEFORE_ANY:
             raise invalid_token()
         campaigns = await self._campaigns(account, campaign_ids)
-        limit = page_size(size)
         # The first page pins the watermark; later pages keep it, so that pages are of
         # one snapshot of committed referrals whatever arrives meanwhile.
         watermark = pinned if pinned is not None else await self._reads.pin()
-        records = await self._reads.page(
-            account, watermark, before, campaigns, _frame(span, by), partner_id, limit + 1
+        frame = _frame(span, by)
+        page = await fetch_page(
+            lambda limit: self._reads.page(
+                account, watermark, before, campaigns, frame, partner_id, limit
+            ),
+            page_size(size),
+            lambda record: f"{watermark}:{record['seq']}",
         )
-        items = [referral_document(r) for r in records[:limit]]
-        more = len(records) > limit
-        next_token = encode_token(f"{watermark}:{items[-1]['seq']}") if more else ""
         return web.json_response(
-            {"items": items, "next_page_token": next_token, "through_seq": watermark},
+            {
+                "items": [referral_document(r) for r in page.items],
+                "next_page_token": page.next_token,
+                "through_seq": watermark,
+            },
             headers={"Cache-Control": "no-store"},
         )
 
     async def one(self, request: web.Request) -> web.StreamResponse:
         """One referral of the account by its seq."""
-        account = caller().account_id
-        assert account is not None
+        account = caller_account()
         Params(request.query, ()).done()
         seq = int(request.match_info["seq"])
         record = await self._reads.get(account, seq) if seq < BEFORE_ANY else None
