@@ -13,7 +13,6 @@ staging table's shape, in the same run (what PostgreSQL alone takes).
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,9 +25,9 @@ from services.common.auth.store import CredentialStore
 from services.common.db import create_pool
 from services.common.migrate import migrate
 from services.ingest.credentials import create_account_token
-from tests.bench import render
 from tests.bench.delivery import _peak_rss_mib
 from tests.bench.export import _process, _stop
+from tests.bench.scratch import scratch_database
 from tests.bench.table import BenchRow
 
 TOTAL_LINES = 1_000_000
@@ -86,13 +85,7 @@ async def _raw_copy(dsn: str, total: int) -> float:
 
 async def run(dsn: str) -> list[BenchRow]:
     """Create a scratch database, measure, drop it; the table rows."""
-    name = f"handoff_bench_audiences_{os.getpid()}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    scratch = render._dsn_for(dsn, name)
-    try:
+    async with scratch_database(dsn, "audiences") as scratch:
         await migrate(scratch)
         account = uuid.uuid4()
         async with create_pool(scratch, min_size=1, max_size=1) as pool:
@@ -114,10 +107,6 @@ async def run(dsn: str) -> list[BenchRow]:
         finally:
             await _stop(child)
         raw = await _raw_copy(scratch, TOTAL_LINES)
-    finally:
-        admin = await asyncpg.connect(dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
     return [
         BenchRow(f"upload {TOTAL_LINES:,} plain emails (hash, stage, merge)",
                  TOTAL_LINES / big, "lines/s", "raw COPY of precomputed hashes",

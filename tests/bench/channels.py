@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import ftplib
 import json
-import os
 import queue
 import socket
 import ssl
@@ -33,6 +32,7 @@ from services.common.layouts.defaults import DEFAULT_LAYOUT
 from services.common.referral_rows import QUERIES
 from services.common.secrets import SecretBox, connection_secret_context
 from tests.bench import delivery, render
+from tests.bench.scratch import scratch_database
 from tests.bench.table import BenchRow
 from tests.integration.ftps_servers import Vsftpd, vsftpd, vsftpd_available
 from tests.integration.smtp_relays import smtp_relay
@@ -153,13 +153,7 @@ async def run(dsn: str) -> list[BenchRow]:
     """Seed a scratch database, measure, drop it; the table rows."""
     if not vsftpd_available():
         return [BenchRow("FTPS/email bench skipped: needs root and vsftpd", 0, "-")]
-    name = f"handoff_bench_channels_{os.getpid()}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    scratch = render._dsn_for(dsn, name)
-    try:
+    async with scratch_database(dsn, "channels") as scratch:
         account = await render._seed(scratch, TOTAL_ROWS)
         token = await delivery._setup_token(scratch)
         fields = list(compile_layout(DEFAULT_LAYOUT, {}).row_fields)
@@ -196,10 +190,6 @@ async def run(dsn: str) -> list[BenchRow]:
             )
             (received,) = relay.received
             ((attachment, data),) = received.attachments()
-    finally:
-        admin = await asyncpg.connect(dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
     assert attachment.endswith(".gz"), attachment
     return [
         BenchRow(

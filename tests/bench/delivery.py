@@ -40,6 +40,7 @@ from services.ingest.credentials import create_service_credential
 from services.scheduler.tasks.runner import TaskRunner
 from services.scheduler.tasks.store import TaskStorePg
 from tests.bench import render
+from tests.bench.scratch import scratch_database
 from tests.bench.table import BenchRow, format_table
 from tests.integration.sftp_servers import OpenSshSftp, openssh_sftp, sshd_available
 
@@ -260,13 +261,7 @@ async def run(dsn: str) -> list[BenchRow]:
     """Seed a scratch database, measure, drop it; the table rows."""
     if not sshd_available():
         return [BenchRow("delivery bench skipped: needs root and openssh-server", 0, "-")]
-    name = f"handoff_bench_delivery_{os.getpid()}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    scratch = render._dsn_for(dsn, name)
-    try:
+    async with scratch_database(dsn, "delivery") as scratch:
         account = await render._seed(scratch, TOTAL_ROWS)
         with openssh_sftp() as sshd:
             connection, layout, token = await _setup(scratch, account, sshd)
@@ -283,10 +278,6 @@ async def run(dsn: str) -> list[BenchRow]:
             rendered = render._render_in_child(scratch, account, TOTAL_ROWS)
             del sshd
         scheduler = await _scheduler_overhead(scratch, account, connection)
-    finally:
-        admin = await asyncpg.connect(dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
     raw_rate = TOTAL_ROWS / min(raw)
     render_rate = rendered["rows"] / rendered["seconds"]
     return [

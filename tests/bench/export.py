@@ -27,6 +27,7 @@ from services.common.db import create_pool
 from services.ingest.credentials import create_account_token
 from tests.bench import render
 from tests.bench.delivery import _free_port, _peak_rss_mib
+from tests.bench.scratch import scratch_database
 from tests.bench.table import BenchRow
 
 TOTAL_ROWS = 2_000_000
@@ -132,13 +133,7 @@ async def _settled(scratch: str, through: int) -> None:
 
 async def run(dsn: str) -> list[BenchRow]:
     """Seed a scratch database, measure, drop it; the table rows."""
-    name = f"handoff_bench_export_{os.getpid()}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    scratch = render._dsn_for(dsn, name)
-    try:
+    async with scratch_database(dsn, "export") as scratch:
         account = await render._seed(scratch, TOTAL_ROWS)
         await _settled(scratch, TOTAL_ROWS)
         async with create_pool(scratch, min_size=1, max_size=1) as pool:
@@ -169,10 +164,6 @@ async def run(dsn: str) -> list[BenchRow]:
             rss_together = _peak_rss_mib(child.pid or 0)
         finally:
             await _stop(child)
-    finally:
-        admin = await asyncpg.connect(dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
     raw_rate = TOTAL_ROWS / min(raw)
     return [
         BenchRow(f"export {TOTAL_ROWS:,} rows, default layout CSV over HTTP",

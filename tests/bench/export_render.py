@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import resource
 import sys
 import time
@@ -28,7 +27,8 @@ from services.common.layouts.pg_csv import pg_csv_chunks, pg_csv_plan
 from services.common.layouts.render import render_columns
 from services.common.localdb import resolve_admin_dsn
 from services.common.referral_rows import QUERIES, ReferralRowReader
-from tests.bench.render import _dsn_for, _seed
+from tests.bench.render import _seed
+from tests.bench.scratch import dsn_for, scratch_database
 from tests.bench.table import BenchRow, format_table
 
 TOTAL_ROWS = 2_000_000
@@ -162,24 +162,10 @@ async def run(dsn: str, database: str | None = None) -> list[BenchRow]:
     """Measure on `database` (seeded earlier, kept) or on a scratch database seeded with
     TOTAL_ROWS referrals and dropped; the table rows."""
     if database:
-        return await _measure(_dsn_for(dsn, database))
-    name = f"handoff_bench_export_{os.getpid()}"
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    scratch = _dsn_for(dsn, name)
-    try:
+        return await _measure(dsn_for(dsn, database))
+    async with scratch_database(dsn, "export") as scratch:
         await _seed(scratch, TOTAL_ROWS)
         return await _measure(scratch)
-    finally:
-        admin = await asyncpg.connect(dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from ipaddress import ip_address
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import grpc
@@ -40,6 +40,7 @@ from services.common.referral_shape import COLUMNS_BY_NAME, COPY_COLUMNS, Source
 from services.demo_data import synthetic_referrals
 from services.ingest.credentials import create_service_credential
 from services.ingest.extension import PURE_PYTHON_ENV
+from tests.bench.scratch import scratch_database
 from tests.bench.table import BenchRow, format_table
 
 BATCH_SIZE = 1000
@@ -66,10 +67,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _dsn_for(admin_dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
 
 
 def _copy_record(message: referral_pb2.Referral) -> tuple[object, ...]:
@@ -179,16 +176,8 @@ def _percentile(values: Sequence[float], pct: float) -> float:
 
 async def run(admin_dsn: str) -> list[BenchRow]:
     """Measure everything in a scratch database; return the table rows."""
-    name = f"handoff_bench_{os.getpid()}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = _dsn_for(admin_dsn, name)
-    try:
+    async with scratch_database(admin_dsn, "ingest") as dsn:
         return await _measure(dsn)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _checkpoint(dsn: str) -> None:

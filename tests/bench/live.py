@@ -27,6 +27,7 @@ from services.common.secrets import new_key_entry
 from services.delivery.transports.http.settings import ApiSettings
 from tests.bench import render
 from tests.bench.delivery import _free_port, _peak_rss_mib
+from tests.bench.scratch import scratch_database
 from tests.bench.table import BenchRow
 
 BACKLOG = 100_000
@@ -128,89 +129,83 @@ def _percentile(values: list[float], share: float) -> float:
 
 async def run(dsn: str) -> list[BenchRow]:
     """Seed a scratch database, measure, drop it; the table rows."""
-    name = f"handoff_bench_live_{os.getpid()}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    scratch = render._dsn_for(dsn, name)
-    children: list[asyncio.subprocess.Process] = []
-    try:
-        account = await render._seed(scratch, BACKLOG)
-        conn = await asyncpg.connect(scratch)
-        campaign = str(
-            await conn.fetchval("SELECT id FROM campaigns WHERE account_id = $1 LIMIT 1",
-                                uuid.UUID(account))
-        )  # fmt: skip
-        sink_port, delivery_port = _free_port(), _free_port()
-        url = f"http://127.0.0.1:{sink_port}"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")},
-            "DATABASE_URL": scratch,
-            "HANDOFF_SECRET_KEYS": new_key_entry("bench"),
-            "HANDOFF_EGRESS_ALLOW": "127.0.0.0/8",
-            "HANDOFF_DELIVERY_PORT": str(delivery_port),
-            "HANDOFF_LOG_LEVEL": "WARNING",
-        }
-        children.append(await _child("-m", "tests.bench.sink", str(sink_port), env=env))
-        async with aiohttp.ClientSession() as session:
-            await _wait_serving(session, url)
-            connection = uuid.uuid4()
-            api = ApiSettings(url=f"{url}/leads", body_template=TEMPLATE, concurrency=CONCURRENCY)
-            await conn.execute(
-                _INSERT_CONNECTION, connection, uuid.UUID(account), json.dumps(api.to_json())
+    async with scratch_database(dsn, "live") as scratch:
+        children: list[asyncio.subprocess.Process] = []
+        try:
+            account = await render._seed(scratch, BACKLOG)
+            conn = await asyncpg.connect(scratch)
+            campaign = str(
+                await conn.fetchval("SELECT id FROM campaigns WHERE account_id = $1 LIMIT 1",
+                                    uuid.UUID(account))
+            )  # fmt: skip
+            sink_port, delivery_port = _free_port(), _free_port()
+            url = f"http://127.0.0.1:{sink_port}"
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")},
+                "DATABASE_URL": scratch,
+                "HANDOFF_SECRET_KEYS": new_key_entry("bench"),
+                "HANDOFF_EGRESS_ALLOW": "127.0.0.0/8",
+                "HANDOFF_DELIVERY_PORT": str(delivery_port),
+                "HANDOFF_LOG_LEVEL": "WARNING",
+            }
+            children.append(await _child("-m", "tests.bench.sink", str(sink_port), env=env))
+            async with aiohttp.ClientSession() as session:
+                await _wait_serving(session, url)
+                connection = uuid.uuid4()
+                api = ApiSettings(
+                    url=f"{url}/leads", body_template=TEMPLATE, concurrency=CONCURRENCY
+                )
+                await conn.execute(
+                    _INSERT_CONNECTION, connection, uuid.UUID(account), json.dumps(api.to_json())
+                )
+                # The outage: the connection disabled while the backlog is there, behind it.
+                await conn.execute(
+                    "UPDATE live_cursors SET delivered_seq = 0, starts_at = '-infinity', "
+                    "disabled_at = now(), "
+                    "disabled_reason = 'bench outage' WHERE connection_id = $1",
+                    connection,
+                )
+                delivery = await _child("-m", "services.delivery", env=env)
+                children.append(delivery)
+                body = json.dumps(
+                    {"email": "r12345@example.com", "first_name": "Ada", "last_name": "Lovelace",
+                     "city": "London", "country": "GB", "opted_in_at": "2026-12-01T12:00:00Z",
+                     "campaign": "Campaign 0"}
+                ).encode()  # fmt: skip
+                raw_before = await _raw_loop(url, BACKLOG // 4, body)
+                await asyncio.sleep(2.0)  # the delivery service is up and idle
+                started = time.perf_counter()
+                await conn.execute(
+                    "UPDATE live_cursors SET disabled_at = NULL, disabled_reason = NULL "
+                    "WHERE connection_id = $1",
+                    connection,
+                )
+                await conn.execute("SELECT pg_notify('live_wakeup', $1)", str(connection))
+                await _until(session, url, BACKLOG, 300)
+                drained = BACKLOG / (time.perf_counter() - started)
+                raw_after = await _raw_loop(url, BACKLOG // 4, body)
+                committed = await _steady(conn, account, campaign)
+                await _until(session, url, BACKLOG + len(committed), 60)
+                async with session.get(f"{url}/arrivals") as answer:
+                    arrivals: dict[str, float] = await answer.json()
+                duplicates = (await _stats(session, url))["duplicates"]
+            prefix = f"msg_{connection.hex}_"
+            latencies = [(arrivals[f"{prefix}{seq}"] - at) * 1000 for seq, at in committed.items()]
+            await asyncio.sleep(0.5)  # the last flush
+            sizes = await conn.fetchrow(
+                """SELECT (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_inherits i
+                             JOIN pg_class c ON c.oid = i.inhrelid
+                            WHERE i.inhparent = 'live_attempts'::regclass) AS attempts_bytes,
+                          (SELECT count(*) FROM live_attempts) AS attempts,
+                          pg_total_relation_size('live_messages') AS messages_bytes"""
             )
-            # The outage: the connection disabled while the backlog is there, behind it.
-            await conn.execute(
-                "UPDATE live_cursors SET delivered_seq = 0, starts_at = '-infinity', "
-                "disabled_at = now(), "
-                "disabled_reason = 'bench outage' WHERE connection_id = $1",
-                connection,
-            )
-            delivery = await _child("-m", "services.delivery", env=env)
-            children.append(delivery)
-            body = json.dumps(
-                {"email": "r12345@example.com", "first_name": "Ada", "last_name": "Lovelace",
-                 "city": "London", "country": "GB", "opted_in_at": "2026-12-01T12:00:00Z",
-                 "campaign": "Campaign 0"}
-            ).encode()  # fmt: skip
-            raw_before = await _raw_loop(url, BACKLOG // 4, body)
-            await asyncio.sleep(2.0)  # the delivery service is up and idle
-            started = time.perf_counter()
-            await conn.execute(
-                "UPDATE live_cursors SET disabled_at = NULL, disabled_reason = NULL "
-                "WHERE connection_id = $1",
-                connection,
-            )
-            await conn.execute("SELECT pg_notify('live_wakeup', $1)", str(connection))
-            await _until(session, url, BACKLOG, 300)
-            drained = BACKLOG / (time.perf_counter() - started)
-            raw_after = await _raw_loop(url, BACKLOG // 4, body)
-            committed = await _steady(conn, account, campaign)
-            await _until(session, url, BACKLOG + len(committed), 60)
-            async with session.get(f"{url}/arrivals") as answer:
-                arrivals: dict[str, float] = await answer.json()
-            duplicates = (await _stats(session, url))["duplicates"]
-        prefix = f"msg_{connection.hex}_"
-        latencies = [(arrivals[f"{prefix}{seq}"] - at) * 1000 for seq, at in committed.items()]
-        await asyncio.sleep(0.5)  # the last flush
-        sizes = await conn.fetchrow(
-            """SELECT (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_inherits i
-                         JOIN pg_class c ON c.oid = i.inhrelid
-                        WHERE i.inhparent = 'live_attempts'::regclass) AS attempts_bytes,
-                      (SELECT count(*) FROM live_attempts) AS attempts,
-                      pg_total_relation_size('live_messages') AS messages_bytes"""
-        )
-        rss = _peak_rss_mib(delivery.pid)
-        await conn.close()
-    finally:
-        for child in children:
-            if child.returncode is None:
-                child.terminate()
-                await child.wait()
-        admin = await asyncpg.connect(dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+            rss = _peak_rss_mib(delivery.pid)
+            await conn.close()
+        finally:
+            for child in children:
+                if child.returncode is None:
+                    child.terminate()
+                    await child.wait()
     raw = max(raw_before, raw_after)
     return [
         BenchRow(f"backlog of {BACKLOG:,} drained (concurrency {CONCURRENCY})", drained,

@@ -11,7 +11,6 @@ import asyncio
 import csv
 import io
 import json
-import os
 import random
 import resource
 import subprocess
@@ -20,7 +19,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import phonenumbers
@@ -47,6 +45,7 @@ from services.common.layouts.render import render_columns
 from services.common.localdb import resolve_admin_dsn
 from services.common.migrate import migrate
 from services.common.referral_rows import QUERIES, ReferralRowReader
+from tests.bench.scratch import scratch_database
 from tests.bench.table import BenchRow, format_table
 
 TOTAL_ROWS = 1_000_000
@@ -221,10 +220,6 @@ def _seed_lines(account: str, campaigns: list[str], total: int) -> AsyncIterator
     return chunks()
 
 
-def _dsn_for(admin_dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
-
-
 async def _seed(dsn: str, total: int) -> str:
     """Migrate, create an account with campaigns and COPY `total` referrals; the account id."""
     await migrate(dsn)
@@ -357,15 +352,7 @@ def _uncached_phone_rate() -> float:
 
 async def run(dsn: str) -> list[BenchRow]:
     """Seed a scratch database, measure, drop it; the table rows."""
-    name = f"handoff_bench_render_{os.getpid()}"
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    scratch = _dsn_for(dsn, name)
-    try:
+    async with scratch_database(dsn, "render") as scratch:
         started = time.perf_counter()
         account = await _seed(scratch, TOTAL_ROWS)
         seed_seconds = time.perf_counter() - started
@@ -373,12 +360,6 @@ async def run(dsn: str) -> list[BenchRow]:
         small = _render_in_child(scratch, account, SMALL_ROWS)
         full = _render_in_child(scratch, account, TOTAL_ROWS)
         copy_times.append(await _raw_copy(scratch, account, TOTAL_ROWS))
-    finally:
-        admin = await asyncpg.connect(dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
     copy_seconds, copy_bytes = min(copy_times)
     copy_rate = TOTAL_ROWS / copy_seconds
     lookups = full["phone_hits"] + full["phone_misses"]
