@@ -9,7 +9,6 @@ fetch must not approve anyone; the POST of that button (carrying the same token)
 
 from __future__ import annotations
 
-import contextlib
 import html
 import re
 from collections.abc import AsyncGenerator
@@ -22,6 +21,7 @@ from services.common.signed_links import LinkError, LinkSigner
 from services.delivery.parts import RowCount
 from services.export.audit import AuditLog
 from services.export.store import ExportStore
+from services.export.streams import send_stream
 
 CONFIRM_PATH = "/v1/links/confirm"
 CONFIRM_PURPOSE = "confirm-recipient"
@@ -152,17 +152,13 @@ class LinkRoutes:
                 "Cache-Control": "no-store",
             }
         )
+
+        async def nothing_before_the_end(sent: int) -> None:
+            return None
+
         outcome, sent = "failed", 0
         try:
-            async with contextlib.aclosing(chunks):
-                await response.prepare(request)
-                async for chunk in chunks:
-                    await response.write(chunk)
-                    sent += len(chunk)
-            await response.write_eof()
-            outcome = "completed"
-        except (ConnectionError, OSError):
-            outcome = "aborted"
+            outcome, sent = await send_stream(request, response, chunks, nothing_before_the_end)
         finally:
             if self._audit is not None and entry is not None:
                 await self._audit.finish(entry, outcome, count.rows, sent)

@@ -17,8 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -45,7 +44,7 @@ from services.export.caller_routes import Route, caller_account
 from services.export.params import Interval, Params, interval
 from services.export.problems import problem_response
 from services.export.referral_store import BEFORE_ANY, ReferralReads, referral_document
-from services.export.streams import StreamSlots
+from services.export.streams import StreamSlots, send_stream
 from services.scheduler.layouts.model import SavedLayout
 from services.scheduler.layouts.rules import default_layout, get_layout
 from services.scheduler.layouts.store import LayoutStorePg
@@ -59,7 +58,6 @@ _FRAME = ("from", "to", "time_zone", "by", "campaign_id")
 EXPORT_PARAMS = (*_FRAME, "after_seq", "through_seq", "offset", "layout_id", "format")
 PAGE_PARAMS = (*_FRAME, "partner_referral_id", "page_size", "page_token")
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,14 +112,15 @@ def _etag(selection: Selection, layout: SavedLayout, fmt: OutputFormat) -> str:
     return '"' + hashlib.sha256(material.encode()).hexdigest()[:32] + '"'
 
 
-async def _skipped(chunks: AsyncIterator[bytes], offset: int) -> AsyncIterator[bytes]:
-    """The chunks without their first `offset` bytes."""
-    async for chunk in chunks:
-        if offset >= len(chunk):
-            offset -= len(chunk)
-            continue
-        yield chunk[offset:] if offset else chunk
-        offset = 0
+async def _skipped(chunks: AsyncGenerator[bytes, None], offset: int) -> AsyncGenerator[bytes, None]:
+    """The chunks without their first `offset` bytes (closing it closes them)."""
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            if offset >= len(chunk):
+                offset -= len(chunk)
+                continue
+            yield chunk[offset:] if offset else chunk
+            offset = 0
 
 
 def _accepts_gzip(request: web.Request) -> bool:
@@ -242,38 +241,20 @@ class ReferralRoutes:
         if _accepts_gzip(request):
             response.enable_compression(web.ContentCoding.gzip)
         chunks, rows_done = self._chunks(selection, saved, customs, context, fmt)
-        sent = 0
-        outcome, recorded = "failed", ""
+        finished = False
+
+        async def completed(sent: int) -> None:
+            nonlocal finished
+            await self._audit.finish(entry, "completed", rows_done(), sent)
+            finished = True
+
+        outcome, sent = "failed", 0
         try:
-            async with contextlib.aclosing(chunks):
-                body = _skipped(chunks, offset)
-                # The first chunk before the headers: a database that fails at the start
-                # is still answered with a problem document (503), not a broken 200.
-                first = await anext(body, b"")
-                await response.prepare(request)
-                if first:
-                    await response.write(first)
-                    sent += len(first)
-                async for chunk in body:
-                    await response.write(chunk)
-                    sent += len(chunk)
-            # Recorded before the end of the body goes out: a client that has it all
-            # finds the entry finished.
-            outcome = recorded = "completed"
-            await self._audit.finish(entry, outcome, rows_done(), sent)
-            await response.write_eof()
-        except (ConnectionError, OSError):
-            outcome = "aborted"  # the client hung up: the COPY is cancelled by aclosing
-        except Exception:
-            if not response.prepared:
-                raise  # answered as a problem document
-            # Mid-stream: the status is gone, so the connection is cut before the body's
-            # end; the client sees an incomplete transfer, never a short file as whole.
-            log.exception("export failed mid-stream after %d bytes", sent)
-            if request.transport is not None:
-                request.transport.abort()
+            outcome, sent = await send_stream(
+                request, response, _skipped(chunks, offset), completed
+            )
         finally:
-            if outcome != recorded:
+            if not finished:
                 await self._audit.finish(entry, outcome, rows_done(), sent)
         return response
 
