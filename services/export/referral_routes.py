@@ -59,7 +59,6 @@ EXPORT_PARAMS = (*_FRAME, "after_seq", "through_seq", "offset", "layout_id", "fo
 PAGE_PARAMS = (*_FRAME, "partner_referral_id", "page_size", "page_token")
 
 
-
 @dataclass(frozen=True)
 class Selection:
     """Which referrals of the account: (after_seq, through_seq], campaigns, time frame."""
