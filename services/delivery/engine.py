@@ -27,7 +27,7 @@ from uuid import UUID
 
 from opentelemetry import metrics, trace
 
-from services.common.audience_targets import look_up
+from services.common.audiences.targets import look_up
 from services.common.egress import EgressPolicy
 from services.common.errors import FailedPreconditionError, NotFoundError
 from services.common.file_names import file_name

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from services.common.audience_targets import AudienceSplit
+from services.common.audiences.targets import AudienceSplit
 from services.common.file_names import DEFAULT_TEMPLATE, NameValues
 from services.common.layouts.codec import custom_field_from_json, format_from_json, layout_from_json
 from services.common.layouts.compiler import CompiledLayout, RenderContext, compile_layout

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.audience_targets import AudienceSplit
+from services.common.audiences.targets import AudienceSplit
 from services.common.db import driver_errors, load_queries
 from services.common.referral_rows import QUERIES as ROW_QUERIES
 from services.common.referral_rows import TimeFrame, range_arguments

@@ -14,6 +14,16 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
+from services.common.audiences.lines import (
+    BadGzipError,
+    BodyTooLargeError,
+    LineError,
+    LineReader,
+    LineSplitter,
+    Unpacker,
+)
+from services.common.audiences.model import KINDS, MODES
+from services.common.audiences.store import AudienceStorePg, StagedRow
 from services.common.auth.model import AccessRule
 from services.common.control_characters import has_control_character
 from services.common.errors import (
@@ -23,16 +33,6 @@ from services.common.errors import (
     NotFoundError,
 )
 from services.common.paging import decode_token, fetch_page, invalid_token, page_size
-from services.export.audience_lines import (
-    BadGzipError,
-    BodyTooLargeError,
-    LineError,
-    LineReader,
-    LineSplitter,
-    Unpacker,
-)
-from services.export.audience_store import AudienceStorePg, StagedRow
-from services.export.audiences import KINDS, MODES
 from services.export.caller_routes import Route, caller_account
 from services.export.params import Params
 from services.export.streams import StreamSlots

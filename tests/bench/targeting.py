@@ -22,10 +22,10 @@ from pathlib import Path
 
 import asyncpg
 
+from services.common.audiences.lines import Member, member_of
+from services.common.audiences.store import AudienceStorePg, StagedRow
 from services.common.db import create_pool
 from services.common.secrets import connection_secret_context
-from services.export.audience_lines import Member, member_of
-from services.export.audience_store import AudienceStorePg, StagedRow
 from tests.bench import render
 from tests.bench.scratch import scratch_database
 from tests.bench.table import BenchRow

@@ -13,10 +13,10 @@ import asyncpg
 import grpc
 import pytest
 
+from services.common.audiences.lines import Member, member_of
+from services.common.audiences.store import AudienceStorePg, StagedRow
 from services.common.gen.handoff.scheduler.v1 import connections_pb2, tasks_pb2
 from services.delivery.transports.http.settings import ApiSettings
-from services.export.audience_lines import Member, member_of
-from services.export.audience_store import AudienceStorePg, StagedRow
 from tests.integration.layouts_support import create_account, insert_referrals
 from tests.integration.live_support import api_connection, crm, eventually, notify, supervisor
 from tests.integration.test_scheduled_delivery import (

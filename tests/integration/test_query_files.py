@@ -692,24 +692,27 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "text",
         "pg_notify:void",
     ),
-    # export/sql/audiences.sql
-    ("export/sql/audiences.sql", "create_audience"): ("uuid uuid text text", _AUDIENCE),
-    ("export/sql/audiences.sql", "get_audience"): ("uuid uuid", _AUDIENCE),
-    ("export/sql/audiences.sql", "page_audiences"): ("uuid timestamptz uuid int8", _AUDIENCE),
-    ("export/sql/audiences.sql", "delete_audience"): ("uuid uuid", "id:uuid"),
-    ("export/sql/audiences.sql", "create_audience_staging"): ("", ""),
-    ("export/sql/audiences.sql", "empty_audience_staging"): ("", ""),
-    ("export/sql/audiences.sql", "count_staged_members"): ("", "valid:int8 people:int8"),
-    ("export/sql/audiences.sql", "lock_audience"): ("uuid uuid", "id:uuid"),
-    ("export/sql/audiences.sql", "remove_absent_sha256"): ("uuid", ""),
-    ("export/sql/audiences.sql", "remove_absent_md5"): ("uuid", ""),
-    ("export/sql/audiences.sql", "insert_staged_members"): ("uuid", ""),
-    ("export/sql/audiences.sql", "finish_import"): ("uuid int8", _AUDIENCE),
-    ("common/sql/audience_targets.sql", "audience_targets"): (
+    # common/audiences/sql/audiences.sql
+    ("common/audiences/sql/audiences.sql", "create_audience"): ("uuid uuid text text", _AUDIENCE),
+    ("common/audiences/sql/audiences.sql", "get_audience"): ("uuid uuid", _AUDIENCE),
+    ("common/audiences/sql/audiences.sql", "page_audiences"): (
+        "uuid timestamptz uuid int8",
+        _AUDIENCE,
+    ),
+    ("common/audiences/sql/audiences.sql", "delete_audience"): ("uuid uuid", "id:uuid"),
+    ("common/audiences/sql/audiences.sql", "create_audience_staging"): ("", ""),
+    ("common/audiences/sql/audiences.sql", "empty_audience_staging"): ("", ""),
+    ("common/audiences/sql/audiences.sql", "count_staged_members"): ("", "valid:int8 people:int8"),
+    ("common/audiences/sql/audiences.sql", "lock_audience"): ("uuid uuid", "id:uuid"),
+    ("common/audiences/sql/audiences.sql", "remove_absent_sha256"): ("uuid", ""),
+    ("common/audiences/sql/audiences.sql", "remove_absent_md5"): ("uuid", ""),
+    ("common/audiences/sql/audiences.sql", "insert_staged_members"): ("uuid", ""),
+    ("common/audiences/sql/audiences.sql", "finish_import"): ("uuid int8", _AUDIENCE),
+    ("common/audiences/sql/targets.sql", "audience_targets"): (
         "uuid uuid[]",
         "id:uuid name:text kind:text state:text member_count:int8",
     ),
-    ("common/sql/audience_targets.sql", "suppressed_seqs"): (
+    ("common/audiences/sql/targets.sql", "suppressed_seqs"): (
         "uuid int8[] uuid[] uuid[]",
         "seq:int8",
     ),

@@ -25,7 +25,7 @@ from uuid import UUID
 
 from opentelemetry import metrics
 
-from services.common.audience_targets import AudienceSplit, look_up, suppressed_seqs
+from services.common.audiences.targets import AudienceSplit, look_up, suppressed_seqs
 from services.common.egress import EgressPolicy
 from services.common.layouts.codec import custom_field_from_json
 from services.common.secrets import SecretBox, SecretError, open_connection_secrets

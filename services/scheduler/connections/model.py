@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
 from uuid import UUID
 
-from services.common.audience_targets import Targeting
+from services.common.audiences.targets import Targeting
 from services.common.layouts.model import CustomFieldSpec
 from services.delivery.transports.http.settings import API_SECRET_NAMES, ApiSettings
 

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.audience_targets import Targeting, look_up
+from services.common.audiences.targets import Targeting, look_up
 from services.common.db import DatabaseError, driver_errors, load_queries
 from services.common.layouts.model import CustomFieldSpec
 from services.scheduler.connections.model import ConnectionConfig, SavedConnection, config_from_json
@@ -113,7 +113,7 @@ class ConnectionStorePg:
         return _connection(rows[0]) if rows else None
 
     async def audience_targeting(self, account_id: UUID, ids: list[UUID]) -> Targeting:
-        """The named audiences of the account, checked (services/common/audience_targets)."""
+        """The named audiences of the account, checked (services/common/audiences/targets.py)."""
         return await look_up(self._pool, account_id, ids, "connection.audience_ids")
 
     async def delete(self, account_id: UUID, connection_id: UUID) -> bool:

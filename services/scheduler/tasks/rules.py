@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from services.common.audience_targets import Targeting
+from services.common.audiences.targets import Targeting
 from services.common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,

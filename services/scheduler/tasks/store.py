@@ -11,7 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.audience_targets import Targeting, look_up
+from services.common.audiences.targets import Targeting, look_up
 from services.common.db import DatabaseError, driver_errors, load_queries
 from services.scheduler.tasks.model import (
     AttentionEvent,
@@ -113,7 +113,7 @@ class TaskStorePg:
         return bool(await self._value("layout_exists", account_id, layout_id))
 
     async def audience_targeting(self, account_id: UUID, ids: list[UUID]) -> Targeting:
-        """The named audiences of the account, checked (services/common/audience_targets)."""
+        """The named audiences of the account, checked (services/common/audiences/targets.py)."""
         return await look_up(self._pool, account_id, ids, "task.audience_ids")
 
     async def connection_exists(self, account_id: UUID, connection_id: UUID) -> bool:

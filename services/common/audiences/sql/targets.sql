@@ -1,4 +1,4 @@
--- Audiences a task or a live connection names (services/common/audience_targets.py).
+-- Audiences a task or a live connection names (services/common/audiences/targets.py).
 
 -- name: audience_targets
 -- The account's audiences among $2, as targeting needs them.

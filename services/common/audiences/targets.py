@@ -17,11 +17,11 @@ from uuid import UUID
 
 import asyncpg
 
+from services.common.audiences.model import too_small
 from services.common.db import driver_errors, load_queries
 from services.common.errors import FieldProblem
-from services.export.audiences import MIN_INCLUDE_PEOPLE
 
-QUERIES = load_queries(Path(__file__).parent / "sql" / "audience_targets.sql")
+QUERIES = load_queries(Path(__file__).parent / "sql" / "targets.sql")
 MAX_AUDIENCES = 20  # named by one task or connection
 
 
@@ -89,8 +89,7 @@ def targeting(rows: Sequence[asyncpg.Record], ids: Sequence[UUID], field: str) -
         include.append(audience_id)
         if row["state"] == "too_small":
             refusals.append(
-                f"audience {row['name']!r} cannot be used: an include audience needs at "
-                f"least {MIN_INCLUDE_PEOPLE:,} people; this one has {row['member_count']:,}"
+                f"audience {row['name']!r} cannot be used: {too_small(row['member_count'])}"
             )
     return Targeting(
         AudienceSplit(tuple(exclude), tuple(include)), tuple(problems), tuple(refusals)

@@ -1,4 +1,4 @@
--- Custom audiences. Loaded by services/export/audience_store.py.
+-- Custom audiences. Loaded by services/common/audiences/store.py.
 
 -- name: create_audience
 -- An include audience starts too small (it has nobody yet); an exclude one is ready.

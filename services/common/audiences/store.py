@@ -11,8 +11,8 @@ from uuid import UUID
 
 import asyncpg
 
+from services.common.audiences.model import MIN_INCLUDE_PEOPLE, Audience, ImportCounts
 from services.common.db import DRIVER_ERRORS, POOL_ACQUIRE_TIMEOUT_S, driver_errors, load_queries
-from services.export.audiences import MIN_INCLUDE_PEOPLE, Audience, ImportCounts
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "audiences.sql")
 STAGING_COLUMNS = ("line", "sha256", "md5")
