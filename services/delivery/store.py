@@ -12,7 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.audiences.targets import AudienceSplit
+from services.common.audiences.targets import AudienceSplit, held_back
 from services.common.db import driver_errors, load_queries
 from services.common.referral_rows import QUERIES as ROW_QUERIES
 from services.common.referral_rows import TimeFrame, range_arguments
@@ -63,15 +63,14 @@ class DeliveryContext:
 RECORD_SUPPRESSIONS = f"""
 WITH held AS (
     INSERT INTO delivery_suppressions (delivery_id, seq)
-    SELECT $9, q.seq
-      FROM ({ROW_QUERIES["referral_rows_in_range"]}
-           ) q
-     WHERE referral_suppressed(q.email, $10::uuid[], $11::uuid[])
+    SELECT $9, h.seq
+      FROM ({held_back(ROW_QUERIES["referral_rows_in_range"], "$10::uuid[]", "$11::uuid[]")}
+           ) h
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
 UPDATE deliveries SET suppressed = coalesce(suppressed, 0) + (SELECT count(*) FROM held)
- WHERE id = $9"""  # noqa: S608 (a named query, no user text)
+ WHERE id = $9"""  # noqa: S608 (fixed text and a named query, no user input)
 
 
 def _frame(record: asyncpg.Record) -> TimeFrame | None:

@@ -12,7 +12,6 @@ anti-join against them. Target: at most 10 % more time (issue 15).
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -72,8 +71,8 @@ async def _connection(pool: asyncpg.Pool, account: uuid.UUID, port: int, key: st
     }
     await pool.execute(
         "INSERT INTO connections (id, account_id, name, kind, settings, secrets) "
-        "VALUES ($1, $2, 'bench', 'sftp', $3::jsonb, $4::jsonb)",
-        connection, account, json.dumps(settings), json.dumps(sealed),
+        "VALUES ($1, $2, 'bench', 'sftp', $3, $4)",
+        connection, account, settings, sealed,  # the pool's JSON codecs encode them
     )  # fmt: skip
     return connection
 

@@ -699,7 +699,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid timestamptz uuid int8",
         _AUDIENCE,
     ),
-    ("common/audiences/sql/audiences.sql", "delete_audience"): ("uuid uuid", "id:uuid"),
+    ("common/audiences/sql/audiences.sql", "delete_audience"): (
+        "uuid uuid",
+        "deleted:bool found:bool users:text[]",
+    ),
     ("common/audiences/sql/audiences.sql", "create_audience_staging"): ("", ""),
     ("common/audiences/sql/audiences.sql", "empty_audience_staging"): ("", ""),
     ("common/audiences/sql/audiences.sql", "count_staged_members"): ("", "valid:int8 people:int8"),
@@ -711,10 +714,6 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/audiences/sql/targets.sql", "audience_targets"): (
         "uuid uuid[]",
         "id:uuid name:text kind:text state:text member_count:int8",
-    ),
-    ("common/audiences/sql/targets.sql", "suppressed_seqs"): (
-        "uuid int8[] uuid[] uuid[]",
-        "seq:int8",
     ),
 }
 
