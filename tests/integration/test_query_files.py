@@ -582,6 +582,11 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "text float8 int8 text[]",
         "connection_id:uuid version:int8",
     ),
+    ("delivery/sql/live.sql", "live_layout"): ("uuid uuid", "id:uuid definition:jsonb"),
+    ("delivery/sql/key_slots.sql", "key_slots_ensure"): ("text int4", ""),
+    ("delivery/sql/key_slots.sql", "key_slot_take"): ("text text int4 float8", "slot:int4"),
+    ("delivery/sql/key_slots.sql", "key_slots_renew"): ("text text int4[] float8", "slot:int4"),
+    ("delivery/sql/key_slots.sql", "key_slots_release"): ("text text int4[]", ""),
     ("delivery/sql/live.sql", "live_release"): (
         "text",
         "",

@@ -35,7 +35,7 @@ from services.delivery.live.schedule import RetrySchedule, disable_reason
 from services.delivery.live.senders import SENDERS, SenderFactory
 from services.delivery.live.store import Flush, LiveConnection, LiveStorePg, LostLeaseError, Parked
 from services.delivery.transports.http.client import HEAD_KEPT, Exchange
-from services.delivery.transports.http.responses import Outcome
+from services.delivery.transports.http.responses import THROTTLED, Outcome
 
 log = logging.getLogger(__name__)
 _meter = metrics.get_meter("handoff.delivery")
@@ -339,7 +339,7 @@ class ConnectionLoop:
                     self._disabled = f"the endpoint answered {status}: " + (
                         error or f"it is gone ({rule})"
                     )
-                elif retry_after is not None and status in (429, 503):
+                elif retry_after is not None and (status in (429, 503) or rule == THROTTLED):
                     self._hold_until = time.monotonic() + retry_after
                     if at is not None:
                         at = max(at, now + timedelta(seconds=retry_after))

@@ -123,6 +123,13 @@ class LiveStorePg:
             rows = await self._pool.fetch(QUERIES["live_custom_fields"], account_id)
         return [(r["name"], r["description"], r["definition"]) for r in rows]
 
+    async def layout(self, account_id: UUID, layout_id: UUID | None) -> dict[str, Any] | None:
+        """A saved layout's definition (`layout_id` None: the account's default); None
+        when there is none."""
+        with driver_errors("live_layout"):
+            r = await self._pool.fetchrow(QUERIES["live_layout"], account_id, layout_id)
+        return None if r is None else dict(r["definition"])
+
     async def render_context(self, account_id: UUID) -> RenderContext:
         """The account's zone and campaign names (what context fields render from)."""
         return await ReferralRowReader(self._pool).render_context(account_id) or RenderContext()

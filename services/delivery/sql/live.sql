@@ -152,6 +152,12 @@ VALUES ($1, $2, $3, $4, $5);
 UPDATE live_messages SET next_attempt_at = greatest(next_attempt_at, $2)
  WHERE connection_id = $1 AND state IN ('retrying', 'replay');
 
+-- name: live_layout
+-- The layout a vendor connection maps ($2), or the account's saved default when $2 is NULL
+-- (no row: the built-in default, or a layout that is gone).
+SELECT id, definition FROM layouts
+ WHERE account_id = $1 AND (id = $2 OR ($2::uuid IS NULL AND is_default));
+
 -- name: live_custom_fields
 -- The account's custom fields, as stored (bodies may name them).
 SELECT name, description, definition FROM custom_fields WHERE account_id = $1;
