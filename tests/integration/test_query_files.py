@@ -49,7 +49,7 @@ _DELIVERY_ROW = (
 _AUDIENCE = (
     "id:uuid account_id:uuid name:text kind:text source:text member_count:int8 "
     "sha256_count:int8 md5_count:int8 state:text last_import_at:timestamptz "
-    "created_at:timestamptz updated_at:timestamptz"
+    "created_at:timestamptz updated_at:timestamptz md5_only:bool"
 )
 SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
@@ -715,15 +715,18 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("common/audiences/sql/audiences.sql", "create_audience_staging"): ("", ""),
     ("common/audiences/sql/audiences.sql", "empty_audience_staging"): ("", ""),
-    ("common/audiences/sql/audiences.sql", "count_staged_members"): ("", "valid:int8 people:int8"),
+    ("common/audiences/sql/audiences.sql", "count_staged_members"): (
+        "",
+        "valid:int8 people:int8 md5_only:bool",
+    ),
     ("common/audiences/sql/audiences.sql", "lock_audience"): ("uuid uuid", "id:uuid"),
     ("common/audiences/sql/audiences.sql", "remove_absent_sha256"): ("uuid", ""),
     ("common/audiences/sql/audiences.sql", "remove_absent_md5"): ("uuid", ""),
     ("common/audiences/sql/audiences.sql", "insert_staged_members"): ("uuid", ""),
-    ("common/audiences/sql/audiences.sql", "finish_import"): ("uuid int8", _AUDIENCE),
+    ("common/audiences/sql/audiences.sql", "finish_import"): ("uuid int8 bool bool", _AUDIENCE),
     ("common/audiences/sql/targets.sql", "audience_targets"): (
         "uuid uuid[]",
-        "id:uuid name:text kind:text state:text member_count:int8",
+        "id:uuid name:text kind:text state:text member_count:int8 md5_only:bool",
     ),
 }
 

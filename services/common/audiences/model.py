@@ -44,6 +44,7 @@ class Audience:
     last_import_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    md5_only: bool = False  # some member is known only by MD5 (targeting hashes MD5 too)
 
     def refusal(self) -> str | None:
         """Why the audience may not be used yet, or None."""

@@ -24,7 +24,7 @@ def _audience(r: asyncpg.Record) -> Audience:
         id=r["id"], account_id=r["account_id"], name=r["name"], kind=r["kind"],
         source=r["source"], member_count=r["member_count"], sha256_count=r["sha256_count"],
         md5_count=r["md5_count"], state=r["state"], last_import_at=r["last_import_at"],
-        created_at=r["created_at"], updated_at=r["updated_at"],
+        created_at=r["created_at"], updated_at=r["updated_at"], md5_only=r["md5_only"],
     )  # fmt: skip
 
 
@@ -122,5 +122,8 @@ class AudienceStorePg:
                 await conn.execute(QUERIES["remove_absent_sha256"], audience_id)
                 await conn.execute(QUERIES["remove_absent_md5"], audience_id)
             await conn.execute(QUERIES["insert_staged_members"], audience_id)
-            row = await conn.fetchrow(QUERIES["finish_import"], audience_id, self._minimum)
+            row = await conn.fetchrow(
+                QUERIES["finish_import"], audience_id, self._minimum, replace,
+                counted["md5_only"],
+            )  # fmt: skip
         return _audience(row), counts

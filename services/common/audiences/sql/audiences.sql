@@ -48,7 +48,8 @@ TRUNCATE audience_staging;
 -- name: count_staged_members
 -- Valid lines and distinct people (a line repeats another when its SHA-256, or its MD5
 -- for an MD5-only line, does).
-SELECT count(*) AS valid, count(DISTINCT coalesce(sha256, md5)) AS people
+SELECT count(*) AS valid, count(DISTINCT coalesce(sha256, md5)) AS people,
+       count(*) FILTER (WHERE sha256 IS NULL) > 0 AS md5_only
   FROM audience_staging;
 
 -- name: lock_audience
@@ -81,7 +82,8 @@ SELECT DISTINCT $1::uuid, s.kind, s.hash
 
 -- name: finish_import
 -- Counts by kind; people are members of the primary kind (sha256 when there are any,
--- else md5); an include audience below $2 people is too small.
+-- else md5); an include audience below $2 people is too small. Whether some member is
+-- known only by MD5 (targeting then hashes referrals as MD5 too).
 WITH counted AS (
     SELECT count(*) FILTER (WHERE hash_kind = 'sha256') AS sha256_count,
            count(*) FILTER (WHERE hash_kind = 'md5') AS md5_count
@@ -94,6 +96,8 @@ WITH counted AS (
 UPDATE audiences a
    SET sha256_count = p.sha256_count, md5_count = p.md5_count,
        member_count = p.member_count,
+       -- $3: this import replaced the members; $4: it had MD5-only lines.
+       md5_only = CASE WHEN $3 THEN $4 ELSE a.md5_only OR $4 END,
        state = CASE WHEN a.kind = 'include' AND p.member_count < $2 THEN 'too_small'
                     ELSE 'ready' END,
        last_import_at = now(), updated_at = now()
