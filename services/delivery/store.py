@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +14,7 @@ import asyncpg
 
 from services.common.db import driver_errors, load_queries
 from services.common.referral_rows import TimeFrame
+from services.delivery.transports.base import ItemResult
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "deliveries.sql")
 _T = TypeVar("_T")
@@ -182,6 +183,27 @@ class DeliveryStorePg:
                 )  # fmt: skip
 
         await self._run("retry_later", record)
+
+    async def reset_items(self, claimed: Claimed) -> None:
+        """Forget a record delivery's per-referral outcomes before an attempt resends its
+        range (each is decided again)."""
+        with driver_errors("items_reset"):
+            await self._pool.execute(QUERIES["items_reset"], claimed.id)
+
+    async def record_items(self, claimed: Claimed, items: Sequence[tuple[int, ItemResult]]) -> None:
+        """Record referrals that were rejected, or are left to the next attempt."""
+        with driver_errors("items_record"):
+            await self._pool.execute(
+                QUERIES["items_record"], claimed.id, claimed.attempt,
+                [seq for seq, _ in items], [r.status.value for _, r in items],
+                [r.detail[:1000] for _, r in items],
+            )  # fmt: skip
+
+    async def items(self, delivery_id: UUID) -> list[tuple[int, str, str]]:
+        """(seq, outcome, detail) of a record delivery's referrals not simply accepted."""
+        with driver_errors("items_of"):
+            rows = await self._pool.fetch(QUERIES["items_of"], delivery_id)
+        return [(r["seq"], r["outcome"], r["detail"]) for r in rows]
 
     async def give_up(self, claimed: Claimed, error: str, diagnosis: str, attention: str) -> None:
         """Mark the delivery dead and tell the account: its task needs attention."""

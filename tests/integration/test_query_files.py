@@ -297,6 +297,9 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     # The credential, connection, task and delivery queries.
     ("delivery/sql/deliveries.sql", "original_files"): ("uuid", "files:jsonb"),
+    ("delivery/sql/deliveries.sql", "items_reset"): ("uuid", ""),
+    ("delivery/sql/deliveries.sql", "items_record"): ("uuid int4 int8[] text[] text[]", ""),
+    ("delivery/sql/deliveries.sql", "items_of"): ("uuid", "seq:int8 outcome:text detail:text"),
     ("scheduler/tasks/sql/tasks.sql", "task_encrypts"): ("uuid", "?column?:bool"),
     ("common/sql/credentials.sql", "lookup"): (
         "uuid",
@@ -576,7 +579,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     # delivery/sql/live.sql
     ("delivery/sql/live.sql", "live_claim"): (
-        "text float8 int8",
+        "text float8 int8 text[]",
         "connection_id:uuid version:int8",
     ),
     ("delivery/sql/live.sql", "live_release"): (
@@ -585,8 +588,8 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("delivery/sql/live.sql", "live_connection"): (
         "uuid",
-        "account_id:uuid name:text settings:jsonb secrets:jsonb version:int8 delivered_seq:int8 "
-        "starts_at:timestamptz disabled_at:timestamptz disabled_reason:text "
+        "account_id:uuid kind:text name:text settings:jsonb secrets:jsonb version:int8 "
+        "delivered_seq:int8 starts_at:timestamptz disabled_at:timestamptz disabled_reason:text "
         "failing_since:timestamptz",
     ),
     ("delivery/sql/live.sql", "live_place_cursor"): (

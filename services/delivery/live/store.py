@@ -38,6 +38,7 @@ class LiveConnection:
 
     id: UUID
     account_id: UUID
+    kind: str  # which record sender runs it
     name: str
     settings: dict[str, Any]
     sealed: dict[str, str]
@@ -83,11 +84,13 @@ class LiveStorePg:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def claim(self, owner: str, lease_s: float, limit: int) -> dict[UUID, int]:
-        """The connections this replica runs now (new ones taken, ours renewed), with the
-        version of their settings."""
+    async def claim(
+        self, owner: str, lease_s: float, limit: int, kinds: Sequence[str] = ("api",)
+    ) -> dict[UUID, int]:
+        """The connections of `kinds` this replica runs now (new ones taken, ours
+        renewed), with the version of their settings."""
         with driver_errors("live_claim"):
-            rows = await self._pool.fetch(QUERIES["live_claim"], owner, lease_s, limit)
+            rows = await self._pool.fetch(QUERIES["live_claim"], owner, lease_s, limit, list(kinds))
         return {r["connection_id"]: r["version"] for r in rows}
 
     async def release(self, owner: str) -> None:
@@ -104,6 +107,7 @@ class LiveStorePg:
         return LiveConnection(
             connection_id,
             r["account_id"],
+            r["kind"],
             r["name"],
             dict(r["settings"]),
             dict(r["secrets"]),
