@@ -645,6 +645,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "int4 int4",
         "dropped:int4",
     ),
+    ("delivery/sql/live.sql", "live_layout"): ("uuid uuid", "definition:jsonb"),
     ("delivery/sql/live.sql", "live_custom_fields"): (
         "uuid",
         "name:text description:text definition:jsonb",
@@ -652,7 +653,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     # scheduler/live/sql/live.sql
     ("scheduler/live/sql/live.sql", "live_state"): (
         "uuid uuid",
-        "kind:text delivered_seq:int8 disabled_at:timestamptz disabled_reason:text "
+        "kind:text live:bool delivered_seq:int8 disabled_at:timestamptz disabled_reason:text "
         "failing_since:timestamptz last_success_at:timestamptz owner:text waiting:int8 dead:int8 "
         "rejected:int8",
     ),

@@ -13,7 +13,9 @@ from uuid import UUID
 import asyncpg
 
 from services.common.db import driver_errors, load_queries
+from services.common.layouts.codec import layout_from_json
 from services.common.layouts.compiler import RenderContext
+from services.common.layouts.model import LayoutSpec
 from services.common.referral_rows import ReferralRowReader
 
 QUERIES = load_queries(Path(__file__).parent.parent / "sql" / "live.sql")
@@ -122,6 +124,12 @@ class LiveStorePg:
         with driver_errors("live_custom_fields"):
             rows = await self._pool.fetch(QUERIES["live_custom_fields"], account_id)
         return [(r["name"], r["description"], r["definition"]) for r in rows]
+
+    async def layout_spec(self, account_id: UUID, layout_id: UUID) -> LayoutSpec | None:
+        """One of the account's layouts (a vendor's vars layout), or None when it is gone."""
+        with driver_errors("live_layout"):
+            definition = await self._pool.fetchval(QUERIES["live_layout"], account_id, layout_id)
+        return None if definition is None else layout_from_json(definition)
 
     async def render_context(self, account_id: UUID) -> RenderContext:
         """The account's zone and campaign names (what context fields render from)."""

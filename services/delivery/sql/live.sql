@@ -152,6 +152,10 @@ VALUES ($1, $2, $3, $4, $5);
 UPDATE live_messages SET next_attempt_at = greatest(next_attempt_at, $2)
  WHERE connection_id = $1 AND state IN ('retrying', 'replay');
 
+-- name: live_layout
+-- A layout of the account by id (a vendor connection's vars layout): its definition.
+SELECT definition FROM layouts WHERE account_id = $1 AND id = $2;
+
 -- name: live_custom_fields
 -- The account's custom fields, as stored (bodies may name them).
 SELECT name, description, definition FROM custom_fields WHERE account_id = $1;

@@ -9,10 +9,11 @@ from uuid import UUID
 
 from services.common.layouts.model import CustomFieldSpec
 from services.delivery.transports.http.settings import API_SECRET_NAMES, ApiSettings
+from services.delivery.transports.sailthru.settings import SailthruSettings
 
 WriteMode = Literal["rename", "direct"]
 FtpsTls = Literal["explicit", "implicit"]
-SECRET_NAMES = ("password", "private_key", "passphrase", *API_SECRET_NAMES[1:])
+SECRET_NAMES = ("password", "private_key", "passphrase", *API_SECRET_NAMES[1:], "api_secret")
 
 
 @dataclass(frozen=True)
@@ -130,15 +131,38 @@ class ApiConfig:
         return cls(ApiSettings.from_json(data))
 
 
+@dataclass(frozen=True)
+class SailthruConfig:
+    """A Sailthru list (real time or scheduled imports)."""
+
+    kind: ClassVar[str] = "sailthru"
+    settings: SailthruSettings
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings column."""
+        return self.settings.to_json()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SailthruConfig:
+        """From the settings column."""
+        return cls(SailthruSettings.from_json(data))
+
+
 FileConfig = SftpConfig | FtpsConfig
-ConnectionConfig = SftpConfig | FtpsConfig | EmailConfig | ApiConfig
+ConnectionConfig = SftpConfig | FtpsConfig | EmailConfig | ApiConfig | SailthruConfig
 CONFIG_KINDS: dict[
-    str, type[SftpConfig] | type[FtpsConfig] | type[EmailConfig] | type[ApiConfig]
+    str,
+    type[SftpConfig]
+    | type[FtpsConfig]
+    | type[EmailConfig]
+    | type[ApiConfig]
+    | type[SailthruConfig],
 ] = {
     "sftp": SftpConfig,
     "ftps": FtpsConfig,
     "email": EmailConfig,
     "api": ApiConfig,
+    "sailthru": SailthruConfig,
 }
 
 
@@ -160,6 +184,7 @@ class Secrets:
     client_secret: str = field(default="", repr=False)
     signing_secret: str = field(default="", repr=False)
     previous_signing_secret: str = field(default="", repr=False)
+    api_secret: str = field(default="", repr=False)  # Sailthru's shared secret
 
     def present(self) -> dict[str, str]:
         """The secrets that are set, by name."""
@@ -178,6 +203,7 @@ class ConnectionDraft:
     ftps: FtpsConfig | None = None
     email: EmailConfig | None = None
     api: ApiConfig | None = None
+    sailthru: SailthruConfig | None = None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from services.delivery.transports.base import ProbeReport, TransportError
 from services.delivery.transports.email_message import message_template_problem
 from services.delivery.transports.ftps import pinned_certificate
 from services.delivery.transports.http.settings import API_SECRET_NAMES, settings_problems
+from services.delivery.transports.sailthru.settings import SAILTHRU_SECRET_NAMES, sailthru_problems
 from services.delivery.transports.sftp import load_private_key, pinned_fingerprint
 from services.ingest.accounts import check_name
 from services.scheduler.connections.model import (
@@ -43,6 +44,7 @@ from services.scheduler.connections.model import (
     FileConfig,
     FtpsConfig,
     FtpsTls,
+    SailthruConfig,
     SavedConnection,
     Secrets,
     SftpConfig,
@@ -298,6 +300,29 @@ async def _api_validated(
     return found, api
 
 
+async def _sailthru_validated(
+    sailthru: SailthruConfig,
+    secrets: Secrets,
+    egress: EgressPolicy,
+    stored: frozenset[str],
+    prefix: str,
+    custom_fields: frozenset[str],
+) -> tuple[list[FieldProblem], SailthruConfig]:
+    """Problems of Sailthru settings, and the base URL's host against the egress policy."""
+    settings = sailthru.settings
+    plain = {n: v for n, v in secrets.present().items() if n in SAILTHRU_SECRET_NAMES}
+    found = sailthru_problems(settings, plain, stored, prefix, custom_fields)
+    if not found:
+        parts = urlsplit(settings.base_url)
+        try:
+            await egress.resolve(parts.hostname or "", parts.port or 443)
+        except EgressRefusedError as exc:
+            found.append(_problem(f"{prefix}sailthru.base_url", "EGRESS_REFUSED", exc.message))
+        except ResolutionError:
+            pass  # DNS may come back: the test call diagnoses it
+    return found, sailthru
+
+
 async def validated(
     draft: ConnectionDraft,
     egress: EgressPolicy,
@@ -313,7 +338,17 @@ async def validated(
     except InvalidArgumentError as exc:
         name = ""
         problems += [replace(p, field=f"{prefix}name") for p in exc.problems]
-    if draft.api is not None and not (draft.url or draft.sftp or draft.ftps or draft.email):
+    others = draft.url or draft.sftp or draft.ftps or draft.email
+    if draft.sailthru is not None and not (others or draft.api):
+        found, sailthru = await _sailthru_validated(
+            draft.sailthru, draft.secrets, egress, stored, prefix, custom_fields
+        )
+        problems += found
+        if problems:
+            raise _invalid(problems)
+        kept = {n: v for n, v in draft.secrets.present().items() if n in SAILTHRU_SECRET_NAMES}
+        return name, sailthru, Secrets(**kept)
+    if draft.api is not None and not others:
         found, api = await _api_validated(
             draft.api, draft.secrets, egress, stored, prefix, custom_fields
         )
@@ -465,6 +500,8 @@ async def update_connection(
         kept.pop("passphrase", None)
     if draft.api is not None:  # secrets of another kind do not carry over
         kept = {n: s for n, s in kept.items() if n in API_SECRET_NAMES}
+    if draft.sailthru is not None:
+        kept = {n: s for n, s in kept.items() if n in SAILTHRU_SECRET_NAMES}
     customs = frozenset(await store.custom_fields(current.account_id))
     name, config, secrets = await validated(draft, egress, frozenset(kept), custom_fields=customs)
     saved = await store.update(

@@ -19,6 +19,7 @@ from services.common.timestamps import timestamp_message
 from services.delivery.transports.base import Diagnosis, PermanentError, ProbeReport
 from services.delivery.transports.ftps import FtpsSettings, FtpsTransport
 from services.delivery.transports.http.responses import Outcome
+from services.delivery.transports.sailthru.transport import SailthruTransport
 from services.delivery.transports.sftp import SftpSecrets, SftpSettings, SftpTransport
 from services.scheduler.connections import rules
 from services.scheduler.connections.api_messages import (
@@ -34,10 +35,12 @@ from services.scheduler.connections.model import (
     ConnectionStore,
     EmailConfig,
     FtpsConfig,
+    SailthruConfig,
     SavedConnection,
     Secrets,
     SftpConfig,
 )
+from services.scheduler.connections.sailthru_messages import sailthru_config_of, sailthru_message
 
 Context = grpc.aio.ServicerContext[object, object]
 _MODES = {connections_pb2.RENAME: "rename", connections_pb2.DIRECT: "direct"}
@@ -84,6 +87,9 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
     api = None
     if message.HasField("api"):
         api, secrets = api_config_of(message.api)
+    sailthru = None
+    if message.HasField("sailthru"):
+        sailthru, secrets = sailthru_config_of(message.sailthru)
     email = None
     if message.HasField("email"):
         m = message.email
@@ -91,7 +97,7 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
             subject_template=m.subject_template, body_template=m.body_template,
             gzip_above_bytes=m.gzip_above_bytes, file_name_template=m.file_name_template,
         )  # fmt: skip
-    return ConnectionDraft(message.name, sftp, secrets, message.url, ftps, email, api)
+    return ConnectionDraft(message.name, sftp, secrets, message.url, ftps, email, api, sailthru)
 
 
 def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
@@ -120,6 +126,9 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
         return message
     if isinstance(saved.config, ApiConfig):
         message.api.CopyFrom(api_message(saved.config, saved.secrets_set))
+        return message
+    if isinstance(saved.config, SailthruConfig):
+        message.sailthru.CopyFrom(sailthru_message(saved.config, saved.secrets_set))
         return message
     if isinstance(saved.config, EmailConfig):
         e = saved.config
@@ -160,6 +169,10 @@ def transport_prober(egress: EgressPolicy) -> rules.Prober:
                 return await transport.probe()
         if isinstance(config, ApiConfig):
             raise PermanentError(Diagnosis.CONFIG, "API connections are tested by a test call")
+        if isinstance(config, SailthruConfig):
+            plain = {"api_key": secrets.api_key, "api_secret": secrets.api_secret}
+            async with SailthruTransport(config.settings, plain, egress) as sailthru:
+                return await sailthru.probe()
         if isinstance(config, EmailConfig):
             raise PermanentError(
                 Diagnosis.CONFIG,

@@ -68,10 +68,10 @@ class LiveDeliveryServicer(live_pb2_grpc.LiveDeliveryServiceServicer):
         if not rows:
             raise NotFoundError(f"connection {connection} does not exist in account {account}")
         r = rows[0]
-        if r["kind"] != "api":
+        if not r["live"]:
             raise FailedPreconditionError(
-                f"connection {connection} is a {r['kind']} connection: only API connections "
-                "deliver in real time"
+                f"connection {connection} is a {r['kind']} connection that does not deliver "
+                "in real time: only API connections and vendors in real-time mode do"
             )
         return live_pb2.LiveState(
             connection_id=str(connection),

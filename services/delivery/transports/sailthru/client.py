@@ -1,16 +1,16 @@
-"""The Sailthru client: signed requests over an egress-checked session, the rate-limit
+"""The Sailthru client: signed requests over the shared HTTP session, the rate-limit
 gate, the list import job (upload, then a bounded, backing-off poll) and the test call.
 
-Safety as for every HTTP destination: names resolve through the egress policy (the
-connection goes to the checked address), TLS is verified, plain http only to loopback,
-redirects are never followed, answers are read up to a cap. Secrets never reach a record:
+Safety as for every HTTP destination (`HttpSession`): names resolve through the egress
+policy (the connection goes to the checked address), TLS is verified, plain http only to
+loopback, redirects are never followed, answers are read up to a cap. Secrets never reach a record:
 an exchange records the request's `json` parameter only — never `api_key` or `sig`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -20,16 +20,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from services.common.egress import EgressPolicy, EgressRefusedError, ResolutionError
+from services.common.egress import EgressPolicy
 from services.delivery.transports.base import Diagnosis, PermanentError, RetryableError
-from services.delivery.transports.http.client import (
-    HEAD_KEPT,
-    MAX_ANSWER,
-    USER_AGENT,
-    EgressResolver,
-    Exchange,
-    tls_context,
-)
+from services.delivery.transports.http.client import HEAD_KEPT, MAX_ANSWER, Exchange, HttpSession
 from services.delivery.transports.http.responses import Outcome, Verdict
 from services.delivery.transports.http.settings import plaintext_allowed
 from services.delivery.transports.sailthru.answers import RateLimitGate, Reading, read_answer
@@ -44,6 +37,17 @@ from services.delivery.transports.sailthru.signing import signed_params
 DEFAULT_BASE_URL = "https://api.sailthru.com"
 # How often a 429 on one job call is waited out before the attempt gives up (retryable).
 RATE_LIMITED_TRIES = 3
+
+
+_GATES: dict[str, RateLimitGate] = {}
+
+
+def shared_gate(api_key: str) -> RateLimitGate:
+    """The process's one gate for an API key (Sailthru's windows are per key: the live
+    loop and scheduled imports of every connection with that key share them); keyed by a
+    digest, so the key itself is not kept here."""
+    digest = hashlib.sha256(api_key.encode()).hexdigest()
+    return _GATES.setdefault(digest, RateLimitGate())
 
 
 @dataclass(frozen=True)
@@ -63,26 +67,6 @@ class Answer:
 
     exchange: Exchange
     reading: Reading | None
-
-
-def _failure(exc: BaseException, timeout_s: float) -> tuple[str, Diagnosis]:
-    """What a network failure means, for the record."""
-    if isinstance(exc, EgressRefusedError):
-        return exc.message, Diagnosis.EGRESS
-    if isinstance(exc, ResolutionError):
-        return str(exc), Diagnosis.DNS
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return f"TLS: {exc.certificate_error}", Diagnosis.TLS
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        cause = exc.os_error
-        if isinstance(cause, EgressRefusedError | ResolutionError):
-            return _failure(cause, timeout_s)
-        return f"cannot connect: {exc}", Diagnosis.REFUSED
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return f"TLS: {exc}", Diagnosis.TLS
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout_s:g} s", Diagnosis.TIMEOUT
-    return f"connection lost: {exc or type(exc).__name__}", Diagnosis.CONNECTION_LOST
 
 
 def base_url_problem(url: str) -> str | None:
@@ -116,14 +100,11 @@ class SailthruClient:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._secret = secret
-        self._egress = egress
         self._timeout_s = timeout_s
-        self._concurrency = concurrency
         self.gate = gate or RateLimitGate(sleep=sleep)
         self._polling = polling or JobPolling()
         self._sleep = sleep
-        self._session: aiohttp.ClientSession | None = None
-        self._checked = False
+        self._http = HttpSession(egress, timeout_s=timeout_s, limit=concurrency + 2)
 
     async def __aenter__(self) -> SailthruClient:
         return self
@@ -131,42 +112,9 @@ class SailthruClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                resolver=EgressResolver(self._egress),
-                limit=self._concurrency + 2,
-                ssl=tls_context(""),
-                ttl_dns_cache=30,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
-                headers={"User-Agent": USER_AGENT},
-                trust_env=False,
-            )
-        return self._session
-
     async def close(self) -> None:
         """Close the session and its connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _check_base(self) -> None:
-        if self._checked:
-            return
-        problem = base_url_problem(self.base_url)
-        if problem is not None:
-            raise _RefusedError(Diagnosis.TLS if "TLS" in problem else Diagnosis.CONFIG, problem)
-        host = (urlsplit(self.base_url).hostname or "").strip("[]")
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            address = None
-        if address is not None:
-            self._egress.check(host, address)
-        self._checked = True
+        await self._http.close()
 
     async def request(
         self,
@@ -176,21 +124,18 @@ class SailthruClient:
         *,
         file: Path | None = None,
     ) -> Answer:
-        """One signed request (never raises for a network failure: that is an answer
-        without a reading, its exchange naming the diagnosis)."""
+        """One signed request, once the endpoint's rate-limit window allows it (never
+        raises for a network failure: that is an answer without a reading, its exchange
+        naming the diagnosis)."""
         params = signed_params(self._api_key, self._secret, payload)
         url = f"{self.base_url}/{endpoint}"
         exchange = Exchange(method, url, {}, params["json"].encode())
         gate_key = f"{method} /{endpoint}"
-        reading: Reading | None = None
-        started = time.monotonic()
-        try:
-            self._check_base()
-            await self.gate.wait(gate_key)
-            started = time.monotonic()
-            session = self._session_now()
+        readings: list[Reading] = []
+
+        async def perform(session: aiohttp.ClientSession) -> None:
             if method == "GET":
-                call = session.get(url, params=params, allow_redirects=False)
+                call: Any = session.get(url, params=params, allow_redirects=False)
             elif file is None:
                 call = session.post(url, data=params, allow_redirects=False)
             else:
@@ -199,25 +144,20 @@ class SailthruClient:
                 head = await answer.content.read(MAX_ANSWER)
                 self.gate.observe(gate_key, answer.status, answer.headers)
                 reading = read_answer(answer.status, head)
+                readings.append(reading)
                 exchange.status = answer.status
                 exchange.response_head = head[:HEAD_KEPT]
                 exchange.verdict = Verdict(reading.outcome, reading.rule)
                 exchange.diagnosis = reading.diagnosis
                 if reading.outcome is not Outcome.ACCEPTED:
-                    exchange.error = reading.message or reading.rule
+                    said = f" (Sailthru: {reading.message})" if reading.message else ""
+                    exchange.error = reading.rule + said
                 if reading.outcome is Outcome.RETRY:
                     exchange.retry_after_s = self.gate.hold_s(gate_key) or None
-        except _RefusedError as exc:
-            exchange.error, exchange.diagnosis = exc.message, exc.diagnosis
-        except (EgressRefusedError, ResolutionError, aiohttp.ClientError, OSError) as exc:
-            exchange.error, exchange.diagnosis = _failure(exc, self._timeout_s)
-        except TimeoutError as exc:
-            exchange.error, exchange.diagnosis = _failure(exc, self._timeout_s)
-        exchange.latency_s = time.monotonic() - started
-        if reading is None:
-            why = exchange.diagnosis.value if exchange.diagnosis else "error"
-            exchange.verdict = Verdict(Outcome.RETRY, f"no answer ({why})")
-        return Answer(exchange, reading)
+
+        await self.gate.wait(gate_key)
+        await self._http.exchange(exchange, url, perform)
+        return Answer(exchange, readings[0] if readings else None)
 
     def _upload(
         self, session: aiohttp.ClientSession, url: str, params: Mapping[str, str], file: Path
@@ -347,10 +287,3 @@ class _ClosingCall:
             await self._call.__aexit__(*exc)
         finally:
             self._handle.close()
-
-
-class _RefusedError(Exception):
-    def __init__(self, diagnosis: Diagnosis, message: str) -> None:
-        super().__init__(message)
-        self.diagnosis = diagnosis
-        self.message = message

@@ -387,6 +387,7 @@ class Connection(_message.Message):
     FTPS_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     API_FIELD_NUMBER: _builtins.int
+    SAILTHRU_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
@@ -409,6 +410,8 @@ class Connection(_message.Message):
     @_builtins.property
     def api(self) -> Global___ApiConnection: ...
     @_builtins.property
+    def sailthru(self) -> Global___SailthruConnection: ...
+    @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -422,16 +425,17 @@ class Connection(_message.Message):
         ftps: Global___FtpsConnection | None = ...,
         email: Global___EmailConnection | None = ...,
         api: Global___ApiConnection | None = ...,
+        sailthru: Global___SailthruConnection | None = ...,
         url: _builtins.str = ...,
         version: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "kind", b"kind", "sftp", b"sftp", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "kind", b"kind", "sailthru", b"sailthru", "sftp", b"sftp", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api", b"api", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "id", b"id", "kind", b"kind", "name", b"name", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api", b"api", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "id", b"id", "kind", b"kind", "name", b"name", "sailthru", b"sailthru", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["sftp", "ftps", "email", "api"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["sftp", "ftps", "email", "api", "sailthru"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -1031,3 +1035,123 @@ class ApiConnection(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApiConnection: _TypeAlias = ApiConnection  # noqa: Y015
+
+@_typing.final
+class SailthruConnection(_message.Message):
+    """A Sailthru list: referrals become profiles keyed by their email (docs/integrations.md).
+    Every request is signed with the API key and secret.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class VarTypesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODE_FIELD_NUMBER: _builtins.int
+    LIST_NAME_FIELD_NUMBER: _builtins.int
+    LAYOUT_ID_FIELD_NUMBER: _builtins.int
+    VAR_TYPES_FIELD_NUMBER: _builtins.int
+    BASE_URL_FIELD_NUMBER: _builtins.int
+    POSTBACK_URL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
+    ALL_CAMPAIGNS_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_PER_S_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    STRICT_ORDER_FIELD_NUMBER: _builtins.int
+    RETRY_SCHEDULE_S_FIELD_NUMBER: _builtins.int
+    DISABLE_AFTER_S_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
+    API_SECRET_FIELD_NUMBER: _builtins.int
+    SECRETS_SET_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """"realtime" (default): one POST /user per referral, through the live loop;
+    "scheduled": each delivery of a task is a list import job (the task's layout as CSV,
+    email first), polled to completion.
+    """
+    list_name: _builtins.str
+    layout_id: _builtins.str
+    """The layout whose columns become profile vars (header = var name; the email is the
+    id). Empty: the built-in default layout. Real time only: scheduled deliveries send
+    the task's layout.
+    """
+    base_url: _builtins.str
+    """default https://api.sailthru.com (http only to loopback)"""
+    postback_url: _builtins.str
+    """scheduled: Sailthru posts each job's result here"""
+    timeout_s: _builtins.float
+    """default 30, at most 60"""
+    all_campaigns: _builtins.bool
+    rate_limit_per_s: _builtins.float
+    concurrency: _builtins.int
+    """default 8"""
+    strict_order: _builtins.bool
+    disable_after_s: _builtins.float
+    api_key: _builtins.str
+    """Write-only secrets: never returned."""
+    api_secret: _builtins.str
+    @_builtins.property
+    def var_types(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Var name -> "number", "boolean" or "json"; other vars are strings."""
+
+    @_builtins.property
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Real time, as for API connections: the campaigns it receives (empty with
+        all_campaigns: every campaign), filters, rate, concurrency, order, retries, disabling.
+        """
+
+    @_builtins.property
+    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldFilter]: ...
+    @_builtins.property
+    def retry_schedule_s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def secrets_set(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Read-only: which secrets are stored (api_key, api_secret)."""
+
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        list_name: _builtins.str = ...,
+        layout_id: _builtins.str = ...,
+        var_types: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        base_url: _builtins.str = ...,
+        postback_url: _builtins.str = ...,
+        timeout_s: _builtins.float = ...,
+        campaign_ids: _abc.Iterable[_builtins.str] | None = ...,
+        all_campaigns: _builtins.bool = ...,
+        filters: _abc.Iterable[Global___FieldFilter] | None = ...,
+        rate_limit_per_s: _builtins.float = ...,
+        concurrency: _builtins.int = ...,
+        strict_order: _builtins.bool = ...,
+        retry_schedule_s: _abc.Iterable[_builtins.float] | None = ...,
+        disable_after_s: _builtins.float = ...,
+        api_key: _builtins.str = ...,
+        api_secret: _builtins.str = ...,
+        secrets_set: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_campaigns", b"all_campaigns", "api_key", b"api_key", "api_secret", b"api_secret", "base_url", b"base_url", "campaign_ids", b"campaign_ids", "concurrency", b"concurrency", "disable_after_s", b"disable_after_s", "filters", b"filters", "layout_id", b"layout_id", "list_name", b"list_name", "mode", b"mode", "postback_url", b"postback_url", "rate_limit_per_s", b"rate_limit_per_s", "retry_schedule_s", b"retry_schedule_s", "secrets_set", b"secrets_set", "strict_order", b"strict_order", "timeout_s", b"timeout_s", "var_types", b"var_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SailthruConnection: _TypeAlias = SailthruConnection  # noqa: Y015
