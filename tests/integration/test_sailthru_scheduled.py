@@ -256,3 +256,14 @@ async def test_bad_settings_are_refused_field_by_field(setup: Setup) -> None:
         ("connection.sailthru.base_url", "INSECURE"),
         ("connection.sailthru.var_types.Age", "UNKNOWN_CODE"),
     }
+
+
+async def test_a_task_on_a_real_time_connection_is_dead_saying_to_switch_the_mode(
+    setup: Setup,
+) -> None:
+    task = await setup.task(await setup.connection(mode="realtime"))
+    await setup.ingest(["ann@example.com"])
+    (dead,) = await setup.run_now(task)
+    assert dead.state == "dead"
+    assert "set its mode to scheduled" in dead.error
+    assert setup.fake.received == []
