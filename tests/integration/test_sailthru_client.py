@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -242,3 +243,38 @@ async def test_plain_http_is_refused_beyond_loopback() -> None:
         answer = await client.request("GET", "list", {"list": "x"})
     assert answer.exchange.diagnosis is Diagnosis.TLS
     await asyncio.sleep(0)
+
+
+async def test_an_import_file_is_uploaded_in_chunks_never_held_whole(tmp_path: Path) -> None:
+    """20 MB through the multipart upload: the client's memory stays a few chunks."""
+    received = 0
+
+    async def discard(request: web.Request) -> web.Response:
+        nonlocal received
+        while chunk := await request.content.read(64 * 1024):
+            received += len(chunk)
+        return web.json_response({"job_id": "j1", "status": "pending"})
+
+    app = web.Application(client_max_size=1024**3)
+    app.router.add_post("/job", discard)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    big = tmp_path / "big.csv"
+    line = b"email,first_name\r\n" + b"someone@example.com,Someone\r\n" * 2000
+    with big.open("wb") as out:
+        while out.tell() < 20 * 1024 * 1024:
+            out.write(line)
+    try:
+        async with SailthruClient(f"http://127.0.0.1:{port}", "k", "s", LOOPBACK) as client:
+            tracemalloc.start()
+            answer = await client.request("POST", "job", {"job": "import"}, file=big)
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+    finally:
+        await runner.cleanup()
+    assert answer.exchange.status == 200
+    assert received >= big.stat().st_size
+    assert peak < 4 * 1024 * 1024, f"peak {peak} bytes while uploading 20 MB"
