@@ -278,3 +278,12 @@ async def test_an_import_file_is_uploaded_in_chunks_never_held_whole(tmp_path: P
     assert answer.exchange.status == 200
     assert received >= big.stat().st_size
     assert peak < 4 * 1024 * 1024, f"peak {peak} bytes while uploading 20 MB"
+
+
+async def test_a_poll_lost_on_the_way_is_asked_again(fake: FakeSailthru, tmp_path: Path) -> None:
+    fake.scripted["GET /job"] = [(500, {"error": 9, "errormsg": "Internal Error"})] * 2
+    async with _client(fake) as client:
+        status = await client.import_file("Referrals", _csv(tmp_path, [("a@example.com", "A")]))
+    assert status.state is JobState.COMPLETED
+    assert len(fake.jobs) == 1  # imported once, not again
+    assert [r.status for r in fake.calls("GET /job")][:2] == [500, 500]

@@ -37,6 +37,8 @@ from services.delivery.transports.sailthru.signing import signed_params
 DEFAULT_BASE_URL = "https://api.sailthru.com"
 # How often a 429 on one job call is waited out before the attempt gives up (retryable).
 RATE_LIMITED_TRIES = 3
+# How many polls in a row may fail (no answer, 5xx) before the attempt gives up.
+POLL_MISSES = 5
 
 
 _GATES: dict[str, RateLimitGate] = {}
@@ -212,9 +214,20 @@ class SailthruClient:
         polling = self._polling
         delay = polling.first_s
         deadline = time.monotonic() + polling.deadline_s
+        missed = 0
         while True:
             await self._sleep(delay)
-            answer = await self._job_call("GET", {"job_id": job_id})
+            try:
+                answer = await self._job_call("GET", {"job_id": job_id})
+            except RetryableError:
+                # A poll lost on the way is asked again (the job runs on at Sailthru):
+                # only a run of failures fails the attempt, which then imports again.
+                missed += 1
+                if missed >= POLL_MISSES or time.monotonic() + delay > deadline:
+                    raise
+                delay = min(polling.max_s, delay * polling.factor)
+                continue
+            missed = 0
             try:
                 status = job_status(answer.reading.document if answer.reading else None)
             except ValueError as exc:
