@@ -13,9 +13,7 @@ from uuid import UUID
 import asyncpg
 
 from services.common.db import driver_errors, load_queries
-from services.common.layouts.codec import layout_from_json
 from services.common.layouts.compiler import RenderContext
-from services.common.layouts.model import LayoutSpec
 from services.common.referral_rows import ReferralRowReader
 
 QUERIES = load_queries(Path(__file__).parent.parent / "sql" / "live.sql")
@@ -48,6 +46,7 @@ class LiveConnection:
     delivered_seq: int | None
     starts_at: datetime  # referrals received from then on are the connection's
     disabled_at: datetime | None
+    audience_ids: tuple[UUID, ...] = ()  # custom audiences that target it
 
 
 @dataclass(frozen=True)
@@ -74,6 +73,7 @@ class Flush:
     cursor: int | None = None
     success_at: datetime | None = None
     failure_at: datetime | None = None
+    suppressed: int = 0  # referrals the audiences held back (passed without a call)
 
 
 class LostLeaseError(Exception):
@@ -117,7 +117,13 @@ class LiveStorePg:
             r["delivered_seq"],
             r["starts_at"],
             r["disabled_at"],
+            tuple(r["audience_ids"]),
         )
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool (for the shared audience checks)."""
+        return self._pool
 
     async def custom_fields(self, account_id: UUID) -> list[tuple[str, str, Any]]:
         """(name, description, definition) of the account's custom fields."""
@@ -125,11 +131,12 @@ class LiveStorePg:
             rows = await self._pool.fetch(QUERIES["live_custom_fields"], account_id)
         return [(r["name"], r["description"], r["definition"]) for r in rows]
 
-    async def layout_spec(self, account_id: UUID, layout_id: UUID) -> LayoutSpec | None:
-        """One of the account's layouts (a vendor's vars layout), or None when it is gone."""
+    async def layout(self, account_id: UUID, layout_id: UUID | None) -> dict[str, Any] | None:
+        """A saved layout's definition (`layout_id` None: the account's default); None
+        when there is none."""
         with driver_errors("live_layout"):
-            definition = await self._pool.fetchval(QUERIES["live_layout"], account_id, layout_id)
-        return None if definition is None else layout_from_json(definition)
+            r = await self._pool.fetchrow(QUERIES["live_layout"], account_id, layout_id)
+        return None if r is None else dict(r["definition"])
 
     async def render_context(self, account_id: UUID) -> RenderContext:
         """The account's zone and campaign names (what context fields render from)."""
@@ -209,6 +216,7 @@ class LiveStorePg:
                     batch.cursor if batch.cursor is not None else -1,
                     batch.success_at,
                     batch.failure_at,
+                    batch.suppressed,
                 )
                 if advanced is None:
                     raise LostLeaseError(str(connection_id))

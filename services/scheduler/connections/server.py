@@ -19,6 +19,7 @@ from services.common.timestamps import timestamp_message
 from services.delivery.transports.base import Diagnosis, PermanentError, ProbeReport
 from services.delivery.transports.ftps import FtpsSettings, FtpsTransport
 from services.delivery.transports.http.responses import Outcome
+from services.delivery.transports.mailchimp.batch import MailchimpTransport
 from services.delivery.transports.sailthru.transport import SailthruTransport
 from services.delivery.transports.sftp import SftpSecrets, SftpSettings, SftpTransport
 from services.scheduler.connections import rules
@@ -28,6 +29,10 @@ from services.scheduler.connections.api_messages import (
     exchange_message,
     test_call,
 )
+from services.scheduler.connections.mailchimp_messages import (
+    mailchimp_config_of,
+    mailchimp_message,
+)
 from services.scheduler.connections.model import (
     ApiConfig,
     ConnectionConfig,
@@ -35,6 +40,7 @@ from services.scheduler.connections.model import (
     ConnectionStore,
     EmailConfig,
     FtpsConfig,
+    MailchimpConfig,
     SailthruConfig,
     SavedConnection,
     Secrets,
@@ -87,6 +93,9 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
     api = None
     if message.HasField("api"):
         api, secrets = api_config_of(message.api)
+    mailchimp = None
+    if message.HasField("mailchimp"):
+        mailchimp, secrets = mailchimp_config_of(message.mailchimp)
     sailthru = None
     if message.HasField("sailthru"):
         sailthru, secrets = sailthru_config_of(message.sailthru)
@@ -97,7 +106,21 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
             subject_template=m.subject_template, body_template=m.body_template,
             gzip_above_bytes=m.gzip_above_bytes, file_name_template=m.file_name_template,
         )  # fmt: skip
-    return ConnectionDraft(message.name, sftp, secrets, message.url, ftps, email, api, sailthru)
+    audiences = tuple(
+        parse_id(f"connection.audience_ids[{i}]", a) for i, a in enumerate(message.audience_ids)
+    )
+    return ConnectionDraft(
+        message.name,
+        sftp,
+        secrets,
+        message.url,
+        ftps,
+        email,
+        api,
+        mailchimp,
+        audience_ids=audiences,
+        sailthru=sailthru,
+    )
 
 
 def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
@@ -109,6 +132,7 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
         version=saved.version,
         created_at=timestamp_message(saved.created_at),
         updated_at=timestamp_message(saved.updated_at),
+        audience_ids=[str(a) for a in saved.audience_ids],
     )
     if isinstance(saved.config, FtpsConfig):
         f = saved.config
@@ -126,6 +150,9 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
         return message
     if isinstance(saved.config, ApiConfig):
         message.api.CopyFrom(api_message(saved.config, saved.secrets_set))
+        return message
+    if isinstance(saved.config, MailchimpConfig):
+        message.mailchimp.CopyFrom(mailchimp_message(saved.config, saved.secrets_set))
         return message
     if isinstance(saved.config, SailthruConfig):
         message.sailthru.CopyFrom(sailthru_message(saved.config, saved.secrets_set))
@@ -169,6 +196,9 @@ def transport_prober(egress: EgressPolicy) -> rules.Prober:
                 return await transport.probe()
         if isinstance(config, ApiConfig):
             raise PermanentError(Diagnosis.CONFIG, "API connections are tested by a test call")
+        if isinstance(config, MailchimpConfig):
+            async with MailchimpTransport(config.settings, secrets.api_key, egress) as mailchimp:
+                return await mailchimp.probe()
         if isinstance(config, SailthruConfig):
             plain = {"api_key": secrets.api_key, "api_secret": secrets.api_secret}
             async with SailthruTransport(config.settings, plain, egress) as sailthru:

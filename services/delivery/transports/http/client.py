@@ -315,10 +315,19 @@ async def read_answer(
     now: datetime,
     *,
     test: bool = False,
+    limit: int | None = None,
 ) -> bytes:
-    """Fill `exchange` from an answer (read up to MAX_ANSWER): status, head, Retry-After,
-    the verdict `decide` gives, a redirect's note; headers only for a test call. The head."""
-    head = await answer.content.read(MAX_ANSWER)
+    """Fill `exchange` from an answer (read up to `limit`, default MAX_ANSWER): status,
+    head, Retry-After, the verdict `decide` gives, a redirect's note; headers only for a
+    test call. The head."""
+    cap, parts, size = limit or MAX_ANSWER, [], 0
+    while size < cap:  # read() returns what has arrived: loop to the cap or the end
+        part = await answer.content.read(cap - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    head = b"".join(parts)
     exchange.status = answer.status
     if test:
         exchange.response_headers = dict(answer.headers)

@@ -123,7 +123,8 @@ class ApiSettings(LivePolicy):
         return urlsplit(self.url).hostname or ""
 
 
-def _url_problems(url: str, place: str, *, required: bool) -> Iterator[FieldProblem]:
+def url_problems(url: str, place: str, *, required: bool) -> Iterator[FieldProblem]:
+    """Problems of an endpoint URL (https, a host, no credentials in it)."""
     if not url:
         if required:
             yield FieldProblem(place, "REQUIRED", "is required")
@@ -179,8 +180,8 @@ def settings_problems(
     """Every problem of API settings plus secrets (`stored`: secrets kept from before)."""
     p = f"{prefix}api."
     found: list[FieldProblem] = []
-    found += _url_problems(api.url, f"{p}url", required=True)
-    found += _url_problems(api.test_url, f"{p}test_url", required=False)
+    found += url_problems(api.url, f"{p}url", required=True)
+    found += url_problems(api.test_url, f"{p}test_url", required=False)
     for name, url in (("url", api.url), ("test_url", api.test_url)):
         if url and not plaintext_allowed(url) and urlsplit(url).scheme == "http":
             found.append(FieldProblem(f"{p}{name}", "INSECURE", "use https:// (TLS is required)"))
@@ -264,7 +265,7 @@ def _auth_problems(api: ApiSettings, has: set[str], p: str) -> Iterator[FieldPro
     if api.auth == "api_key" and api.api_key_in not in ("header", "query"):
         yield FieldProblem(f"{p}api_key_in", "UNKNOWN_CODE", "header or query")
     if api.auth == "oauth2":
-        yield from _url_problems(api.token_url, f"{p}token_url", required=True)
+        yield from url_problems(api.token_url, f"{p}token_url", required=True)
         if not api.client_id:
             yield FieldProblem(f"{p}client_id", "REQUIRED", "is required")
         if api.client_auth not in ("basic", "body"):

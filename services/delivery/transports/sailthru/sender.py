@@ -11,6 +11,7 @@ from datetime import datetime
 from uuid import UUID
 
 from services.common.egress import EgressPolicy
+from services.common.layouts.codec import layout_from_json
 from services.common.layouts.defaults import DEFAULT_LAYOUT
 from services.common.layouts.model import Column, CustomFieldSpec
 from services.delivery.live.policy import LivePolicy
@@ -61,12 +62,11 @@ class SailthruSender:
         self, store: LiveStorePg, account_id: UUID, customs: Mapping[str, CustomFieldSpec]
     ) -> Sequence[Column]:
         """The vars layout's columns (the email apart: it is the id)."""
-        layout = DEFAULT_LAYOUT
-        if self.settings.layout_id is not None:
-            found = await store.layout_spec(account_id, UUID(self.settings.layout_id))
-            if found is None:
-                raise LookupError(f"the vars layout {self.settings.layout_id} is gone")
-            layout = found
+        wanted = UUID(self.settings.layout_id) if self.settings.layout_id else None
+        found = await store.layout(account_id, wanted)
+        if found is None and wanted is not None:
+            raise LookupError(f"the vars layout {wanted} is gone")
+        layout = DEFAULT_LAYOUT if found is None else layout_from_json(found)
         columns = [c for c in layout.columns if c.field != "email"]
         types = self.settings.var_types
         self._vars = tuple(
