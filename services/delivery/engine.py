@@ -215,7 +215,12 @@ class DeliveryEngine:
                         raise PermanentError(
                             Diagnosis.CONFIG, f"no transport delivers {kind!r} connections"
                         )
-                    host = str(context.settings.get("host", ""))
+                    # Bounded per file server (host) and for the one SMTP relay (email);
+                    # a vendor's connections are capped per key by their transport, so
+                    # they do not share one queue here.
+                    host = str(context.settings.get("host") or "")
+                    if not host and kind != "email":
+                        host = f"{kind}:{context.connection_id}"
                     async with self._hosts.setdefault(host, asyncio.Semaphore(self._per_host)):
                         rows, size, files = await self._deliver(claimed, context, kind)
             if await self._store.succeed(claimed, rows, size, files):

@@ -28,7 +28,7 @@ from services.delivery.engine import DeliveryEngine
 from services.delivery.key_slots import KeySlots
 from services.delivery.store import DeliveryStorePg
 from services.delivery.transports.base import PermanentError
-from services.delivery.transports.mailchimp.batch import read_members
+from services.delivery.transports.mailchimp.batch import member_reader, read_members
 from services.scheduler.tasks.runner import GrpcDeliveryJobs, TaskRunner
 from services.scheduler.tasks.store import TaskStorePg
 from tests.fakes.mailchimp import Mailchimp, mailchimp_fake
@@ -275,7 +275,10 @@ async def test_members_are_read_back_a_page_at_a_time(world: World) -> None:
             "merge_fields": {"FNAME": "x" * 50}, "tags": [],
         }  # fmt: skip
     config = settings(world.fake)
-    pages = [p async for p in read_members(config, {"api_key": KEY}, LOOPBACK)]
+    slots = KeySlots(world.pool, "reader")
+    read = member_reader(slots)  # as the audience sources call it: stored settings
+    pages = [p async for p in read(config.to_json(), {"api_key": KEY}, LOOPBACK)]
+    await slots.close()
     assert [len(p) for p in pages] == [1000, 1000, 345]
     got = [m for p in pages for m in p]
     assert got[:2] == [("a0@example.com", "unsubscribed"), ("a1@example.com", "subscribed")]

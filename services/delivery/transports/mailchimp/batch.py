@@ -201,6 +201,25 @@ async def read_members(
         await client.close()
 
 
+MemberReader = Callable[
+    [Mapping[str, Any], Mapping[str, str], EgressPolicy], AsyncIterator[list[tuple[str, str]]]
+]
+
+
+def member_reader(slots: KeySlots | None = None) -> MemberReader:
+    """`read_members` over a connection's stored settings (a `list_id` there may be
+    overridden by the caller), sharing `slots` — the shape the audience sources' Mailchimp
+    reader takes (services/scheduler/audiences/mailchimp.py, `MemberReader`)."""
+
+    def read(
+        connection_settings: Mapping[str, Any], secrets: Mapping[str, str], egress: EgressPolicy
+    ) -> AsyncIterator[list[tuple[str, str]]]:
+        settings = MailchimpSettings.from_json(connection_settings)
+        return read_members(settings, secrets, egress, slots=slots)
+
+    return read
+
+
 def mailchimp_transports(
     slots: KeySlots | None,
 ) -> Callable[[dict[str, Any], dict[str, str], EgressPolicy], RecordTransport]:
