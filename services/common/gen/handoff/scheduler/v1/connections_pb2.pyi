@@ -890,7 +890,7 @@ class LiveOptions(_message.Message):
     """default 5 days"""
     @_builtins.property
     def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The campaigns it receives; empty with all_campaigns: every campaign, future ones too."""
+        """The campaigns it receives; empty (or all_campaigns): every campaign, future ones too."""
 
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldFilter]: ...
