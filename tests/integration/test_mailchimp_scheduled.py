@@ -85,10 +85,10 @@ class World:
             mailchimp=connections_pb2.MailchimpConnection(**fields),  # type: ignore[arg-type]
         )
 
-    async def task(self, key: str = KEY) -> tasks_pb2.Task:
+    async def task(self, key: str = KEY, **values: object) -> tasks_pb2.Task:
         created = await self.connections.CreateConnection(
             connections_pb2.CreateConnectionRequest(
-                account_id=self.account, connection=self.connection(key)
+                account_id=self.account, connection=self.connection(key, **values)
             )
         )
         task = tasks_pb2.Task(
@@ -213,6 +213,18 @@ async def test_a_revoked_key_is_dead_at_once_and_the_task_needs_attention(world:
     assert KEY not in done.error
     got = await world.tasks.GetTask(tasks_pb2.GetTaskRequest(account_id=world.account, id=task.id))
     assert "API Key Invalid" in got.attention
+
+
+async def test_a_mapped_column_the_tasks_layout_lacks_is_dead_before_any_call(
+    world: World,
+) -> None:
+    task = await world.task(merge_fields={**MAPPING, "nickname": "NICK"})
+    await world.ingest([{"email": "n@example.com"}])
+    await world.now(task)
+    (done,) = await world.deliveries(task)
+    assert (done.state, done.diagnosis) == ("dead", "config")
+    assert "no column nickname" in done.error
+    assert world.fake.calls["POST /lists/{id}"] == 0
 
 
 async def test_the_connection_api_validates_and_the_test_call_diagnoses(world: World) -> None:

@@ -90,6 +90,8 @@ class MailchimpTransport:
     ) -> None:
         self.settings = settings
         self.client = MailchimpClient(settings, api_key, egress, slots=slots)
+        self._mapped = frozenset(settings.merge_fields)
+        self.headers: frozenset[str] | None = self._mapped
         self.calls = 0  # API calls made (the bench counts them)
 
     async def __aenter__(self) -> MailchimpTransport:
@@ -119,6 +121,13 @@ class MailchimpTransport:
         """Upsert up to 500 referrals as members; each one's verdict."""
         if len(records) > MAX_BATCH:
             raise PermanentError(Diagnosis.CONFIG, f"at most {MAX_BATCH} members a call")
+        missing = sorted(self._mapped - set(records[0].values)) if records else []
+        if missing:
+            raise PermanentError(
+                Diagnosis.CONFIG,
+                f"the task's layout has no column {', '.join(missing)} for the merge fields: "
+                "change the task's layout or the connection's mapping",
+            )
         results: list[ItemResult] = []
         by_email: dict[str, list[int]] = {}
         members: dict[str, dict[str, Any]] = {}
