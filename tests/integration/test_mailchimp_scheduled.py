@@ -21,6 +21,8 @@ from services.common.auth.model import Role
 from services.common.gen.handoff.scheduler.v1 import (
     connections_pb2,
     connections_pb2_grpc,
+    live_pb2,
+    live_pb2_grpc,
     tasks_pb2,
     tasks_pb2_grpc,
 )
@@ -35,12 +37,22 @@ from tests.fakes.mailchimp import Mailchimp, mailchimp_fake
 from tests.integration.access_support import LOOPBACK, serve_everything
 from tests.integration.credentials_support import authenticator, service_token
 from tests.integration.layouts_support import create_account, insert_referrals, violations
-from tests.integration.live_support import eventually
-from tests.integration.mailchimp_support import KEY, LIST, MAPPING, mailchimp_engine, settings
+from tests.integration.live_support import eventually, notify
+from tests.integration.mailchimp_support import (
+    KEY,
+    LIST,
+    MAPPING,
+    mailchimp_engine,
+    replica,
+    settings,
+)
 
 if TYPE_CHECKING:
     from services.common.gen.handoff.scheduler.v1.connections_pb2_grpc import (
         ConnectionServiceAsyncStub,
+    )
+    from services.common.gen.handoff.scheduler.v1.live_pb2_grpc import (
+        LiveDeliveryServiceAsyncStub,
     )
     from services.common.gen.handoff.scheduler.v1.tasks_pb2_grpc import TaskServiceAsyncStub
 
@@ -57,6 +69,7 @@ class World:
     engine: DeliveryEngine
     fake: Mailchimp
     pool: asyncpg.Pool
+    live: LiveDeliveryServiceAsyncStub
 
     async def run(self) -> None:
         await self.runner.tick()
@@ -131,6 +144,7 @@ async def world(pool: asyncpg.Pool) -> AsyncIterator[World]:
         yield World(
             account, campaign, connections_pb2_grpc.ConnectionServiceStub(channel),
             tasks_pb2_grpc.TaskServiceStub(channel), runner, engine, fake, pool,
+            live_pb2_grpc.LiveDeliveryServiceStub(channel),
         )  # fmt: skip
         await engine.close()
     await slots.close()
@@ -299,3 +313,42 @@ async def test_members_are_read_back_a_page_at_a_time(world: World) -> None:
     with pytest.raises(PermanentError, match="API Key Invalid"):
         async for _ in read_members(config, {"api_key": KEY}, LOOPBACK):
             pass
+
+
+async def test_a_realtime_connection_has_live_state_and_enable_live_resumes_it(
+    world: World,
+) -> None:
+    scheduled = await world.connections.CreateConnection(
+        connections_pb2.CreateConnectionRequest(
+            account_id=world.account, connection=world.connection()
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await world.live.GetLiveState(
+            live_pb2.GetLiveStateRequest(account_id=world.account, connection_id=scheduled.id)
+        )
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    created = await world.connections.CreateConnection(
+        connections_pb2.CreateConnectionRequest(
+            account_id=world.account,
+            connection=world.connection(
+                realtime=True, live=connections_pb2.LiveOptions(retry_schedule_s=[0.05] * 5)
+            ),
+        )
+    )
+    ids = {"account_id": world.account, "connection_id": created.id}
+    world.fake.revoked.add(KEY)
+    async with replica(world.pool):
+        await world.ingest([{"email": "late@example.com"}])
+        await notify(world.pool)
+
+        async def disabled() -> bool:
+            state = await world.live.GetLiveState(live_pb2.GetLiveStateRequest(**ids))
+            return state.disabled
+
+        await eventually(disabled)
+        world.fake.revoked.discard(KEY)  # the key fixed in Mailchimp
+        enabled = await world.live.EnableLive(live_pb2.EnableLiveRequest(**ids))
+        assert not enabled.disabled
+        await eventually(lambda: world.fake.member(LIST, "late@example.com") is not None)
+    assert world.fake.calls["POST /lists/{id}"] == 0  # real time: one PUT per member
