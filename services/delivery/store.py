@@ -173,6 +173,8 @@ class DeliveryStorePg:
                     QUERIES["keep_layout"], delivery_id, snapshot
                 )
                 if r is not None and split:
+                    # A hash of a big audience fits in memory instead of spilling to disk.
+                    await conn.execute(QUERIES["suppression_memory"])
                     await conn.execute(
                         RECORD_SUPPRESSIONS,
                         *range_arguments(

@@ -368,6 +368,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid jsonb",
         "layout:jsonb",
     ),
+    ("delivery/sql/deliveries.sql", "suppression_memory"): ("", "set_config:text set_config:text"),
     ("delivery/sql/deliveries.sql", "kept_layout"): (
         "uuid",
         "layout:jsonb",

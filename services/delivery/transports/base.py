@@ -175,6 +175,8 @@ class RecordTransport(Protocol):
     PermanentError). Use as `async with transport:`."""
 
     batch_size: int
+    # The layout columns (by header) it reads; the engine renders only those (None: all).
+    headers: frozenset[str] | None
 
     async def __aenter__(self) -> RecordTransport: ...
     async def __aexit__(self, *exc: object) -> None: ...

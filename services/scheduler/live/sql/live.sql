@@ -2,7 +2,8 @@
 -- Loaded by services/scheduler/live/store.py. Every query is filtered by account.
 
 -- name: live_state
--- `live`: the connection has a live cursor (API connections, vendors in real-time mode).
+-- `live`: it has a live cursor (an API connection, or a vendor's made or switched to real
+-- time).
 SELECT k.kind, c.connection_id IS NOT NULL AS live, c.delivered_seq, c.disabled_at,
        c.disabled_reason, c.failing_since, c.last_success_at,
        coalesce(c.suppressed, 0) AS suppressed,

@@ -905,7 +905,7 @@ class LiveOptions(_message.Message):
     """default 5 days"""
     @_builtins.property
     def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The campaigns it receives; empty with all_campaigns: every campaign, future ones too."""
+        """The campaigns it receives; empty (or all_campaigns): every campaign, future ones too."""
 
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldFilter]: ...
@@ -1252,8 +1252,8 @@ class SailthruConnection(_message.Message):
     list_name: _builtins.str
     layout_id: _builtins.str
     """The layout whose columns become profile vars (header = var name; the email is the
-    id). Empty: the built-in default layout. Real time only: scheduled deliveries send
-    the task's layout.
+    id). Empty: the account's default layout, else the built-in one. Real time only:
+    scheduled deliveries send the task's layout.
     """
     base_url: _builtins.str
     """default https://api.sailthru.com (http only to loopback)"""
