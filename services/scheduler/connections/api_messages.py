@@ -13,17 +13,17 @@ from services.common.layouts.compiler import RenderContext
 from services.common.layouts.model import CustomFieldSpec
 from services.common.timestamps import timestamp_message
 from services.delivery.live.loop import message_id
+from services.delivery.live.policy import (
+    DEFAULT_DISABLE_AFTER_S,
+    DEFAULT_RETRY_SCHEDULE_S,
+    FieldFilter,
+)
 from services.delivery.live.render import BodyValues
 from services.delivery.transports.http.client import ApiClient, Exchange
 from services.delivery.transports.http.responses import Outcome, ResponseRule
 from services.delivery.transports.http.settings import API_SECRET_NAMES, ApiSettings
 from services.delivery.transports.http.templates import Encoding
 from services.scheduler.connections.model import ApiConfig, Secrets
-from services.scheduler.connections.policy_messages import (
-    add_filters,
-    live_policy_fields,
-    live_policy_of,
-)
 
 _METHODS: dict[int, str] = {
     connections_pb2.POST: "POST", connections_pb2.PUT: "PUT", connections_pb2.GET: "GET"
@@ -92,7 +92,16 @@ def api_config_of(m: connections_pb2.ApiConnection) -> tuple[ApiConfig, Secrets]
         standard_webhooks=m.standard_webhooks,
         previous_secret_until=m.previous_secret_until.ToDatetime(tzinfo=UTC)
         if m.HasField("previous_secret_until") else None,
-        ca_pem=m.ca_pem.strip(), response_rules=rules, **live_policy_of(m),
+        ca_pem=m.ca_pem.strip(), response_rules=rules,
+        campaign_ids=None if m.all_campaigns else tuple(m.campaign_ids),
+        filters=tuple(
+            FieldFilter(f.field, tuple(f.values), "contains" if f.contains else "equals")
+            for f in m.filters
+        ),
+        rate_limit_per_s=m.rate_limit_per_s, concurrency=m.concurrency or 8,
+        strict_order=m.strict_order,
+        retry_schedule_s=tuple(m.retry_schedule_s) or DEFAULT_RETRY_SCHEDULE_S,
+        disable_after_s=m.disable_after_s or DEFAULT_DISABLE_AFTER_S,
     )  # fmt: skip
     secrets = Secrets(
         password=m.password, token=m.token, api_key=m.api_key, client_secret=m.client_secret,
@@ -113,8 +122,11 @@ def api_message(config: ApiConfig, secrets_set: frozenset[str]) -> connections_p
         client_id=s.client_id, scope=s.scope, audience=s.audience,
         client_secret_in_body=s.client_auth == "body", standard_webhooks=s.standard_webhooks,
         previous_secret_until=timestamp_message(s.previous_secret_until), ca_pem=s.ca_pem,
+        campaign_ids=list(s.campaign_ids or ()), all_campaigns=s.campaign_ids is None,
+        rate_limit_per_s=s.rate_limit_per_s, concurrency=s.concurrency,
+        strict_order=s.strict_order, retry_schedule_s=list(s.retry_schedule_s),
+        disable_after_s=s.disable_after_s,
         secrets_set=sorted(n for n in API_SECRET_NAMES if n in secrets_set),
-        **live_policy_fields(s),
     )  # fmt: skip
     for rule in s.response_rules:
         out = message.response_rules.add(
@@ -123,7 +135,8 @@ def api_message(config: ApiConfig, secrets_set: frozenset[str]) -> connections_p
         )  # fmt: skip
         if rule.equals is not None:
             out.equals = rule.equals
-    add_filters(message, s)
+    for f in s.filters:
+        message.filters.add(field=f.field, values=list(f.values), contains=f.op == "contains")
     return message
 
 

@@ -8,12 +8,11 @@ import uuid
 from services.common.gen.handoff.scheduler.v1 import connections_pb2
 from services.delivery.transports.sailthru.client import DEFAULT_BASE_URL
 from services.delivery.transports.sailthru.settings import SAILTHRU_SECRET_NAMES, SailthruSettings
-from services.scheduler.connections.model import SailthruConfig, Secrets
-from services.scheduler.connections.policy_messages import (
-    add_filters,
-    live_policy_fields,
+from services.scheduler.connections.mailchimp_messages import (
+    live_options_message,
     live_policy_of,
 )
+from services.scheduler.connections.model import SailthruConfig, Secrets
 
 
 def sailthru_config_of(m: connections_pb2.SailthruConnection) -> tuple[SailthruConfig, Secrets]:
@@ -26,7 +25,7 @@ def sailthru_config_of(m: connections_pb2.SailthruConnection) -> tuple[SailthruC
         list_name=m.list_name.strip(), mode=m.mode.strip() or "realtime",  # type: ignore[arg-type]
         layout_id=layout_id, var_types=dict(m.var_types),
         base_url=m.base_url.strip() or DEFAULT_BASE_URL, postback_url=m.postback_url.strip(),
-        timeout_s=m.timeout_s or 30.0, **live_policy_of(m),
+        timeout_s=m.timeout_s or 30.0, **live_policy_of(m.live),
     )  # fmt: skip
     return SailthruConfig(settings), Secrets(api_key=m.api_key, api_secret=m.api_secret)
 
@@ -36,12 +35,9 @@ def sailthru_message(
 ) -> connections_pb2.SailthruConnection:
     """The SailthruConnection message: settings and which secrets are set, never them."""
     s = config.settings
-    message = connections_pb2.SailthruConnection(
+    return connections_pb2.SailthruConnection(
         mode=s.mode, list_name=s.list_name, layout_id=s.layout_id or "",
         var_types=dict(s.var_types), base_url=s.base_url, postback_url=s.postback_url,
-        timeout_s=s.timeout_s,
+        timeout_s=s.timeout_s, live=live_options_message(s),
         secrets_set=sorted(n for n in SAILTHRU_SECRET_NAMES if n in secrets_set),
-        **live_policy_fields(s),
     )  # fmt: skip
-    add_filters(message, s)
-    return message

@@ -1233,14 +1233,7 @@ class SailthruConnection(_message.Message):
     BASE_URL_FIELD_NUMBER: _builtins.int
     POSTBACK_URL_FIELD_NUMBER: _builtins.int
     TIMEOUT_S_FIELD_NUMBER: _builtins.int
-    CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
-    ALL_CAMPAIGNS_FIELD_NUMBER: _builtins.int
-    FILTERS_FIELD_NUMBER: _builtins.int
-    RATE_LIMIT_PER_S_FIELD_NUMBER: _builtins.int
-    CONCURRENCY_FIELD_NUMBER: _builtins.int
-    STRICT_ORDER_FIELD_NUMBER: _builtins.int
-    RETRY_SCHEDULE_S_FIELD_NUMBER: _builtins.int
-    DISABLE_AFTER_S_FIELD_NUMBER: _builtins.int
+    LIVE_FIELD_NUMBER: _builtins.int
     API_KEY_FIELD_NUMBER: _builtins.int
     API_SECRET_FIELD_NUMBER: _builtins.int
     SECRETS_SET_FIELD_NUMBER: _builtins.int
@@ -1261,12 +1254,6 @@ class SailthruConnection(_message.Message):
     """scheduled: Sailthru posts each job's result here"""
     timeout_s: _builtins.float
     """default 30, at most 60"""
-    all_campaigns: _builtins.bool
-    rate_limit_per_s: _builtins.float
-    concurrency: _builtins.int
-    """default 8"""
-    strict_order: _builtins.bool
-    disable_after_s: _builtins.float
     api_key: _builtins.str
     """Write-only secrets: never returned."""
     api_secret: _builtins.str
@@ -1275,15 +1262,9 @@ class SailthruConnection(_message.Message):
         """Var name -> "number", "boolean" or "json"; other vars are strings."""
 
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Real time, as for API connections: the campaigns it receives (empty with
-        all_campaigns: every campaign), filters, rate, concurrency, order, retries, disabling.
-        """
+    def live(self) -> Global___LiveOptions:
+        """Real time: the live loop's settings, as for every vendor connection."""
 
-    @_builtins.property
-    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldFilter]: ...
-    @_builtins.property
-    def retry_schedule_s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     @_builtins.property
     def secrets_set(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Read-only: which secrets are stored (api_key, api_secret)."""
@@ -1298,21 +1279,14 @@ class SailthruConnection(_message.Message):
         base_url: _builtins.str = ...,
         postback_url: _builtins.str = ...,
         timeout_s: _builtins.float = ...,
-        campaign_ids: _abc.Iterable[_builtins.str] | None = ...,
-        all_campaigns: _builtins.bool = ...,
-        filters: _abc.Iterable[Global___FieldFilter] | None = ...,
-        rate_limit_per_s: _builtins.float = ...,
-        concurrency: _builtins.int = ...,
-        strict_order: _builtins.bool = ...,
-        retry_schedule_s: _abc.Iterable[_builtins.float] | None = ...,
-        disable_after_s: _builtins.float = ...,
+        live: Global___LiveOptions | None = ...,
         api_key: _builtins.str = ...,
         api_secret: _builtins.str = ...,
         secrets_set: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["live", b"live"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_campaigns", b"all_campaigns", "api_key", b"api_key", "api_secret", b"api_secret", "base_url", b"base_url", "campaign_ids", b"campaign_ids", "concurrency", b"concurrency", "disable_after_s", b"disable_after_s", "filters", b"filters", "layout_id", b"layout_id", "list_name", b"list_name", "mode", b"mode", "postback_url", b"postback_url", "rate_limit_per_s", b"rate_limit_per_s", "retry_schedule_s", b"retry_schedule_s", "secrets_set", b"secrets_set", "strict_order", b"strict_order", "timeout_s", b"timeout_s", "var_types", b"var_types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "api_secret", b"api_secret", "base_url", b"base_url", "layout_id", b"layout_id", "list_name", b"list_name", "live", b"live", "mode", b"mode", "postback_url", b"postback_url", "secrets_set", b"secrets_set", "timeout_s", b"timeout_s", "var_types", b"var_types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
