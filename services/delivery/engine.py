@@ -99,6 +99,8 @@ def ftps_transport(
 
 
 TRANSPORTS: dict[str, TransportFactory] = {"sftp": sftp_transport, "ftps": ftps_transport}
+# Kinds whose transport the service builds with its own resources (the spool):
+# "email" and "sailthru", added in services/delivery/__main__.py.
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,12 @@ class DeliveryEngine:
                         raise PermanentError(
                             Diagnosis.CONFIG, f"no transport delivers {kind!r} connections"
                         )
-                    host = str(context.settings.get("host", ""))
+                    # Bounded per file server (host) and for the one SMTP relay (email);
+                    # a vendor's connections are capped per key by their transport, so
+                    # they do not share one queue here.
+                    host = str(context.settings.get("host") or "")
+                    if not host and kind != "email":
+                        host = f"{kind}:{context.connection_id}"
                     async with self._hosts.setdefault(host, asyncio.Semaphore(self._per_host)):
                         rows, size, files = await self._deliver(claimed, context, kind)
             if await self._store.succeed(claimed, rows, size, files):
@@ -325,6 +332,9 @@ class DeliveryEngine:
         total_rows = total_bytes = 0
         transport = self._transports[kind](settings, self._secrets(context), self._egress)
         if isinstance(transport, RecordTransport):
+            await batches.aclose()  # never started: the records read only their columns
+            plan = rendering(claimed, context, snapshot, transport.headers)
+            batches = delivery_rows(self._rows, claimed, plan)
             sent = await self._deliver_records(claimed, plan.layout, batches, transport)
             return sent, 0, files
         async with contextlib.aclosing(batches), transport:
@@ -352,16 +362,17 @@ class DeliveryEngine:
                         f"{name} was sent with SHA-256 {receipt.sha256}, not the original's "
                         f"{outgoing.expected_sha256}",
                     )
-                files.append(
-                    {
-                        "path": receipt.path,
-                        "rows": count.rows,
-                        "bytes": receipt.size,
-                        "sha256": receipt.sha256,
-                        # A re-download must know: encrypted bytes cannot be repeated.
-                        "encrypted": bool(public_key),
-                    }
-                )
+                entry: dict[str, Any] = {
+                    "path": receipt.path,
+                    "rows": count.rows,
+                    "bytes": receipt.size,
+                    "sha256": receipt.sha256,
+                    # A re-download must know: encrypted bytes cannot be repeated.
+                    "encrypted": bool(public_key),
+                }
+                if receipt.remote:  # what a vendor's import reported (its job, counts)
+                    entry["remote"] = dict(receipt.remote)
+                files.append(entry)
                 total_rows += count.rows
                 total_bytes += receipt.size
                 if settings.get("manifest"):
@@ -406,20 +417,38 @@ class DeliveryEngine:
             if failed:
                 await self._store.record_items(claimed, failed)
 
+        # One batch in flight while the next is rendered (never two at once: batches
+        # arrive in seq order, so a later referral's values win).
+        in_flight: asyncio.Task[None] | None = None
+
+        async def hand_over(chunk: Sequence[OutgoingValues]) -> None:
+            nonlocal in_flight
+            if in_flight is not None:
+                await in_flight
+            in_flight = asyncio.create_task(send(chunk))
+
         async with contextlib.aclosing(batches), transport:
             size = max(1, transport.batch_size)
-            async for batch in batches:
-                cells = layout.cell_columns(batch)
-                seqs = batch[_SEQ]
-                for i, row in enumerate(zip(*cells, strict=True)):
-                    pending.append(
-                        OutgoingValues(int(seqs[i]), dict(zip(headers, row, strict=True)))
-                    )
-                while len(pending) >= size:
-                    chunk, pending = pending[:size], pending[size:]
-                    await send(chunk)
-            if pending:
-                await send(pending)
+            try:
+                async for batch in batches:
+                    cells = layout.cell_columns(batch)
+                    seqs = batch[_SEQ]
+                    for i, row in enumerate(zip(*cells, strict=True)):
+                        pending.append(
+                            OutgoingValues(int(seqs[i]), dict(zip(headers, row, strict=True)))
+                        )
+                    while len(pending) >= size:
+                        chunk, pending = pending[:size], pending[size:]
+                        await hand_over(chunk)
+                if pending:
+                    await hand_over(pending)
+                if in_flight is not None:
+                    await in_flight
+            finally:
+                if in_flight is not None and not in_flight.done():
+                    in_flight.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await in_flight
         if retry:
             said = "; ".join(f"{r.key}: {r.detail}" for r in retry[:3])
             raise RetryableError(

@@ -5,8 +5,8 @@ download of exactly that delivery's file (same snapshot, same range: the same by
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Collection
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -35,9 +35,17 @@ class Rendering:
     suppressions: UUID | None = None
 
 
-def rendering(claimed: Claimed, context: DeliveryContext, snapshot: dict[str, Any]) -> Rendering:
-    """The rendering of a delivery from the layout snapshot its first attempt fixed."""
+def rendering(
+    claimed: Claimed,
+    context: DeliveryContext,
+    snapshot: dict[str, Any],
+    only: Collection[str] | None = None,
+) -> Rendering:
+    """The rendering of a delivery from the layout snapshot its first attempt fixed
+    (`only`: just the columns with these headers, for a transport that reads no more)."""
     spec = layout_from_json(snapshot["layout"])
+    if only is not None:
+        spec = replace(spec, columns=tuple(c for c in spec.columns if c.header in only))
     customs = {
         name: custom_field_from_json(name, str(v.get("description", "")), v["definition"])
         for name, v in snapshot["custom_fields"].items()

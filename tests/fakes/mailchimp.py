@@ -115,6 +115,8 @@ def _key_of(request: web.Request) -> str | None:
 def _application(state: Mailchimp) -> web.Application:
     @web.middleware
     async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/_stats":
+            return await handler(request)
         state.auth_seen.append(request.headers.get("Authorization", ""))
         key = _key_of(request)
         dc = request.match_info.get("dc", "")
@@ -313,7 +315,15 @@ def _application(state: Mailchimp) -> web.Application:
              "error_count": len(errors)}
         )  # fmt: skip
 
+    async def stats(request: web.Request) -> web.StreamResponse:
+        """What the fake holds, for a benchmark in another process (no auth: loopback)."""
+        return web.json_response(
+            {"calls": dict(state.calls), "peak": dict(state.peak), "over_limit": state.over_limit,
+             "members": {i: len(found.members) for i, found in state.lists.items()}}
+        )  # fmt: skip
+
     app = web.Application(middlewares=[gate])
+    app.router.add_get("/_stats", stats)
     prefix = "/{dc}/3.0/lists/{list_id}"
     app.router.add_get(prefix, get_list)
     app.router.add_post(prefix, batch)
@@ -324,12 +334,12 @@ def _application(state: Mailchimp) -> web.Application:
 
 
 @asynccontextmanager
-async def mailchimp_fake() -> AsyncIterator[Mailchimp]:
-    """The fake on a free loopback port."""
+async def mailchimp_fake(port: int = 0) -> AsyncIterator[Mailchimp]:
+    """The fake on a loopback port (0: a free one)."""
     state = Mailchimp()
     runner = web.AppRunner(_application(state), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     state.base_url = f"http://127.0.0.1:{port}/{{dc}}/3.0"
@@ -337,3 +347,16 @@ async def mailchimp_fake() -> AsyncIterator[Mailchimp]:
         yield state
     finally:
         await runner.cleanup()
+
+
+async def _serve(port: int, key: str, list_id: str) -> None:
+    async with mailchimp_fake(port) as state:
+        state.add_key(key)
+        state.add_list(list_id)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":  # a benchmark's fake in its own process: PORT KEY LIST
+    import sys
+
+    asyncio.run(_serve(int(sys.argv[1]), sys.argv[2], sys.argv[3]))

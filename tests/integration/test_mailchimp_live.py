@@ -12,6 +12,8 @@ import asyncpg
 import pytest
 
 from services.common.db import create_pool
+from services.common.layouts.codec import layout_to_json
+from services.common.layouts.model import Column, LayoutSpec
 from tests.fakes.mailchimp import mailchimp_fake
 from tests.integration.layouts_support import create_account, insert_referrals
 from tests.integration.live_support import eventually, notify
@@ -186,3 +188,51 @@ async def test_ten_concurrent_requests_per_key_at_most_across_two_replicas(
         assert fake.peak[KEY] <= 10
         assert fake.peak[KEY] >= 5  # it did run requests side by side
         assert len(fake.lists[LIST].members) == 150
+
+
+async def test_a_saved_layout_is_mapped_by_header_and_a_missing_column_disables(
+    pool: asyncpg.Pool,
+) -> None:
+    async with mailchimp_fake() as fake:
+        fake.add_key(KEY)
+        fake.add_list(LIST, {"TOWN"})
+        account, campaign = await create_account(pool)
+        layout = uuid.uuid4()
+        spec = LayoutSpec((Column("Address", "email"), Column("Town", "city"),
+                           Column("Given", "first_name")))  # fmt: skip
+        await pool.execute(
+            "INSERT INTO layouts (id, account_id, name, definition) VALUES ($1, $2, 'mc', $3)",
+            layout, account, layout_to_json(spec),
+        )  # fmt: skip
+        mapped = {"Address": "EMAIL", "Town": "TOWN", "Given": "FNAME"}
+        good = await mailchimp_connection(
+            pool, account,
+            settings(fake, mode="realtime", layout_id=str(layout), merge_fields=mapped),
+        )  # fmt: skip
+        broken = await mailchimp_connection(
+            pool, account,
+            settings(fake, mode="realtime", layout_id=str(layout),
+                     merge_fields={**mapped, "Surname": "LNAME"}),
+        )  # fmt: skip
+        async with replica(pool):
+            await insert_referrals(
+                pool, account, campaign,
+                [{"email": "grace@example.com", "city": "Arlington", "first_name": "Grace"}],
+            )  # fmt: skip
+            await notify(pool)
+            await eventually(lambda: fake.member(LIST, "grace@example.com") is not None)
+
+            async def disabled() -> str | None:
+                reason: str | None = await pool.fetchval(
+                    "SELECT disabled_reason FROM live_cursors WHERE connection_id = $1", broken
+                )
+                return reason
+
+            await eventually(disabled)
+        member = fake.member(LIST, "grace@example.com")
+        assert member is not None
+        assert member["merge_fields"] == {"TOWN": "Arlington", "FNAME": "Grace"}
+        assert await disabled() == "the layout has no column Surname to map"
+        assert await pool.fetchval(
+            "SELECT disabled_at FROM live_cursors WHERE connection_id = $1", good
+        ) is None  # fmt: skip

@@ -21,6 +21,8 @@ from services.common.auth.model import Role
 from services.common.gen.handoff.scheduler.v1 import (
     connections_pb2,
     connections_pb2_grpc,
+    live_pb2,
+    live_pb2_grpc,
     tasks_pb2,
     tasks_pb2_grpc,
 )
@@ -28,19 +30,29 @@ from services.delivery.engine import DeliveryEngine
 from services.delivery.key_slots import KeySlots
 from services.delivery.store import DeliveryStorePg
 from services.delivery.transports.base import PermanentError
-from services.delivery.transports.mailchimp.batch import read_members
+from services.delivery.transports.mailchimp.batch import member_reader, read_members
 from services.scheduler.tasks.runner import GrpcDeliveryJobs, TaskRunner
 from services.scheduler.tasks.store import TaskStorePg
 from tests.fakes.mailchimp import Mailchimp, mailchimp_fake
 from tests.integration.access_support import LOOPBACK, serve_everything
 from tests.integration.credentials_support import authenticator, service_token
 from tests.integration.layouts_support import create_account, insert_referrals, violations
-from tests.integration.live_support import eventually
-from tests.integration.mailchimp_support import KEY, LIST, MAPPING, mailchimp_engine, settings
+from tests.integration.live_support import eventually, notify
+from tests.integration.mailchimp_support import (
+    KEY,
+    LIST,
+    MAPPING,
+    mailchimp_engine,
+    replica,
+    settings,
+)
 
 if TYPE_CHECKING:
     from services.common.gen.handoff.scheduler.v1.connections_pb2_grpc import (
         ConnectionServiceAsyncStub,
+    )
+    from services.common.gen.handoff.scheduler.v1.live_pb2_grpc import (
+        LiveDeliveryServiceAsyncStub,
     )
     from services.common.gen.handoff.scheduler.v1.tasks_pb2_grpc import TaskServiceAsyncStub
 
@@ -57,6 +69,7 @@ class World:
     engine: DeliveryEngine
     fake: Mailchimp
     pool: asyncpg.Pool
+    live: LiveDeliveryServiceAsyncStub
 
     async def run(self) -> None:
         await self.runner.tick()
@@ -85,10 +98,10 @@ class World:
             mailchimp=connections_pb2.MailchimpConnection(**fields),  # type: ignore[arg-type]
         )
 
-    async def task(self, key: str = KEY) -> tasks_pb2.Task:
+    async def task(self, key: str = KEY, **values: object) -> tasks_pb2.Task:
         created = await self.connections.CreateConnection(
             connections_pb2.CreateConnectionRequest(
-                account_id=self.account, connection=self.connection(key)
+                account_id=self.account, connection=self.connection(key, **values)
             )
         )
         task = tasks_pb2.Task(
@@ -131,6 +144,7 @@ async def world(pool: asyncpg.Pool) -> AsyncIterator[World]:
         yield World(
             account, campaign, connections_pb2_grpc.ConnectionServiceStub(channel),
             tasks_pb2_grpc.TaskServiceStub(channel), runner, engine, fake, pool,
+            live_pb2_grpc.LiveDeliveryServiceStub(channel),
         )  # fmt: skip
         await engine.close()
     await slots.close()
@@ -215,6 +229,18 @@ async def test_a_revoked_key_is_dead_at_once_and_the_task_needs_attention(world:
     assert "API Key Invalid" in got.attention
 
 
+async def test_a_mapped_column_the_tasks_layout_lacks_is_dead_before_any_call(
+    world: World,
+) -> None:
+    task = await world.task(merge_fields={**MAPPING, "nickname": "NICK"})
+    await world.ingest([{"email": "n@example.com"}])
+    await world.now(task)
+    (done,) = await world.deliveries(task)
+    assert (done.state, done.diagnosis) == ("dead", "config")
+    assert "no column nickname" in done.error
+    assert world.fake.calls["POST /lists/{id}"] == 0
+
+
 async def test_the_connection_api_validates_and_the_test_call_diagnoses(world: World) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await world.connections.CreateConnection(
@@ -275,7 +301,10 @@ async def test_members_are_read_back_a_page_at_a_time(world: World) -> None:
             "merge_fields": {"FNAME": "x" * 50}, "tags": [],
         }  # fmt: skip
     config = settings(world.fake)
-    pages = [p async for p in read_members(config, {"api_key": KEY}, LOOPBACK)]
+    slots = KeySlots(world.pool, "reader")
+    read = member_reader(slots)  # as the audience sources call it: stored settings
+    pages = [p async for p in read(config.to_json(), {"api_key": KEY}, LOOPBACK)]
+    await slots.close()
     assert [len(p) for p in pages] == [1000, 1000, 345]
     got = [m for p in pages for m in p]
     assert got[:2] == [("a0@example.com", "unsubscribed"), ("a1@example.com", "subscribed")]
@@ -284,3 +313,42 @@ async def test_members_are_read_back_a_page_at_a_time(world: World) -> None:
     with pytest.raises(PermanentError, match="API Key Invalid"):
         async for _ in read_members(config, {"api_key": KEY}, LOOPBACK):
             pass
+
+
+async def test_a_realtime_connection_has_live_state_and_enable_live_resumes_it(
+    world: World,
+) -> None:
+    scheduled = await world.connections.CreateConnection(
+        connections_pb2.CreateConnectionRequest(
+            account_id=world.account, connection=world.connection()
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await world.live.GetLiveState(
+            live_pb2.GetLiveStateRequest(account_id=world.account, connection_id=scheduled.id)
+        )
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    created = await world.connections.CreateConnection(
+        connections_pb2.CreateConnectionRequest(
+            account_id=world.account,
+            connection=world.connection(
+                realtime=True, live=connections_pb2.LiveOptions(retry_schedule_s=[0.05] * 5)
+            ),
+        )
+    )
+    ids = {"account_id": world.account, "connection_id": created.id}
+    world.fake.revoked.add(KEY)
+    async with replica(world.pool):
+        await world.ingest([{"email": "late@example.com"}])
+        await notify(world.pool)
+
+        async def disabled() -> bool:
+            state = await world.live.GetLiveState(live_pb2.GetLiveStateRequest(**ids))
+            return state.disabled
+
+        await eventually(disabled)
+        world.fake.revoked.discard(KEY)  # the key fixed in Mailchimp
+        enabled = await world.live.EnableLive(live_pb2.EnableLiveRequest(**ids))
+        assert not enabled.disabled
+        await eventually(lambda: world.fake.member(LIST, "late@example.com") is not None)
+    assert world.fake.calls["POST /lists/{id}"] == 0  # real time: one PUT per member

@@ -659,7 +659,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     # scheduler/live/sql/live.sql
     ("scheduler/live/sql/live.sql", "live_state"): (
         "uuid uuid",
-        "kind:text delivered_seq:int8 disabled_at:timestamptz disabled_reason:text "
+        "kind:text live:bool delivered_seq:int8 disabled_at:timestamptz disabled_reason:text "
         "failing_since:timestamptz last_success_at:timestamptz suppressed:int8 owner:text "
         "waiting:int8 dead:int8 rejected:int8",
     ),

@@ -355,8 +355,9 @@ class ConnectionLoop:
                 at = self._schedule.next_attempt(item.attempt, now, self._rng)
                 if outcome is Outcome.DISABLE:
                     at = now
-                    self._disabled = f"the endpoint answered {status}: " + (
-                        error or f"it is gone ({rule})"
+                    said = error or f"it is gone ({rule})"
+                    self._disabled = (
+                        said if status is None else f"the endpoint answered {status}: {said}"
                     )
                 elif retry_after is not None and (status in (429, 503) or rule == THROTTLED):
                     self._hold_until = time.monotonic() + retry_after

@@ -3,7 +3,6 @@ and LiveOptions, the live loop's part of any vendor connection."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from services.common.gen.handoff.scheduler.v1 import connections_pb2
@@ -65,7 +64,7 @@ def mailchimp_config_of(m: connections_pb2.MailchimpConnection) -> tuple[Mailchi
 
 
 def mailchimp_message(
-    config: MailchimpConfig, secrets_set: frozenset[str] | Mapping[str, str]
+    config: MailchimpConfig, secrets_set: frozenset[str]
 ) -> connections_pb2.MailchimpConnection:
     """The MailchimpConnection message: settings and whether the key is stored."""
     s = config.settings

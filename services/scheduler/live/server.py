@@ -24,7 +24,7 @@ from services.common.ids import parse_id
 from services.common.paging import decode_token, encode_token, invalid_token, page_size
 from services.common.timestamps import timestamp_message
 from services.delivery.live.loop import message_id
-from services.delivery.transports.http.settings import ApiSettings
+from services.delivery.live.policy import LivePolicy
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "live.sql")
 Context = grpc.aio.ServicerContext[object, object]
@@ -68,10 +68,10 @@ class LiveDeliveryServicer(live_pb2_grpc.LiveDeliveryServiceServicer):
         if not rows:
             raise NotFoundError(f"connection {connection} does not exist in account {account}")
         r = rows[0]
-        if r["kind"] != "api":
+        if not r["live"]:
             raise FailedPreconditionError(
-                f"connection {connection} is a {r['kind']} connection: only API connections "
-                "deliver in real time"
+                f"connection {connection} is a {r['kind']} connection that does not deliver "
+                "in real time (API connections do, and vendor connections set to real time)"
             )
         return live_pb2.LiveState(
             connection_id=str(connection),
@@ -202,8 +202,8 @@ class LiveDeliveryServicer(live_pb2_grpc.LiveDeliveryServiceServicer):
     async def _campaigns(self, account: UUID, connection: UUID) -> list[UUID] | None:
         with driver_errors("live_settings"):
             settings = await self._pool.fetchval(QUERIES["live_settings"], account, connection)
-        api = ApiSettings.from_json(settings)
-        return None if api.campaign_ids is None else [UUID(c) for c in api.campaign_ids]
+        policy = LivePolicy.from_json(settings)
+        return None if policy.campaign_ids is None else [UUID(c) for c in policy.campaign_ids]
 
     async def _execute(self, name: str, *args: Any) -> str:
         with driver_errors(name):

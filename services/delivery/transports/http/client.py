@@ -220,7 +220,7 @@ class HttpSession:
         self._ca_pem = ca_pem
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
-        self._checked: set[str] = set()  # URLs that passed the TLS and literal-address checks
+        self._checked: set[str] = set()  # origins that passed the TLS and address checks
 
     def session(self) -> aiohttp.ClientSession:
         """The session (made on first use)."""
@@ -247,19 +247,21 @@ class HttpSession:
             self._session = None
 
     def _check(self, url: str) -> None:
-        if url in self._checked:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"  # what the checks depend on
+        if origin in self._checked:
             return
-        if not plaintext_allowed(url) and urlsplit(url).scheme != "https":
+        if not plaintext_allowed(url) and parts.scheme != "https":
             raise _RefusedError(Diagnosis.TLS, "TLS is required: the URL is not https://")
-        host = (urlsplit(url).hostname or "").strip("[]")
+        host = (parts.hostname or "").strip("[]")
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
             address = None
         if address is not None:
             self._egress.check(host, address)
-        if len(self._checked) < 64:
-            self._checked.add(url)
+        if len(self._checked) < 16:
+            self._checked.add(origin)
 
     async def exchange(
         self,

@@ -90,6 +90,8 @@ class MailchimpTransport:
     ) -> None:
         self.settings = settings
         self.client = MailchimpClient(settings, api_key, egress, slots=slots)
+        self._mapped = frozenset(settings.merge_fields)
+        self.headers: frozenset[str] | None = self._mapped
         self.calls = 0  # API calls made (the bench counts them)
 
     async def __aenter__(self) -> MailchimpTransport:
@@ -119,6 +121,13 @@ class MailchimpTransport:
         """Upsert up to 500 referrals as members; each one's verdict."""
         if len(records) > MAX_BATCH:
             raise PermanentError(Diagnosis.CONFIG, f"at most {MAX_BATCH} members a call")
+        missing = sorted(self._mapped - set(records[0].values)) if records else []
+        if missing:
+            raise PermanentError(
+                Diagnosis.CONFIG,
+                f"the task's layout has no column {', '.join(missing)} for the merge fields: "
+                "change the task's layout or the connection's mapping",
+            )
         results: list[ItemResult] = []
         by_email: dict[str, list[int]] = {}
         members: dict[str, dict[str, Any]] = {}
@@ -199,6 +208,25 @@ async def read_members(
         raise failure(exc.exchange, "reading the audience") from exc
     finally:
         await client.close()
+
+
+MemberReader = Callable[
+    [Mapping[str, Any], Mapping[str, str], EgressPolicy], AsyncIterator[list[tuple[str, str]]]
+]
+
+
+def member_reader(slots: KeySlots | None = None) -> MemberReader:
+    """`read_members` over a connection's stored settings (a `list_id` there may be
+    overridden by the caller), sharing `slots` — the shape the audience sources' Mailchimp
+    reader takes (services/scheduler/audiences/mailchimp.py, `MemberReader`)."""
+
+    def read(
+        connection_settings: Mapping[str, Any], secrets: Mapping[str, str], egress: EgressPolicy
+    ) -> AsyncIterator[list[tuple[str, str]]]:
+        settings = MailchimpSettings.from_json(connection_settings)
+        return read_members(settings, secrets, egress, slots=slots)
+
+    return read
 
 
 def mailchimp_transports(

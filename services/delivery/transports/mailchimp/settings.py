@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from services.common.errors import FieldProblem
@@ -84,12 +85,12 @@ class MailchimpSettings(LivePolicy):
         """The API's base URL for a data centre (no trailing slash)."""
         return (self.base_url or DEFAULT_BASE_URL).replace("{dc}", dc).rstrip("/")
 
-    @property
+    @cached_property
     def email_column(self) -> str:
         """The layout column mapped to EMAIL."""
         return next((h for h, tag in self.merge_fields.items() if tag == EMAIL_TAG), "")
 
-    @property
+    @cached_property
     def merge_columns(self) -> dict[str, str]:
         """The columns mapped to merge fields other than EMAIL."""
         return {h: tag for h, tag in self.merge_fields.items() if tag != EMAIL_TAG}

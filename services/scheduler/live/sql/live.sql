@@ -2,8 +2,12 @@
 -- Loaded by services/scheduler/live/store.py. Every query is filtered by account.
 
 -- name: live_state
-SELECT k.kind, c.delivered_seq, c.disabled_at, c.disabled_reason, c.failing_since,
-       c.last_success_at, coalesce(c.suppressed, 0) AS suppressed, CASE WHEN c.lease_until > now() THEN c.owner END AS owner,
+-- `live`: it has a live cursor (an API connection, or a vendor's made or switched to real
+-- time).
+SELECT k.kind, c.connection_id IS NOT NULL AS live, c.delivered_seq, c.disabled_at,
+       c.disabled_reason, c.failing_since, c.last_success_at,
+       coalesce(c.suppressed, 0) AS suppressed,
+       CASE WHEN c.lease_until > now() THEN c.owner END AS owner,
        (SELECT count(*) FROM live_messages m WHERE m.connection_id = k.id
            AND m.state IN ('retrying', 'replay')) AS waiting,
        (SELECT count(*) FROM live_messages m WHERE m.connection_id = k.id
