@@ -359,3 +359,41 @@ async def test_a_pull_lasting_longer_than_its_lease_keeps_it(
     assert watched.pulls == 1
     assert watched.most == 1
     assert await members(pool, audience) == sha256s(_emails("l", 3))
+
+
+async def test_a_pull_whose_lease_was_taken_over_merges_and_records_nothing(
+    pool: asyncpg.Pool, server: AsyncsshSftp
+) -> None:
+    (server.root / "out" / "list.csv").write_text("\n".join(_emails("t", 3)))
+    _, _, audience = await _asyncssh_source(pool, server)
+    watched = _Watched(delay_s=1.0)
+    readers = {**source_readers(), "sftp_folder": watched.reader()}
+    stalled = refresher(pool, _WallClock(), readers, lease_s=0.3)
+    await asyncio.sleep(1)  # the source is due at the database's now
+
+    async def take_over() -> None:
+        await asyncio.sleep(0.3)  # as if the lease had lapsed and another replica took it
+        await pool.execute(
+            "UPDATE audience_sources SET lease_token = $2 WHERE audience_id = $1",
+            audience, uuid.uuid4(),
+        )  # fmt: skip
+
+    pulled, _ = await asyncio.gather(stalled.tick(), take_over())
+
+    assert pulled == []
+    assert await members(pool, audience) == set()
+    assert (await source_row(pool, audience))["last_outcome"] is None
+
+
+async def test_a_deleted_connection_fails_the_pull_saying_so(
+    pool: asyncpg.Pool, server: AsyncsshSftp
+) -> None:
+    connection, audience, clock = await _pulled_once(pool, server)
+    await pool.execute("DELETE FROM connections WHERE id = $1", connection)
+    assert (await source_row(pool, audience))["connection_id"] is None
+    clock.advance(hours=1, seconds=1)
+    [outcome] = await refresher(pool, clock).tick()
+    assert not outcome.ok
+    assert outcome.diagnosis == "config"
+    assert "connection was deleted" in outcome.error
+    assert await members(pool, audience) == sha256s(_emails("p", 4))
