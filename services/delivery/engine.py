@@ -27,6 +27,7 @@ from uuid import UUID
 
 from opentelemetry import metrics, trace
 
+from services.common.audiences.targets import look_up
 from services.common.egress import EgressPolicy
 from services.common.errors import FailedPreconditionError, NotFoundError
 from services.common.file_names import file_name
@@ -272,7 +273,21 @@ class DeliveryEngine:
             "custom_fields": customs,
             "format": context.format,
         }
-        return await self._store.keep_layout(claimed.id, snapshot)
+        if claimed.purpose != "resend" and context.audience_ids:
+            snapshot["audiences"] = await self._audiences(claimed, context)
+        return await self._store.keep_layout(claimed, snapshot, context.campaign_ids)
+
+    async def _audiences(self, claimed: Claimed, context: DeliveryContext) -> dict[str, Any]:
+        """The task's audiences, split by kind, as the first attempt fixes them; one that
+        was deleted or cannot be used (an include audience below the minimum) stops the
+        delivery for a person to look at."""
+        found = await look_up(
+            self._store.pool, claimed.account_id, context.audience_ids, "task.audience_ids"
+        )
+        if found.problems or found.refusals:
+            reasons = [p.message for p in found.problems] + list(found.refusals)
+            raise PermanentError(Diagnosis.CONFIG, "the task's audiences: " + "; ".join(reasons))
+        return found.split.to_json()
 
     def _secrets(self, context: DeliveryContext) -> dict[str, str]:
         try:

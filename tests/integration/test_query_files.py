@@ -43,7 +43,7 @@ _DELIVERY_ROW = (
     "frame_from:timestamptz frame_to:timestamptz reserved_at:timestamptz "
     "attempts:int4 lease_until:timestamptz next_attempt_at:timestamptz rows_sent:int8 "
     "bytes_sent:int8 files:jsonb error:text diagnosis:text finished_at:timestamptz "
-    "connection_id:uuid"
+    "suppressed:int8 connection_id:uuid"
 )
 # An audience row (custom audiences of the export API).
 _AUDIENCE = (
@@ -60,7 +60,7 @@ _AUDIENCE_SOURCE = (
 )
 SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
-        "uuid int8 int8 uuid[] text[] timestamptz timestamptz text",
+        "uuid int8 int8 uuid[] text[] timestamptz timestamptz text uuid",
         _ROWS_IN_RANGE,
     ),
     ("common/sql/referral_rows.sql", "latest_referral_rows"): ("uuid int8", _LATEST_ROWS),
@@ -339,7 +339,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
         "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
-        "diagnosis:text finished_at:timestamptz claimed_at:timestamptz",
+        "diagnosis:text finished_at:timestamptz suppressed:int8 claimed_at:timestamptz",
     ),
     ("delivery/sql/deliveries.sql", "described"): (
         "uuid",
@@ -347,7 +347,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
         "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
-        "diagnosis:text finished_at:timestamptz claimed_at:timestamptz",
+        "diagnosis:text finished_at:timestamptz suppressed:int8 claimed_at:timestamptz",
     ),
     ("delivery/sql/deliveries.sql", "state"): (
         "uuid",
@@ -361,7 +361,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("delivery/sql/deliveries.sql", "context"): (
         "uuid",
         "task_name:text campaign_ids:uuid[] layout_id:uuid format:jsonb time_zone:text "
-        "delivered_seq:int8 connection_id:uuid settings:jsonb secrets:jsonb "
+        "delivered_seq:int8 audience_ids:uuid[] connection_id:uuid settings:jsonb secrets:jsonb "
         "account_time_zone:text campaign_names:jsonb kind:text",
     ),
     ("delivery/sql/deliveries.sql", "layout_definitions"): (
@@ -409,24 +409,24 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "archived:bool",
     ),
     ("scheduler/connections/sql/connections.sql", "insert"): (
-        "uuid uuid text jsonb jsonb text",
-        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
-        "version:int8 created_at:timestamptz updated_at:timestamptz",
+        "uuid uuid text jsonb jsonb text uuid[]",
+        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb version:int8 "
+        "created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/connections/sql/connections.sql", "get"): (
         "uuid uuid",
-        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
-        "version:int8 created_at:timestamptz updated_at:timestamptz",
+        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb version:int8 "
+        "created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/connections/sql/connections.sql", "page"): (
         "uuid text int8",
-        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
-        "version:int8 created_at:timestamptz updated_at:timestamptz",
+        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb version:int8 "
+        "created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/connections/sql/connections.sql", "update"): (
-        "uuid uuid text jsonb jsonb text",
-        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
-        "version:int8 created_at:timestamptz updated_at:timestamptz",
+        "uuid uuid text jsonb jsonb text uuid[]",
+        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb version:int8 "
+        "created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/connections/sql/connections.sql", "delete"): (
         "uuid uuid",
@@ -461,32 +461,32 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "coalesce:int8",
     ),
     ("scheduler/tasks/sql/tasks.sql", "insert_task"): (
-        "uuid uuid uuid text uuid[] uuid jsonb jsonb text bool bool int8 timestamptz",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+        "uuid uuid uuid text uuid[] uuid jsonb jsonb text bool bool uuid[] int8 timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/tasks/sql/tasks.sql", "get_task"): (
         "uuid uuid",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/tasks/sql/tasks.sql", "page_tasks"): (
         "uuid text int8",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/tasks/sql/tasks.sql", "update_task"): (
-        "uuid uuid uuid text uuid[] uuid jsonb jsonb text bool bool timestamptz",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+        "uuid uuid uuid text uuid[] uuid jsonb jsonb text bool bool uuid[] timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/tasks/sql/tasks.sql", "delete_task"): (
         "uuid uuid",
@@ -494,17 +494,17 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("scheduler/tasks/sql/tasks.sql", "set_enabled"): (
         "uuid uuid bool",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/tasks/sql/tasks.sql", "run_now"): (
         "uuid uuid",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/tasks/sql/tasks.sql", "revive_dead"): (
         "uuid",
@@ -520,10 +520,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("scheduler/tasks/sql/tasks.sql", "due_tasks"): (
         "timestamptz int8",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz "
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[] "
         "has_open:bool",
     ),
     ("scheduler/tasks/sql/tasks.sql", "insert_delivery"): (
@@ -532,7 +532,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
         "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
-        "diagnosis:text finished_at:timestamptz",
+        "diagnosis:text finished_at:timestamptz suppressed:int8",
     ),
     ("scheduler/tasks/sql/tasks.sql", "insert_redelivery"): (
         "uuid uuid uuid int8 text timestamptz timestamptz",
@@ -540,7 +540,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
         "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
-        "diagnosis:text finished_at:timestamptz",
+        "diagnosis:text finished_at:timestamptz suppressed:int8",
     ),
     ("scheduler/tasks/sql/tasks.sql", "set_next_run"): (
         "uuid timestamptz",
@@ -556,7 +556,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
         "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
-        "diagnosis:text finished_at:timestamptz",
+        "diagnosis:text finished_at:timestamptz suppressed:int8",
     ),
     ("scheduler/tasks/sql/tasks.sql", "get_delivery"): (
         "uuid uuid",
@@ -564,7 +564,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
         "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
-        "diagnosis:text finished_at:timestamptz",
+        "diagnosis:text finished_at:timestamptz suppressed:int8",
     ),
     ("scheduler/tasks/sql/tasks.sql", "has_news"): ("uuid int8 int8 uuid[]", "news:bool"),
     ("scheduler/tasks/sql/tasks.sql", "skip_empty"): ("uuid int8", ""),
@@ -592,8 +592,8 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("delivery/sql/live.sql", "live_connection"): (
         "uuid",
-        "account_id:uuid name:text settings:jsonb secrets:jsonb version:int8 delivered_seq:int8 "
-        "starts_at:timestamptz disabled_at:timestamptz disabled_reason:text "
+        "account_id:uuid name:text settings:jsonb secrets:jsonb version:int8 audience_ids:uuid[] "
+        "delivered_seq:int8 starts_at:timestamptz disabled_at:timestamptz disabled_reason:text "
         "failing_since:timestamptz",
     ),
     ("delivery/sql/live.sql", "live_place_cursor"): (
@@ -622,7 +622,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("delivery/sql/live.sql", "live_accounts_between"): ("int8 int8", "account_id:uuid"),
     ("delivery/sql/live.sql", "live_advance"): (
-        "uuid text int8 timestamptz timestamptz",
+        "uuid text int8 timestamptz timestamptz int8",
         "failing_since:timestamptz",
     ),
     ("delivery/sql/live.sql", "live_park"): (
@@ -657,8 +657,8 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("scheduler/live/sql/live.sql", "live_state"): (
         "uuid uuid",
         "kind:text delivered_seq:int8 disabled_at:timestamptz disabled_reason:text "
-        "failing_since:timestamptz last_success_at:timestamptz owner:text waiting:int8 dead:int8 "
-        "rejected:int8",
+        "failing_since:timestamptz last_success_at:timestamptz suppressed:int8 owner:text "
+        "waiting:int8 dead:int8 rejected:int8",
     ),
     ("scheduler/live/sql/live.sql", "live_settings"): (
         "uuid uuid",
@@ -737,6 +737,14 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/audiences/sql/audiences.sql", "finish_pull"): (
         "uuid uuid timestamptz jsonb timestamptz bool",
         "audience_id:uuid",
+    ),
+    ("common/audiences/sql/targets.sql", "audience_targets"): (
+        "uuid uuid[]",
+        "id:uuid name:text kind:text state:text member_count:int8",
+    ),
+    ("common/audiences/sql/targets.sql", "suppressed_seqs"): (
+        "uuid int8[] uuid[] uuid[]",
+        "seq:int8",
     ),
 }
 

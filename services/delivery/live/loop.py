@@ -25,6 +25,7 @@ from uuid import UUID
 
 from opentelemetry import metrics
 
+from services.common.audiences.targets import AudienceSplit, look_up, suppressed_seqs
 from services.common.egress import EgressPolicy
 from services.common.layouts.codec import custom_field_from_json
 from services.common.secrets import SecretBox, SecretError, open_connection_secrets
@@ -128,6 +129,7 @@ class ConnectionLoop:
         self._check_due = True  # look for due retries and replays at the next step
         self._next_due_at: datetime | None = None  # the earliest retry parked since
         self.template: BodyTemplate | None = None
+        self._audiences = AudienceSplit()
 
     def _open_secrets(self, box: SecretBox) -> dict[str, str]:
         try:
@@ -168,6 +170,15 @@ class ConnectionLoop:
         }
         self._body = BodyValues(self.api, customs, context)
         self.template = self._body.template
+        found = await look_up(
+            self._store.pool, account, self.connection.audience_ids, "connection.audience_ids"
+        )
+        self._audiences = found.split
+        if found.problems or found.refusals:  # deleted, or an include list below the minimum
+            reasons = [p.message for p in found.problems] + list(found.refusals)
+            self._disabled = "the connection's audiences: " + "; ".join(reasons)
+            if await self._store.disable(self.id, self._now(), self._disabled, "config"):
+                log.warning("API connection disabled", extra={"connection": str(self.id)})
 
     def values(self, rows: Sequence[Sequence[str]]) -> list[dict[str, str]]:
         """Each row's field values as the body template names them."""
@@ -263,12 +274,20 @@ class ConnectionLoop:
             self.connection.starts_at,
         )  # fmt: skip
         through = watermark if len(rows) < PAGE else int(rows[-1][0])
+        held = await suppressed_seqs(
+            self._store.pool, self.connection.account_id, [int(r[0]) for r in rows],
+            self._audiences,
+        )  # fmt: skip
         for row, values in zip(rows, self.values(rows), strict=True):
             seq = int(row[0])
             entry = [seq, False]
             self._window.append(entry)
             if not all(f.matches(values.get(f.field, "")) for f in self.api.filters):
                 entry[1] = True  # out of the connection's scope: done without a call
+                continue
+            if seq in held:
+                entry[1] = True  # held back by an audience: counted, done without a call
+                self._pending.suppressed += 1
                 continue
             task = await self._dispatch(_Item(seq, values, 1, False), entry)
             if self.api.strict_order:
@@ -376,7 +395,7 @@ class ConnectionLoop:
     async def _flush(self) -> None:
         cursor = self._advance_window()
         pending = self._pending
-        if not (pending.attempts or pending.parked or pending.done) and (
+        if not (pending.attempts or pending.parked or pending.done or pending.suppressed) and (
             cursor == self._flushed_cursor or self._disabled
         ):
             return  # nothing happened: an idle loop writes nothing

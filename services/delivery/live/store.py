@@ -45,6 +45,7 @@ class LiveConnection:
     delivered_seq: int | None
     starts_at: datetime  # referrals received from then on are the connection's
     disabled_at: datetime | None
+    audience_ids: tuple[UUID, ...] = ()  # custom audiences that target it
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Flush:
     cursor: int | None = None
     success_at: datetime | None = None
     failure_at: datetime | None = None
+    suppressed: int = 0  # referrals the audiences held back (passed without a call)
 
 
 class LostLeaseError(Exception):
@@ -111,7 +113,13 @@ class LiveStorePg:
             r["delivered_seq"],
             r["starts_at"],
             r["disabled_at"],
+            tuple(r["audience_ids"]),
         )
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool (for the shared audience checks)."""
+        return self._pool
 
     async def custom_fields(self, account_id: UUID) -> list[tuple[str, str, Any]]:
         """(name, description, definition) of the account's custom fields."""
@@ -197,6 +205,7 @@ class LiveStorePg:
                     batch.cursor if batch.cursor is not None else -1,
                     batch.success_at,
                     batch.failure_at,
+                    batch.suppressed,
                 )
                 if advanced is None:
                     raise LostLeaseError(str(connection_id))

@@ -19,7 +19,7 @@ UPDATE deliveries SET lease_until = now() + make_interval(secs => $3)
 -- name: context
 -- What running a delivery needs: its task, connection and account.
 SELECT t.name AS task_name, t.campaign_ids, t.layout_id, t.format, t.time_zone,
-       t.delivered_seq, c.id AS connection_id, c.settings, c.secrets,
+       t.delivered_seq, t.audience_ids, c.id AS connection_id, c.settings, c.secrets,
        a.time_zone AS account_time_zone,
        (SELECT coalesce(jsonb_object_agg(id::text, name), '{}') FROM campaigns
          WHERE account_id = t.account_id) AS campaign_names,

@@ -25,7 +25,7 @@ UPDATE live_cursors SET owner = NULL, lease_until = NULL WHERE owner = $1;
 
 -- name: live_connection
 -- What a live loop runs from: the connection and its cursor.
-SELECT k.account_id, k.name, k.settings, k.secrets, k.version,
+SELECT k.account_id, k.name, k.settings, k.secrets, k.version, k.audience_ids,
        c.delivered_seq, c.starts_at, c.disabled_at, c.disabled_reason, c.failing_since
   FROM connections k
   JOIN live_cursors c ON c.connection_id = k.id
@@ -99,9 +99,11 @@ SELECT DISTINCT account_id FROM referrals WHERE seq > $1 AND seq <= $2;
 
 -- name: live_advance
 -- Move the cursor (never back) and the endpoint's health, if this replica still owns the
--- loop: no row means the lease was lost and the whole flush is rolled back.
+-- loop: no row means the lease was lost and the whole flush is rolled back. $6: referrals
+-- the connection's audiences held back since the last flush.
 UPDATE live_cursors
    SET delivered_seq = greatest(delivered_seq, $3),
+       suppressed = suppressed + $6,
        last_success_at = CASE WHEN $4::timestamptz IS NULL THEN last_success_at
                               ELSE greatest(last_success_at, $4) END,
        failing_since = CASE WHEN $4::timestamptz IS NOT NULL AND

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
 from uuid import UUID
 
+from services.common.audiences.targets import Targeting
 from services.common.layouts.model import CustomFieldSpec
 from services.delivery.transports.http.settings import API_SECRET_NAMES, ApiSettings
 
@@ -178,6 +180,7 @@ class ConnectionDraft:
     ftps: FtpsConfig | None = None
     email: EmailConfig | None = None
     api: ApiConfig | None = None
+    audience_ids: tuple[UUID, ...] = ()  # real-time delivery's custom audiences
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,7 @@ class SavedConnection:
     version: int
     created_at: datetime
     updated_at: datetime
+    audience_ids: tuple[UUID, ...] = ()  # custom audiences that target its real-time delivery
 
     @property
     def kind(self) -> str:
@@ -216,6 +220,7 @@ class ConnectionStore(Protocol):
         name: str,
         config: ConnectionConfig,
         sealed: dict[str, str],
+        audience_ids: Sequence[UUID] = (),
     ) -> SavedConnection | None: ...
     async def get(self, account_id: UUID, connection_id: UUID) -> SavedConnection | None: ...
     async def page(self, account_id: UUID, after: str, limit: int) -> list[SavedConnection]: ...
@@ -226,6 +231,8 @@ class ConnectionStore(Protocol):
         name: str,
         config: ConnectionConfig,
         sealed: dict[str, str],
+        audience_ids: Sequence[UUID] = (),
     ) -> SavedConnection | None: ...
     async def delete(self, account_id: UUID, connection_id: UUID) -> bool: ...
     async def tasks_using(self, connection_id: UUID) -> list[tuple[UUID, str]]: ...
+    async def audience_targeting(self, account_id: UUID, ids: list[UUID]) -> Targeting: ...

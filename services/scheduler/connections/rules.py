@@ -409,12 +409,43 @@ async def create_connection(
     await _require_account(store, account, writing=True)
     customs = frozenset(await store.custom_fields(account))
     name, config, secrets = await validated(draft, egress, custom_fields=customs)
-    saved = await store.insert(wanted, account, name, config, seal(box, wanted, secrets, {}))
+    audiences = await _audiences(store, account, draft, config)
+    saved = await store.insert(
+        wanted, account, name, config, seal(box, wanted, secrets, {}), audiences
+    )
     if saved is None:
         raise AlreadyExistsError(
             f"a connection named {name!r} (or with id {wanted}) exists already"
         )
     return saved
+
+
+def delivers_live(config: ConnectionConfig) -> bool:
+    """Whether the connection delivers in real time (its own audiences apply); a file or
+    email connection is targeted by its tasks' audiences instead."""
+    return config.kind == "api"
+
+
+async def _audiences(
+    store: ConnectionStore, account: UUID, draft: ConnectionDraft, config: ConnectionConfig
+) -> tuple[UUID, ...]:
+    """The draft's audiences, checked: they exist in the account, the connection delivers
+    in real time, an include audience is not below the minimum (FAILED_PRECONDITION)."""
+    ids = list(dict.fromkeys(draft.audience_ids))
+    if not ids:
+        return ()
+    if not delivers_live(config):
+        problem = _problem(
+            "connection.audience_ids", "NOT_APPLICABLE",
+            "a scheduled delivery's audiences are set on its task, not on the connection",
+        )  # fmt: skip
+        raise _invalid([problem])
+    found = await store.audience_targeting(account, ids)
+    if found.problems:
+        raise _invalid(list(found.problems))
+    if found.refusals:
+        raise FailedPreconditionError("; ".join(found.refusals))
+    return tuple(ids)
 
 
 async def _require_account(store: ConnectionStore, account: UUID, *, writing: bool) -> None:
@@ -467,8 +498,14 @@ async def update_connection(
         kept = {n: s for n, s in kept.items() if n in API_SECRET_NAMES}
     customs = frozenset(await store.custom_fields(current.account_id))
     name, config, secrets = await validated(draft, egress, frozenset(kept), custom_fields=customs)
+    audiences = await _audiences(store, current.account_id, draft, config)
     saved = await store.update(
-        current.account_id, current.id, name, config, seal(box, current.id, secrets, kept)
+        current.account_id,
+        current.id,
+        name,
+        config,
+        seal(box, current.id, secrets, kept),
+        audiences,
     )
     if saved is None:
         raise AlreadyExistsError(f"a connection named {name!r} exists already")

@@ -91,7 +91,12 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
             subject_template=m.subject_template, body_template=m.body_template,
             gzip_above_bytes=m.gzip_above_bytes, file_name_template=m.file_name_template,
         )  # fmt: skip
-    return ConnectionDraft(message.name, sftp, secrets, message.url, ftps, email, api)
+    audiences = tuple(
+        parse_id(f"connection.audience_ids[{i}]", a) for i, a in enumerate(message.audience_ids)
+    )
+    return ConnectionDraft(
+        message.name, sftp, secrets, message.url, ftps, email, api, audience_ids=audiences
+    )
 
 
 def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
@@ -103,6 +108,7 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
         version=saved.version,
         created_at=timestamp_message(saved.created_at),
         updated_at=timestamp_message(saved.updated_at),
+        audience_ids=[str(a) for a in saved.audience_ids],
     )
     if isinstance(saved.config, FtpsConfig):
         f = saved.config

@@ -391,6 +391,7 @@ class Connection(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    AUDIENCE_IDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     account_id: _builtins.str
     name: _builtins.str
@@ -412,6 +413,15 @@ class Connection(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def audience_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A connection that delivers in real time (api): custom audiences of the account that
+        target it, as Task.audience_ids target a task (an exclude audience holds its members
+        back, include audiences let only their members through). Held-back referrals pass
+        the cursor without a call and are counted in LiveState.suppressed. Refused on file and
+        email connections (NOT_APPLICABLE): their tasks name audiences.
+        """
+
     def __init__(
         self,
         *,
@@ -426,10 +436,11 @@ class Connection(_message.Message):
         version: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        audience_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "kind", b"kind", "sftp", b"sftp", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api", b"api", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "id", b"id", "kind", b"kind", "name", b"name", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api", b"api", "audience_ids", b"audience_ids", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "id", b"id", "kind", b"kind", "name", b"name", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["sftp", "ftps", "email", "api"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
