@@ -13,9 +13,11 @@ from uuid import UUID
 
 import aiohttp
 import asyncpg
+import jsonschema
 import pytest
 
 from services.delivery.transports.http.settings import ApiSettings
+from services.export.openapi import openapi_document
 from tests.integration.audience_source_support import (
     Clock,
     members,
@@ -71,6 +73,12 @@ async def _account(
     return account, Api(session, url, token)
 
 
+def _documented(audience: dict[str, Any]) -> None:
+    """The audience matches the OpenAPI document's Audience schema."""
+    schema = {"$ref": "#/components/schemas/Audience", **openapi_document()}
+    jsonschema.Draft202012Validator(schema).validate(audience)
+
+
 def _folder_source(connection: UUID, **settings: Any) -> dict[str, Any]:
     return {
         "name": "suppress",
@@ -121,6 +129,8 @@ async def test_a_pulled_audience_is_created_pulled_by_the_scheduler_and_shown(
             {"line": 4, "code": "NOT_AN_EMAIL", "reason": "not an email address"}
         ]
         assert shown["refresh"]["last_refresh_at"] is not None
+        for document in (made, shown):
+            _documented(document)
         listed = await api.call("GET", "/v1/audiences", 200)
         assert listed["items"][0]["refresh"]["last_outcome"]["ok"]
         assert await members(pool, UUID(made["id"])) == sha256s(
