@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,10 +12,11 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.audiences.targets import AudienceSplit
+from services.common.audiences.targets import AudienceSplit, held_back
 from services.common.db import driver_errors, load_queries
 from services.common.referral_rows import QUERIES as ROW_QUERIES
 from services.common.referral_rows import TimeFrame, range_arguments
+from services.delivery.transports.base import ItemResult
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "deliveries.sql")
 _T = TypeVar("_T")
@@ -63,15 +64,14 @@ class DeliveryContext:
 RECORD_SUPPRESSIONS = f"""
 WITH held AS (
     INSERT INTO delivery_suppressions (delivery_id, seq)
-    SELECT $9, q.seq
-      FROM ({ROW_QUERIES["referral_rows_in_range"]}
-           ) q
-     WHERE referral_suppressed(q.email, $10::uuid[], $11::uuid[])
+    SELECT $9, h.seq
+      FROM ({held_back(ROW_QUERIES["referral_rows_in_range"], "$10::uuid[]", "$11::uuid[]")}
+           ) h
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
 UPDATE deliveries SET suppressed = coalesce(suppressed, 0) + (SELECT count(*) FROM held)
- WHERE id = $9"""  # noqa: S608 (a named query, no user text)
+ WHERE id = $9"""  # noqa: S608 (fixed text and a named query, no user input)
 
 
 def _frame(record: asyncpg.Record) -> TimeFrame | None:
@@ -173,6 +173,8 @@ class DeliveryStorePg:
                     QUERIES["keep_layout"], delivery_id, snapshot
                 )
                 if r is not None and split:
+                    # A hash of a big audience fits in memory instead of spilling to disk.
+                    await conn.execute(QUERIES["suppression_memory"])
                     await conn.execute(
                         RECORD_SUPPRESSIONS,
                         *range_arguments(
@@ -230,6 +232,27 @@ class DeliveryStorePg:
                 )  # fmt: skip
 
         await self._run("retry_later", record)
+
+    async def reset_items(self, claimed: Claimed) -> None:
+        """Forget a record delivery's per-referral outcomes before an attempt resends its
+        range (each is decided again)."""
+        with driver_errors("items_reset"):
+            await self._pool.execute(QUERIES["items_reset"], claimed.id)
+
+    async def record_items(self, claimed: Claimed, items: Sequence[tuple[int, ItemResult]]) -> None:
+        """Record referrals that were rejected, or are left to the next attempt."""
+        with driver_errors("items_record"):
+            await self._pool.execute(
+                QUERIES["items_record"], claimed.id, claimed.attempt,
+                [seq for seq, _ in items], [r.status.value for _, r in items],
+                [r.detail[:1000] for _, r in items],
+            )  # fmt: skip
+
+    async def items(self, delivery_id: UUID) -> list[tuple[int, str, str]]:
+        """(seq, outcome, detail) of a record delivery's referrals not simply accepted."""
+        with driver_errors("items_of"):
+            rows = await self._pool.fetch(QUERIES["items_of"], delivery_id)
+        return [(r["seq"], r["outcome"], r["detail"]) for r in rows]
 
     async def give_up(self, claimed: Claimed, error: str, diagnosis: str, attention: str) -> None:
         """Mark the delivery dead and tell the account: its task needs attention."""

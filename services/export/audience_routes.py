@@ -270,8 +270,13 @@ class AudienceRoutes:
         account = caller_account()
         Params(request.query, ()).done()
         audience_id = _audience_id(request)
-        if not await self._store.delete(account, audience_id):
+        users = await self._store.delete(account, audience_id)
+        if users is None:
             raise NotFoundError(f"audience {audience_id} does not exist")
+        if users:
+            raise FailedPreconditionError(
+                f"audience {audience_id} is in use by {', '.join(users)}: remove it there first"
+            )
         return web.Response(status=204)
 
     async def upload(self, request: web.Request) -> web.StreamResponse:

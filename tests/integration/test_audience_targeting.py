@@ -16,6 +16,7 @@ import pytest
 from services.common.audiences.lines import Member, member_of
 from services.common.audiences.staging import StagedRow
 from services.common.audiences.store import AudienceStorePg
+from services.common.audiences.targets import held_back
 from services.common.gen.handoff.scheduler.v1 import connections_pb2, tasks_pb2
 from services.delivery.transports.http.settings import ApiSettings
 from tests.integration.layouts_support import create_account, insert_referrals
@@ -116,11 +117,10 @@ async def test_exclude_include_and_hash_kinds_decide_like_the_rule_says(
         hashes=[f"sha256:{_member('sha@example.com').sha256.hex()}"],  # type: ignore[union-attr]
     )  # fmt: skip
 
+    rule = held_back("SELECT 1::bigint AS seq, $1::text AS email", "$2::uuid[]", "$3::uuid[]")
+
     async def held(email: str, exclude: list[uuid.UUID], include: list[uuid.UUID]) -> bool:
-        found: bool = await pool.fetchval(
-            "SELECT referral_suppressed($1, $2::uuid[], $3::uuid[])", email, exclude, include
-        )
-        return found
+        return bool(await pool.fetch(rule, email, exclude, include))
 
     assert await held("kim@example.com", [plain], [])
     assert await held("KIM@example.COM", [plain], [])
@@ -317,3 +317,33 @@ async def test_live_connection_audiences_through_the_api(world: World) -> None:
         "SELECT audience_ids FROM connections WHERE id = $1", uuid.UUID(created.id)
     )
     assert stored == [excluded]
+
+
+async def test_an_audience_a_task_or_connection_names_cannot_be_deleted(world: World) -> None:
+    account = uuid.UUID(world.account)
+    store = AudienceStorePg(world.pool)
+    used = await audience(world.pool, account, "exclude", ["x@example.com"])
+    connection = await _connection(world)
+    task = await _task(world, connection, audience_ids=[str(used)])
+    await world.pool.execute(
+        "UPDATE connections SET audience_ids = $2 WHERE id = $1", uuid.UUID(connection), [used]
+    )
+    users = await store.delete(account, used)
+    assert users is not None
+    assert len(users) == 2
+    assert f"task '{task.name}'" in users
+    assert await store.get(account, used) is not None  # nothing deleted
+    await world.tasks.UpdateTask(
+        tasks_pb2.UpdateTaskRequest(
+            account_id=world.account,
+            task=tasks_pb2.Task(
+                id=task.id, name=task.name, connection_id=connection, schedule=task.schedule,
+                time_zone=task.time_zone,
+            ),
+        )
+    )  # fmt: skip
+    await world.pool.execute(
+        "UPDATE connections SET audience_ids = '{}' WHERE id = $1", uuid.UUID(connection)
+    )
+    assert await store.delete(account, used) == []
+    assert await store.delete(account, used) is None

@@ -304,6 +304,9 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     # The credential, connection, task and delivery queries.
     ("delivery/sql/deliveries.sql", "original_files"): ("uuid", "files:jsonb"),
+    ("delivery/sql/deliveries.sql", "items_reset"): ("uuid", ""),
+    ("delivery/sql/deliveries.sql", "items_record"): ("uuid int4 int8[] text[] text[]", ""),
+    ("delivery/sql/deliveries.sql", "items_of"): ("uuid", "seq:int8 outcome:text detail:text"),
     ("scheduler/tasks/sql/tasks.sql", "task_encrypts"): ("uuid", "?column?:bool"),
     ("common/sql/credentials.sql", "lookup"): (
         "uuid",
@@ -372,6 +375,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid jsonb",
         "layout:jsonb",
     ),
+    ("delivery/sql/deliveries.sql", "suppression_memory"): ("", "set_config:text set_config:text"),
     ("delivery/sql/deliveries.sql", "kept_layout"): (
         "uuid",
         "layout:jsonb",
@@ -583,16 +587,22 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     # delivery/sql/live.sql
     ("delivery/sql/live.sql", "live_claim"): (
-        "text float8 int8",
+        "text float8 int8 text[]",
         "connection_id:uuid version:int8",
     ),
+    ("delivery/sql/live.sql", "live_layout"): ("uuid uuid", "id:uuid definition:jsonb"),
+    ("delivery/sql/key_slots.sql", "key_slots_ensure"): ("text int4", ""),
+    ("delivery/sql/key_slots.sql", "key_slot_take"): ("text text int4 float8", "slot:int4"),
+    ("delivery/sql/key_slots.sql", "key_slots_renew"): ("text text int4[] float8", "slot:int4"),
+    ("delivery/sql/key_slots.sql", "key_slots_release"): ("text text int4[]", ""),
     ("delivery/sql/live.sql", "live_release"): (
         "text",
         "",
     ),
     ("delivery/sql/live.sql", "live_connection"): (
         "uuid",
-        "account_id:uuid name:text settings:jsonb secrets:jsonb version:int8 audience_ids:uuid[] "
+        "account_id:uuid kind:text name:text settings:jsonb secrets:jsonb version:int8 "
+        "audience_ids:uuid[] "
         "delivered_seq:int8 starts_at:timestamptz disabled_at:timestamptz disabled_reason:text "
         "failing_since:timestamptz",
     ),
@@ -709,7 +719,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid timestamptz uuid int8",
         _AUDIENCE,
     ),
-    ("common/audiences/sql/audiences.sql", "delete_audience"): ("uuid uuid", "id:uuid"),
+    ("common/audiences/sql/audiences.sql", "delete_audience"): (
+        "uuid uuid",
+        "deleted:bool found:bool users:text[]",
+    ),
     ("common/audiences/sql/audiences.sql", "create_audience_staging"): ("", ""),
     ("common/audiences/sql/audiences.sql", "empty_audience_staging"): ("", ""),
     ("common/audiences/sql/audiences.sql", "count_staged_members"): ("", "valid:int8 people:int8"),
@@ -741,10 +754,6 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/audiences/sql/targets.sql", "audience_targets"): (
         "uuid uuid[]",
         "id:uuid name:text kind:text state:text member_count:int8",
-    ),
-    ("common/audiences/sql/targets.sql", "suppressed_seqs"): (
-        "uuid int8[] uuid[] uuid[]",
-        "seq:int8",
     ),
 }
 

@@ -129,11 +129,18 @@ class AudienceStorePg:
             row = await self._pool.fetchrow(QUERIES["request_refresh"], account_id, audience_id)
         return row is not None
 
-    async def delete(self, account_id: UUID, audience_id: UUID) -> bool:
-        """Delete the audience and its members; False when the account has no such one."""
+    async def delete(self, account_id: UUID, audience_id: UUID) -> list[str] | None:
+        """Delete the audience and its members unless a task or connection names it: None
+        when the account has no such audience, [] when deleted, else who names it (up to
+        20, and nothing was deleted)."""
         with driver_errors("delete_audience"):
-            found = await self._pool.fetchval(QUERIES["delete_audience"], account_id, audience_id)
-        return found is not None
+            r = await self._pool.fetchrow(QUERIES["delete_audience"], account_id, audience_id)
+        assert r is not None
+        if r["deleted"]:
+            return []
+        if not r["found"]:
+            return None
+        return list(r["users"])
 
     async def import_members(
         self,

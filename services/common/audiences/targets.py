@@ -3,8 +3,13 @@ real time) names, checked once when it is saved and again when it is used.
 
 The audience's own kind decides what it does: an *exclude* audience holds its members
 back, *include* audiences let only their members through (a member of any one of them).
-The match itself is one SQL rule, `referral_suppressed()` (migration 0010), over the hash
-kinds each audience holds.
+The match itself is one SQL rule, `held_back()`, set-based: every candidate's key
+(`audience_email_key()`, migration 0010) hashed as SHA-256 and as MD5 and joined with the
+members of the named audiences, so the planner can hash-join a big range or probe the
+primary key for a page. Measured on 200,000 referrals against a 1,000,000-person audience
+(python -m tests.bench targeting, a loaded machine): a per-row SQL function with EXISTS
+(not inlined by PostgreSQL) 6.6x the delivery's time, EXISTS sub-plans in the query 2.9x,
+this join 1.6x.
 """
 
 from __future__ import annotations
@@ -107,6 +112,47 @@ async def look_up(
     return targeting(rows, ids, field)
 
 
+def held_back(candidates: str, exclude: str, include: str) -> str:
+    """SQL selecting the `seq` of each row of `candidates` (a query with columns `seq` and
+    `email`) that the audiences hold back: a member of an `exclude` audience, or, when
+    `include` names any, a member of none of them. `exclude` and `include` are SQL uuid[]
+    expressions (parameters). Fixed text only: no user input reaches it."""
+    return f"""
+WITH candidates AS MATERIALIZED (
+    SELECT c.seq, audience_email_key(c.email) AS k FROM ({candidates}
+    ) c
+), hits AS (
+    SELECT c.seq, m.audience_id
+      FROM candidates c
+      JOIN audience_members m
+        ON m.hash_kind = 'sha256' AND m.hash = sha256(c.k)
+     WHERE m.audience_id = ANY ({exclude} || {include})
+    UNION ALL
+    SELECT c.seq, m.audience_id
+      FROM candidates c
+      JOIN audience_members m
+        ON m.hash_kind = 'md5' AND m.hash = decode(md5(c.k), 'hex')
+     WHERE m.audience_id = ANY ({exclude} || {include})
+), verdicts AS (
+    SELECT seq, bool_or(audience_id = ANY ({exclude})) AS excluded,
+           bool_or(audience_id = ANY ({include})) AS included
+      FROM hits GROUP BY seq
+)
+SELECT c.seq
+  FROM candidates c
+  LEFT JOIN verdicts v ON v.seq = c.seq
+ WHERE coalesce(v.excluded, false)
+    OR (cardinality({include}) > 0 AND NOT coalesce(v.included, false))"""  # noqa: S608
+
+
+# Which of a page of referrals ($2) the audiences ($3 exclude, $4 include) hold back.
+SUPPRESSED_SEQS = held_back(
+    "SELECT r.seq, r.email FROM referrals r WHERE r.account_id = $1 AND r.seq = ANY ($2::bigint[])",
+    "$3::uuid[]",
+    "$4::uuid[]",
+)
+
+
 async def suppressed_seqs(
     pool: asyncpg.Pool, account_id: UUID, seqs: Sequence[int], split: AudienceSplit
 ) -> set[int]:
@@ -115,7 +161,7 @@ async def suppressed_seqs(
         return set()
     with driver_errors("suppressed_seqs"):
         rows = await pool.fetch(
-            QUERIES["suppressed_seqs"], account_id, list(seqs), list(split.exclude),
+            SUPPRESSED_SEQS, account_id, list(seqs), list(split.exclude),
             list(split.include),
         )  # fmt: skip
     return {int(r["seq"]) for r in rows}

@@ -38,6 +38,7 @@ class LiveConnection:
 
     id: UUID
     account_id: UUID
+    kind: str  # which record sender runs it
     name: str
     settings: dict[str, Any]
     sealed: dict[str, str]
@@ -85,11 +86,13 @@ class LiveStorePg:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def claim(self, owner: str, lease_s: float, limit: int) -> dict[UUID, int]:
-        """The connections this replica runs now (new ones taken, ours renewed), with the
-        version of their settings."""
+    async def claim(
+        self, owner: str, lease_s: float, limit: int, kinds: Sequence[str] = ("api",)
+    ) -> dict[UUID, int]:
+        """The connections of `kinds` this replica runs now (new ones taken, ours
+        renewed), with the version of their settings."""
         with driver_errors("live_claim"):
-            rows = await self._pool.fetch(QUERIES["live_claim"], owner, lease_s, limit)
+            rows = await self._pool.fetch(QUERIES["live_claim"], owner, lease_s, limit, list(kinds))
         return {r["connection_id"]: r["version"] for r in rows}
 
     async def release(self, owner: str) -> None:
@@ -106,6 +109,7 @@ class LiveStorePg:
         return LiveConnection(
             connection_id,
             r["account_id"],
+            r["kind"],
             r["name"],
             dict(r["settings"]),
             dict(r["secrets"]),
@@ -126,6 +130,13 @@ class LiveStorePg:
         with driver_errors("live_custom_fields"):
             rows = await self._pool.fetch(QUERIES["live_custom_fields"], account_id)
         return [(r["name"], r["description"], r["definition"]) for r in rows]
+
+    async def layout(self, account_id: UUID, layout_id: UUID | None) -> dict[str, Any] | None:
+        """A saved layout's definition (`layout_id` None: the account's default); None
+        when there is none."""
+        with driver_errors("live_layout"):
+            r = await self._pool.fetchrow(QUERIES["live_layout"], account_id, layout_id)
+        return None if r is None else dict(r["definition"])
 
     async def render_context(self, account_id: UUID) -> RenderContext:
         """The account's zone and campaign names (what context fields render from)."""

@@ -11,6 +11,7 @@ from uuid import UUID
 from services.common.audiences.targets import Targeting
 from services.common.layouts.model import CustomFieldSpec
 from services.delivery.transports.http.settings import API_SECRET_NAMES, ApiSettings
+from services.delivery.transports.mailchimp.settings import MailchimpSettings
 
 WriteMode = Literal["rename", "direct"]
 FtpsTls = Literal["explicit", "implicit"]
@@ -132,15 +133,38 @@ class ApiConfig:
         return cls(ApiSettings.from_json(data))
 
 
+@dataclass(frozen=True)
+class MailchimpConfig:
+    """A Mailchimp audience (real time or scheduled batches)."""
+
+    kind: ClassVar[str] = "mailchimp"
+    settings: MailchimpSettings
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings column."""
+        return self.settings.to_json()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MailchimpConfig:
+        """From the settings column."""
+        return cls(MailchimpSettings.from_json(data))
+
+
 FileConfig = SftpConfig | FtpsConfig
-ConnectionConfig = SftpConfig | FtpsConfig | EmailConfig | ApiConfig
+ConnectionConfig = SftpConfig | FtpsConfig | EmailConfig | ApiConfig | MailchimpConfig
 CONFIG_KINDS: dict[
-    str, type[SftpConfig] | type[FtpsConfig] | type[EmailConfig] | type[ApiConfig]
+    str,
+    type[SftpConfig]
+    | type[FtpsConfig]
+    | type[EmailConfig]
+    | type[ApiConfig]
+    | type[MailchimpConfig],
 ] = {
     "sftp": SftpConfig,
     "ftps": FtpsConfig,
     "email": EmailConfig,
     "api": ApiConfig,
+    "mailchimp": MailchimpConfig,
 }
 
 
@@ -180,7 +204,8 @@ class ConnectionDraft:
     ftps: FtpsConfig | None = None
     email: EmailConfig | None = None
     api: ApiConfig | None = None
-    audience_ids: tuple[UUID, ...] = ()  # real-time delivery's custom audiences
+    mailchimp: MailchimpConfig | None = None
+    audience_ids: tuple[UUID, ...] = ()  # real-time delivery's custom audiences (keyword)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from services.common.timestamps import timestamp_message
 from services.delivery.transports.base import Diagnosis, PermanentError, ProbeReport
 from services.delivery.transports.ftps import FtpsSettings, FtpsTransport
 from services.delivery.transports.http.responses import Outcome
+from services.delivery.transports.mailchimp.batch import MailchimpTransport
 from services.delivery.transports.sftp import SftpSecrets, SftpSettings, SftpTransport
 from services.scheduler.connections import rules
 from services.scheduler.connections.api_messages import (
@@ -27,6 +28,10 @@ from services.scheduler.connections.api_messages import (
     exchange_message,
     test_call,
 )
+from services.scheduler.connections.mailchimp_messages import (
+    mailchimp_config_of,
+    mailchimp_message,
+)
 from services.scheduler.connections.model import (
     ApiConfig,
     ConnectionConfig,
@@ -34,6 +39,7 @@ from services.scheduler.connections.model import (
     ConnectionStore,
     EmailConfig,
     FtpsConfig,
+    MailchimpConfig,
     SavedConnection,
     Secrets,
     SftpConfig,
@@ -84,6 +90,9 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
     api = None
     if message.HasField("api"):
         api, secrets = api_config_of(message.api)
+    mailchimp = None
+    if message.HasField("mailchimp"):
+        mailchimp, secrets = mailchimp_config_of(message.mailchimp)
     email = None
     if message.HasField("email"):
         m = message.email
@@ -95,7 +104,15 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
         parse_id(f"connection.audience_ids[{i}]", a) for i, a in enumerate(message.audience_ids)
     )
     return ConnectionDraft(
-        message.name, sftp, secrets, message.url, ftps, email, api, audience_ids=audiences
+        message.name,
+        sftp,
+        secrets,
+        message.url,
+        ftps,
+        email,
+        api,
+        mailchimp,
+        audience_ids=audiences,
     )
 
 
@@ -126,6 +143,9 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
         return message
     if isinstance(saved.config, ApiConfig):
         message.api.CopyFrom(api_message(saved.config, saved.secrets_set))
+        return message
+    if isinstance(saved.config, MailchimpConfig):
+        message.mailchimp.CopyFrom(mailchimp_message(saved.config, saved.secrets_set))
         return message
     if isinstance(saved.config, EmailConfig):
         e = saved.config
@@ -166,6 +186,9 @@ def transport_prober(egress: EgressPolicy) -> rules.Prober:
                 return await transport.probe()
         if isinstance(config, ApiConfig):
             raise PermanentError(Diagnosis.CONFIG, "API connections are tested by a test call")
+        if isinstance(config, MailchimpConfig):
+            async with MailchimpTransport(config.settings, secrets.api_key, egress) as mailchimp:
+                return await mailchimp.probe()
         if isinstance(config, EmailConfig):
             raise PermanentError(
                 Diagnosis.CONFIG,

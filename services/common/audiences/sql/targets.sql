@@ -6,9 +6,5 @@ SELECT id, name, kind, state, member_count
   FROM audiences
  WHERE account_id = $1 AND id = ANY ($2::uuid[]);
 
--- name: suppressed_seqs
--- Which of these referrals ($2) the audiences hold back ($3 exclude, $4 include).
-SELECT r.seq
-  FROM referrals r
- WHERE r.account_id = $1 AND r.seq = ANY ($2::bigint[])
-   AND referral_suppressed(r.email, $3::uuid[], $4::uuid[]);
+-- (Which referrals the audiences hold back is one SQL rule, built around its candidates
+-- by targets.held_back(): a delivery's range, a live loop's page.)
