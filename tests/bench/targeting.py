@@ -23,7 +23,8 @@ from pathlib import Path
 import asyncpg
 
 from services.common.audiences.lines import Member, member_of
-from services.common.audiences.store import AudienceStorePg, StagedRow
+from services.common.audiences.staging import StagedRow
+from services.common.audiences.store import AudienceStorePg
 from services.common.db import create_pool
 from services.common.secrets import connection_secret_context
 from tests.bench import render

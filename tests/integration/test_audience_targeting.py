@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 from services.common.audiences.lines import Member, member_of
-from services.common.audiences.store import AudienceStorePg, StagedRow
+from services.common.audiences.staging import StagedRow
+from services.common.audiences.store import AudienceStorePg
 from services.common.audiences.targets import held_back
 from services.common.gen.handoff.scheduler.v1 import connections_pb2, tasks_pb2
 from services.delivery.transports.http.settings import ApiSettings

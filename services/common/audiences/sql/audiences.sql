@@ -2,8 +2,8 @@
 
 -- name: create_audience
 -- An include audience starts too small (it has nobody yet); an exclude one is ready.
-INSERT INTO audiences (id, account_id, name, kind, state)
-VALUES ($1, $2, $3, $4, CASE WHEN $4 = 'include' THEN 'too_small' ELSE 'ready' END)
+INSERT INTO audiences (id, account_id, name, kind, state, source)
+VALUES ($1, $2, $3, $4, CASE WHEN $4 = 'include' THEN 'too_small' ELSE 'ready' END, $5)
 ON CONFLICT (account_id, name) DO NOTHING
 RETURNING *;
 
@@ -104,3 +104,61 @@ UPDATE audiences a
   FROM people p
  WHERE a.id = $1
 RETURNING a.*;
+
+-- Sources: pulled audiences (an SFTP folder, a Mailchimp audience) and their schedule.
+
+-- name: connection_kind
+-- The kind of the account's connection (another account's is not found).
+SELECT kind FROM connections WHERE account_id = $1 AND id = $2;
+
+-- name: insert_source
+-- The first pull is due at once.
+INSERT INTO audience_sources (audience_id, account_id, kind, connection_id, settings,
+                              interval_s, next_due_at)
+VALUES ($1, $2, $3, $4, $5, $6, now());
+
+-- name: get_sources
+SELECT * FROM audience_sources WHERE account_id = $1 AND audience_id = ANY($2::uuid[]);
+
+-- name: request_refresh
+-- Due now. While a pull runs, due after its start: finish_pull keeps that, so the
+-- source is pulled again once the running pull ends (it may have read the old files).
+UPDATE audience_sources
+   SET next_due_at = CASE WHEN lease_until > now() THEN greatest(now(), last_started_at)
+                          ELSE least(next_due_at, now()) END
+ WHERE account_id = $1 AND audience_id = $2
+RETURNING *;
+
+-- name: claim_due_sources
+-- Sources due at $1 that no replica is pulling (a crashed one's lease has lapsed), leased
+-- to the caller's token $3 for $4 seconds; SKIP LOCKED keeps replicas off each other's.
+-- It stays due: a replica that dies mid-pull leaves it to the next once the lease lapses.
+UPDATE audience_sources s
+   SET lease_token = $3, lease_until = $1 + make_interval(secs => $4), last_started_at = $1
+ WHERE s.audience_id IN (
+        SELECT audience_id FROM audience_sources
+         WHERE next_due_at <= $1 AND (lease_until IS NULL OR lease_until < $1)
+         ORDER BY next_due_at
+         LIMIT $2
+           FOR UPDATE SKIP LOCKED)
+RETURNING s.*;
+
+-- name: source_connection
+SELECT kind, settings, secrets FROM connections WHERE account_id = $1 AND id = $2;
+
+-- name: renew_source_lease
+UPDATE audience_sources SET lease_until = $3
+ WHERE audience_id = $1 AND lease_token = $2
+RETURNING audience_id;
+
+-- name: finish_pull
+-- Record a pull's outcome, only under the caller's lease (a replica whose lease lapsed
+-- and was taken over records nothing). Due again at $5, unless a refresh was asked for
+-- while this pull ran (due after its start: see request_refresh).
+UPDATE audience_sources
+   SET lease_token = NULL, lease_until = NULL, last_finished_at = $3, last_outcome = $4,
+       next_due_at = CASE WHEN next_due_at > last_started_at THEN least(next_due_at, $5)
+                          ELSE $5 END,
+       failures = CASE WHEN $6 THEN 0 ELSE failures + 1 END
+ WHERE audience_id = $1 AND lease_token = $2
+RETURNING audience_id;
