@@ -20,6 +20,7 @@ BENCHES = {
     "export": "export (PostgreSQL -> HTTP)",
     "export_render": "export rendering (PostgreSQL's CSV renderer and Python's)",
     "audiences": "audiences (HTTP upload -> PostgreSQL)",
+    "zapier": "zapier polling (PostgreSQL -> HTTP)",
 }
 
 
