@@ -173,14 +173,15 @@ def range_arguments(
     campaign_ids: Sequence[UUID] | None,
     fields: Sequence[str] | None,
     frame: TimeFrame | None,
+    suppressions: UUID | None = None,
 ) -> tuple[Any, ...]:
-    """The parameters $1-$8 of `referral_rows_in_range`, in order."""
+    """The parameters $1-$9 of `referral_rows_in_range`, in order."""
     start, end, field = (frame.start, frame.end, frame.field) if frame else (None, None, None)
     return (
         account_id, after_seq, through_seq,
         None if campaign_ids is None else list(campaign_ids),
         None if fields is None else list(fields),
-        start, end, field,
+        start, end, field, suppressions,
     )  # fmt: skip
 
 
@@ -218,16 +219,20 @@ class ReferralRowReader:
         campaign_ids: Sequence[UUID] | None = None,
         fields: Sequence[str] | None = None,
         frame: TimeFrame | None = None,
+        suppressions: UUID | None = None,
     ) -> AsyncGenerator[ColumnBatch, None]:
         """The account's referrals with seq in (after_seq, through_seq], in seq order.
 
         With `fields` (e.g. a compiled layout's `row_fields`), only those fields are read;
         the others arrive as ''. With `campaign_ids`, only those campaigns' referrals; with
-        `frame`, only the referrals whose received or opt-in time falls in it.
+        `frame`, only the referrals whose received or opt-in time falls in it; with
+        `suppressions` (a delivery id), not the referrals its audiences held back.
         """
         return self._stream(
             "referral_rows_in_range",
-            *range_arguments(account_id, after_seq, through_seq, campaign_ids, fields, frame),
+            *range_arguments(
+                account_id, after_seq, through_seq, campaign_ids, fields, frame, suppressions
+            ),
         )
 
     async def latest_rows(self, account_id: UUID, limit: int) -> list[list[str]]:

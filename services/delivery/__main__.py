@@ -20,11 +20,15 @@ from services.common.signed_links import LinkSigner
 from services.common.smtp_relay import SmtpRelay
 from services.delivery.email_store import EmailRecipientsPg
 from services.delivery.engine import TRANSPORTS, DeliveryEngine, RetryPolicy
-from services.delivery.live.supervisor import LiveSupervisor
+from services.delivery.key_slots import KeySlots
+from services.delivery.live.senders import SENDERS
+from services.delivery.live.supervisor import LiveSupervisor, replica_name
 from services.delivery.services import delivery_services
 from services.delivery.spool import Spool
 from services.delivery.store import DeliveryStorePg
 from services.delivery.transports.email import download_links, email_transport_factory
+from services.delivery.transports.mailchimp.batch import mailchimp_transports
+from services.delivery.transports.mailchimp.live import mailchimp_senders
 
 DEFAULT_PORT = 50053
 
@@ -57,6 +61,9 @@ async def serve(config: ServiceConfig) -> None:
                 env_float(env, "HANDOFF_DOWNLOAD_LINK_TTL_S", 7 * 24 * 3600.0),
             ),
         )
+        # One replica's share of every vendor key's concurrency slots (closed last).
+        slots = KeySlots(pool, replica_name())
+        stack.push_async_callback(slots.close)
         engine = DeliveryEngine(
             DeliveryStorePg(pool),
             ReferralRowReader(pool),
@@ -69,7 +76,7 @@ async def serve(config: ServiceConfig) -> None:
                 first_s=env_float(env, "HANDOFF_DELIVERY_RETRY_FIRST_S", 30.0),
                 window_s=env_float(env, "HANDOFF_DELIVERY_RETRY_WINDOW_S", 24 * 3600.0),
             ),
-            transports={**TRANSPORTS, "email": email},
+            transports={**TRANSPORTS, "email": email, "mailchimp": mailchimp_transports(slots)},
         )
         stack.push_async_callback(engine.close)
         live = LiveSupervisor(
@@ -79,6 +86,7 @@ async def serve(config: ServiceConfig) -> None:
             lease_s=env_float(env, "HANDOFF_LIVE_LEASE_S", 15.0),
             max_loops=env_int(env, "HANDOFF_LIVE_MAX_CONNECTIONS", 1000, minimum=1),
             retention_days=env_int(env, "HANDOFF_LIVE_ATTEMPT_RETENTION_DAYS", 30, minimum=1),
+            senders={**SENDERS, "mailchimp": mailchimp_senders(slots)},
         )
         await live.start()
         stack.push_async_callback(live.close)

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -27,15 +27,18 @@ from uuid import UUID
 
 from opentelemetry import metrics, trace
 
+from services.common.audiences.targets import look_up
 from services.common.egress import EgressPolicy
 from services.common.errors import FailedPreconditionError, NotFoundError
 from services.common.file_names import file_name
+from services.common.layouts.catalog import ROW_INDEX
 from services.common.layouts.codec import (
     layout_to_json,
 )
+from services.common.layouts.compiler import CompiledLayout
 from services.common.layouts.defaults import DEFAULT_LAYOUT, DEFAULT_LAYOUT_VERSION
 from services.common.layouts.render import render_columns
-from services.common.referral_rows import ReferralRowReader
+from services.common.referral_rows import ColumnBatch, ReferralRowReader
 from services.common.secrets import SecretBox, SecretError, open_connection_secrets
 from services.delivery.openpgp import OpenPgpError, encrypted
 from services.delivery.parts import RowCount, counted, manifest, manifest_name, parts
@@ -44,8 +47,12 @@ from services.delivery.store import Claimed, DeliveryContext, DeliveryStorePg
 from services.delivery.transports.base import (
     Diagnosis,
     FileContext,
+    ItemResult,
+    ItemStatus,
     OutgoingFile,
+    OutgoingValues,
     PermanentError,
+    RecordTransport,
     RetryableError,
     Transport,
     TransportError,
@@ -68,7 +75,10 @@ _durations = _meter.create_histogram(
     "handoff.delivery.duration", unit="s", description="Delivery attempt time"
 )
 
-TransportFactory = Callable[[dict[str, Any], dict[str, str], EgressPolicy], Transport]
+TransportFactory = Callable[
+    [dict[str, Any], dict[str, str], EgressPolicy], Transport | RecordTransport
+]
+_SEQ = ROW_INDEX["seq"]
 
 
 def sftp_transport(
@@ -272,7 +282,21 @@ class DeliveryEngine:
             "custom_fields": customs,
             "format": context.format,
         }
-        return await self._store.keep_layout(claimed.id, snapshot)
+        if claimed.purpose != "resend" and context.audience_ids:
+            snapshot["audiences"] = await self._audiences(claimed, context)
+        return await self._store.keep_layout(claimed, snapshot, context.campaign_ids)
+
+    async def _audiences(self, claimed: Claimed, context: DeliveryContext) -> dict[str, Any]:
+        """The task's audiences, split by kind, as the first attempt fixes them; one that
+        was deleted or cannot be used (an include audience below the minimum) stops the
+        delivery for a person to look at."""
+        found = await look_up(
+            self._store.pool, claimed.account_id, context.audience_ids, "task.audience_ids"
+        )
+        if found.problems or found.refusals:
+            reasons = [p.message for p in found.problems] + list(found.refusals)
+            raise PermanentError(Diagnosis.CONFIG, "the task's audiences: " + "; ".join(reasons))
+        return found.split.to_json()
 
     def _secrets(self, context: DeliveryContext) -> dict[str, str]:
         try:
@@ -300,6 +324,9 @@ class DeliveryEngine:
         files: list[dict[str, Any]] = []
         total_rows = total_bytes = 0
         transport = self._transports[kind](settings, self._secrets(context), self._egress)
+        if isinstance(transport, RecordTransport):
+            sent = await self._deliver_records(claimed, plan.layout, batches, transport)
+            return sent, 0, files
         async with contextlib.aclosing(batches), transport:
             index = 0
             async for part in parts(batches, max_rows):
@@ -344,6 +371,63 @@ class DeliveryEngine:
                     )  # fmt: skip
                     await transport.send_file(OutgoingFile(manifest_name(name)), _one(body))
         return total_rows, total_bytes, files
+
+    async def _deliver_records(
+        self,
+        claimed: Claimed,
+        layout: CompiledLayout,
+        batches: AsyncGenerator[ColumnBatch, None],
+        transport: RecordTransport,
+    ) -> int:
+        """Render the range into records, send them in batches, record each referral's
+        outcome; the accepted count. Any RETRY item makes the attempt retryable (after
+        every batch was sent: the next attempt resends the range, idempotently)."""
+        headers = layout.headers
+        await self._store.reset_items(claimed)
+        accepted = 0
+        retry: list[ItemResult] = []
+        pending: list[OutgoingValues] = []
+
+        async def send(chunk: Sequence[OutgoingValues]) -> None:
+            nonlocal accepted
+            with _tracer.start_as_current_span(
+                "transport.send_batch", attributes={"handoff.records": len(chunk)}
+            ):
+                results = {r.key: r for r in await transport.send_batch(chunk)}
+            failed: list[tuple[int, ItemResult]] = []
+            for record in chunk:
+                result = results.get(str(record.seq))
+                if result is None or result.status is ItemStatus.ACCEPTED:
+                    accepted += 1
+                else:
+                    failed.append((record.seq, result))
+                    if result.status is ItemStatus.RETRY:
+                        retry.append(result)
+            if failed:
+                await self._store.record_items(claimed, failed)
+
+        async with contextlib.aclosing(batches), transport:
+            size = max(1, transport.batch_size)
+            async for batch in batches:
+                cells = layout.cell_columns(batch)
+                seqs = batch[_SEQ]
+                for i, row in enumerate(zip(*cells, strict=True)):
+                    pending.append(
+                        OutgoingValues(int(seqs[i]), dict(zip(headers, row, strict=True)))
+                    )
+                while len(pending) >= size:
+                    chunk, pending = pending[:size], pending[size:]
+                    await send(chunk)
+            if pending:
+                await send(pending)
+        if retry:
+            said = "; ".join(f"{r.key}: {r.detail}" for r in retry[:3])
+            raise RetryableError(
+                Diagnosis.PROTOCOL,
+                f"{len(retry)} referral(s) will be tried again ({said}); the range is resent "
+                "(an upsert: accepted ones are not duplicated)",
+            )
+        return accepted
 
 
 async def _one(body: bytes) -> AsyncIterator[bytes]:

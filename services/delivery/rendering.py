@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from services.common.audiences.targets import AudienceSplit
 from services.common.file_names import DEFAULT_TEMPLATE, NameValues
 from services.common.layouts.codec import custom_field_from_json, format_from_json, layout_from_json
 from services.common.layouts.compiler import CompiledLayout, RenderContext, compile_layout
@@ -29,6 +30,9 @@ class Rendering:
     template: str
     fields: list[str]
     campaigns: tuple[UUID, ...] | None  # read only these campaigns (None: every one)
+    # Leave out the referrals this delivery's audiences held back (delivery_suppressions
+    # of the delivery whose rows it renders: a resend's original), or None.
+    suppressions: UUID | None = None
 
 
 def rendering(claimed: Claimed, context: DeliveryContext, snapshot: dict[str, Any]) -> Rendering:
@@ -59,7 +63,8 @@ def rendering(claimed: Claimed, context: DeliveryContext, snapshot: dict[str, An
     )
     campaigns = None if context.campaign_ids is None else tuple(context.campaign_ids)
     template = str(settings.get("file_name_template") or DEFAULT_TEMPLATE)
-    return Rendering(layout, fmt, names, template, list(layout.row_fields), campaigns)
+    held_back = claimed.names_from if AudienceSplit.from_json(snapshot.get("audiences")) else None
+    return Rendering(layout, fmt, names, template, list(layout.row_fields), campaigns, held_back)
 
 
 def delivery_rows(
@@ -68,5 +73,5 @@ def delivery_rows(
     """The batches of a delivery's range (close them when stopping early)."""
     return reader.rows_in_range(
         claimed.account_id, claimed.after_seq, claimed.through_seq, plan.campaigns,
-        plan.fields, claimed.frame,
+        plan.fields, claimed.frame, plan.suppressions,
     )  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,8 +12,11 @@ from uuid import UUID
 
 import asyncpg
 
+from services.common.audiences.targets import AudienceSplit, held_back
 from services.common.db import driver_errors, load_queries
-from services.common.referral_rows import TimeFrame
+from services.common.referral_rows import QUERIES as ROW_QUERIES
+from services.common.referral_rows import TimeFrame, range_arguments
+from services.delivery.transports.base import ItemResult
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "deliveries.sql")
 _T = TypeVar("_T")
@@ -52,6 +55,23 @@ class DeliveryContext:
     account_time_zone: str
     campaign_names: dict[str, str]
     kind: str = "sftp"  # the connection's: which transport delivers
+    audience_ids: tuple[UUID, ...] = ()  # the task's custom audiences
+
+
+# The referrals of a delivery's selection ($1-$9 as referral_rows_in_range, $9 the delivery)
+# that its audiences ($10 exclude, $11 include) hold back, recorded with their count: the
+# row query itself, wrapped, so the selection is the one the delivery renders.
+RECORD_SUPPRESSIONS = f"""
+WITH held AS (
+    INSERT INTO delivery_suppressions (delivery_id, seq)
+    SELECT $9, h.seq
+      FROM ({held_back(ROW_QUERIES["referral_rows_in_range"], "$10::uuid[]", "$11::uuid[]")}
+           ) h
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+UPDATE deliveries SET suppressed = coalesce(suppressed, 0) + (SELECT count(*) FROM held)
+ WHERE id = $9"""  # noqa: S608 (fixed text and a named query, no user input)
 
 
 def _frame(record: asyncpg.Record) -> TimeFrame | None:
@@ -73,6 +93,11 @@ class DeliveryStorePg:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool (for the shared audience look-up)."""
+        return self._pool
 
     async def _run(self, name: str, call: Callable[[], Awaitable[_T]]) -> _T:
         with driver_errors(name):
@@ -123,6 +148,7 @@ class DeliveryStorePg:
             r["task_name"], None if campaigns is None else tuple(campaigns), r["layout_id"],
             r["format"], r["time_zone"], r["connection_id"], dict(r["settings"]),
             dict(r["secrets"]), r["account_time_zone"], dict(r["campaign_names"]), r["kind"],
+            tuple(r["audience_ids"]),
         )  # fmt: skip
 
     async def layout_definitions(
@@ -133,9 +159,31 @@ class DeliveryStorePg:
         assert r is not None
         return r["layout"], dict(r["custom_fields"])
 
-    async def keep_layout(self, delivery_id: UUID, snapshot: dict[str, Any]) -> dict[str, Any]:
-        """Fix the delivery's layout (the first writer wins); the one kept."""
-        r = await self._row("keep_layout", delivery_id, snapshot)
+    async def keep_layout(
+        self, claimed: Claimed, snapshot: dict[str, Any], campaigns: tuple[UUID, ...] | None
+    ) -> dict[str, Any]:
+        """Fix the delivery's layout (the first writer wins); the one kept. With audiences
+        in the snapshot, the referrals they hold back are fixed in the same transaction."""
+        delivery_id = claimed.id
+        split = AudienceSplit.from_json(snapshot.get("audiences"))
+
+        async def keep() -> asyncpg.Record | None:
+            async with self._pool.acquire() as conn, conn.transaction():
+                r: asyncpg.Record | None = await conn.fetchrow(
+                    QUERIES["keep_layout"], delivery_id, snapshot
+                )
+                if r is not None and split:
+                    await conn.execute(
+                        RECORD_SUPPRESSIONS,
+                        *range_arguments(
+                            claimed.account_id, claimed.after_seq, claimed.through_seq,
+                            campaigns, ["email"], claimed.frame, delivery_id,
+                        ),
+                        list(split.exclude), list(split.include),
+                    )  # fmt: skip
+                return r
+
+        r = await self._run("keep_layout", keep)
         if r is not None:
             kept: dict[str, Any] = r["layout"]
             return kept
@@ -182,6 +230,27 @@ class DeliveryStorePg:
                 )  # fmt: skip
 
         await self._run("retry_later", record)
+
+    async def reset_items(self, claimed: Claimed) -> None:
+        """Forget a record delivery's per-referral outcomes before an attempt resends its
+        range (each is decided again)."""
+        with driver_errors("items_reset"):
+            await self._pool.execute(QUERIES["items_reset"], claimed.id)
+
+    async def record_items(self, claimed: Claimed, items: Sequence[tuple[int, ItemResult]]) -> None:
+        """Record referrals that were rejected, or are left to the next attempt."""
+        with driver_errors("items_record"):
+            await self._pool.execute(
+                QUERIES["items_record"], claimed.id, claimed.attempt,
+                [seq for seq, _ in items], [r.status.value for _, r in items],
+                [r.detail[:1000] for _, r in items],
+            )  # fmt: skip
+
+    async def items(self, delivery_id: UUID) -> list[tuple[int, str, str]]:
+        """(seq, outcome, detail) of a record delivery's referrals not simply accepted."""
+        with driver_errors("items_of"):
+            rows = await self._pool.fetch(QUERIES["items_of"], delivery_id)
+        return [(r["seq"], r["outcome"], r["detail"]) for r in rows]
 
     async def give_up(self, claimed: Claimed, error: str, diagnosis: str, attention: str) -> None:
         """Mark the delivery dead and tell the account: its task needs attention."""

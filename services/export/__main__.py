@@ -7,6 +7,7 @@ import sys
 from contextlib import AsyncExitStack
 from functools import partial
 
+from services.common.audiences.store import AudienceStorePg
 from services.common.auth.store import CredentialStore
 from services.common.auth.tls import http_ssl_context
 from services.common.auth.verify import Authenticator
@@ -23,7 +24,6 @@ from services.common.signed_links import LinkSigner
 from services.delivery.delivery_files import DeliveryFilesPg
 from services.delivery.store import DeliveryStorePg
 from services.export.audience_routes import AudienceRoutes
-from services.export.audience_store import AudienceStorePg
 from services.export.audit import AuditLog
 from services.export.audit_routes import AuditRoutes
 from services.export.config import ExportHttpConfig

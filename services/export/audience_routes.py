@@ -14,16 +14,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
-from services.common.auth.model import AccessRule
-from services.common.control_characters import has_control_character
-from services.common.errors import (
-    AlreadyExistsError,
-    FieldProblem,
-    InvalidArgumentError,
-    NotFoundError,
-)
-from services.common.paging import decode_token, fetch_page, invalid_token, page_size
-from services.export.audience_lines import (
+from services.common.audiences.lines import (
     BadGzipError,
     BodyTooLargeError,
     LineError,
@@ -31,8 +22,18 @@ from services.export.audience_lines import (
     LineSplitter,
     Unpacker,
 )
-from services.export.audience_store import AudienceStorePg, StagedRow
-from services.export.audiences import KINDS, MODES
+from services.common.audiences.model import KINDS, MODES
+from services.common.audiences.store import AudienceStorePg, StagedRow
+from services.common.auth.model import AccessRule
+from services.common.control_characters import has_control_character
+from services.common.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    FieldProblem,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from services.common.paging import decode_token, fetch_page, invalid_token, page_size
 from services.export.caller_routes import Route, caller_account
 from services.export.params import Params
 from services.export.streams import StreamSlots
@@ -247,8 +248,13 @@ class AudienceRoutes:
         account = caller_account()
         Params(request.query, ()).done()
         audience_id = _audience_id(request)
-        if not await self._store.delete(account, audience_id):
+        users = await self._store.delete(account, audience_id)
+        if users is None:
             raise NotFoundError(f"audience {audience_id} does not exist")
+        if users:
+            raise FailedPreconditionError(
+                f"audience {audience_id} is in use by {', '.join(users)}: remove it there first"
+            )
         return web.Response(status=204)
 
     async def upload(self, request: web.Request) -> web.StreamResponse:

@@ -87,6 +87,7 @@ def delivery_document(record: DeliveryRecord) -> dict[str, Any]:
         "attempts": d.attempts,
         "rows": d.rows,
         "bytes": d.bytes,
+        "suppressed": d.suppressed or 0,
         "files": [
             {
                 "index": i,

@@ -15,6 +15,8 @@ from uuid import UUID
 from aiohttp import web
 from multidict import MultiDict
 
+from services.common.audiences.lines import LineError, LineReader
+from services.common.audiences.store import AudienceStorePg, StagedRow
 from services.common.auth.context import caller
 from services.common.auth.model import AccessRule
 from services.common.control_characters import has_control_character
@@ -27,9 +29,7 @@ from services.common.errors import (
 )
 from services.common.paging import fetch_page, page_size
 from services.delivery.live.render import BodyValues
-from services.export.audience_lines import LineError, LineReader
 from services.export.audience_routes import _before, _json_object
-from services.export.audience_store import AudienceStorePg, StagedRow
 from services.export.caller_routes import Route, caller_account
 from services.export.params import Params
 from services.export.referral_store import ReferralReads

@@ -20,6 +20,7 @@ BENCHES = {
     "export": "export (PostgreSQL -> HTTP)",
     "export_render": "export rendering (PostgreSQL's CSV renderer and Python's)",
     "audiences": "audiences (HTTP upload -> PostgreSQL)",
+    "targeting": "audience targeting (suppression in a scheduled delivery)",
     "zapier": "zapier polling (PostgreSQL -> HTTP)",
 }
 

@@ -29,7 +29,7 @@ import asyncpg
 
 from services.common.layouts.compiler import compile_layout
 from services.common.layouts.defaults import DEFAULT_LAYOUT
-from services.common.referral_rows import QUERIES
+from services.common.referral_rows import QUERIES, range_arguments
 from services.common.secrets import SecretBox, connection_secret_context
 from tests.bench import delivery, render
 from tests.bench.scratch import scratch_database
@@ -102,8 +102,9 @@ async def _hand_rolled(dsn: str, account: str, server: Vsftpd, fields: list[str]
     async with conn.transaction(readonly=True):
         await conn.execute(QUERIES["render_session"])
         await conn.copy_from_query(
-            QUERIES["referral_rows_in_range"], uuid.UUID(account), 0, TOTAL_ROWS, None, fields,
-            None, None, None, output=write, format="csv",
+            QUERIES["referral_rows_in_range"],
+            *range_arguments(uuid.UUID(account), 0, TOTAL_ROWS, None, fields, None),
+            output=write, format="csv",
         )  # fmt: skip
     if pending:
         await asyncio.to_thread(chunks.put, b"".join(pending))

@@ -34,7 +34,7 @@ from services.common.layouts.codec import custom_field_to_json, layout_to_json
 from services.common.layouts.compiler import compile_layout
 from services.common.layouts.defaults import DEFAULT_LAYOUT
 from services.common.localdb import resolve_admin_dsn
-from services.common.referral_rows import QUERIES
+from services.common.referral_rows import QUERIES, range_arguments
 from services.common.secrets import SecretBox, connection_secret_context, new_key_entry
 from services.ingest.credentials import create_service_credential
 from services.scheduler.tasks.runner import TaskRunner
@@ -114,8 +114,9 @@ async def _hand_rolled(dsn: str, account: str, sshd: OpenSshSftp, fields: list[s
             async with conn.transaction(readonly=True):
                 await conn.execute(QUERIES["render_session"])
                 await conn.copy_from_query(
-                    QUERIES["referral_rows_in_range"], uuid.UUID(account), 0, TOTAL_ROWS, None,
-                    fields, None, None, None, output=write, format="csv",
+                    QUERIES["referral_rows_in_range"],
+                    *range_arguments(uuid.UUID(account), 0, TOTAL_ROWS, None, fields, None),
+                    output=write, format="csv",
                 )  # fmt: skip
         seconds = time.perf_counter() - started
     await conn.close()

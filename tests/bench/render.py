@@ -44,7 +44,7 @@ from services.common.layouts.phones import phone_cache_info
 from services.common.layouts.render import render_columns
 from services.common.localdb import resolve_admin_dsn
 from services.common.migrate import migrate
-from services.common.referral_rows import QUERIES, ReferralRowReader
+from services.common.referral_rows import QUERIES, ReferralRowReader, range_arguments
 from tests.bench.scratch import scratch_database
 from tests.bench.table import BenchRow, format_table
 
@@ -268,14 +268,7 @@ async def _raw_copy(dsn: str, account: str, through: int) -> tuple[float, int]:
             await conn.execute(QUERIES["render_session"])
             await conn.copy_from_query(
                 QUERIES["referral_rows_in_range"],
-                uuid.UUID(account),
-                0,
-                through,
-                None,
-                fields,
-                None,
-                None,
-                None,
+                *range_arguments(uuid.UUID(account), 0, through, None, fields, None),
                 output=count,
                 format="csv",
             )

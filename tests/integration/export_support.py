@@ -8,13 +8,13 @@ from contextlib import asynccontextmanager
 import asyncpg
 from aiohttp import web
 
+from services.common.audiences.store import AudienceStorePg
 from services.common.referral_rows import ReferralRowReader
 from services.common.secrets import SecretBox, new_key_entry
 from services.common.signed_links import LinkSigner
 from services.delivery.delivery_files import DeliveryFilesPg
 from services.delivery.store import DeliveryStorePg
 from services.export.audience_routes import AudienceRoutes
-from services.export.audience_store import AudienceStorePg
 from services.export.audit import AuditLog
 from services.export.audit_routes import AuditRoutes
 from services.export.delivery_routes import DeliveryRoutes

@@ -17,8 +17,8 @@ import aiohttp
 import asyncpg
 import pytest
 
+from services.common.audiences.model import Audience, require_usable
 from services.common.errors import FailedPreconditionError
-from services.export.audiences import Audience, require_usable
 from tests.integration.credentials_support import account_token
 from tests.integration.export_support import export_app, served_export
 from tests.integration.layouts_support import create_account

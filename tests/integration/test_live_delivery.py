@@ -18,8 +18,9 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from services.delivery.live.loop import message_id
+from services.delivery.live.policy import FieldFilter
 from services.delivery.transports.http.responses import Outcome, ResponseRule
-from services.delivery.transports.http.settings import ApiSettings, FieldFilter
+from services.delivery.transports.http.settings import ApiSettings
 from services.delivery.transports.http.templates import Encoding
 from tests.integration.layouts_support import create_account, insert_referrals
 from tests.integration.live_support import (

@@ -43,7 +43,7 @@ _DELIVERY_ROW = (
     "frame_from:timestamptz frame_to:timestamptz reserved_at:timestamptz "
     "attempts:int4 lease_until:timestamptz next_attempt_at:timestamptz rows_sent:int8 "
     "bytes_sent:int8 files:jsonb error:text diagnosis:text finished_at:timestamptz "
-    "connection_id:uuid"
+    "suppressed:int8 connection_id:uuid"
 )
 # A Zapier REST-hook subscription row.
 _SUBSCRIPTION = (
@@ -59,7 +59,7 @@ _AUDIENCE = (
 )
 SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
-        "uuid int8 int8 uuid[] text[] timestamptz timestamptz text",
+        "uuid int8 int8 uuid[] text[] timestamptz timestamptz text uuid",
         _ROWS_IN_RANGE,
     ),
     ("common/sql/referral_rows.sql", "latest_referral_rows"): ("uuid int8", _LATEST_ROWS),
@@ -303,6 +303,9 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     # The credential, connection, task and delivery queries.
     ("delivery/sql/deliveries.sql", "original_files"): ("uuid", "files:jsonb"),
+    ("delivery/sql/deliveries.sql", "items_reset"): ("uuid", ""),
+    ("delivery/sql/deliveries.sql", "items_record"): ("uuid int4 int8[] text[] text[]", ""),
+    ("delivery/sql/deliveries.sql", "items_of"): ("uuid", "seq:int8 outcome:text detail:text"),
     ("scheduler/tasks/sql/tasks.sql", "task_encrypts"): ("uuid", "?column?:bool"),
     ("common/sql/credentials.sql", "lookup"): (
         "uuid",
@@ -338,7 +341,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
         "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
-        "diagnosis:text finished_at:timestamptz claimed_at:timestamptz",
+        "diagnosis:text finished_at:timestamptz suppressed:int8 claimed_at:timestamptz",
     ),
     ("delivery/sql/deliveries.sql", "described"): (
         "uuid",
@@ -346,7 +349,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
         "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
-        "diagnosis:text finished_at:timestamptz claimed_at:timestamptz",
+        "diagnosis:text finished_at:timestamptz suppressed:int8 claimed_at:timestamptz",
     ),
     ("delivery/sql/deliveries.sql", "state"): (
         "uuid",
@@ -360,7 +363,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("delivery/sql/deliveries.sql", "context"): (
         "uuid",
         "task_name:text campaign_ids:uuid[] layout_id:uuid format:jsonb time_zone:text "
-        "delivered_seq:int8 connection_id:uuid settings:jsonb secrets:jsonb "
+        "delivered_seq:int8 audience_ids:uuid[] connection_id:uuid settings:jsonb secrets:jsonb "
         "account_time_zone:text campaign_names:jsonb kind:text",
     ),
     ("delivery/sql/deliveries.sql", "layout_definitions"): (
@@ -408,24 +411,24 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "archived:bool",
     ),
     ("scheduler/connections/sql/connections.sql", "insert"): (
-        "uuid uuid text jsonb jsonb text",
-        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
-        "version:int8 created_at:timestamptz updated_at:timestamptz",
+        "uuid uuid text jsonb jsonb text uuid[]",
+        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb version:int8 "
+        "created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/connections/sql/connections.sql", "get"): (
         "uuid uuid",
-        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
-        "version:int8 created_at:timestamptz updated_at:timestamptz",
+        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb version:int8 "
+        "created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/connections/sql/connections.sql", "page"): (
         "uuid text int8",
-        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
-        "version:int8 created_at:timestamptz updated_at:timestamptz",
+        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb version:int8 "
+        "created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/connections/sql/connections.sql", "update"): (
-        "uuid uuid text jsonb jsonb text",
-        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb "
-        "version:int8 created_at:timestamptz updated_at:timestamptz",
+        "uuid uuid text jsonb jsonb text uuid[]",
+        "id:uuid account_id:uuid name:text kind:text settings:jsonb secrets:jsonb version:int8 "
+        "created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/connections/sql/connections.sql", "delete"): (
         "uuid uuid",
@@ -460,32 +463,32 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "coalesce:int8",
     ),
     ("scheduler/tasks/sql/tasks.sql", "insert_task"): (
-        "uuid uuid uuid text uuid[] uuid jsonb jsonb text bool bool int8 timestamptz",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+        "uuid uuid uuid text uuid[] uuid jsonb jsonb text bool bool uuid[] int8 timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/tasks/sql/tasks.sql", "get_task"): (
         "uuid uuid",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/tasks/sql/tasks.sql", "page_tasks"): (
         "uuid text int8",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/tasks/sql/tasks.sql", "update_task"): (
-        "uuid uuid uuid text uuid[] uuid jsonb jsonb text bool bool timestamptz",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+        "uuid uuid uuid text uuid[] uuid jsonb jsonb text bool bool uuid[] timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/tasks/sql/tasks.sql", "delete_task"): (
         "uuid uuid",
@@ -493,17 +496,17 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("scheduler/tasks/sql/tasks.sql", "set_enabled"): (
         "uuid uuid bool",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/tasks/sql/tasks.sql", "run_now"): (
         "uuid uuid",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz",
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[]",
     ),
     ("scheduler/tasks/sql/tasks.sql", "revive_dead"): (
         "uuid",
@@ -519,10 +522,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("scheduler/tasks/sql/tasks.sql", "due_tasks"): (
         "timestamptz int8",
-        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] "
-        "layout_id:uuid format:jsonb schedule:jsonb time_zone:text enabled:bool "
-        "send_empty:bool delivered_seq:int8 next_run_at:timestamptz attention:text "
-        "attention_at:timestamptz version:int8 created_at:timestamptz updated_at:timestamptz "
+        "id:uuid account_id:uuid connection_id:uuid name:text campaign_ids:uuid[] layout_id:uuid "
+        "format:jsonb schedule:jsonb time_zone:text enabled:bool send_empty:bool "
+        "delivered_seq:int8 next_run_at:timestamptz attention:text attention_at:timestamptz "
+        "version:int8 created_at:timestamptz updated_at:timestamptz audience_ids:uuid[] "
         "has_open:bool",
     ),
     ("scheduler/tasks/sql/tasks.sql", "insert_delivery"): (
@@ -531,7 +534,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
         "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
-        "diagnosis:text finished_at:timestamptz",
+        "diagnosis:text finished_at:timestamptz suppressed:int8",
     ),
     ("scheduler/tasks/sql/tasks.sql", "insert_redelivery"): (
         "uuid uuid uuid int8 text timestamptz timestamptz",
@@ -539,7 +542,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
         "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
-        "diagnosis:text finished_at:timestamptz",
+        "diagnosis:text finished_at:timestamptz suppressed:int8",
     ),
     ("scheduler/tasks/sql/tasks.sql", "set_next_run"): (
         "uuid timestamptz",
@@ -555,7 +558,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
         "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
-        "diagnosis:text finished_at:timestamptz",
+        "diagnosis:text finished_at:timestamptz suppressed:int8",
     ),
     ("scheduler/tasks/sql/tasks.sql", "get_delivery"): (
         "uuid uuid",
@@ -563,7 +566,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "state:text layout:jsonb resend_of:uuid frame_field:text frame_from:timestamptz "
         "frame_to:timestamptz reserved_at:timestamptz attempts:int4 lease_until:timestamptz "
         "next_attempt_at:timestamptz rows_sent:int8 bytes_sent:int8 files:jsonb error:text "
-        "diagnosis:text finished_at:timestamptz",
+        "diagnosis:text finished_at:timestamptz suppressed:int8",
     ),
     ("scheduler/tasks/sql/tasks.sql", "has_news"): ("uuid int8 int8 uuid[]", "news:bool"),
     ("scheduler/tasks/sql/tasks.sql", "skip_empty"): ("uuid int8", ""),
@@ -582,17 +585,23 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     # delivery/sql/live.sql
     ("delivery/sql/live.sql", "live_claim"): (
-        "text float8 int8",
+        "text float8 int8 text[]",
         "connection_id:uuid version:int8",
     ),
+    ("delivery/sql/live.sql", "live_layout"): ("uuid uuid", "id:uuid definition:jsonb"),
+    ("delivery/sql/key_slots.sql", "key_slots_ensure"): ("text int4", ""),
+    ("delivery/sql/key_slots.sql", "key_slot_take"): ("text text int4 float8", "slot:int4"),
+    ("delivery/sql/key_slots.sql", "key_slots_renew"): ("text text int4[] float8", "slot:int4"),
+    ("delivery/sql/key_slots.sql", "key_slots_release"): ("text text int4[]", ""),
     ("delivery/sql/live.sql", "live_release"): (
         "text",
         "",
     ),
     ("delivery/sql/live.sql", "live_connection"): (
         "uuid",
-        "account_id:uuid name:text settings:jsonb secrets:jsonb version:int8 delivered_seq:int8 "
-        "starts_at:timestamptz disabled_at:timestamptz disabled_reason:text "
+        "account_id:uuid kind:text name:text settings:jsonb secrets:jsonb version:int8 "
+        "audience_ids:uuid[] "
+        "delivered_seq:int8 starts_at:timestamptz disabled_at:timestamptz disabled_reason:text "
         "failing_since:timestamptz",
     ),
     ("delivery/sql/live.sql", "live_place_cursor"): (
@@ -621,7 +630,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("delivery/sql/live.sql", "live_accounts_between"): ("int8 int8", "account_id:uuid"),
     ("delivery/sql/live.sql", "live_advance"): (
-        "uuid text int8 timestamptz timestamptz",
+        "uuid text int8 timestamptz timestamptz int8",
         "failing_since:timestamptz",
     ),
     ("delivery/sql/live.sql", "live_park"): (
@@ -657,8 +666,8 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("scheduler/live/sql/live.sql", "live_state"): (
         "uuid uuid",
         "kind:text delivered_seq:int8 disabled_at:timestamptz disabled_reason:text "
-        "failing_since:timestamptz last_success_at:timestamptz owner:text waiting:int8 dead:int8 "
-        "rejected:int8",
+        "failing_since:timestamptz last_success_at:timestamptz suppressed:int8 owner:text "
+        "waiting:int8 dead:int8 rejected:int8",
     ),
     ("scheduler/live/sql/live.sql", "live_settings"): (
         "uuid uuid",
@@ -699,19 +708,29 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "text",
         "pg_notify:void",
     ),
-    # export/sql/audiences.sql
-    ("export/sql/audiences.sql", "create_audience"): ("uuid uuid text text", _AUDIENCE),
-    ("export/sql/audiences.sql", "get_audience"): ("uuid uuid", _AUDIENCE),
-    ("export/sql/audiences.sql", "page_audiences"): ("uuid timestamptz uuid int8", _AUDIENCE),
-    ("export/sql/audiences.sql", "delete_audience"): ("uuid uuid", "id:uuid"),
-    ("export/sql/audiences.sql", "create_audience_staging"): ("", ""),
-    ("export/sql/audiences.sql", "empty_audience_staging"): ("", ""),
-    ("export/sql/audiences.sql", "count_staged_members"): ("", "valid:int8 people:int8"),
-    ("export/sql/audiences.sql", "lock_audience"): ("uuid uuid", "id:uuid"),
-    ("export/sql/audiences.sql", "remove_absent_sha256"): ("uuid", ""),
-    ("export/sql/audiences.sql", "remove_absent_md5"): ("uuid", ""),
-    ("export/sql/audiences.sql", "insert_staged_members"): ("uuid", ""),
-    ("export/sql/audiences.sql", "finish_import"): ("uuid int8", _AUDIENCE),
+    # common/audiences/sql/audiences.sql
+    ("common/audiences/sql/audiences.sql", "create_audience"): ("uuid uuid text text", _AUDIENCE),
+    ("common/audiences/sql/audiences.sql", "get_audience"): ("uuid uuid", _AUDIENCE),
+    ("common/audiences/sql/audiences.sql", "page_audiences"): (
+        "uuid timestamptz uuid int8",
+        _AUDIENCE,
+    ),
+    ("common/audiences/sql/audiences.sql", "delete_audience"): (
+        "uuid uuid",
+        "deleted:bool found:bool users:text[]",
+    ),
+    ("common/audiences/sql/audiences.sql", "create_audience_staging"): ("", ""),
+    ("common/audiences/sql/audiences.sql", "empty_audience_staging"): ("", ""),
+    ("common/audiences/sql/audiences.sql", "count_staged_members"): ("", "valid:int8 people:int8"),
+    ("common/audiences/sql/audiences.sql", "lock_audience"): ("uuid uuid", "id:uuid"),
+    ("common/audiences/sql/audiences.sql", "remove_absent_sha256"): ("uuid", ""),
+    ("common/audiences/sql/audiences.sql", "remove_absent_md5"): ("uuid", ""),
+    ("common/audiences/sql/audiences.sql", "insert_staged_members"): ("uuid", ""),
+    ("common/audiences/sql/audiences.sql", "finish_import"): ("uuid int8", _AUDIENCE),
+    ("common/audiences/sql/targets.sql", "audience_targets"): (
+        "uuid uuid[]",
+        "id:uuid name:text kind:text state:text member_count:int8",
+    ),
     # export/sql/zapier.sql
     ("export/sql/zapier.sql", "insert_subscription"): (
         "uuid uuid uuid text text uuid[] uuid",

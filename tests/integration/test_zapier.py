@@ -178,6 +178,9 @@ async def test_unsubscribing_removes_the_connection_and_stops_the_hooks(
             await other.call("GET", f"/v1/zapier/subscriptions/{zap.subscription_id}",
                              status=404)  # fmt: skip
             assert await zapier.turn_off(zap, served, api.token) == 204
+            # Removal wakes the supervisor, which stops the loop at once (a referral
+            # committed in that instant may still go out once: Zapier answers it 410).
+            await eventually(lambda: uuid.UUID(zap.subscription_id) not in running.loops)
             zap.on = True  # were anything still sent, the fake would take it
             later = await _ingest(pool, account, campaign, ["after@example.com"])
             await eventually(lambda: len(kept.received) >= 2, DELIVERED_S)

@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from services.export.audience_lines import (
+from services.common.audiences.lines import (
     MAX_LINE_BYTES,
     BadGzipError,
     BodyTooLargeError,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from services.delivery.live.schedule import RetrySchedule, disable_reason
-from services.delivery.transports.http.settings import (
+from services.delivery.live.policy import (
     DEFAULT_DISABLE_AFTER_S,
     DEFAULT_RETRY_SCHEDULE_S,
 )
+from services.delivery.live.schedule import RetrySchedule, disable_reason
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

@@ -41,6 +41,10 @@ BEGIN
            connection_id = NULL
      WHERE id = p_id;
     DELETE FROM connections WHERE id = owned;
+    -- At commit, the delivery replica running its live loop stops it at once (the
+    -- supervisor's claim round no longer finds the connection) instead of at its next
+    -- lease renewal.
+    PERFORM pg_notify('live_wakeup', owned::text);
     RETURN p_id;
 END
 $$;

@@ -15,7 +15,8 @@ SELECT set_config('jit_inline_above_cost', '-1', true),
 
 -- name: referral_rows_in_range
 -- One account's referrals with seq in ($2, $3], optionally of some campaigns ($4), in order;
--- optionally only those whose $8 ('received_at' or 'opted_in_at') is in [$6, $7).
+-- optionally only those whose $8 ('received_at' or 'opted_in_at') is in [$6, $7), and
+-- not those the audiences held back from delivery $9 (delivery_suppressions; NULL: none).
 -- $5 names the fields the caller reads (NULL: all); the others come as '' so that neither
 -- the server nor the client spends time on them. The renderer passes the list as literals
 -- (COPY cannot take parameters), so the planner folds every CASE away.
@@ -55,6 +56,8 @@ SELECT r.seq,
    AND ($8::text IS NULL OR (CASE WHEN $8 = 'opted_in_at' THEN r.opted_in_at ELSE r.received_at END)
         >= $6::timestamptz AND (CASE WHEN $8 = 'opted_in_at' THEN r.opted_in_at ELSE r.received_at END)
         < $7::timestamptz)
+   AND ($9::uuid IS NULL OR NOT EXISTS (SELECT 1 FROM delivery_suppressions x
+                                         WHERE x.delivery_id = $9 AND x.seq = r.seq))
  ORDER BY r.seq;
 
 -- name: latest_referral_rows

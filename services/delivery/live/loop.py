@@ -1,8 +1,10 @@
-"""One API connection's live loop: new referrals up to the safe watermark are sent the
-moment they commit, one request each, bounded by the connection's concurrency and rate;
-failures wait in `live_messages` for their retry without holding back the others (unless
-the connection asks for strict order); the cursor moves past a referral once it has an
-outcome or a waiting row, in one transaction with its attempts.
+"""One connection's live loop (an API connection, or a vendor's in real-time mode): new
+referrals up to the safe watermark are sent the moment they commit, one request each
+(built and read by the kind's record sender, see `senders.py`), bounded by the
+connection's concurrency and rate; failures wait in `live_messages` for their retry
+without holding back the others (unless the connection asks for strict order); the cursor
+moves past a referral once it has an outcome or a waiting row, in one transaction with its
+attempts.
 
 A crash between a send and the flush that records it means the next owner sends that
 referral again, with the same `webhook-id` / `Idempotency-Key`: delivery is at-least-once
@@ -17,7 +19,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,18 +27,16 @@ from uuid import UUID
 
 from opentelemetry import metrics
 
+from services.common.audiences.targets import AudienceSplit, look_up, suppressed_seqs
 from services.common.egress import EgressPolicy
 from services.common.layouts.codec import custom_field_from_json
 from services.common.secrets import SecretBox, SecretError, open_connection_secrets
-from services.delivery.live.render import BodyValues
+from services.delivery.live.render import LiveValues
 from services.delivery.live.schedule import RetrySchedule, disable_reason
+from services.delivery.live.senders import SENDERS, SenderFactory
 from services.delivery.live.store import Flush, LiveConnection, LiveStorePg, LostLeaseError, Parked
-from services.delivery.transports.http.client import HEAD_KEPT, ApiClient, Exchange
-from services.delivery.transports.http.responses import Outcome
-from services.delivery.transports.http.settings import ApiSettings
-from services.delivery.transports.http.templates import (
-    BodyTemplate,
-)
+from services.delivery.transports.http.client import HEAD_KEPT, Exchange
+from services.delivery.transports.http.responses import THROTTLED, Outcome
 
 log = logging.getLogger(__name__)
 _meter = metrics.get_meter("handoff.delivery")
@@ -97,6 +97,7 @@ class ConnectionLoop:
         *,
         now: Now = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        senders: Mapping[str, SenderFactory] | None = None,
     ) -> None:
         self.connection = connection
         self.id = connection.id
@@ -104,16 +105,17 @@ class ConnectionLoop:
         self._owner = owner
         self._now = now
         self._rng = rng or random.Random()
-        self.api = ApiSettings.from_json(connection.settings)
-        self._schedule = RetrySchedule(self.api.retry_schedule_s)
-        self._client = ApiClient(self.api, self._open_secrets(box), egress, now=now)
+        factory = (senders or SENDERS)[connection.kind]
+        self._sender = factory(connection, self._open_secrets(box), egress, now)
+        self.policy = policy = self._sender.policy
+        self._schedule = RetrySchedule(policy.retry_schedule_s)
         self._campaigns = (
-            None if self.api.campaign_ids is None else [UUID(c) for c in self.api.campaign_ids]
+            None if policy.campaign_ids is None else [UUID(c) for c in policy.campaign_ids]
         )
         self._wake = asyncio.Event()
         self._stop = False
-        self._slots = asyncio.Semaphore(1 if self.api.strict_order else self.api.concurrency)
-        self._rate = _RateLimit(self.api.rate_limit_per_s)
+        self._slots = asyncio.Semaphore(1 if policy.strict_order else policy.concurrency)
+        self._rate = _RateLimit(policy.rate_limit_per_s)
         self._hold_until = 0.0  # monotonic: a 429's Retry-After holds every send
         self._pending = Flush()
         self._window: deque[list[Any]] = deque()  # [seq, done] of new referrals, in order
@@ -128,13 +130,13 @@ class ConnectionLoop:
         self._watermark = 0  # the safe watermark, as the supervisor last computed it
         self._check_due = True  # look for due retries and replays at the next step
         self._next_due_at: datetime | None = None  # the earliest retry parked since
-        self.template: BodyTemplate | None = None
+        self._audiences = AudienceSplit()
 
     def _open_secrets(self, box: SecretBox) -> dict[str, str]:
         try:
             return open_connection_secrets(box, self.id, self.connection.sealed)
         except SecretError:
-            log.error("an API connection's secrets do not open", extra={"connection": str(self.id)})
+            log.error("a connection's secrets do not open", extra={"connection": str(self.id)})
             return {}
 
     @property
@@ -167,11 +169,20 @@ class ConnectionLoop:
             name: custom_field_from_json(name, description, definition)
             for name, description, definition in await self._store.custom_fields(account)
         }
-        self._body = BodyValues(self.api, customs, context)
-        self.template = self._body.template
+        columns = await self._sender.prepare(self._store, account, customs)
+        self._body = LiveValues(columns, self.policy.filters, customs, context)
+        found = await look_up(
+            self._store.pool, account, self.connection.audience_ids, "connection.audience_ids"
+        )
+        self._audiences = found.split
+        if found.problems or found.refusals:  # deleted, or an include list below the minimum
+            reasons = [p.message for p in found.problems] + list(found.refusals)
+            self._disabled = "the connection's audiences: " + "; ".join(reasons)
+            if await self._store.disable(self.id, self._now(), self._disabled, "config"):
+                log.warning("API connection disabled", extra={"connection": str(self.id)})
 
     def values(self, rows: Sequence[Sequence[str]]) -> list[dict[str, str]]:
-        """Each row's field values as the body template names them."""
+        """Each row's values as the sender names them (and its filters' fields)."""
         return self._body.values(rows)
 
     async def run(self) -> None:
@@ -200,7 +211,7 @@ class ConnectionLoop:
         except LostLeaseError:
             log.info("live loop lost its lease", extra={"connection": str(self.id)})
         finally:
-            await self._client.close()
+            await self._sender.close()
 
     async def _idle(self) -> None:
         """Wait for a wake-up, the next parked retry, or the poll: an idle loop runs no
@@ -247,7 +258,7 @@ class ConnectionLoop:
                     _Item(seq, values, info["attempts"] + 1, True, info["first_failed_at"])
                 )
             busy = True
-        if self.api.strict_order:
+        if self.policy.strict_order:
             if self._inflight or self._held:
                 return busy  # the one in flight, or a retry not yet recorded, goes first
             _, waiting = await self._store.next_due(self.id, self._now())
@@ -264,15 +275,23 @@ class ConnectionLoop:
             self.connection.starts_at,
         )  # fmt: skip
         through = watermark if len(rows) < PAGE else int(rows[-1][0])
+        held = await suppressed_seqs(
+            self._store.pool, self.connection.account_id, [int(r[0]) for r in rows],
+            self._audiences,
+        )  # fmt: skip
         for row, values in zip(rows, self.values(rows), strict=True):
             seq = int(row[0])
             entry = [seq, False]
             self._window.append(entry)
-            if not all(f.matches(values.get(f.field, "")) for f in self.api.filters):
+            if not all(f.matches(values.get(f.field, "")) for f in self.policy.filters):
                 entry[1] = True  # out of the connection's scope: done without a call
                 continue
+            if seq in held:
+                entry[1] = True  # held back by an audience: counted, done without a call
+                self._pending.suppressed += 1
+                continue
             task = await self._dispatch(_Item(seq, values, 1, False), entry)
-            if self.api.strict_order:
+            if self.policy.strict_order:
                 await task  # one at a time; a retry holds back every later referral
                 if self._held:
                     through = seq
@@ -292,10 +311,7 @@ class ConnectionLoop:
             while (hold := self._hold_until - time.monotonic()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(hold)  # a 429's Retry-After: a time, not an event
             await self._rate.wait()
-            assert self.template is not None
-            exchange = await self._client.send(
-                self.template, item.values, message_id(self.id, item.seq)
-            )
+            exchange = await self._sender.send(item.values, message_id(self.id, item.seq))
             self._record(item, exchange)
         except Exception:  # never lose an outcome: an unexpected error is a retry
             log.exception("live send failed unexpectedly", extra={"connection": str(self.id)})
@@ -340,9 +356,11 @@ class ConnectionLoop:
                 at = self._schedule.next_attempt(item.attempt, now, self._rng)
                 if outcome is Outcome.DISABLE:
                     at = now
-                    self._disabled = f"the endpoint answered {status}: it is gone ({rule})"
+                    self._disabled = f"the endpoint answered {status}: " + (
+                        error or f"it is gone ({rule})"
+                    )
                     self._gone = self._gone or status == 410
-                elif retry_after is not None and status in (429, 503):
+                elif retry_after is not None and (status in (429, 503) or rule == THROTTLED):
                     self._hold_until = time.monotonic() + retry_after
                     if at is not None:
                         at = max(at, now + timedelta(seconds=retry_after))
@@ -378,7 +396,7 @@ class ConnectionLoop:
     async def _flush(self) -> None:
         cursor = self._advance_window()
         pending = self._pending
-        if not (pending.attempts or pending.parked or pending.done) and (
+        if not (pending.attempts or pending.parked or pending.done or pending.suppressed) and (
             cursor == self._flushed_cursor or self._disabled
         ):
             return  # nothing happened: an idle loop writes nothing
@@ -395,11 +413,11 @@ class ConnectionLoop:
             if self._next_due_at is None or soonest < self._next_due_at:
                 self._next_due_at = soonest
             self._wake.set()
-        reason = self._disabled or disable_reason(failing, self._now(), self.api.disable_after_s)
+        reason = self._disabled or disable_reason(failing, self._now(), self.policy.disable_after_s)
         if reason is not None:
             self._disabled = reason
             if await self._store.disable(self.id, self._now(), reason, "disabled"):
-                log.warning("API connection disabled", extra={"connection": str(self.id)})
+                log.warning("live connection disabled", extra={"connection": str(self.id)})
             if self._gone and await self._store.endpoint_gone(self.id, self._now(), reason):
                 log.info("Zapier subscription removed", extra={"connection": str(self.id)})
             self._wake.set()

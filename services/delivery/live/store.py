@@ -38,6 +38,7 @@ class LiveConnection:
 
     id: UUID
     account_id: UUID
+    kind: str  # which record sender runs it
     name: str
     settings: dict[str, Any]
     sealed: dict[str, str]
@@ -45,6 +46,7 @@ class LiveConnection:
     delivered_seq: int | None
     starts_at: datetime  # referrals received from then on are the connection's
     disabled_at: datetime | None
+    audience_ids: tuple[UUID, ...] = ()  # custom audiences that target it
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Flush:
     cursor: int | None = None
     success_at: datetime | None = None
     failure_at: datetime | None = None
+    suppressed: int = 0  # referrals the audiences held back (passed without a call)
 
 
 class LostLeaseError(Exception):
@@ -83,11 +86,13 @@ class LiveStorePg:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def claim(self, owner: str, lease_s: float, limit: int) -> dict[UUID, int]:
-        """The connections this replica runs now (new ones taken, ours renewed), with the
-        version of their settings."""
+    async def claim(
+        self, owner: str, lease_s: float, limit: int, kinds: Sequence[str] = ("api",)
+    ) -> dict[UUID, int]:
+        """The connections of `kinds` this replica runs now (new ones taken, ours
+        renewed), with the version of their settings."""
         with driver_errors("live_claim"):
-            rows = await self._pool.fetch(QUERIES["live_claim"], owner, lease_s, limit)
+            rows = await self._pool.fetch(QUERIES["live_claim"], owner, lease_s, limit, list(kinds))
         return {r["connection_id"]: r["version"] for r in rows}
 
     async def release(self, owner: str) -> None:
@@ -104,6 +109,7 @@ class LiveStorePg:
         return LiveConnection(
             connection_id,
             r["account_id"],
+            r["kind"],
             r["name"],
             dict(r["settings"]),
             dict(r["secrets"]),
@@ -111,13 +117,26 @@ class LiveStorePg:
             r["delivered_seq"],
             r["starts_at"],
             r["disabled_at"],
+            tuple(r["audience_ids"]),
         )
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool (for the shared audience checks)."""
+        return self._pool
 
     async def custom_fields(self, account_id: UUID) -> list[tuple[str, str, Any]]:
         """(name, description, definition) of the account's custom fields."""
         with driver_errors("live_custom_fields"):
             rows = await self._pool.fetch(QUERIES["live_custom_fields"], account_id)
         return [(r["name"], r["description"], r["definition"]) for r in rows]
+
+    async def layout(self, account_id: UUID, layout_id: UUID | None) -> dict[str, Any] | None:
+        """A saved layout's definition (`layout_id` None: the account's default); None
+        when there is none."""
+        with driver_errors("live_layout"):
+            r = await self._pool.fetchrow(QUERIES["live_layout"], account_id, layout_id)
+        return None if r is None else dict(r["definition"])
 
     async def render_context(self, account_id: UUID) -> RenderContext:
         """The account's zone and campaign names (what context fields render from)."""
@@ -197,6 +216,7 @@ class LiveStorePg:
                     batch.cursor if batch.cursor is not None else -1,
                     batch.success_at,
                     batch.failure_at,
+                    batch.suppressed,
                 )
                 if advanced is None:
                     raise LostLeaseError(str(connection_id))

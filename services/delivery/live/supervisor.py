@@ -1,10 +1,11 @@
 """Runs the live loops this replica holds leases for, and wakes them on new referrals.
 
-Each API connection's loop runs on exactly one replica at a time: the replica takes the
-connection's lease in `live_cursors` (FOR UPDATE SKIP LOCKED) and renews it every third of
-its length; a replica that dies stops renewing and another takes the loop over within one
-lease. So a connection's concurrency and rate limit hold across replicas, and its cursor
-has one writer (every write also checks the lease).
+Each live connection's loop (API connections, and vendors' in real-time mode: the kinds
+with a record sender in `senders.SENDERS`) runs on exactly one replica at a time: the
+replica takes the connection's lease in `live_cursors` (FOR UPDATE SKIP LOCKED) and renews
+it every third of its length; a replica that dies stops renewing and another takes the
+loop over within one lease. So a connection's concurrency and rate limit hold across
+replicas, and its cursor has one writer (every write also checks the lease).
 
 Wake-ups: ingest's NOTIFY on `referrals_ingested` (sent at commit) wakes every loop; the
 connection API's NOTIFY on `live_wakeup` (a replay, a re-enable, a change) wakes one. A
@@ -23,7 +24,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -33,6 +34,7 @@ import asyncpg
 from services.common.egress import EgressPolicy
 from services.common.secrets import SecretBox
 from services.delivery.live.loop import ConnectionLoop
+from services.delivery.live.senders import SENDERS, SenderFactory
 from services.delivery.live.store import LiveStorePg
 
 log = logging.getLogger(__name__)
@@ -63,8 +65,10 @@ class LiveSupervisor:
         maintain_every_s: float = 3600.0,
         owner: str | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        senders: Mapping[str, SenderFactory] | None = None,
     ) -> None:
         self._pool = pool
+        self._senders = dict(senders or SENDERS)
         self._store = LiveStorePg(pool)
         self._box = box
         self._egress = egress
@@ -195,7 +199,9 @@ class LiveSupervisor:
             await self._claim_round()
 
     async def _claim_round(self) -> None:
-        owned = await self._store.claim(self.owner, self._lease_s, self._max_loops)
+        owned = await self._store.claim(
+            self.owner, self._lease_s, self._max_loops, sorted(self._senders)
+        )
         for cid in list(self._loops):
             loop, task, version = self._loops[cid]
             if cid not in owned or owned[cid] != version or task.done():
@@ -210,8 +216,9 @@ class LiveSupervisor:
             if connection is None or connection.disabled_at is not None:
                 continue
             loop = ConnectionLoop(
-                connection, self._store, self._box, self._egress, self.owner, now=self._now
-            )
+                connection, self._store, self._box, self._egress, self.owner, now=self._now,
+                senders=self._senders,
+            )  # fmt: skip
             loop.advance(self._scanned, wake=False)
             task = asyncio.create_task(self._guarded(loop), name=f"live {cid}")
             self._loops[cid] = (loop, task, version)

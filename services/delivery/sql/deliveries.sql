@@ -19,7 +19,7 @@ UPDATE deliveries SET lease_until = now() + make_interval(secs => $3)
 -- name: context
 -- What running a delivery needs: its task, connection and account.
 SELECT t.name AS task_name, t.campaign_ids, t.layout_id, t.format, t.time_zone,
-       t.delivered_seq, c.id AS connection_id, c.settings, c.secrets,
+       t.delivered_seq, t.audience_ids, c.id AS connection_id, c.settings, c.secrets,
        a.time_zone AS account_time_zone,
        (SELECT coalesce(jsonb_object_agg(id::text, name), '{}') FROM campaigns
          WHERE account_id = t.account_id) AS campaign_names,
@@ -89,3 +89,20 @@ SELECT coalesce(files, '[]') AS files FROM deliveries WHERE id = $1;
 -- A delivery as an attempt sees it, without taking its lease (a signed download renders
 -- its file again).
 SELECT *, now() AS claimed_at FROM deliveries WHERE id = $1;
+
+-- name: items_reset
+-- A record delivery's attempt decides every referral's outcome again.
+DELETE FROM delivery_items WHERE delivery_id = $1;
+
+-- name: items_record
+-- Referrals of a record delivery that were rejected, or are left to the next attempt.
+INSERT INTO delivery_items (delivery_id, attempt, seq, outcome, detail)
+SELECT $1, $2, i.seq, i.outcome, i.detail
+  FROM unnest($3::bigint[], $4::text[], $5::text[]) AS i(seq, outcome, detail)
+ON CONFLICT (delivery_id, seq) DO UPDATE
+   SET outcome = EXCLUDED.outcome, attempt = EXCLUDED.attempt, detail = EXCLUDED.detail,
+       at = now();
+
+-- name: items_of
+-- A record delivery's referrals that were not simply accepted, in seq order.
+SELECT seq, outcome, detail FROM delivery_items WHERE delivery_id = $1 ORDER BY seq;

@@ -1,13 +1,16 @@
--- Real-time API delivery: leases on connections' live loops, cursors, waiting referrals,
+-- Real-time delivery (API and vendor connections): leases on connections' live loops, cursors, waiting referrals,
 -- attempts. Loaded by services/delivery/live/store.py.
 
 -- name: live_claim
--- Take (or keep) the live loops this replica may run: connections whose lease is free,
--- expired or already ours, up to $3 new ones; renews ours. Returns what we own now.
+-- Take (or keep) the live loops this replica may run: connections of the kinds it has a
+-- record sender for ($4) that run in real time (API connections have no mode), whose
+-- lease is free, expired or already ours, up to $3 new ones; renews ours. Returns what we
+-- own now.
 WITH wanted AS (
     SELECT c.connection_id
       FROM live_cursors c JOIN connections k ON k.id = c.connection_id
-     WHERE k.kind = 'api' AND c.disabled_at IS NULL
+     WHERE k.kind = ANY ($4::text[]) AND coalesce(k.settings->>'mode', 'realtime') = 'realtime'
+       AND c.disabled_at IS NULL
        AND (c.owner = $1 OR c.lease_until IS NULL OR c.lease_until < now())
      ORDER BY (c.owner = $1) DESC NULLS LAST, c.connection_id
      LIMIT $3
@@ -25,11 +28,11 @@ UPDATE live_cursors SET owner = NULL, lease_until = NULL WHERE owner = $1;
 
 -- name: live_connection
 -- What a live loop runs from: the connection and its cursor.
-SELECT k.account_id, k.name, k.settings, k.secrets, k.version,
+SELECT k.account_id, k.kind, k.name, k.settings, k.secrets, k.version, k.audience_ids,
        c.delivered_seq, c.starts_at, c.disabled_at, c.disabled_reason, c.failing_since
   FROM connections k
   JOIN live_cursors c ON c.connection_id = k.id
- WHERE k.id = $1 AND k.kind = 'api';
+ WHERE k.id = $1;
 
 -- name: live_place_cursor
 -- A new connection's cursor: just below the first referral received since it was made
@@ -99,9 +102,11 @@ SELECT DISTINCT account_id FROM referrals WHERE seq > $1 AND seq <= $2;
 
 -- name: live_advance
 -- Move the cursor (never back) and the endpoint's health, if this replica still owns the
--- loop: no row means the lease was lost and the whole flush is rolled back.
+-- loop: no row means the lease was lost and the whole flush is rolled back. $6: referrals
+-- the connection's audiences held back since the last flush.
 UPDATE live_cursors
    SET delivered_seq = greatest(delivered_seq, $3),
+       suppressed = suppressed + $6,
        last_success_at = CASE WHEN $4::timestamptz IS NULL THEN last_success_at
                               ELSE greatest(last_success_at, $4) END,
        failing_since = CASE WHEN $4::timestamptz IS NOT NULL AND
@@ -156,6 +161,12 @@ VALUES ($1, $2, $3, $4, $5);
 -- Push every waiting referral's next attempt to at least $2 (a 429's Retry-After).
 UPDATE live_messages SET next_attempt_at = greatest(next_attempt_at, $2)
  WHERE connection_id = $1 AND state IN ('retrying', 'replay');
+
+-- name: live_layout
+-- The layout a vendor connection maps ($2), or the account's saved default when $2 is NULL
+-- (no row: the built-in default, or a layout that is gone).
+SELECT id, definition FROM layouts
+ WHERE account_id = $1 AND (id = $2 OR ($2::uuid IS NULL AND is_default));
 
 -- name: live_custom_fields
 -- The account's custom fields, as stored (bodies may name them).

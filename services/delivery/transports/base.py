@@ -3,17 +3,18 @@ and vendors later), its outcomes, and its two kinds of error.
 
 A transport is opened once per delivery (connect, authenticate, verify the peer), sends
 one or more files — each a stream of byte chunks it must never hold whole — or records
-(real-time channels), and is closed. It reports what it did; it does not retry, trace or
+(real-time channels), or batches of rendered records (`RecordTransport`: a vendor's bulk
+upsert), and is closed. It reports what it did; it does not retry, trace or
 count: the engine around it does that once for every channel.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Diagnosis(enum.Enum):
@@ -147,4 +148,38 @@ class Transport(Protocol):
 
     async def probe(self) -> ProbeReport:
         """Check that a delivery would work (write and remove a probe file, for files)."""
+        ...
+
+
+@dataclass(frozen=True)
+class OutgoingValues:
+    """One referral of a delivery rendered for a channel that takes records: its seq and
+    its values by the layout's column headers."""
+
+    seq: int
+    values: Mapping[str, str]
+
+
+@runtime_checkable
+class RecordTransport(Protocol):
+    """A channel that takes a delivery as batches of records instead of files (a vendor's
+    bulk upsert). The engine renders the range through the delivery's layout snapshot and
+    calls `send_batch` with at most `batch_size` records at a time; each record's verdict
+    comes back keyed by `str(seq)` (a record without one counts as accepted). REJECTED
+    ones are recorded and the delivery still succeeds; any RETRY makes the delivery try
+    again later, resending the whole range — so a batch send must be idempotent (an
+    upsert). A failure of a whole call raises like any transport (RetryableError,
+    PermanentError). Use as `async with transport:`."""
+
+    batch_size: int
+
+    async def __aenter__(self) -> RecordTransport: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def send_batch(self, records: Sequence[OutgoingValues]) -> Sequence[ItemResult]:
+        """Send one batch; each record's verdict."""
+        ...
+
+    async def probe(self) -> ProbeReport:
+        """Check that a delivery would work (credentials, the target list...)."""
         ...

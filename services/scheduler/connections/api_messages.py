@@ -13,16 +13,15 @@ from services.common.layouts.compiler import RenderContext
 from services.common.layouts.model import CustomFieldSpec
 from services.common.timestamps import timestamp_message
 from services.delivery.live.loop import message_id
+from services.delivery.live.policy import (
+    DEFAULT_DISABLE_AFTER_S,
+    DEFAULT_RETRY_SCHEDULE_S,
+    FieldFilter,
+)
 from services.delivery.live.render import BodyValues
 from services.delivery.transports.http.client import ApiClient, Exchange
 from services.delivery.transports.http.responses import Outcome, ResponseRule
-from services.delivery.transports.http.settings import (
-    API_SECRET_NAMES,
-    DEFAULT_DISABLE_AFTER_S,
-    DEFAULT_RETRY_SCHEDULE_S,
-    ApiSettings,
-    FieldFilter,
-)
+from services.delivery.transports.http.settings import API_SECRET_NAMES, ApiSettings
 from services.delivery.transports.http.templates import Encoding
 from services.scheduler.connections.model import ApiConfig, Secrets
 

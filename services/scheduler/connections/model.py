@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
 from uuid import UUID
 
+from services.common.audiences.targets import Targeting
 from services.common.layouts.model import CustomFieldSpec
 from services.delivery.transports.http.settings import API_SECRET_NAMES, ApiSettings
+from services.delivery.transports.mailchimp.settings import MailchimpSettings
 
 WriteMode = Literal["rename", "direct"]
 FtpsTls = Literal["explicit", "implicit"]
@@ -130,15 +133,38 @@ class ApiConfig:
         return cls(ApiSettings.from_json(data))
 
 
+@dataclass(frozen=True)
+class MailchimpConfig:
+    """A Mailchimp audience (real time or scheduled batches)."""
+
+    kind: ClassVar[str] = "mailchimp"
+    settings: MailchimpSettings
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings column."""
+        return self.settings.to_json()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MailchimpConfig:
+        """From the settings column."""
+        return cls(MailchimpSettings.from_json(data))
+
+
 FileConfig = SftpConfig | FtpsConfig
-ConnectionConfig = SftpConfig | FtpsConfig | EmailConfig | ApiConfig
+ConnectionConfig = SftpConfig | FtpsConfig | EmailConfig | ApiConfig | MailchimpConfig
 CONFIG_KINDS: dict[
-    str, type[SftpConfig] | type[FtpsConfig] | type[EmailConfig] | type[ApiConfig]
+    str,
+    type[SftpConfig]
+    | type[FtpsConfig]
+    | type[EmailConfig]
+    | type[ApiConfig]
+    | type[MailchimpConfig],
 ] = {
     "sftp": SftpConfig,
     "ftps": FtpsConfig,
     "email": EmailConfig,
     "api": ApiConfig,
+    "mailchimp": MailchimpConfig,
 }
 
 
@@ -178,6 +204,8 @@ class ConnectionDraft:
     ftps: FtpsConfig | None = None
     email: EmailConfig | None = None
     api: ApiConfig | None = None
+    mailchimp: MailchimpConfig | None = None
+    audience_ids: tuple[UUID, ...] = ()  # real-time delivery's custom audiences (keyword)
 
 
 @dataclass(frozen=True)
@@ -192,6 +220,7 @@ class SavedConnection:
     version: int
     created_at: datetime
     updated_at: datetime
+    audience_ids: tuple[UUID, ...] = ()  # custom audiences that target its real-time delivery
 
     @property
     def kind(self) -> str:
@@ -216,6 +245,7 @@ class ConnectionStore(Protocol):
         name: str,
         config: ConnectionConfig,
         sealed: dict[str, str],
+        audience_ids: Sequence[UUID] = (),
     ) -> SavedConnection | None: ...
     async def get(self, account_id: UUID, connection_id: UUID) -> SavedConnection | None: ...
     async def page(self, account_id: UUID, after: str, limit: int) -> list[SavedConnection]: ...
@@ -226,6 +256,8 @@ class ConnectionStore(Protocol):
         name: str,
         config: ConnectionConfig,
         sealed: dict[str, str],
+        audience_ids: Sequence[UUID] = (),
     ) -> SavedConnection | None: ...
     async def delete(self, account_id: UUID, connection_id: UUID) -> bool: ...
     async def tasks_using(self, connection_id: UUID) -> list[tuple[UUID, str]]: ...
+    async def audience_targeting(self, account_id: UUID, ids: list[UUID]) -> Targeting: ...

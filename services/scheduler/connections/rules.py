@@ -29,6 +29,11 @@ from services.delivery.transports.base import ProbeReport, TransportError
 from services.delivery.transports.email_message import message_template_problem
 from services.delivery.transports.ftps import pinned_certificate
 from services.delivery.transports.http.settings import API_SECRET_NAMES, settings_problems
+from services.delivery.transports.mailchimp.settings import SECRET_NAMES as MAILCHIMP_SECRET_NAMES
+from services.delivery.transports.mailchimp.settings import data_centre
+from services.delivery.transports.mailchimp.settings import (
+    settings_problems as mailchimp_problems,
+)
 from services.delivery.transports.sftp import load_private_key, pinned_fingerprint
 from services.ingest.accounts import check_name
 from services.scheduler.connections.model import (
@@ -43,6 +48,7 @@ from services.scheduler.connections.model import (
     FileConfig,
     FtpsConfig,
     FtpsTls,
+    MailchimpConfig,
     SavedConnection,
     Secrets,
     SftpConfig,
@@ -298,6 +304,33 @@ async def _api_validated(
     return found, api
 
 
+async def _mailchimp_validated(
+    config: MailchimpConfig,
+    secrets: Secrets,
+    egress: EgressPolicy,
+    stored: frozenset[str],
+    prefix: str,
+    custom_fields: frozenset[str],
+) -> list[FieldProblem]:
+    """Problems of Mailchimp settings and key, and the API's host against the egress
+    policy (with the key's data centre, or a placeholder when the key is kept)."""
+    plain = {n: v for n, v in secrets.present().items() if n in MAILCHIMP_SECRET_NAMES}
+    settings = config.settings
+    found = mailchimp_problems(settings, plain, stored, prefix, custom_fields)
+    if found:
+        return found
+    dc = data_centre(plain["api_key"]) if plain.get("api_key") else "us1"
+    parts = urlsplit(settings.api_base(dc))
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        await egress.resolve(parts.hostname or "", port)
+    except EgressRefusedError as exc:
+        found.append(_problem(f"{prefix}mailchimp.base_url", "EGRESS_REFUSED", exc.message))
+    except ResolutionError:
+        pass  # DNS may come back: the test call diagnoses it
+    return found
+
+
 async def validated(
     draft: ConnectionDraft,
     egress: EgressPolicy,
@@ -313,6 +346,15 @@ async def validated(
     except InvalidArgumentError as exc:
         name = ""
         problems += [replace(p, field=f"{prefix}name") for p in exc.problems]
+    if draft.mailchimp is not None and not (
+        draft.url or draft.sftp or draft.ftps or draft.email or draft.api
+    ):
+        problems += await _mailchimp_validated(
+            draft.mailchimp, draft.secrets, egress, stored, prefix, custom_fields
+        )
+        if problems:
+            raise _invalid(problems)
+        return name, draft.mailchimp, Secrets(api_key=draft.secrets.api_key)
     if draft.api is not None and not (draft.url or draft.sftp or draft.ftps or draft.email):
         found, api = await _api_validated(
             draft.api, draft.secrets, egress, stored, prefix, custom_fields
@@ -409,12 +451,44 @@ async def create_connection(
     await _require_account(store, account, writing=True)
     customs = frozenset(await store.custom_fields(account))
     name, config, secrets = await validated(draft, egress, custom_fields=customs)
-    saved = await store.insert(wanted, account, name, config, seal(box, wanted, secrets, {}))
+    audiences = await _audiences(store, account, draft, config)
+    saved = await store.insert(
+        wanted, account, name, config, seal(box, wanted, secrets, {}), audiences
+    )
     if saved is None:
         raise AlreadyExistsError(
             f"a connection named {name!r} (or with id {wanted}) exists already"
         )
     return saved
+
+
+def delivers_live(config: ConnectionConfig) -> bool:
+    """Whether the connection delivers in real time (its own audiences apply); a file or
+    email connection is targeted by its tasks' audiences instead. The same test as the
+    live cursor's trigger (migration 0011): an API connection, or a vendor's in real time."""
+    return config.kind == "api" or config.to_json().get("mode") == "realtime"
+
+
+async def _audiences(
+    store: ConnectionStore, account: UUID, draft: ConnectionDraft, config: ConnectionConfig
+) -> tuple[UUID, ...]:
+    """The draft's audiences, checked: they exist in the account, the connection delivers
+    in real time, an include audience is not below the minimum (FAILED_PRECONDITION)."""
+    ids = list(dict.fromkeys(draft.audience_ids))
+    if not ids:
+        return ()
+    if not delivers_live(config):
+        problem = _problem(
+            "connection.audience_ids", "NOT_APPLICABLE",
+            "a scheduled delivery's audiences are set on its task, not on the connection",
+        )  # fmt: skip
+        raise _invalid([problem])
+    found = await store.audience_targeting(account, ids)
+    if found.problems:
+        raise _invalid(list(found.problems))
+    if found.refusals:
+        raise FailedPreconditionError("; ".join(found.refusals))
+    return tuple(ids)
 
 
 async def _require_account(store: ConnectionStore, account: UUID, *, writing: bool) -> None:
@@ -465,10 +539,18 @@ async def update_connection(
         kept.pop("passphrase", None)
     if draft.api is not None:  # secrets of another kind do not carry over
         kept = {n: s for n, s in kept.items() if n in API_SECRET_NAMES}
+    if draft.mailchimp is not None:
+        kept = {n: s for n, s in kept.items() if n in MAILCHIMP_SECRET_NAMES}
     customs = frozenset(await store.custom_fields(current.account_id))
     name, config, secrets = await validated(draft, egress, frozenset(kept), custom_fields=customs)
+    audiences = await _audiences(store, current.account_id, draft, config)
     saved = await store.update(
-        current.account_id, current.id, name, config, seal(box, current.id, secrets, kept)
+        current.account_id,
+        current.id,
+        name,
+        config,
+        seal(box, current.id, secrets, kept),
+        audiences,
     )
     if saved is None:
         raise AlreadyExistsError(f"a connection named {name!r} exists already")

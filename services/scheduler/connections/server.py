@@ -19,6 +19,7 @@ from services.common.timestamps import timestamp_message
 from services.delivery.transports.base import Diagnosis, PermanentError, ProbeReport
 from services.delivery.transports.ftps import FtpsSettings, FtpsTransport
 from services.delivery.transports.http.responses import Outcome
+from services.delivery.transports.mailchimp.batch import MailchimpTransport
 from services.delivery.transports.sftp import SftpSecrets, SftpSettings, SftpTransport
 from services.scheduler.connections import rules
 from services.scheduler.connections.api_messages import (
@@ -27,6 +28,10 @@ from services.scheduler.connections.api_messages import (
     exchange_message,
     test_call,
 )
+from services.scheduler.connections.mailchimp_messages import (
+    mailchimp_config_of,
+    mailchimp_message,
+)
 from services.scheduler.connections.model import (
     ApiConfig,
     ConnectionConfig,
@@ -34,6 +39,7 @@ from services.scheduler.connections.model import (
     ConnectionStore,
     EmailConfig,
     FtpsConfig,
+    MailchimpConfig,
     SavedConnection,
     Secrets,
     SftpConfig,
@@ -84,6 +90,9 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
     api = None
     if message.HasField("api"):
         api, secrets = api_config_of(message.api)
+    mailchimp = None
+    if message.HasField("mailchimp"):
+        mailchimp, secrets = mailchimp_config_of(message.mailchimp)
     email = None
     if message.HasField("email"):
         m = message.email
@@ -91,7 +100,20 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
             subject_template=m.subject_template, body_template=m.body_template,
             gzip_above_bytes=m.gzip_above_bytes, file_name_template=m.file_name_template,
         )  # fmt: skip
-    return ConnectionDraft(message.name, sftp, secrets, message.url, ftps, email, api)
+    audiences = tuple(
+        parse_id(f"connection.audience_ids[{i}]", a) for i, a in enumerate(message.audience_ids)
+    )
+    return ConnectionDraft(
+        message.name,
+        sftp,
+        secrets,
+        message.url,
+        ftps,
+        email,
+        api,
+        mailchimp,
+        audience_ids=audiences,
+    )
 
 
 def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
@@ -103,6 +125,7 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
         version=saved.version,
         created_at=timestamp_message(saved.created_at),
         updated_at=timestamp_message(saved.updated_at),
+        audience_ids=[str(a) for a in saved.audience_ids],
     )
     if isinstance(saved.config, FtpsConfig):
         f = saved.config
@@ -120,6 +143,9 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
         return message
     if isinstance(saved.config, ApiConfig):
         message.api.CopyFrom(api_message(saved.config, saved.secrets_set))
+        return message
+    if isinstance(saved.config, MailchimpConfig):
+        message.mailchimp.CopyFrom(mailchimp_message(saved.config, saved.secrets_set))
         return message
     if isinstance(saved.config, EmailConfig):
         e = saved.config
@@ -160,6 +186,9 @@ def transport_prober(egress: EgressPolicy) -> rules.Prober:
                 return await transport.probe()
         if isinstance(config, ApiConfig):
             raise PermanentError(Diagnosis.CONFIG, "API connections are tested by a test call")
+        if isinstance(config, MailchimpConfig):
+            async with MailchimpTransport(config.settings, secrets.api_key, egress) as mailchimp:
+                return await mailchimp.probe()
         if isinstance(config, EmailConfig):
             raise PermanentError(
                 Diagnosis.CONFIG,

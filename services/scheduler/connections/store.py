@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
 
+from services.common.audiences.targets import Targeting, look_up
 from services.common.db import DatabaseError, driver_errors, load_queries
 from services.common.layouts.model import CustomFieldSpec
 from services.scheduler.connections.model import ConnectionConfig, SavedConnection, config_from_json
@@ -28,6 +29,7 @@ def _connection(record: asyncpg.Record) -> SavedConnection:
         version=record["version"],
         created_at=record["created_at"],
         updated_at=record["updated_at"],
+        audience_ids=tuple(record["audience_ids"]),
     )
 
 
@@ -64,10 +66,18 @@ class ConnectionStorePg:
         name: str,
         config: ConnectionConfig,
         sealed: dict[str, str],
+        audience_ids: Sequence[UUID] = (),
     ) -> SavedConnection | None:
         """Store a new connection; None when its id or name is taken."""
         rows = await self._rows(
-            "insert", connection_id, account_id, name, config.to_json(), sealed, config.kind
+            "insert",
+            connection_id,
+            account_id,
+            name,
+            config.to_json(),
+            sealed,
+            config.kind,
+            list(audience_ids),
         )
         return _connection(rows[0]) if rows else None
 
@@ -87,19 +97,24 @@ class ConnectionStorePg:
         name: str,
         config: ConnectionConfig,
         sealed: dict[str, str],
+        audience_ids: Sequence[UUID] = (),
     ) -> SavedConnection | None:
         """Replace the settings and secrets; None when the new name is taken."""
         try:
             with driver_errors("update"):
                 rows = await self._pool.fetch(
                     QUERIES["update"], account_id, connection_id, name, config.to_json(),
-                    sealed, config.kind,
+                    sealed, config.kind, list(audience_ids),
                 )  # fmt: skip
         except DatabaseError as exc:
             if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
                 return None
             raise
         return _connection(rows[0]) if rows else None
+
+    async def audience_targeting(self, account_id: UUID, ids: list[UUID]) -> Targeting:
+        """The named audiences of the account, checked (services/common/audiences/targets.py)."""
+        return await look_up(self._pool, account_id, ids, "connection.audience_ids")
 
     async def delete(self, account_id: UUID, connection_id: UUID) -> bool:
         """Delete; whether it existed."""

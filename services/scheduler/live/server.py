@@ -84,6 +84,7 @@ class LiveDeliveryServicer(live_pb2_grpc.LiveDeliveryServiceServicer):
             waiting=r["waiting"],
             dead=r["dead"],
             rejected=r["rejected"],
+            suppressed=r["suppressed"],
             owner=r["owner"] or "",
         )
 

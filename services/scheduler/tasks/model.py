@@ -23,6 +23,7 @@ class TaskSpec:
     time_zone: str
     enabled: bool = True
     send_empty: bool = False
+    audience_ids: tuple[UUID, ...] = ()  # custom audiences that target it (their kind decides)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class SavedDelivery:
     diagnosis: str | None
     finished_at: datetime | None
     resend_of: UUID | None
+    suppressed: int | None = None  # referrals of its range the audiences held back
 
 
 @dataclass(frozen=True)

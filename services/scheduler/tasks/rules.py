@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
+from services.common.audiences.targets import Targeting
 from services.common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -29,6 +30,7 @@ class TaskStore(Protocol):
     async def foreign_campaigns(self, account_id: UUID, ids: list[UUID]) -> list[UUID]: ...
     async def layout_exists(self, account_id: UUID, layout_id: UUID) -> bool: ...
     async def connection_exists(self, account_id: UUID, connection_id: UUID) -> bool: ...
+    async def audience_targeting(self, account_id: UUID, ids: list[UUID]) -> Targeting: ...
     async def insert_task(
         self, task_id: UUID, account_id: UUID, spec: TaskSpec, backfill_from: datetime | None,
         next_run_at: datetime,
@@ -116,10 +118,17 @@ async def validated(
                         f"no campaign {campaign} in this account",
                     )
                 )
+    targets = await store.audience_targeting(account_id, list(spec.audience_ids))
+    problems += targets.problems
     if problems:
         raise _invalid(problems)
+    if targets.refusals:
+        raise FailedPreconditionError("; ".join(targets.refusals))
     campaigns = None if spec.campaign_ids is None else tuple(dict.fromkeys(spec.campaign_ids))
-    return replace(spec, name=name, time_zone=zone, schedule=schedule, campaign_ids=campaigns)
+    return replace(
+        spec, name=name, time_zone=zone, schedule=schedule, campaign_ids=campaigns,
+        audience_ids=tuple(dict.fromkeys(spec.audience_ids)),
+    )  # fmt: skip
 
 
 async def _account(store: TaskStore, account_id: str, *, writing: bool) -> tuple[UUID, str]:

@@ -60,6 +60,9 @@ def spec_of(message: tasks_pb2.Task) -> TaskSpec:
         time_zone=message.time_zone,
         enabled=not message.paused,
         send_empty=message.send_empty,
+        audience_ids=tuple(
+            _uuid(f"task.audience_ids[{i}]", a) for i, a in enumerate(message.audience_ids)
+        ),
     )
 
 
@@ -82,6 +85,7 @@ def task_message(task: SavedTask) -> tasks_pb2.Task:
         time_zone=spec.time_zone,
         paused=not spec.enabled,
         send_empty=spec.send_empty,
+        audience_ids=[str(a) for a in spec.audience_ids],
         delivered_seq=task.delivered_seq,
         next_run_at=timestamp_message(task.next_run_at),
         attention=task.attention or "",
@@ -115,6 +119,7 @@ def delivery_message(delivery: SavedDelivery) -> tasks_pb2.Delivery:
         error=delivery.error or "",
         diagnosis=delivery.diagnosis or "",
         resend_of=str(delivery.resend_of) if delivery.resend_of else "",
+        suppressed=delivery.suppressed or 0,
         layout_id=str((delivery.layout or {}).get("layout_id") or ""),
         layout_version=int((delivery.layout or {}).get("layout_version") or 0),
         custom_field_versions={

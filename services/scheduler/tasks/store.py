@@ -11,6 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
+from services.common.audiences.targets import Targeting, look_up
 from services.common.db import DatabaseError, driver_errors, load_queries
 from services.scheduler.tasks.model import (
     AttentionEvent,
@@ -38,6 +39,7 @@ def task_of(record: asyncpg.Record) -> SavedTask:
         time_zone=record["time_zone"],
         enabled=record["enabled"],
         send_empty=record["send_empty"],
+        audience_ids=tuple(record["audience_ids"]),
     )
     return SavedTask(
         id=record["id"],
@@ -65,6 +67,7 @@ def delivery_of(record: asyncpg.Record) -> SavedDelivery:
         files=tuple(DeliveredFile(f["path"], f["rows"], f["bytes"], f["sha256"]) for f in files),
         error=record["error"], diagnosis=record["diagnosis"],
         finished_at=record["finished_at"], resend_of=record["resend_of"],
+        suppressed=record["suppressed"],
     )  # fmt: skip
 
 
@@ -73,6 +76,7 @@ def _spec_args(spec: TaskSpec) -> tuple[Any, ...]:
     return (
         spec.connection_id, spec.name, campaigns, spec.layout_id, spec.format,
         spec.schedule.to_json(), spec.time_zone, spec.enabled, spec.send_empty,
+        list(spec.audience_ids),
     )  # fmt: skip
 
 
@@ -107,6 +111,10 @@ class TaskStorePg:
     async def layout_exists(self, account_id: UUID, layout_id: UUID) -> bool:
         """Whether the account has that layout."""
         return bool(await self._value("layout_exists", account_id, layout_id))
+
+    async def audience_targeting(self, account_id: UUID, ids: list[UUID]) -> Targeting:
+        """The named audiences of the account, checked (services/common/audiences/targets.py)."""
+        return await look_up(self._pool, account_id, ids, "task.audience_ids")
 
     async def connection_exists(self, account_id: UUID, connection_id: UUID) -> bool:
         """Whether the account has that connection."""

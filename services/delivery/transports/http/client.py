@@ -20,7 +20,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -206,46 +206,34 @@ def redacted_headers(headers: Mapping[str, str], api: ApiSettings) -> dict[str, 
     return {k: (REDACTED if k.lower() in secret_names else v) for k, v in headers.items()}
 
 
-class ApiClient:
-    """Calls one API connection's endpoint: a session with its own bounded connector."""
+class HttpSession:
+    """The transport part every HTTP channel shares (API connections and vendors): one
+    session with its own bounded connector resolving through the egress policy, verified
+    TLS, a total timeout, plain http only to loopback, literal addresses checked, and every
+    failure turned into an exchange with a diagnosis and a RETRY verdict."""
 
     def __init__(
-        self,
-        api: ApiSettings,
-        secrets: Mapping[str, str],
-        egress: EgressPolicy,
-        *,
-        now: Any = None,
+        self, egress: EgressPolicy, *, timeout_s: float, ca_pem: str = "", limit: int = 10
     ) -> None:
-        self.api = api
-        self._secrets = dict(secrets)
+        self.timeout_s = timeout_s
         self._egress = egress
-        self._rules = ResponseRules(api.response_rules)
-        self._now = now or (lambda: datetime.now(UTC))
-        self._tokens = (
-            OAuth2Tokens(api, self._secrets.get("client_secret", ""))
-            if api.auth == "oauth2"
-            else None
-        )
+        self._ca_pem = ca_pem
+        self._limit = limit
         self._session: aiohttp.ClientSession | None = None
         self._checked: set[str] = set()  # URLs that passed the TLS and literal-address checks
 
-    @property
-    def tokens(self) -> OAuth2Tokens | None:
-        """The OAuth2 token cache (None without OAuth2)."""
-        return self._tokens
-
-    def _session_now(self) -> aiohttp.ClientSession:
+    def session(self) -> aiohttp.ClientSession:
+        """The session (made on first use)."""
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 resolver=EgressResolver(self._egress),
-                limit=self.api.concurrency + 2,
-                ssl=tls_context(self.api.ca_pem),
+                limit=self._limit,
+                ssl=tls_context(self._ca_pem),
                 ttl_dns_cache=30,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.api.timeout_s),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                 headers={"User-Agent": USER_AGENT},
                 auto_decompress=True,
                 trust_env=False,
@@ -258,13 +246,133 @@ class ApiClient:
             await self._session.close()
             self._session = None
 
-    def _check_literal(self, url: str) -> None:
+    def _check(self, url: str) -> None:
+        if url in self._checked:
+            return
+        if not plaintext_allowed(url) and urlsplit(url).scheme != "https":
+            raise _RefusedError(Diagnosis.TLS, "TLS is required: the URL is not https://")
         host = (urlsplit(url).hostname or "").strip("[]")
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
-            return
-        self._egress.check(host, address)
+            address = None
+        if address is not None:
+            self._egress.check(host, address)
+        if len(self._checked) < 64:
+            self._checked.add(url)
+
+    async def exchange(
+        self,
+        exchange: Exchange,
+        url: str,
+        perform: Callable[[aiohttp.ClientSession], Awaitable[None]],
+    ) -> Exchange:
+        """Check `url`, run `perform` (which sends and fills `exchange` from the answer,
+        see `read_answer`), and map every failure to a diagnosis; never raises for a
+        network failure."""
+        started = time.monotonic()
+        try:
+            self._check(url)
+            await perform(self.session())
+        except _RefusedError as exc:
+            exchange.error, exchange.diagnosis = str(exc), exc.diagnosis
+        except EgressRefusedError as exc:
+            exchange.error, exchange.diagnosis = exc.message, Diagnosis.EGRESS
+        except ResolutionError as exc:
+            exchange.error, exchange.diagnosis = str(exc), Diagnosis.DNS
+        except TokenError as exc:
+            exchange.error = f"OAuth2: {exc}"
+            exchange.diagnosis = Diagnosis.AUTH
+        except aiohttp.ClientConnectorCertificateError as exc:
+            exchange.error, exchange.diagnosis = f"TLS: {exc.certificate_error}", Diagnosis.TLS
+        except aiohttp.ClientConnectorError as exc:
+            cause = exc.os_error
+            if isinstance(cause, EgressRefusedError):
+                exchange.error, exchange.diagnosis = cause.message, Diagnosis.EGRESS
+            elif isinstance(cause, ResolutionError):
+                exchange.error, exchange.diagnosis = str(cause), Diagnosis.DNS
+            else:
+                exchange.error, exchange.diagnosis = f"cannot connect: {exc}", Diagnosis.REFUSED
+        except aiohttp.ClientSSLError as exc:
+            exchange.error, exchange.diagnosis = f"TLS: {exc}", Diagnosis.TLS
+        except TimeoutError:
+            exchange.error = f"no answer within {self.timeout_s:g} s"
+            exchange.diagnosis = Diagnosis.TIMEOUT
+        except (aiohttp.ClientError, OSError) as exc:
+            exchange.error = f"connection lost: {exc or type(exc).__name__}"
+            exchange.diagnosis = Diagnosis.CONNECTION_LOST
+        exchange.latency_s = time.monotonic() - started
+        if exchange.status is None:
+            why = exchange.diagnosis.value if exchange.diagnosis else "error"
+            exchange.verdict = Verdict(Outcome.RETRY, f"no answer ({why})")
+        return exchange
+
+
+async def read_answer(
+    answer: aiohttp.ClientResponse,
+    exchange: Exchange,
+    decide: Callable[[int, bytes], Verdict],
+    now: datetime,
+    *,
+    test: bool = False,
+    limit: int | None = None,
+) -> bytes:
+    """Fill `exchange` from an answer (read up to `limit`, default MAX_ANSWER): status,
+    head, Retry-After, the verdict `decide` gives, a redirect's note; headers only for a
+    test call. The head."""
+    cap, parts, size = limit or MAX_ANSWER, [], 0
+    while size < cap:  # read() returns what has arrived: loop to the cap or the end
+        part = await answer.content.read(cap - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    head = b"".join(parts)
+    exchange.status = answer.status
+    if test:
+        exchange.response_headers = dict(answer.headers)
+    exchange.response_head = head
+    exchange.retry_after_s = retry_after_s(answer.headers.get("Retry-After"), now)
+    exchange.verdict = decide(answer.status, head)
+    if 300 <= answer.status < 400:
+        exchange.error = (
+            f"redirect to {answer.headers.get('Location', '?')[:200]} not followed: update the URL"
+        )
+    return head
+
+
+class ApiClient:
+    """Calls one API connection's endpoint over its own `HttpSession`."""
+
+    def __init__(
+        self,
+        api: ApiSettings,
+        secrets: Mapping[str, str],
+        egress: EgressPolicy,
+        *,
+        now: Any = None,
+    ) -> None:
+        self.api = api
+        self._secrets = dict(secrets)
+        self._rules = ResponseRules(api.response_rules)
+        self._now = now or (lambda: datetime.now(UTC))
+        self._tokens = (
+            OAuth2Tokens(api, self._secrets.get("client_secret", ""))
+            if api.auth == "oauth2"
+            else None
+        )
+        self.http = HttpSession(
+            egress, timeout_s=api.timeout_s, ca_pem=api.ca_pem, limit=api.concurrency + 2
+        )
+
+    @property
+    def tokens(self) -> OAuth2Tokens | None:
+        """The OAuth2 token cache (None without OAuth2)."""
+        return self._tokens
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        await self.http.close()
 
     async def _auth_headers(self, headers: dict[str, str]) -> str:
         api, secrets = self.api, self._secrets
@@ -276,7 +384,7 @@ class ApiClient:
         elif api.auth == "api_key" and api.api_key_in == "header":
             headers[api.api_key_name] = secrets.get("api_key", "")
         elif self._tokens is not None:
-            token = await self._tokens.token(self._session_now())
+            token = await self._tokens.token(self.http.session())
             headers["Authorization"] = f"Bearer {token}"
         return token
 
@@ -343,14 +451,8 @@ class ApiClient:
         if send_body:
             headers["Content-Type"] = content_type
         exchange = Exchange(method, _redacted_url(url, api), {}, send_body)
-        started = time.monotonic()
-        try:
-            if url not in self._checked:  # the URL is fixed per connection: check once
-                if not plaintext_allowed(url) and urlsplit(url).scheme != "https":
-                    raise _RefusedError(Diagnosis.TLS, "TLS is required: the URL is not https://")
-                self._check_literal(url)
-                if len(self._checked) < 16:
-                    self._checked.add(url)
+
+        async def perform(session: aiohttp.ClientSession) -> None:
             for second_try in (False, True):
                 token = await self._auth_headers(headers)
                 if api.standard_webhooks:
@@ -361,59 +463,17 @@ class ApiClient:
                     )
                 if test:  # only a test call shows headers; attempts never record them
                     exchange.request_headers = redacted_headers(headers, api)
-                async with self._session_now().request(
+                async with session.request(
                     method, url, data=send_body or None, headers=headers, allow_redirects=False
                 ) as answer:
-                    head = await answer.content.read(MAX_ANSWER)
                     if answer.status == 401 and self._tokens is not None and not second_try:
+                        await answer.content.read(MAX_ANSWER)
                         self._tokens.invalidate(token)  # a revoked or rotated token: once
                         continue
-                    exchange.status = answer.status
-                    if test:
-                        exchange.response_headers = dict(answer.headers)
-                    exchange.response_head = head
-                    exchange.retry_after_s = retry_after_s(
-                        answer.headers.get("Retry-After"), self._now()
-                    )
-                    exchange.verdict = self._rules.decide(answer.status, head)
-                    if 300 <= answer.status < 400:
-                        exchange.error = (
-                            f"redirect to {answer.headers.get('Location', '?')[:200]} "
-                            "not followed: update the URL"
-                        )
+                    await read_answer(answer, exchange, self._rules.decide, self._now(), test=test)
                     break
-        except _RefusedError as exc:
-            exchange.error, exchange.diagnosis = str(exc), exc.diagnosis
-        except EgressRefusedError as exc:
-            exchange.error, exchange.diagnosis = exc.message, Diagnosis.EGRESS
-        except ResolutionError as exc:
-            exchange.error, exchange.diagnosis = str(exc), Diagnosis.DNS
-        except TokenError as exc:
-            exchange.error = f"OAuth2: {exc}"
-            exchange.diagnosis = Diagnosis.AUTH
-        except aiohttp.ClientConnectorCertificateError as exc:
-            exchange.error, exchange.diagnosis = f"TLS: {exc.certificate_error}", Diagnosis.TLS
-        except aiohttp.ClientConnectorError as exc:
-            cause = exc.os_error
-            if isinstance(cause, EgressRefusedError):
-                exchange.error, exchange.diagnosis = cause.message, Diagnosis.EGRESS
-            elif isinstance(cause, ResolutionError):
-                exchange.error, exchange.diagnosis = str(cause), Diagnosis.DNS
-            else:
-                exchange.error, exchange.diagnosis = f"cannot connect: {exc}", Diagnosis.REFUSED
-        except aiohttp.ClientSSLError as exc:
-            exchange.error, exchange.diagnosis = f"TLS: {exc}", Diagnosis.TLS
-        except TimeoutError:
-            exchange.error = f"no answer within {api.timeout_s:g} s"
-            exchange.diagnosis = Diagnosis.TIMEOUT
-        except (aiohttp.ClientError, OSError) as exc:
-            exchange.error = f"connection lost: {exc or type(exc).__name__}"
-            exchange.diagnosis = Diagnosis.CONNECTION_LOST
-        exchange.latency_s = time.monotonic() - started
-        if exchange.status is None:
-            why = exchange.diagnosis.value if exchange.diagnosis else "error"
-            exchange.verdict = Verdict(Outcome.RETRY, f"no answer ({why})")
-        return exchange
+
+        return await self.http.exchange(exchange, url, perform)
 
 
 class _RefusedError(Exception):

@@ -79,6 +79,12 @@ class Verdict:
     rule: str
 
 
+# A RETRY verdict with this rule asks the live loop to hold every send of the connection
+# for the exchange's `retry_after_s` (a vendor's throttling without a Retry-After header;
+# a 429 or 503 with one holds anyway).
+THROTTLED = "throttled"
+
+
 def _status_range(text: str) -> tuple[int, int] | None:
     match = _STATUS.fullmatch(text.strip().lower())
     if match is None:

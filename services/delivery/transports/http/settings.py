@@ -11,15 +11,14 @@ from __future__ import annotations
 import base64
 import ipaddress
 import ssl
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from services.common.errors import FieldProblem
-from services.common.layouts.catalog import is_builtin_field
+from services.delivery.live.policy import LivePolicy, policy_problems, policy_values
 from services.delivery.transports.http.responses import ResponseRule, rule_problems
 from services.delivery.transports.http.templates import (
     Encoding,
@@ -38,9 +37,6 @@ API_SECRET_NAMES = (
 AuthKind = Literal["none", "basic", "bearer", "api_key", "oauth2"]
 AUTH_KINDS: tuple[str, ...] = ("none", "basic", "bearer", "api_key", "oauth2")
 METHODS = ("POST", "PUT", "GET")
-# Immediately, then after each failure (seconds): Svix's schedule, about 27.6 hours.
-DEFAULT_RETRY_SCHEDULE_S: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
-DEFAULT_DISABLE_AFTER_S = 5 * 24 * 3600.0
 MAX_TIMEOUT_S = 60.0
 # Headers Handoff sets itself, or that would carry a secret in the clear settings.
 _RESERVED_HEADERS = frozenset(
@@ -62,24 +58,9 @@ _RESERVED_HEADERS = frozenset(
 
 
 @dataclass(frozen=True)
-class FieldFilter:
-    """Deliver only referrals whose `field` equals one of `values` (or contains one)."""
-
-    field: str
-    values: tuple[str, ...]
-    op: Literal["equals", "contains"] = "equals"
-
-    def matches(self, value: str) -> bool:
-        """Whether a referral's value passes (case-insensitive)."""
-        folded = value.casefold()
-        if self.op == "contains":
-            return any(v.casefold() in folded for v in self.values)
-        return any(v.casefold() == folded for v in self.values)
-
-
-@dataclass(frozen=True)
-class ApiSettings:
-    """Where and how referrals are sent, one request per referral."""
+class ApiSettings(LivePolicy):
+    """Where and how referrals are sent, one request per referral (the live loop's own
+    fields are inherited from `LivePolicy`)."""
 
     url: str
     body_template: str = ""
@@ -101,13 +82,6 @@ class ApiSettings:
     previous_secret_until: datetime | None = None  # rotation overlap: both signatures
     ca_pem: str = ""  # trust only this CA (else the system store)
     response_rules: tuple[ResponseRule, ...] = ()
-    campaign_ids: tuple[str, ...] | None = None  # None: every campaign, future ones too
-    filters: tuple[FieldFilter, ...] = ()
-    rate_limit_per_s: float = 0.0  # 0: unlimited
-    concurrency: int = 8
-    strict_order: bool = False
-    retry_schedule_s: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE_S
-    disable_after_s: float = DEFAULT_DISABLE_AFTER_S
 
     def to_json(self) -> dict[str, Any]:
         """The settings column."""
@@ -122,18 +96,15 @@ class ApiSettings:
                 value = value.isoformat() if value else None
             elif f.name == "response_rules":
                 value = [r.to_json() for r in value]
-            elif f.name == "filters":
-                value = [{"field": x.field, "values": list(x.values), "op": x.op} for x in value]
-            elif isinstance(value, tuple):
+            elif isinstance(value, tuple) and f.name != "filters":
                 value = list(value)
             out[f.name] = value
-        return out
+        return out | self.policy_json()
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ApiSettings:
         """From the settings column."""
-        known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        values = policy_values(data, cls)
         if "encoding" in values:
             values["encoding"] = Encoding(values["encoding"])
         if values.get("previous_secret_until"):
@@ -144,15 +115,6 @@ class ApiSettings:
             values["response_rules"] = tuple(
                 ResponseRule.from_json(r) for r in values["response_rules"]
             )
-        if "filters" in values:
-            values["filters"] = tuple(
-                FieldFilter(x["field"], tuple(x["values"]), x.get("op", "equals"))
-                for x in values["filters"]
-            )
-        if values.get("campaign_ids") is not None:
-            values["campaign_ids"] = tuple(values["campaign_ids"])
-        if "retry_schedule_s" in values:
-            values["retry_schedule_s"] = tuple(values["retry_schedule_s"])
         return cls(**values)
 
     @property
@@ -161,7 +123,8 @@ class ApiSettings:
         return urlsplit(self.url).hostname or ""
 
 
-def _url_problems(url: str, place: str, *, required: bool) -> Iterator[FieldProblem]:
+def url_problems(url: str, place: str, *, required: bool) -> Iterator[FieldProblem]:
+    """Problems of an endpoint URL (https, a host, no credentials in it)."""
     if not url:
         if required:
             yield FieldProblem(place, "REQUIRED", "is required")
@@ -217,8 +180,8 @@ def settings_problems(
     """Every problem of API settings plus secrets (`stored`: secrets kept from before)."""
     p = f"{prefix}api."
     found: list[FieldProblem] = []
-    found += _url_problems(api.url, f"{p}url", required=True)
-    found += _url_problems(api.test_url, f"{p}test_url", required=False)
+    found += url_problems(api.url, f"{p}url", required=True)
+    found += url_problems(api.test_url, f"{p}test_url", required=False)
     for name, url in (("url", api.url), ("test_url", api.test_url)):
         if url and not plaintext_allowed(url) and urlsplit(url).scheme == "http":
             found.append(FieldProblem(f"{p}{name}", "INSECURE", "use https:// (TLS is required)"))
@@ -278,7 +241,7 @@ def settings_problems(
         except (ssl.SSLError, ValueError) as exc:
             found.append(FieldProblem(f"{p}ca_pem", "INVALID_FORMAT", f"not a PEM CA: {exc}"))
     found += rule_problems(api.response_rules, f"{p}response_rules")
-    found += _delivery_problems(api, p, custom_fields)
+    found += policy_problems(api, p, custom_fields)
     return found
 
 
@@ -302,34 +265,8 @@ def _auth_problems(api: ApiSettings, has: set[str], p: str) -> Iterator[FieldPro
     if api.auth == "api_key" and api.api_key_in not in ("header", "query"):
         yield FieldProblem(f"{p}api_key_in", "UNKNOWN_CODE", "header or query")
     if api.auth == "oauth2":
-        yield from _url_problems(api.token_url, f"{p}token_url", required=True)
+        yield from url_problems(api.token_url, f"{p}token_url", required=True)
         if not api.client_id:
             yield FieldProblem(f"{p}client_id", "REQUIRED", "is required")
         if api.client_auth not in ("basic", "body"):
             yield FieldProblem(f"{p}client_auth", "UNKNOWN_CODE", "basic or body")
-
-
-def _delivery_problems(
-    api: ApiSettings, p: str, custom_fields: frozenset[str]
-) -> Iterator[FieldProblem]:
-    if api.rate_limit_per_s < 0 or api.rate_limit_per_s > 10_000:
-        yield FieldProblem(f"{p}rate_limit_per_s", "OUT_OF_RANGE", "0 (none) to 10000")
-    if not 1 <= api.concurrency <= 256:
-        yield FieldProblem(f"{p}concurrency", "OUT_OF_RANGE", "1-256")
-    schedule: Sequence[float] = api.retry_schedule_s
-    if len(schedule) > 30 or any(not 0 <= s <= 7 * 86400 for s in schedule):
-        yield FieldProblem(
-            f"{p}retry_schedule_s", "OUT_OF_RANGE", "at most 30 delays of 0 s to 7 days"
-        )
-    if not 3600 <= api.disable_after_s <= 30 * 86400:
-        yield FieldProblem(f"{p}disable_after_s", "OUT_OF_RANGE", "1 hour to 30 days")
-    for i, f in enumerate(api.filters):
-        if not (is_builtin_field(f.field) or f.field in custom_fields):
-            yield FieldProblem(f"{p}filters[{i}].field", "UNKNOWN_FIELD", f"no field {f.field!r}")
-        if not f.values or f.op not in ("equals", "contains"):
-            yield FieldProblem(f"{p}filters[{i}]", "REQUIRED", "values, and op equals/contains")
-    for i, c in enumerate(api.campaign_ids or ()):
-        try:
-            uuid.UUID(c)
-        except ValueError:
-            yield FieldProblem(f"{p}campaign_ids[{i}]", "INVALID_FORMAT", "a campaign id")

@@ -4,8 +4,8 @@
 SELECT status = 'archived' AS archived FROM accounts WHERE id = $1;
 
 -- name: insert
-INSERT INTO connections (id, account_id, name, kind, settings, secrets)
-VALUES ($1, $2, $3, $6, $4, $5)
+INSERT INTO connections (id, account_id, name, kind, settings, secrets, audience_ids)
+VALUES ($1, $2, $3, $6, $4, $5, $7)
 ON CONFLICT DO NOTHING
 RETURNING *;
 
@@ -20,7 +20,8 @@ SELECT * FROM connections
 
 -- name: update
 UPDATE connections
-   SET name = $3, kind = $6, settings = $4, secrets = $5, version = version + 1, updated_at = now()
+   SET name = $3, kind = $6, settings = $4, secrets = $5, audience_ids = $7,
+       version = version + 1, updated_at = now()
  WHERE account_id = $1 AND id = $2
 RETURNING *;
 

@@ -3,7 +3,7 @@
 
 -- name: live_state
 SELECT k.kind, c.delivered_seq, c.disabled_at, c.disabled_reason, c.failing_since,
-       c.last_success_at, CASE WHEN c.lease_until > now() THEN c.owner END AS owner,
+       c.last_success_at, coalesce(c.suppressed, 0) AS suppressed, CASE WHEN c.lease_until > now() THEN c.owner END AS owner,
        (SELECT count(*) FROM live_messages m WHERE m.connection_id = k.id
            AND m.state IN ('retrying', 'replay')) AS waiting,
        (SELECT count(*) FROM live_messages m WHERE m.connection_id = k.id

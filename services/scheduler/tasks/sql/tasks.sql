@@ -26,8 +26,9 @@ SELECT coalesce(min(seq) - 1, $3) FROM referrals WHERE account_id = $1 AND recei
 
 -- name: insert_task
 INSERT INTO tasks (id, account_id, connection_id, name, campaign_ids, layout_id, format,
-                   schedule, time_zone, enabled, send_empty, delivered_seq, next_run_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                   schedule, time_zone, enabled, send_empty, audience_ids, delivered_seq,
+                   next_run_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT DO NOTHING
 RETURNING *;
 
@@ -41,7 +42,8 @@ SELECT * FROM tasks WHERE account_id = $1 AND name > $2 ORDER BY name LIMIT $3;
 -- Settings only: the cursor stays. Clearing attention sends a dead delivery again first.
 UPDATE tasks
    SET connection_id = $3, name = $4, campaign_ids = $5, layout_id = $6, format = $7,
-       schedule = $8, time_zone = $9, enabled = $10, send_empty = $11, next_run_at = $12,
+       schedule = $8, time_zone = $9, enabled = $10, send_empty = $11, audience_ids = $12,
+       next_run_at = $13,
        attention = NULL, attention_at = NULL, version = version + 1, updated_at = now()
  WHERE account_id = $1 AND id = $2
 RETURNING *;
@@ -92,9 +94,11 @@ SELECT t.*,
    FOR UPDATE OF t SKIP LOCKED;
 
 -- name: insert_delivery
+-- A resend ($9: the original) renders the original's rows: it shows its suppressed count.
 INSERT INTO deliveries (id, task_id, account_id, purpose, after_seq, through_seq, layout,
-                        reserved_at, resend_of, next_attempt_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, least($8, now()))
+                        reserved_at, resend_of, next_attempt_at, suppressed)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, least($8, now()),
+        (SELECT o.suppressed FROM deliveries o WHERE o.id = $9))
 RETURNING *;
 
 -- name: insert_redelivery

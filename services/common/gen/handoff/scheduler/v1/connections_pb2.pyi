@@ -387,10 +387,12 @@ class Connection(_message.Message):
     FTPS_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     API_FIELD_NUMBER: _builtins.int
+    MAILCHIMP_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    AUDIENCE_IDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     account_id: _builtins.str
     name: _builtins.str
@@ -409,9 +411,20 @@ class Connection(_message.Message):
     @_builtins.property
     def api(self) -> Global___ApiConnection: ...
     @_builtins.property
+    def mailchimp(self) -> Global___MailchimpConnection: ...
+    @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def audience_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A connection that delivers in real time (api): custom audiences of the account that
+        target it, as Task.audience_ids target a task (an exclude audience holds its members
+        back, include audiences let only their members through). Held-back referrals pass
+        the cursor without a call and are counted in LiveState.suppressed. Refused on file and
+        email connections (NOT_APPLICABLE): their tasks name audiences.
+        """
+
     def __init__(
         self,
         *,
@@ -422,16 +435,18 @@ class Connection(_message.Message):
         ftps: Global___FtpsConnection | None = ...,
         email: Global___EmailConnection | None = ...,
         api: Global___ApiConnection | None = ...,
+        mailchimp: Global___MailchimpConnection | None = ...,
         url: _builtins.str = ...,
         version: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        audience_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "kind", b"kind", "sftp", b"sftp", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "kind", b"kind", "mailchimp", b"mailchimp", "sftp", b"sftp", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api", b"api", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "id", b"id", "kind", b"kind", "name", b"name", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api", b"api", "audience_ids", b"audience_ids", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "id", b"id", "kind", b"kind", "mailchimp", b"mailchimp", "name", b"name", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["sftp", "ftps", "email", "api"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["sftp", "ftps", "email", "api", "mailchimp"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -860,9 +875,156 @@ class FieldFilter(_message.Message):
 Global___FieldFilter: _TypeAlias = FieldFilter  # noqa: Y015
 
 @_typing.final
-class ApiConnection(_message.Message):
-    """The advertiser's own API: one request per referral, the way they define it."""
+class LiveOptions(_message.Message):
+    """The advertiser's own API: one request per referral, the way they define it.
+    How a vendor connection runs in real time (the live loop's settings; an API connection
+    has the same fields inline). Zero values take the defaults.
+    """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
+    ALL_CAMPAIGNS_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_PER_S_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    STRICT_ORDER_FIELD_NUMBER: _builtins.int
+    RETRY_SCHEDULE_S_FIELD_NUMBER: _builtins.int
+    DISABLE_AFTER_S_FIELD_NUMBER: _builtins.int
+    all_campaigns: _builtins.bool
+    rate_limit_per_s: _builtins.float
+    """0: no limit"""
+    concurrency: _builtins.int
+    """default 8"""
+    strict_order: _builtins.bool
+    disable_after_s: _builtins.float
+    """default 5 days"""
+    @_builtins.property
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The campaigns it receives; empty with all_campaigns: every campaign, future ones too."""
+
+    @_builtins.property
+    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldFilter]: ...
+    @_builtins.property
+    def retry_schedule_s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Seconds to wait after the 1st, 2nd, ... failure; empty: 5 s, 5 min, 30 min, 2 h,
+        5 h, 10 h, 10 h.
+        """
+
+    def __init__(
+        self,
+        *,
+        campaign_ids: _abc.Iterable[_builtins.str] | None = ...,
+        all_campaigns: _builtins.bool = ...,
+        filters: _abc.Iterable[Global___FieldFilter] | None = ...,
+        rate_limit_per_s: _builtins.float = ...,
+        concurrency: _builtins.int = ...,
+        strict_order: _builtins.bool = ...,
+        retry_schedule_s: _abc.Iterable[_builtins.float] | None = ...,
+        disable_after_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_campaigns", b"all_campaigns", "campaign_ids", b"campaign_ids", "concurrency", b"concurrency", "disable_after_s", b"disable_after_s", "filters", b"filters", "rate_limit_per_s", b"rate_limit_per_s", "retry_schedule_s", b"retry_schedule_s", "strict_order", b"strict_order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LiveOptions: _TypeAlias = LiveOptions  # noqa: Y015
+
+@_typing.final
+class MailchimpConnection(_message.Message):
+    """A Mailchimp audience (Marketing API v3): referrals become members, in real time (one
+    upsert each) or in a task's scheduled batches (500 members a call).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MergeFieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    MERGE_FIELDS_FIELD_NUMBER: _builtins.int
+    LAYOUT_ID_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    STATUS_IF_NEW_FIELD_NUMBER: _builtins.int
+    REALTIME_FIELD_NUMBER: _builtins.int
+    BASE_URL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    LIVE_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
+    API_KEY_SET_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.str
+    """the audience (list) id"""
+    layout_id: _builtins.str
+    """Real time: the layout whose columns are mapped (empty: the account's default); a
+    task's deliveries render the task's layout.
+    """
+    status_if_new: _builtins.str
+    """subscribed (default), pending, unsubscribed, cleaned, transactional"""
+    realtime: _builtins.bool
+    """else scheduled: only tasks deliver to it"""
+    base_url: _builtins.str
+    """Default https://{dc}.api.mailchimp.com/3.0 ({dc}: the key's data centre suffix);
+    http only to loopback.
+    """
+    timeout_s: _builtins.float
+    """default 10, at most 60"""
+    api_key: _builtins.str
+    """write-only: never returned"""
+    api_key_set: _builtins.bool
+    """read-only"""
+    @_builtins.property
+    def merge_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Layout column header -> merge tag (A-Z, 0-9, _; at most 10); exactly one column maps
+        to EMAIL, the member's address.
+        """
+
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def live(self) -> Global___LiveOptions: ...
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.str = ...,
+        merge_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        layout_id: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        status_if_new: _builtins.str = ...,
+        realtime: _builtins.bool = ...,
+        base_url: _builtins.str = ...,
+        timeout_s: _builtins.float = ...,
+        live: Global___LiveOptions | None = ...,
+        api_key: _builtins.str = ...,
+        api_key_set: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["live", b"live"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "api_key_set", b"api_key_set", "base_url", b"base_url", "layout_id", b"layout_id", "list_id", b"list_id", "live", b"live", "merge_fields", b"merge_fields", "realtime", b"realtime", "status_if_new", b"status_if_new", "tags", b"tags", "timeout_s", b"timeout_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MailchimpConnection: _TypeAlias = MailchimpConnection  # noqa: Y015
+
+@_typing.final
+class ApiConnection(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from services.common.gen.handoff.auth.v1 import access_pb2 as handoff_dot_auth_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhandoff/scheduler/v1/live.proto\x12\x14handoff.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1chandoff/auth/v1/access.proto\"\xbd\x02\n\tLiveState\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x15\n\rdelivered_seq\x18\x02 \x01(\x03\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\x12\x17\n\x0f\x64isabled_reason\x18\x04 \x01(\t\x12/\n\x0b\x64isabled_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rfailing_since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_success_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07waiting\x18\x08 \x01(\x03\x12\x0c\n\x04\x64\x65\x61\x64\x18\t \x01(\x03\x12\x10\n\x08rejected\x18\n \x01(\x03\x12\r\n\x05owner\x18\x0b \x01(\t\"@\n\x13GetLiveStateRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\"\x97\x02\n\x0bLiveMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x33\n\x0fnext_attempt_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x66irst_failed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_attempt_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_status\x18\x08 \x01(\x05\x12\x12\n\nlast_error\x18\t \x01(\t\"z\n\x17ListLiveMessagesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"h\n\x18ListLiveMessagesResponse\x12\x33\n\x08messages\x18\x01 \x03(\x0b\x32!.handoff.scheduler.v1.LiveMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc6\x01\n\x0bLiveAttempt\x12\x30\n\x0c\x61ttempted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x0e\n\x06status\x18\x04 \x01(\x05\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\x12\x0f\n\x07outcome\x18\x06 \x01(\t\x12\x0c\n\x04rule\x18\x07 \x01(\t\x12\x15\n\rresponse_head\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\"x\n\x17ListLiveAttemptsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"h\n\x18ListLiveAttemptsResponse\x12\x33\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32!.handoff.scheduler.v1.LiveAttempt\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x17\n\x07SeqList\x12\x0c\n\x04seqs\x18\x01 \x03(\x03\"e\n\x0fReceivedBetween\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xee\x01\n\x11ReplayLiveRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x32\n\treferrals\x18\x03 \x01(\x0b\x32\x1d.handoff.scheduler.v1.SeqListH\x00\x12\x39\n\x08received\x18\x04 \x01(\x0b\x32%.handoff.scheduler.v1.ReceivedBetweenH\x00\x12\x32\n\x0c\x66\x61iled_since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x0b\n\tselection\"$\n\x12ReplayLiveResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x03\">\n\x11\x45nableLiveRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\"O\n\x12\x44isableLiveRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t2\xd5\x06\n\x13LiveDeliveryService\x12\x80\x01\n\x0cGetLiveState\x12).handoff.scheduler.v1.GetLiveStateRequest\x1a\x1f.handoff.scheduler.v1.LiveState\"$\x8a\xe4\x19 \n\x01\x01\x12\x0f\x64\x65liveries:read\x1a\naccount_id\x12\x97\x01\n\x10ListLiveMessages\x12-.handoff.scheduler.v1.ListLiveMessagesRequest\x1a..handoff.scheduler.v1.ListLiveMessagesResponse\"$\x8a\xe4\x19 \n\x01\x01\x12\x0f\x64\x65liveries:read\x1a\naccount_id\x12\x97\x01\n\x10ListLiveAttempts\x12-.handoff.scheduler.v1.ListLiveAttemptsRequest\x1a..handoff.scheduler.v1.ListLiveAttemptsResponse\"$\x8a\xe4\x19 \n\x01\x01\x12\x0f\x64\x65liveries:read\x1a\naccount_id\x12\x86\x01\n\nReplayLive\x12\'.handoff.scheduler.v1.ReplayLiveRequest\x1a(.handoff.scheduler.v1.ReplayLiveResponse\"%\x8a\xe4\x19!\n\x01\x01\x12\x10\x64\x65liveries:write\x1a\naccount_id\x12}\n\nEnableLive\x12\'.handoff.scheduler.v1.EnableLiveRequest\x1a\x1f.handoff.scheduler.v1.LiveState\"%\x8a\xe4\x19!\n\x01\x01\x12\x10\x64\x65liveries:write\x1a\naccount_id\x12\x7f\n\x0b\x44isableLive\x12(.handoff.scheduler.v1.DisableLiveRequest\x1a\x1f.handoff.scheduler.v1.LiveState\"%\x8a\xe4\x19!\n\x01\x01\x12\x10\x64\x65liveries:write\x1a\naccount_idb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhandoff/scheduler/v1/live.proto\x12\x14handoff.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1chandoff/auth/v1/access.proto\"\xd1\x02\n\tLiveState\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x15\n\rdelivered_seq\x18\x02 \x01(\x03\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\x12\x17\n\x0f\x64isabled_reason\x18\x04 \x01(\t\x12/\n\x0b\x64isabled_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rfailing_since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_success_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07waiting\x18\x08 \x01(\x03\x12\x0c\n\x04\x64\x65\x61\x64\x18\t \x01(\x03\x12\x10\n\x08rejected\x18\n \x01(\x03\x12\r\n\x05owner\x18\x0b \x01(\t\x12\x12\n\nsuppressed\x18\x0c \x01(\x03\"@\n\x13GetLiveStateRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\"\x97\x02\n\x0bLiveMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x33\n\x0fnext_attempt_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x66irst_failed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_attempt_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_status\x18\x08 \x01(\x05\x12\x12\n\nlast_error\x18\t \x01(\t\"z\n\x17ListLiveMessagesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"h\n\x18ListLiveMessagesResponse\x12\x33\n\x08messages\x18\x01 \x03(\x0b\x32!.handoff.scheduler.v1.LiveMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc6\x01\n\x0bLiveAttempt\x12\x30\n\x0c\x61ttempted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x0e\n\x06status\x18\x04 \x01(\x05\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\x12\x0f\n\x07outcome\x18\x06 \x01(\t\x12\x0c\n\x04rule\x18\x07 \x01(\t\x12\x15\n\rresponse_head\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\"x\n\x17ListLiveAttemptsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"h\n\x18ListLiveAttemptsResponse\x12\x33\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32!.handoff.scheduler.v1.LiveAttempt\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x17\n\x07SeqList\x12\x0c\n\x04seqs\x18\x01 \x03(\x03\"e\n\x0fReceivedBetween\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xee\x01\n\x11ReplayLiveRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x32\n\treferrals\x18\x03 \x01(\x0b\x32\x1d.handoff.scheduler.v1.SeqListH\x00\x12\x39\n\x08received\x18\x04 \x01(\x0b\x32%.handoff.scheduler.v1.ReceivedBetweenH\x00\x12\x32\n\x0c\x66\x61iled_since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x0b\n\tselection\"$\n\x12ReplayLiveResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x03\">\n\x11\x45nableLiveRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\"O\n\x12\x44isableLiveRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t2\xd5\x06\n\x13LiveDeliveryService\x12\x80\x01\n\x0cGetLiveState\x12).handoff.scheduler.v1.GetLiveStateRequest\x1a\x1f.handoff.scheduler.v1.LiveState\"$\x8a\xe4\x19 \n\x01\x01\x12\x0f\x64\x65liveries:read\x1a\naccount_id\x12\x97\x01\n\x10ListLiveMessages\x12-.handoff.scheduler.v1.ListLiveMessagesRequest\x1a..handoff.scheduler.v1.ListLiveMessagesResponse\"$\x8a\xe4\x19 \n\x01\x01\x12\x0f\x64\x65liveries:read\x1a\naccount_id\x12\x97\x01\n\x10ListLiveAttempts\x12-.handoff.scheduler.v1.ListLiveAttemptsRequest\x1a..handoff.scheduler.v1.ListLiveAttemptsResponse\"$\x8a\xe4\x19 \n\x01\x01\x12\x0f\x64\x65liveries:read\x1a\naccount_id\x12\x86\x01\n\nReplayLive\x12\'.handoff.scheduler.v1.ReplayLiveRequest\x1a(.handoff.scheduler.v1.ReplayLiveResponse\"%\x8a\xe4\x19!\n\x01\x01\x12\x10\x64\x65liveries:write\x1a\naccount_id\x12}\n\nEnableLive\x12\'.handoff.scheduler.v1.EnableLiveRequest\x1a\x1f.handoff.scheduler.v1.LiveState\"%\x8a\xe4\x19!\n\x01\x01\x12\x10\x64\x65liveries:write\x1a\naccount_id\x12\x7f\n\x0b\x44isableLive\x12(.handoff.scheduler.v1.DisableLiveRequest\x1a\x1f.handoff.scheduler.v1.LiveState\"%\x8a\xe4\x19!\n\x01\x01\x12\x10\x64\x65liveries:write\x1a\naccount_idb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,33 +46,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LIVEDELIVERYSERVICE'].methods_by_name['DisableLive']._loaded_options = None
   _globals['_LIVEDELIVERYSERVICE'].methods_by_name['DisableLive']._serialized_options = b'\212\344\031!\n\001\001\022\020deliveries:write\032\naccount_id'
   _globals['_LIVESTATE']._serialized_start=121
-  _globals['_LIVESTATE']._serialized_end=438
-  _globals['_GETLIVESTATEREQUEST']._serialized_start=440
-  _globals['_GETLIVESTATEREQUEST']._serialized_end=504
-  _globals['_LIVEMESSAGE']._serialized_start=507
-  _globals['_LIVEMESSAGE']._serialized_end=786
-  _globals['_LISTLIVEMESSAGESREQUEST']._serialized_start=788
-  _globals['_LISTLIVEMESSAGESREQUEST']._serialized_end=910
-  _globals['_LISTLIVEMESSAGESRESPONSE']._serialized_start=912
-  _globals['_LISTLIVEMESSAGESRESPONSE']._serialized_end=1016
-  _globals['_LIVEATTEMPT']._serialized_start=1019
-  _globals['_LIVEATTEMPT']._serialized_end=1217
-  _globals['_LISTLIVEATTEMPTSREQUEST']._serialized_start=1219
-  _globals['_LISTLIVEATTEMPTSREQUEST']._serialized_end=1339
-  _globals['_LISTLIVEATTEMPTSRESPONSE']._serialized_start=1341
-  _globals['_LISTLIVEATTEMPTSRESPONSE']._serialized_end=1445
-  _globals['_SEQLIST']._serialized_start=1447
-  _globals['_SEQLIST']._serialized_end=1470
-  _globals['_RECEIVEDBETWEEN']._serialized_start=1472
-  _globals['_RECEIVEDBETWEEN']._serialized_end=1573
-  _globals['_REPLAYLIVEREQUEST']._serialized_start=1576
-  _globals['_REPLAYLIVEREQUEST']._serialized_end=1814
-  _globals['_REPLAYLIVERESPONSE']._serialized_start=1816
-  _globals['_REPLAYLIVERESPONSE']._serialized_end=1852
-  _globals['_ENABLELIVEREQUEST']._serialized_start=1854
-  _globals['_ENABLELIVEREQUEST']._serialized_end=1916
-  _globals['_DISABLELIVEREQUEST']._serialized_start=1918
-  _globals['_DISABLELIVEREQUEST']._serialized_end=1997
-  _globals['_LIVEDELIVERYSERVICE']._serialized_start=2000
-  _globals['_LIVEDELIVERYSERVICE']._serialized_end=2853
+  _globals['_LIVESTATE']._serialized_end=458
+  _globals['_GETLIVESTATEREQUEST']._serialized_start=460
+  _globals['_GETLIVESTATEREQUEST']._serialized_end=524
+  _globals['_LIVEMESSAGE']._serialized_start=527
+  _globals['_LIVEMESSAGE']._serialized_end=806
+  _globals['_LISTLIVEMESSAGESREQUEST']._serialized_start=808
+  _globals['_LISTLIVEMESSAGESREQUEST']._serialized_end=930
+  _globals['_LISTLIVEMESSAGESRESPONSE']._serialized_start=932
+  _globals['_LISTLIVEMESSAGESRESPONSE']._serialized_end=1036
+  _globals['_LIVEATTEMPT']._serialized_start=1039
+  _globals['_LIVEATTEMPT']._serialized_end=1237
+  _globals['_LISTLIVEATTEMPTSREQUEST']._serialized_start=1239
+  _globals['_LISTLIVEATTEMPTSREQUEST']._serialized_end=1359
+  _globals['_LISTLIVEATTEMPTSRESPONSE']._serialized_start=1361
+  _globals['_LISTLIVEATTEMPTSRESPONSE']._serialized_end=1465
+  _globals['_SEQLIST']._serialized_start=1467
+  _globals['_SEQLIST']._serialized_end=1490
+  _globals['_RECEIVEDBETWEEN']._serialized_start=1492
+  _globals['_RECEIVEDBETWEEN']._serialized_end=1593
+  _globals['_REPLAYLIVEREQUEST']._serialized_start=1596
+  _globals['_REPLAYLIVEREQUEST']._serialized_end=1834
+  _globals['_REPLAYLIVERESPONSE']._serialized_start=1836
+  _globals['_REPLAYLIVERESPONSE']._serialized_end=1872
+  _globals['_ENABLELIVEREQUEST']._serialized_start=1874
+  _globals['_ENABLELIVEREQUEST']._serialized_end=1936
+  _globals['_DISABLELIVEREQUEST']._serialized_start=1938
+  _globals['_DISABLELIVEREQUEST']._serialized_end=2017
+  _globals['_LIVEDELIVERYSERVICE']._serialized_start=2020
+  _globals['_LIVEDELIVERYSERVICE']._serialized_end=2873
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,7 @@ class LiveState(_message.Message):
     DEAD_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
     connection_id: _builtins.str
     delivered_seq: _builtins.int
     """every referral up to here has an outcome or waits"""
@@ -45,6 +46,8 @@ class LiveState(_message.Message):
     rejected: _builtins.int
     owner: _builtins.str
     """the delivery replica running it, if any"""
+    suppressed: _builtins.int
+    """referrals its audiences held back (Connection.audience_ids)"""
     @_builtins.property
     def disabled_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -67,10 +70,11 @@ class LiveState(_message.Message):
         dead: _builtins.int = ...,
         rejected: _builtins.int = ...,
         owner: _builtins.str = ...,
+        suppressed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["disabled_at", b"disabled_at", "failing_since", b"failing_since", "last_success_at", b"last_success_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "dead", b"dead", "delivered_seq", b"delivered_seq", "disabled", b"disabled", "disabled_at", b"disabled_at", "disabled_reason", b"disabled_reason", "failing_since", b"failing_since", "last_success_at", b"last_success_at", "owner", b"owner", "rejected", b"rejected", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "dead", b"dead", "delivered_seq", b"delivered_seq", "disabled", b"disabled", "disabled_at", b"disabled_at", "disabled_reason", b"disabled_reason", "failing_since", b"failing_since", "last_success_at", b"last_success_at", "owner", b"owner", "rejected", b"rejected", "suppressed", b"suppressed", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

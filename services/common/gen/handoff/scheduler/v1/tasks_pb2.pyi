@@ -91,6 +91,7 @@ class Task(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    AUDIENCE_IDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     account_id: _builtins.str
     name: _builtins.str
@@ -130,6 +131,15 @@ class Task(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def audience_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Custom audiences of the account that target the task; each one's kind decides what it
+        does: an exclude audience holds its members back, include audiences let only their
+        members through (a member of any of them). At most 20. An include audience below the
+        minimum of people is refused with FAILED_PRECONDITION; an unknown id is NOT_FOUND.
+        Held-back referrals are counted in Delivery.suppressed.
+        """
+
     def __init__(
         self,
         *,
@@ -151,10 +161,11 @@ class Task(_message.Message):
         version: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        audience_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backfill_from", b"backfill_from", "created_at", b"created_at", "format", b"format", "next_run_at", b"next_run_at", "schedule", b"schedule", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "attention", b"attention", "backfill_from", b"backfill_from", "campaign_ids", b"campaign_ids", "connection_id", b"connection_id", "created_at", b"created_at", "delivered_seq", b"delivered_seq", "format", b"format", "id", b"id", "layout_id", b"layout_id", "name", b"name", "next_run_at", b"next_run_at", "paused", b"paused", "schedule", b"schedule", "send_empty", b"send_empty", "time_zone", b"time_zone", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "attention", b"attention", "audience_ids", b"audience_ids", "backfill_from", b"backfill_from", "campaign_ids", b"campaign_ids", "connection_id", b"connection_id", "created_at", b"created_at", "delivered_seq", b"delivered_seq", "format", b"format", "id", b"id", "layout_id", b"layout_id", "name", b"name", "next_run_at", b"next_run_at", "paused", b"paused", "schedule", b"schedule", "send_empty", b"send_empty", "time_zone", b"time_zone", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -230,6 +241,7 @@ class Delivery(_message.Message):
     LAYOUT_ID_FIELD_NUMBER: _builtins.int
     LAYOUT_VERSION_FIELD_NUMBER: _builtins.int
     CUSTOM_FIELD_VERSIONS_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     task_id: _builtins.str
     purpose: _builtins.str
@@ -247,6 +259,10 @@ class Delivery(_message.Message):
     default) and its version, and each custom field's version. Versions are immutable.
     """
     layout_version: _builtins.int
+    suppressed: _builtins.int
+    """Referrals of the range the task's audiences held back, fixed by the first attempt
+    (retries and resends render the same rows); 0 when the task names no audiences.
+    """
     @_builtins.property
     def range(self) -> _delivery_pb2.SeqRange: ...
     @_builtins.property
@@ -280,10 +296,11 @@ class Delivery(_message.Message):
         layout_id: _builtins.str = ...,
         layout_version: _builtins.int = ...,
         custom_field_versions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        suppressed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "next_attempt_at", b"next_attempt_at", "range", b"range", "reserved_at", b"reserved_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "bytes", b"bytes", "custom_field_versions", b"custom_field_versions", "diagnosis", b"diagnosis", "error", b"error", "files", b"files", "finished_at", b"finished_at", "id", b"id", "layout_id", b"layout_id", "layout_version", b"layout_version", "next_attempt_at", b"next_attempt_at", "purpose", b"purpose", "range", b"range", "resend_of", b"resend_of", "reserved_at", b"reserved_at", "rows", b"rows", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "bytes", b"bytes", "custom_field_versions", b"custom_field_versions", "diagnosis", b"diagnosis", "error", b"error", "files", b"files", "finished_at", b"finished_at", "id", b"id", "layout_id", b"layout_id", "layout_version", b"layout_version", "next_attempt_at", b"next_attempt_at", "purpose", b"purpose", "range", b"range", "resend_of", b"resend_of", "reserved_at", b"reserved_at", "rows", b"rows", "state", b"state", "suppressed", b"suppressed", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,8 +11,8 @@ from uuid import UUID
 
 import asyncpg
 
+from services.common.audiences.model import MIN_INCLUDE_PEOPLE, Audience, ImportCounts
 from services.common.db import DRIVER_ERRORS, POOL_ACQUIRE_TIMEOUT_S, driver_errors, load_queries
-from services.export.audiences import MIN_INCLUDE_PEOPLE, Audience, ImportCounts
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "audiences.sql")
 STAGING_COLUMNS = ("line", "sha256", "md5")
@@ -60,11 +60,18 @@ class AudienceStorePg:
             rows = await self._pool.fetch(QUERIES["page_audiences"], account_id, at, last, limit)
         return [_audience(r) for r in rows]
 
-    async def delete(self, account_id: UUID, audience_id: UUID) -> bool:
-        """Delete the audience and its members; False when the account has no such one."""
+    async def delete(self, account_id: UUID, audience_id: UUID) -> list[str] | None:
+        """Delete the audience and its members unless a task or connection names it: None
+        when the account has no such audience, [] when deleted, else who names it (up to
+        20, and nothing was deleted)."""
         with driver_errors("delete_audience"):
-            found = await self._pool.fetchval(QUERIES["delete_audience"], account_id, audience_id)
-        return found is not None
+            r = await self._pool.fetchrow(QUERIES["delete_audience"], account_id, audience_id)
+        assert r is not None
+        if r["deleted"]:
+            return []
+        if not r["found"]:
+            return None
+        return list(r["users"])
 
     async def import_members(
         self,

@@ -1,4 +1,4 @@
--- Custom audiences. Loaded by services/export/audience_store.py.
+-- Custom audiences. Loaded by services/common/audiences/store.py.
 
 -- name: create_audience
 -- An include audience starts too small (it has nobody yet); an exclude one is ready.
@@ -20,7 +20,22 @@ SELECT * FROM audiences
  LIMIT $4;
 
 -- name: delete_audience
-DELETE FROM audiences WHERE account_id = $1 AND id = $2 RETURNING id;
+-- Deletes the audience unless a task or a connection names it (then nothing is deleted):
+-- whether it was, whether it exists (as before the statement) and who names it.
+WITH users AS (
+    SELECT 'task ' || quote_literal(name) AS who
+      FROM tasks WHERE account_id = $1 AND $2 = ANY (audience_ids)
+    UNION ALL
+    SELECT 'connection ' || quote_literal(name)
+      FROM connections WHERE account_id = $1 AND $2 = ANY (audience_ids)
+), gone AS (
+    DELETE FROM audiences
+     WHERE account_id = $1 AND id = $2 AND NOT EXISTS (SELECT 1 FROM users)
+    RETURNING id
+)
+SELECT EXISTS (SELECT 1 FROM gone) AS deleted,
+       EXISTS (SELECT 1 FROM audiences WHERE account_id = $1 AND id = $2) AS found,
+       ARRAY (SELECT who FROM users ORDER BY who LIMIT 20) AS users;
 
 -- name: create_audience_staging
 -- Per connection: an upload's members are COPied here, then merged in one transaction.

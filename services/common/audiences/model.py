@@ -21,6 +21,13 @@ HASH_KINDS = ("sha256", "md5")
 MODES = ("append", "replace")
 
 
+def too_small(people: int) -> str:
+    """Why an include audience of `people` may not be used."""
+    return (
+        f"an include audience needs at least {MIN_INCLUDE_PEOPLE:,} people; this one has {people:,}"
+    )
+
+
 @dataclass(frozen=True)
 class Audience:
     """An audience as stored (counts as of its last import)."""
@@ -42,10 +49,7 @@ class Audience:
         """Why the audience may not be used yet, or None."""
         if self.state != "too_small":
             return None
-        return (
-            f"an include audience needs at least {MIN_INCLUDE_PEOPLE:,} people; "
-            f"this one has {self.member_count:,}"
-        )
+        return too_small(self.member_count)
 
     def document(self) -> dict[str, Any]:
         """The audience as the API shows it."""

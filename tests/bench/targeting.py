@@ -1,0 +1,176 @@
+"""Audience targeting benchmark: what an exclude audience adds to a scheduled delivery.
+
+200,000 referrals delivered by the delivery engine (in process) to an asyncssh SFTP
+server, with the default layout, by a task naming no audience and by one naming an
+exclude audience of 1,000,000 people (every tenth referral among them), alternated three
+times each; the median of each. The audience's work is the first attempt's one
+`INSERT … SELECT` of the held-back seqs (two index probes a referral) and the render's
+anti-join against them. Target: at most 10 % more time (issue 15).
+`python -m tests.bench targeting`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+
+from services.common.audiences.lines import Member, member_of
+from services.common.audiences.store import AudienceStorePg, StagedRow
+from services.common.db import create_pool
+from services.common.secrets import connection_secret_context
+from tests.bench import render
+from tests.bench.scratch import scratch_database
+from tests.bench.table import BenchRow
+from tests.integration.access_support import TEST_BOX, make_engine
+from tests.integration.sftp_servers import SFTP_PASSWORD, SFTP_USER, asyncssh_sftp, fingerprint
+
+REFERRALS = 200_000
+AUDIENCE_PEOPLE = 1_000_000
+ROUNDS = 3
+BATCH = 50_000
+
+
+async def _members(emails: list[str]) -> AsyncIterator[list[StagedRow]]:
+    """The audience: the given referral emails and made-up people, as the upload stages them."""
+    line = 0
+    batch: list[StagedRow] = []
+
+    def staged(email: str) -> StagedRow:
+        found = member_of(email, "email")
+        assert isinstance(found, Member)
+        return (line, found.sha256, found.md5)
+
+    for email in [*emails, *(f"other.{i}@elsewhere.example" for i in range(AUDIENCE_PEOPLE))]:
+        line += 1
+        if line > AUDIENCE_PEOPLE:
+            break
+        batch.append(staged(email))
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def _connection(pool: asyncpg.Pool, account: uuid.UUID, port: int, key: str) -> uuid.UUID:
+    connection = uuid.uuid4()
+    settings = {
+        "host": "127.0.0.1", "port": port, "username": SFTP_USER, "host_key": key,
+        "remote_dir": "/", "file_name_template": "", "write_mode": "rename",
+        "manifest": False, "max_rows_per_file": 0,
+    }  # fmt: skip
+    sealed = {
+        "password": TEST_BOX.seal(SFTP_PASSWORD, connection_secret_context(connection, "password"))
+    }
+    await pool.execute(
+        "INSERT INTO connections (id, account_id, name, kind, settings, secrets) "
+        "VALUES ($1, $2, 'bench', 'sftp', $3, $4)",
+        connection, account, settings, sealed,  # the pool's JSON codecs encode them
+    )  # fmt: skip
+    return connection
+
+
+async def _task(
+    pool: asyncpg.Pool, account: uuid.UUID, connection: uuid.UUID, audiences: list[uuid.UUID]
+) -> uuid.UUID:
+    task = uuid.uuid4()
+    await pool.execute(
+        """INSERT INTO tasks (id, account_id, connection_id, name, schedule, time_zone,
+                              delivered_seq, next_run_at, enabled, audience_ids)
+           VALUES ($1, $2, $3, $4, '{"cron": "0 0 1 1 *"}', 'UTC', 0,
+                   now() + interval '1 year', false, $5)""",
+        task, account, connection, f"bench {task.hex[:6]}", audiences,
+    )  # fmt: skip
+    return task
+
+
+async def _deliver(
+    pool: asyncpg.Pool, account: uuid.UUID, task: uuid.UUID
+) -> tuple[float, int, int]:
+    """One delivery of (0, REFERRALS] by a fresh engine: (seconds, rows, suppressed)."""
+    delivery = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO deliveries (id, task_id, account_id, purpose, after_seq, through_seq) "
+        "VALUES ($1, $2, $3, 'scheduled', 0, $4)",
+        delivery, task, account, REFERRALS,
+    )  # fmt: skip
+    engine = make_engine(pool)
+    started = time.perf_counter()
+    await engine.start(delivery, 0, REFERRALS)
+    await engine.wait_idle()
+    seconds = time.perf_counter() - started
+    await engine.close()
+    row = await pool.fetchrow(
+        "SELECT state, rows_sent, suppressed, error FROM deliveries WHERE id = $1", delivery
+    )
+    assert row["state"] == "succeeded", row["error"]
+    return seconds, int(row["rows_sent"]), int(row["suppressed"] or 0)
+
+
+async def run(dsn: str) -> list[BenchRow]:
+    """The bench's rows."""
+    async with scratch_database(dsn, "targeting") as db:
+        account = uuid.UUID(await render._seed(db, REFERRALS))
+        async with create_pool(db, min_size=2, max_size=6) as pool:
+            emails = [
+                r["email"]
+                for r in await pool.fetch("SELECT email FROM referrals WHERE seq % 10 = 0")
+            ]
+            store = AudienceStorePg(pool)
+            audience = uuid.uuid4()
+            assert await store.create(audience, account, "bench exclude", "exclude")
+            loaded = time.perf_counter()
+            imported = await store.import_members(
+                account, audience, _members(emails), replace=False
+            )
+            assert imported is not None
+            load_s = time.perf_counter() - loaded
+            await pool.execute("ANALYZE")
+            with tempfile.TemporaryDirectory() as root:
+                async with asyncssh_sftp(Path(root)) as sftp:
+                    key = fingerprint(sftp.host_key)
+                    connection = await _connection(pool, account, sftp.port, key)
+                    plain = await _task(pool, account, connection, [])
+                    targeted = await _task(pool, account, connection, [audience])
+                    without: list[float] = []
+                    with_: list[float] = []
+                    rows = suppressed = 0
+                    for _ in range(ROUNDS):
+                        seconds, _, _ = await _deliver(pool, account, plain)
+                        without.append(seconds)
+                        seconds, rows, suppressed = await _deliver(pool, account, targeted)
+                        with_.append(seconds)
+    base, timed = statistics.median(without), statistics.median(with_)
+    return [
+        BenchRow(
+            f"delivery of {REFERRALS:,} with a {AUDIENCE_PEOPLE:,}-person exclude audience",
+            timed, "s", "the same delivery, no audience", base, "<= 1.10",
+        ),
+        BenchRow(
+            "referrals delivered / held back", rows, "rows", "held back", suppressed,
+        ),
+        BenchRow(
+            f"audience import of {AUDIENCE_PEOPLE:,} people (store, in process)",
+            AUDIENCE_PEOPLE / load_s, "people/s",
+        ),
+    ]  # fmt: skip
+
+
+def main() -> int:
+    """Run alone and print the table."""
+    from services.common.localdb import resolve_admin_dsn
+    from tests.bench.table import format_table
+
+    print(format_table("audience targeting", asyncio.run(run(resolve_admin_dsn()))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
