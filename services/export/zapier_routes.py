@@ -62,7 +62,8 @@ def _path_id(request: web.Request, name: str) -> UUID:
 
 
 def _campaign_ids(body: dict[str, Any], problems: list[FieldProblem]) -> list[UUID] | None:
-    """The optional scope: a list of campaign ids (absent or null: every campaign)."""
+    """The optional scope: a list of campaign ids (absent, null or empty: every campaign,
+    as Zapier sends an optional list field left empty)."""
     raw = body.get("campaign_ids")
     if raw is None:
         return None
@@ -75,7 +76,7 @@ def _campaign_ids(body: dict[str, Any], problems: list[FieldProblem]) -> list[UU
             found.append(UUID(value))
         except (TypeError, ValueError, AttributeError):  # not a string, or not an id
             problems.append(FieldProblem(f"campaign_ids[{i}]", "INVALID_FORMAT", "a campaign id"))
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(found)) or None
 
 
 def _encodable_host(url: str) -> bool:

@@ -95,11 +95,16 @@ async def test_each_zap_receives_exactly_the_new_referrals_of_its_scope(
         async with supervisor(pool) as running:
             everything = await zapier.turn_on(served, api.token)
             autumn_only = await zapier.turn_on(served, api.token, campaign_ids=[str(autumn)])
+            also_everything = await zapier.turn_on(served, api.token, campaign_ids=[])
             await _loops_running(running, pool, account)
             spring_seqs = await _ingest(pool, account, spring, ["ann@example.com"])
             autumn_seqs = await _ingest(pool, account, autumn, ["bob@example.com", "cy@x.org"])
             await eventually(
-                lambda: len(everything.received) >= 3 and len(autumn_only.received) >= 2,
+                lambda: (
+                    len(everything.received) >= 3
+                    and len(autumn_only.received) >= 2
+                    and len(also_everything.received) >= 3
+                ),
                 DELIVERED_S,
             )
             await asyncio.sleep(0.3)  # nothing more arrives
@@ -109,6 +114,7 @@ async def test_each_zap_receives_exactly_the_new_referrals_of_its_scope(
             (str(autumn_seqs[1]), "cy@x.org", "Autumn offer"),
         ]
         assert [b["email"] for b in autumn_only.received] == ["bob@example.com", "cy@x.org"]
+        assert also_everything.received == everything.received  # [] is no filter
         assert set(everything.received[0]) == {"id", *HOOK_FIELDS}
         # The polling endpoint answers the very bodies the hooks sent, newest first.
         polled = await api.call("GET", "/v1/zapier/referrals")
@@ -117,6 +123,7 @@ async def test_each_zap_receives_exactly_the_new_referrals_of_its_scope(
         assert {(s["id"], s["state"], s["target_url"]) for s in listed["items"]} == {
             (everything.subscription_id, "active", everything.target_url),
             (autumn_only.subscription_id, "active", autumn_only.target_url),
+            (also_everything.subscription_id, "active", also_everything.target_url),
         }
         assert zapier.refused == []
 
