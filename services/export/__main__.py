@@ -13,6 +13,7 @@ from services.common.auth.tls import http_ssl_context
 from services.common.auth.verify import Authenticator
 from services.common.config import ConfigError, ServiceConfig
 from services.common.db import create_pool
+from services.common.egress import EgressPolicy
 from services.common.grpc_server import grpc_server_for, tls_files, wait_for_shutdown_signal
 from services.common.migrate import discover_migrations
 from services.common.readiness import database_answers
@@ -35,6 +36,8 @@ from services.export.referral_routes import ReferralRoutes
 from services.export.referral_store import ReferralReads
 from services.export.store import ExportStore
 from services.export.streams import StreamSlots, stream_limit
+from services.export.zapier_routes import ZapierRoutes
+from services.export.zapier_store import ZapierStorePg
 from services.scheduler.layouts.store import LayoutStorePg
 from services.scheduler.tasks.store import TaskStorePg
 
@@ -92,6 +95,14 @@ async def serve(config: ServiceConfig, http: ExportHttpConfig) -> None:
             audit=AuditRoutes(AuditLog(pool)),
             audiences=AudienceRoutes(
                 AudienceStorePg(pool), max_bytes=http.audience_max_bytes, slots=slots
+            ),
+            # Zapier subscriptions and Catch Hooks make API connections: their target URLs
+            # pass the egress policy the delivery service applies when it sends.
+            zapier=ZapierRoutes(
+                ZapierStorePg(pool),
+                ReferralReads(pool),
+                AudienceStorePg(pool),
+                EgressPolicy.from_env(),
             ),
             deliveries=DeliveryRoutes(
                 DeliveryHistoryPg(pool),

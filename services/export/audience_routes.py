@@ -72,12 +72,12 @@ def _bad(name: str, code: str, reason: str) -> InvalidArgumentError:
     return InvalidArgumentError(f"{name} {reason}", [FieldProblem(name, code, reason)])
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
+async def _json_object(request: web.Request, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(text="the body must be application/json")
-    raw = await request.content.read(MAX_JSON_BYTES + 1)
-    if len(raw) > MAX_JSON_BYTES:
-        raise web.HTTPRequestEntityTooLarge(MAX_JSON_BYTES, len(raw))
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise web.HTTPRequestEntityTooLarge(limit, len(raw))
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -30,6 +30,7 @@ from services.export.openapi import OPENAPI_PATH, add_openapi_route
 from services.export.problems import problem_middleware, problem_response
 from services.export.rate_limit import DEFAULT_RATE_LIMIT, RateLimit
 from services.export.referral_routes import ReferralRoutes
+from services.export.zapier_routes import ZapierRoutes
 
 OPEN_PATHS = ("/healthz", "/readyz", OPENAPI_PATH)
 
@@ -55,6 +56,7 @@ def create_app(
     meter_provider: MeterProvider | None = None,
     deliveries: DeliveryRoutes | None = None,
     audiences: AudienceRoutes | None = None,
+    zapier: ZapierRoutes | None = None,
 ) -> web.Application:
     """Build the app: probe endpoints (open) and the API (every route behind a rule);
     every error answered as problem+json, every answer with an X-Request-Id.
@@ -85,7 +87,7 @@ def create_app(
     ).add_routes(app)
     add_openapi_route(app)
     routes = caller_routes()
-    for mounted in (referrals, deliveries, audit, audiences):
+    for mounted in (referrals, deliveries, audit, audiences, zapier):
         routes += mounted.routes() if mounted is not None else []
     for method, path, handler, rule in routes:
         add_route(app, method, path, handler, rule)

@@ -23,6 +23,7 @@ BENCHES = {
     "mailchimp": "Mailchimp (PostgreSQL -> Mailchimp batch API, fake)",
     "audience_pull": "audience pull (SFTP folder -> PostgreSQL)",
     "targeting": "audience targeting (suppression in a scheduled delivery)",
+    "zapier": "zapier polling (PostgreSQL -> HTTP)",
 }
 
 

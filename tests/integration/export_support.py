@@ -25,8 +25,11 @@ from services.export.link_routes import LinkRoutes
 from services.export.referral_routes import ReferralRoutes
 from services.export.referral_store import ReferralReads
 from services.export.store import ExportStore
+from services.export.zapier_routes import ZapierRoutes
+from services.export.zapier_store import ZapierStorePg
 from services.scheduler.layouts.store import LayoutStorePg
 from services.scheduler.tasks.store import TaskStorePg
+from tests.integration.access_support import LOOPBACK
 from tests.integration.credentials_support import authenticator
 
 
@@ -42,6 +45,9 @@ def export_app(pool: asyncpg.Pool, *, audience_max_bytes: int = 2**30) -> web.Ap
             DeliveryHistoryPg(pool), TaskStorePg(pool), files, AuditLog(pool)
         ),
         audiences=AudienceRoutes(AudienceStorePg(pool), max_bytes=audience_max_bytes),
+        zapier=ZapierRoutes(
+            ZapierStorePg(pool), ReferralReads(pool), AudienceStorePg(pool), LOOPBACK
+        ),
         rate_limit=None,  # the tests call faster than a token may
         links=LinkRoutes(
             ExportStore(pool),

@@ -45,6 +45,12 @@ _DELIVERY_ROW = (
     "bytes_sent:int8 files:jsonb error:text diagnosis:text finished_at:timestamptz "
     "suppressed:int8 connection_id:uuid"
 )
+# A Zapier REST-hook subscription row.
+_SUBSCRIPTION = (
+    "id:uuid account_id:uuid connection_id:uuid target_url:text event:text "
+    "campaign_ids:uuid[] credential_id:uuid state:text created_at:timestamptz "
+    "removed_at:timestamptz removed_reason:text"
+)
 # An audience row (custom audiences of the export API).
 _AUDIENCE = (
     "id:uuid account_id:uuid name:text kind:text source:text member_count:int8 "
@@ -643,6 +649,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid int8[]",
         "",
     ),
+    ("delivery/sql/live.sql", "live_endpoint_gone"): ("uuid timestamptz text", "removed:uuid"),
     ("delivery/sql/live.sql", "live_disable"): (
         "uuid timestamptz text",
         "account_id:uuid",
@@ -758,6 +765,19 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid uuid[]",
         "id:uuid name:text kind:text state:text member_count:int8 md5_only:bool",
     ),
+    # export/sql/zapier.sql
+    ("export/sql/zapier.sql", "insert_subscription"): (
+        "uuid uuid uuid text text uuid[] uuid",
+        _SUBSCRIPTION,
+    ),
+    ("export/sql/zapier.sql", "remove_subscription"): ("uuid uuid text", "removed:uuid"),
+    ("export/sql/zapier.sql", "get_subscription"): ("uuid uuid", _SUBSCRIPTION),
+    ("export/sql/zapier.sql", "page_subscriptions"): (
+        "uuid timestamptz uuid int8",
+        _SUBSCRIPTION,
+    ),
+    ("export/sql/zapier.sql", "latest_seqs"): ("uuid int8", "seq:int8"),
+    ("export/sql/zapier.sql", "latest_seqs_in_campaigns"): ("uuid uuid[] int8", "seq:int8"),
 }
 
 

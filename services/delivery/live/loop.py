@@ -123,6 +123,7 @@ class ConnectionLoop:
         self._inflight: set[asyncio.Task[None]] = set()
         self._retrying: set[int] = set()
         self._disabled: str | None = None
+        self._gone = False  # a 410: a Zapier subscription owning the connection ends
         self._flushing = True
         self._flushed_cursor: int | None = None
         self._held = False  # a retry not flushed yet (strict order waits for it)
@@ -359,6 +360,7 @@ class ConnectionLoop:
                     self._disabled = (
                         said if status is None else f"the endpoint answered {status}: {said}"
                     )
+                    self._gone = self._gone or status == 410
                 elif retry_after is not None and (status in (429, 503) or rule == THROTTLED):
                     self._hold_until = time.monotonic() + retry_after
                     if at is not None:
@@ -417,6 +419,8 @@ class ConnectionLoop:
             self._disabled = reason
             if await self._store.disable(self.id, self._now(), reason, "disabled"):
                 log.warning("live connection disabled", extra={"connection": str(self.id)})
+            if self._gone and await self._store.endpoint_gone(self.id, self._now(), reason):
+                log.info("Zapier subscription removed", extra={"connection": str(self.id)})
             self._wake.set()
 
     async def _drain(self) -> None:

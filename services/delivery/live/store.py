@@ -261,6 +261,15 @@ class LiveStorePg:
                 )
                 return True
 
+    async def endpoint_gone(self, connection_id: UUID, at: datetime, reason: str) -> bool:
+        """The endpoint answered 410: remove the Zapier subscription that owns the
+        connection (and with it the connection); False when none does."""
+        with driver_errors("live_endpoint_gone"):
+            removed = await self._pool.fetchval(
+                QUERIES["live_endpoint_gone"], connection_id, at, reason
+            )
+        return removed is not None
+
     async def maintain(self, retention_days: int, days_ahead: int = 3) -> int | None:
         """Keep the attempt log's daily partitions: made ahead, counted and dropped past the
         retention. None when another replica is doing it."""

@@ -145,6 +145,14 @@ UPDATE live_cursors
  WHERE connection_id = $1 AND disabled_at IS NULL
 RETURNING account_id;
 
+-- name: live_endpoint_gone
+-- A 410 from a connection that a Zapier subscription owns: the Zap was turned off, so the
+-- subscription is removed (recorded, with the reason) and its connection deleted. No row
+-- for any other connection.
+SELECT zapier_remove_subscription(s.id, $2, $3) AS removed
+  FROM zapier_subscriptions s
+ WHERE s.connection_id = $1 AND s.state = 'active';
+
 -- name: live_attention
 INSERT INTO attention_events (id, account_id, connection_id, diagnosis, message)
 VALUES ($1, $2, $3, $4, $5);
