@@ -332,8 +332,7 @@ async def test_a_realtime_connection_has_live_state_and_enable_live_resumes_it(
         connections_pb2.CreateConnectionRequest(
             account_id=world.account,
             connection=world.connection(
-                realtime=True,
-                live=connections_pb2.LiveOptions(all_campaigns=True, retry_schedule_s=[0.05] * 5),
+                realtime=True, live=connections_pb2.LiveOptions(retry_schedule_s=[0.05] * 5)
             ),
         )
     )

@@ -878,7 +878,7 @@ Global___FieldFilter: _TypeAlias = FieldFilter  # noqa: Y015
 class LiveOptions(_message.Message):
     """The advertiser's own API: one request per referral, the way they define it.
     How a vendor connection runs in real time (the live loop's settings; an API connection
-    has the same fields, under the same names, inline). Zero values take the defaults.
+    has the same fields inline). Zero values take the defaults.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -901,7 +901,7 @@ class LiveOptions(_message.Message):
     """default 5 days"""
     @_builtins.property
     def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The campaigns it receives; empty with all_campaigns: every campaign, future ones too."""
+        """The campaigns it receives; empty (or all_campaigns): every campaign, future ones too."""
 
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldFilter]: ...
