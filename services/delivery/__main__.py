@@ -29,6 +29,7 @@ from services.delivery.store import DeliveryStorePg
 from services.delivery.transports.email import download_links, email_transport_factory
 from services.delivery.transports.mailchimp.batch import mailchimp_transports
 from services.delivery.transports.mailchimp.live import mailchimp_senders
+from services.delivery.transports.sailthru.transport import sailthru_transport_factory
 
 DEFAULT_PORT = 50053
 
@@ -48,13 +49,14 @@ async def serve(config: ServiceConfig) -> None:
             CredentialStore(pool), cache_ttl_s=config.access.auth_cache_ttl_s
         )
         box = SecretBox.from_env(env)
+        spool = Spool(
+            env_str(env, "HANDOFF_EMAIL_SPOOL_DIR", ""),
+            env_int(env, "HANDOFF_EMAIL_SPOOL_MAX_BYTES", 2 * 1024**3, minimum=1),
+        )
         email = email_transport_factory(
             SmtpRelay.from_env(env),
             EmailRecipientsPg(pool),
-            Spool(
-                env_str(env, "HANDOFF_EMAIL_SPOOL_DIR", ""),
-                env_int(env, "HANDOFF_EMAIL_SPOOL_MAX_BYTES", 2 * 1024**3, minimum=1),
-            ),
+            spool,
             download_links(
                 LinkSigner(box),
                 env_str(env, "HANDOFF_LINK_BASE_URL", "http://127.0.0.1:8080"),
@@ -76,7 +78,12 @@ async def serve(config: ServiceConfig) -> None:
                 first_s=env_float(env, "HANDOFF_DELIVERY_RETRY_FIRST_S", 30.0),
                 window_s=env_float(env, "HANDOFF_DELIVERY_RETRY_WINDOW_S", 24 * 3600.0),
             ),
-            transports={**TRANSPORTS, "email": email, "mailchimp": mailchimp_transports(slots)},
+            transports={
+                **TRANSPORTS,
+                "email": email,
+                "mailchimp": mailchimp_transports(slots),
+                "sailthru": sailthru_transport_factory(spool),
+            },
         )
         stack.push_async_callback(engine.close)
         live = LiveSupervisor(

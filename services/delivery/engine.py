@@ -99,6 +99,8 @@ def ftps_transport(
 
 
 TRANSPORTS: dict[str, TransportFactory] = {"sftp": sftp_transport, "ftps": ftps_transport}
+# Kinds whose transport the service builds with its own resources (the spool):
+# "email" and "sailthru", added in services/delivery/__main__.py.
 
 
 @dataclass(frozen=True)
@@ -360,16 +362,17 @@ class DeliveryEngine:
                         f"{name} was sent with SHA-256 {receipt.sha256}, not the original's "
                         f"{outgoing.expected_sha256}",
                     )
-                files.append(
-                    {
-                        "path": receipt.path,
-                        "rows": count.rows,
-                        "bytes": receipt.size,
-                        "sha256": receipt.sha256,
-                        # A re-download must know: encrypted bytes cannot be repeated.
-                        "encrypted": bool(public_key),
-                    }
-                )
+                entry: dict[str, Any] = {
+                    "path": receipt.path,
+                    "rows": count.rows,
+                    "bytes": receipt.size,
+                    "sha256": receipt.sha256,
+                    # A re-download must know: encrypted bytes cannot be repeated.
+                    "encrypted": bool(public_key),
+                }
+                if receipt.remote:  # what a vendor's import reported (its job, counts)
+                    entry["remote"] = dict(receipt.remote)
+                files.append(entry)
                 total_rows += count.rows
                 total_bytes += receipt.size
                 if settings.get("manifest"):

@@ -59,13 +59,14 @@ class DeliveryContext:
 
 
 # The referrals of a delivery's selection ($1-$9 as referral_rows_in_range, $9 the delivery)
-# that its audiences ($10 exclude, $11 include) hold back, recorded with their count: the
+# that its audiences ($10 exclude, $11 include, $12 md5) hold back, recorded with their count: the
 # row query itself, wrapped, so the selection is the one the delivery renders.
+_AUDIENCE_PARAMETERS = ("$10::uuid[]", "$11::uuid[]", "$12::uuid[]")
 RECORD_SUPPRESSIONS = f"""
 WITH held AS (
     INSERT INTO delivery_suppressions (delivery_id, seq)
     SELECT $9, h.seq
-      FROM ({held_back(ROW_QUERIES["referral_rows_in_range"], "$10::uuid[]", "$11::uuid[]")}
+      FROM ({held_back(ROW_QUERIES["referral_rows_in_range"], *_AUDIENCE_PARAMETERS)}
            ) h
     ON CONFLICT DO NOTHING
     RETURNING 1
@@ -181,7 +182,7 @@ class DeliveryStorePg:
                             claimed.account_id, claimed.after_seq, claimed.through_seq,
                             campaigns, ["email"], claimed.frame, delivery_id,
                         ),
-                        list(split.exclude), list(split.include),
+                        *split.arguments(),
                     )  # fmt: skip
                 return r
 

@@ -1,11 +1,13 @@
-"""/v1/audiences: an account's custom audiences (hashed email lists) and the streamed
-upload of their members (CSV or text, maybe gzip), all or nothing per upload."""
+"""/v1/audiences: an account's custom audiences (hashed email lists), the streamed upload
+of their members (CSV or text, maybe gzip), all or nothing per upload, and the sources
+pulled on a schedule (an SFTP folder, a Mailchimp audience) with their refresh."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -17,13 +19,23 @@ from multidict import MultiDict
 from services.common.audiences.lines import (
     BadGzipError,
     BodyTooLargeError,
-    LineError,
     LineReader,
-    LineSplitter,
     Unpacker,
 )
 from services.common.audiences.model import KINDS, MODES
-from services.common.audiences.store import AudienceStorePg, StagedRow
+from services.common.audiences.sources import (
+    PULLED,
+    SourceSpec,
+    source_problems,
+    wrong_connection,
+)
+from services.common.audiences.staging import (
+    MAX_FILE_BYTES,
+    LineTally,
+    StagedRow,
+    staged_batches,
+)
+from services.common.audiences.store import AudienceStorePg
 from services.common.auth.model import AccessRule
 from services.common.control_characters import has_control_character
 from services.common.errors import (
@@ -41,12 +53,11 @@ from services.export.streams import StreamSlots
 READ = AccessRule(scope="config:read")
 WRITE = AccessRule(scope="config:write")
 PREFIX = "/v1/audiences"
-DEFAULT_MAX_BYTES = 512 * 2**20  # uncompressed
+DEFAULT_MAX_BYTES = MAX_FILE_BYTES  # uncompressed
 MAX_JSON_BYTES = 16 * 1024
 MAX_NAME_CHARS = 200
-ERRORS_SHOWN = 100
-BATCH_ROWS = 10_000
 BODY_TYPES = ("text/csv", "text/plain")
+PULL_FIELDS = ("source_settings", "refresh_interval_s")
 
 
 def _audience_id(request: web.Request) -> UUID:
@@ -76,10 +87,20 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _new_audience(body: dict[str, Any]) -> tuple[str, str]:
+@dataclass(frozen=True)
+class NewAudience:
+    """A caller's new audience: a name, include or exclude, and where members come from."""
+
+    name: str
+    kind: str
+    source: str
+    pulled: SourceSpec | None
+
+
+def _new_audience(body: dict[str, Any]) -> NewAudience:
     problems = [
         FieldProblem(str(k)[:100], "UNKNOWN", "is not a field of an audience")
-        for k in sorted(set(body) - {"name", "kind"})
+        for k in sorted(set(body) - {"name", "kind", "source", *PULL_FIELDS})
     ]
     name, kind = body.get("name"), body.get("kind")
     if not isinstance(name, str) or not name.strip():
@@ -91,12 +112,14 @@ def _new_audience(body: dict[str, Any]) -> tuple[str, str]:
         )  # fmt: skip
     if kind not in KINDS:
         problems.append(FieldProblem("kind", "INVALID_VALUE", "must be include or exclude"))
+    pulled, found = source_problems(body)
+    problems += found
     if problems:
         names = ", ".join(dict.fromkeys(p.field for p in problems))
         raise InvalidArgumentError(f"bad fields: {names}", problems)
     assert isinstance(name, str)
     assert isinstance(kind, str)
-    return name, kind
+    return NewAudience(name, kind, str(body.get("source", "upload")), pulled)
 
 
 def _before(token: str) -> tuple[datetime, UUID] | None:
@@ -125,58 +148,22 @@ class BodyCutShortError(Exception):
     Not an OSError on purpose: the store reads OSErrors as the database's."""
 
 
-class UploadTally:
-    """The lines of one upload and the first errors, as they are read."""
-
-    def __init__(self) -> None:
-        self.rejected = 0
-        self.errors: list[LineError] = []
-
-    def reject(self, error: LineError) -> None:
-        """Count a refused line (its reason kept for the first ERRORS_SHOWN)."""
-        self.rejected += 1
-        if len(self.errors) < ERRORS_SHOWN:
-            self.errors.append(error)
-
-
 async def _staged_rows(
-    request: web.Request, max_bytes: int, reader: LineReader, tally: UploadTally
+    request: web.Request, max_bytes: int, reader: LineReader, tally: LineTally
 ) -> AsyncIterator[list[StagedRow]]:
     """The body's members in batches, read chunk by chunk (never the whole body)."""
     # aiohttp has inflated a Content-Encoding: gzip body already; the Unpacker counts it
     # and inflates a gzip body sent without that header.
-    unpacker = Unpacker(max_bytes)
-    splitter = LineSplitter()
-    batch: list[StagedRow] = []
-
-    def take(raw: bytes | None) -> None:
-        found = reader.read(raw)
-        if isinstance(found, LineError):
-            tally.reject(found)
-        elif found is not None:
-            batch.append((reader.number, found.sha256, found.md5))
-
+    chunks = request.content.iter_chunked(256 * 1024)
     try:
-        async for chunk in request.content.iter_chunked(256 * 1024):
-            for data in unpacker.feed(chunk):  # at most 1 MiB each, gzip or not
-                for raw in splitter.feed(data):
-                    take(raw)
-                if len(batch) >= BATCH_ROWS:
-                    yield batch
-                    batch = []
-        for data in unpacker.finish():
-            for raw in splitter.feed(data):
-                take(raw)
-        for raw in splitter.finish():
-            take(raw)
+        async for batch in staged_batches(chunks, Unpacker(max_bytes), reader, tally):
+            yield batch
     except BodyTooLargeError as exc:
         raise web.HTTPRequestEntityTooLarge(max_bytes, max_bytes + 1, text=str(exc)) from exc
     except BadGzipError as exc:
         raise _bad("body", "INVALID_FORMAT", str(exc)) from exc
     except (ConnectionResetError, HttpProcessingError) as exc:
         raise BodyCutShortError(str(exc)) from exc
-    if batch:
-        yield batch
 
 
 class AudienceRoutes:
@@ -202,19 +189,54 @@ class AudienceRoutes:
             ("GET", PREFIX + "/{audience_id}", self.get, READ),
             ("DELETE", PREFIX + "/{audience_id}", self.delete, WRITE),
             ("PUT", PREFIX + "/{audience_id}/members", self.upload, WRITE),
+            ("POST", PREFIX + "/{audience_id}/refresh", self.refresh, WRITE),
         ]
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/audiences {name, kind}: 201 with Location; 409 for a taken name."""
         account = caller_account()
         Params(request.query, ()).done()
-        name, kind = _new_audience(await _json_object(request))
-        made = await self._store.create(uuid.uuid4(), account, name, kind)
+        new = _new_audience(await _json_object(request))
+        if new.pulled is not None:
+            await self._check_connection(account, new.pulled)
+        made = await self._store.create(
+            uuid.uuid4(), account, new.name, new.kind, source=new.source, pulled=new.pulled
+        )
         if made is None:
-            raise AlreadyExistsError(f"the account has an audience named {name!r} already")
+            raise AlreadyExistsError(f"the account has an audience named {new.name!r} already")
         return web.json_response(
             made.document(), status=201, headers={"Location": f"{PREFIX}/{made.id}"}
         )
+
+    async def _check_connection(self, account: UUID, pulled: SourceSpec) -> None:
+        """404 for a connection the account does not have, 400 for one of another kind."""
+        found = await self._store.connection_kind(account, pulled.connection_id)
+        if found is None:
+            raise NotFoundError(f"connection {pulled.connection_id} does not exist")
+        refusal = wrong_connection(pulled, found)
+        if refusal is not None:
+            raise refusal
+
+    async def refresh(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/audiences/{audience_id}/refresh: pull the source now (202; the
+        scheduler's next tick starts it, or the next after a pull running now)."""
+        account = caller_account()
+        Params(request.query, ()).done()
+        audience_id = _audience_id(request)
+        found = await self._store.get(account, audience_id)
+        if found is None:
+            raise NotFoundError(f"audience {audience_id} does not exist")
+        if found.source not in PULLED or not await self._store.request_refresh(
+            account, audience_id
+        ):
+            raise FailedPreconditionError(
+                f"audience {found.name!r} is filled by {found.source}: only an audience "
+                "pulled from a source (sftp_folder, mailchimp) is refreshed"
+            )
+        refreshed = await self._store.get(account, audience_id)
+        if refreshed is None:  # deleted meanwhile
+            raise NotFoundError(f"audience {audience_id} does not exist")
+        return web.json_response(refreshed.document(), status=202)
 
     async def list_audiences(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/audiences: the account's audiences, newest first."""
@@ -265,12 +287,19 @@ class AudienceRoutes:
         mode = params.text("mode", "append", MODES)
         params.done()
         audience_id = _audience_id(request)
-        if await self._store.get(account, audience_id) is None:
+        target = await self._store.get(account, audience_id)
+        if target is None:
             raise NotFoundError(f"audience {audience_id} does not exist")
+        if target.source in PULLED:
+            # Its next pull would replace the upload: refuse rather than mislead.
+            raise FailedPreconditionError(
+                f"audience {target.name!r} is pulled from its {target.source} source; "
+                "upload to an audience of source upload"
+            )
         csv_body = _body_kind(request)
         if request.content_length is not None and request.content_length > self._max_bytes:
             raise web.HTTPRequestEntityTooLarge(self._max_bytes, request.content_length)
-        reader, tally = LineReader(csv_body=csv_body), UploadTally()
+        reader, tally = LineReader(csv_body=csv_body), LineTally()
         try:
             async with self._slots.slot():
                 done = await self._store.import_members(

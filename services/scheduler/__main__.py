@@ -10,6 +10,7 @@ import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from services.common.audiences.store import AudienceStorePg, PullStorePg
 from services.common.auth.client import credential_channel
 from services.common.auth.store import CredentialStore
 from services.common.auth.verify import Authenticator
@@ -22,6 +23,8 @@ from services.common.secrets import SecretBox
 from services.common.service import announce, run_service
 from services.common.signed_links import LinkSigner
 from services.common.smtp_relay import SmtpRelay
+from services.scheduler.audiences.readers import source_readers
+from services.scheduler.audiences.refresher import AudienceRefresher
 from services.scheduler.recipients.rules import Confirmations
 from services.scheduler.services import scheduler_services
 from services.scheduler.tasks.runner import GrpcDeliveryJobs, TaskRunner
@@ -36,14 +39,15 @@ def _read_roots(path: str) -> bytes:
 
 
 def _stop_process_if_failed(task: asyncio.Task[None]) -> None:
-    """The task loop must not die silently: if it does, the whole process stops."""
+    """A loop must not die silently: if one does, the whole process stops."""
     if not task.cancelled() and task.exception() is not None:
-        log.error("the task loop died; stopping", exc_info=task.exception())
+        log.error("%s died; stopping", task.get_name(), exc_info=task.exception())
         os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def serve(config: ServiceConfig) -> None:
-    """Serve the scheduler's gRPC services and run the task loop until SIGTERM."""
+    """Serve the scheduler's gRPC services and run the task loop and the audience
+    refresher until SIGTERM."""
     env = os.environ
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(
@@ -61,13 +65,27 @@ async def serve(config: ServiceConfig) -> None:
             env_str(env, "HANDOFF_LINK_BASE_URL", "http://127.0.0.1:8080"),
             env_float(env, "HANDOFF_RECIPIENT_LINK_TTL_S", 7 * 24 * 3600.0),
         )
-        services = scheduler_services(pool, box, EgressPolicy.from_env(env), confirmations)
+        egress = EgressPolicy.from_env(env)
+        services = scheduler_services(pool, box, egress, confirmations)
         running = await stack.enter_async_context(
             grpc_server_for(config, services, authenticator, database_answers(pool))
         )
         announce("scheduler", "gRPC", config.host, running.port)
         token = env_str(env, "HANDOFF_SCHEDULER_TOKEN", "")
         stop = asyncio.Event()
+        refresher = AudienceRefresher(
+            PullStorePg(pool), AudienceStorePg(pool), box, egress, source_readers(),
+            tick_s=env_float(env, "HANDOFF_AUDIENCE_REFRESH_TICK_S", 5.0),
+            concurrency=int(env_float(env, "HANDOFF_AUDIENCE_REFRESH_CONCURRENCY", 2)),
+        )  # fmt: skip
+        refresh_task = asyncio.create_task(refresher.run(stop), name="audience refresher")
+        refresh_task.add_done_callback(_stop_process_if_failed)
+
+        async def stop_refresher() -> None:
+            stop.set()
+            await refresh_task
+
+        stack.push_async_callback(stop_refresher)
         if token:
             target = env_str(env, "HANDOFF_SCHEDULER_DELIVERY_TARGET", "127.0.0.1:50053")
             ca_file = env_str(env, "HANDOFF_SCHEDULER_DELIVERY_CA_FILE", "")

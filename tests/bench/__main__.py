@@ -21,6 +21,7 @@ BENCHES = {
     "export_render": "export rendering (PostgreSQL's CSV renderer and Python's)",
     "audiences": "audiences (HTTP upload -> PostgreSQL)",
     "mailchimp": "Mailchimp (PostgreSQL -> Mailchimp batch API, fake)",
+    "audience_pull": "audience pull (SFTP folder -> PostgreSQL)",
     "targeting": "audience targeting (suppression in a scheduled delivery)",
 }
 

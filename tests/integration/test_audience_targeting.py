@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 from services.common.audiences.lines import Member, member_of
-from services.common.audiences.store import AudienceStorePg, StagedRow
+from services.common.audiences.staging import StagedRow
+from services.common.audiences.store import AudienceStorePg
 from services.common.audiences.targets import held_back
 from services.common.gen.handoff.scheduler.v1 import connections_pb2, tasks_pb2
 from services.delivery.transports.http.settings import ApiSettings
@@ -116,10 +117,19 @@ async def test_exclude_include_and_hash_kinds_decide_like_the_rule_says(
         hashes=[f"sha256:{_member('sha@example.com').sha256.hex()}"],  # type: ignore[union-attr]
     )  # fmt: skip
 
-    rule = held_back("SELECT 1::bigint AS seq, $1::text AS email", "$2::uuid[]", "$3::uuid[]")
+    rule = held_back(
+        "SELECT 1::bigint AS seq, $1::text AS email", "$2::uuid[]", "$3::uuid[]", "$4::uuid[]"
+    )
+    # The import flags the audience holding an MD5-only member, and only that one.
+    flagged = await pool.fetchval(
+        "SELECT array_agg(id) FROM audiences WHERE account_id = $1 AND md5_only", account
+    )
+    assert flagged == [md5_only]
 
     async def held(email: str, exclude: list[uuid.UUID], include: list[uuid.UUID]) -> bool:
-        return bool(await pool.fetch(rule, email, exclude, include))
+        """As a delivery asks: MD5 too for the audiences with MD5-only members."""
+        md5 = [a for a in (*exclude, *include) if a in flagged]
+        return bool(await pool.fetch(rule, email, exclude, include, md5))
 
     assert await held("kim@example.com", [plain], [])
     assert await held("KIM@example.COM", [plain], [])

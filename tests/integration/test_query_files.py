@@ -49,7 +49,14 @@ _DELIVERY_ROW = (
 _AUDIENCE = (
     "id:uuid account_id:uuid name:text kind:text source:text member_count:int8 "
     "sha256_count:int8 md5_count:int8 state:text last_import_at:timestamptz "
-    "created_at:timestamptz updated_at:timestamptz"
+    "created_at:timestamptz updated_at:timestamptz md5_only:bool"
+)
+# A pulled audience's source, its schedule and its last pull.
+_AUDIENCE_SOURCE = (
+    "audience_id:uuid account_id:uuid kind:text connection_id:uuid settings:jsonb "
+    "interval_s:int4 next_due_at:timestamptz lease_token:uuid lease_until:timestamptz "
+    "last_started_at:timestamptz last_finished_at:timestamptz last_outcome:jsonb "
+    "failures:int4"
 )
 SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/sql/referral_rows.sql", "referral_rows_in_range"): (
@@ -703,7 +710,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "pg_notify:void",
     ),
     # common/audiences/sql/audiences.sql
-    ("common/audiences/sql/audiences.sql", "create_audience"): ("uuid uuid text text", _AUDIENCE),
+    ("common/audiences/sql/audiences.sql", "create_audience"): (
+        "uuid uuid text text text",
+        _AUDIENCE,
+    ),
     ("common/audiences/sql/audiences.sql", "get_audience"): ("uuid uuid", _AUDIENCE),
     ("common/audiences/sql/audiences.sql", "page_audiences"): (
         "uuid timestamptz uuid int8",
@@ -715,15 +725,38 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("common/audiences/sql/audiences.sql", "create_audience_staging"): ("", ""),
     ("common/audiences/sql/audiences.sql", "empty_audience_staging"): ("", ""),
-    ("common/audiences/sql/audiences.sql", "count_staged_members"): ("", "valid:int8 people:int8"),
+    ("common/audiences/sql/audiences.sql", "count_staged_members"): (
+        "",
+        "valid:int8 people:int8 md5_only:bool",
+    ),
     ("common/audiences/sql/audiences.sql", "lock_audience"): ("uuid uuid", "id:uuid"),
     ("common/audiences/sql/audiences.sql", "remove_absent_sha256"): ("uuid", ""),
     ("common/audiences/sql/audiences.sql", "remove_absent_md5"): ("uuid", ""),
     ("common/audiences/sql/audiences.sql", "insert_staged_members"): ("uuid", ""),
-    ("common/audiences/sql/audiences.sql", "finish_import"): ("uuid int8", _AUDIENCE),
+    ("common/audiences/sql/audiences.sql", "finish_import"): ("uuid int8 bool bool", _AUDIENCE),
+    ("common/audiences/sql/audiences.sql", "connection_kind"): ("uuid uuid", "kind:text"),
+    ("common/audiences/sql/audiences.sql", "insert_source"): ("uuid uuid text uuid jsonb int4", ""),
+    ("common/audiences/sql/audiences.sql", "get_sources"): ("uuid uuid[]", _AUDIENCE_SOURCE),
+    ("common/audiences/sql/audiences.sql", "request_refresh"): ("uuid uuid", _AUDIENCE_SOURCE),
+    ("common/audiences/sql/audiences.sql", "claim_due_sources"): (
+        "timestamptz int8 uuid float8",
+        _AUDIENCE_SOURCE,
+    ),
+    ("common/audiences/sql/audiences.sql", "source_connection"): (
+        "uuid uuid",
+        "kind:text settings:jsonb secrets:jsonb",
+    ),
+    ("common/audiences/sql/audiences.sql", "renew_source_lease"): (
+        "uuid uuid timestamptz",
+        "audience_id:uuid",
+    ),
+    ("common/audiences/sql/audiences.sql", "finish_pull"): (
+        "uuid uuid timestamptz jsonb timestamptz bool",
+        "audience_id:uuid",
+    ),
     ("common/audiences/sql/targets.sql", "audience_targets"): (
         "uuid uuid[]",
-        "id:uuid name:text kind:text state:text member_count:int8",
+        "id:uuid name:text kind:text state:text member_count:int8 md5_only:bool",
     ),
 }
 

@@ -195,15 +195,18 @@ def member_of(value: str, column: str) -> Member | tuple[str, str]:
 
 
 class LineReader:
-    """Lines of one upload to members: finds the column on the first line (a header
-    naming email, sha256 or md5; else the first column, by content) and numbers lines."""
+    """Lines of one file to members: finds the column on the first line (a header
+    naming email, sha256 or md5 — with `column` given, the one naming that kind; else the
+    first column, read as `column`: by content when 'auto') and numbers lines."""
 
-    def __init__(self, *, csv_body: bool) -> None:
+    def __init__(self, *, csv_body: bool, column: str = "auto") -> None:
         self._csv = csv_body
-        self._column = "auto"
+        self._column = column  # auto, email, sha256 or md5
+        self._wanted = column  # a header must name this kind ("auto": any)
         self._index = 0
         self.number = 0  # physical lines read, the header included
         self.header = False
+        self.failure: LineError | None = None  # a header without the wanted column
 
     def read(self, raw: bytes | None) -> Member | LineError | None:
         """The member of one line, its error, or None for the header."""
@@ -221,7 +224,13 @@ class LineReader:
             names = [HEADER_NAMES.get(c.strip().strip('"').lower()) for c in cells]
             if any(names):
                 self.header = True
-                self._index = next(i for i, n in enumerate(names) if n)
+                wanted = [i for i, n in enumerate(names) if n and self._wanted in ("auto", n)]
+                if not wanted:
+                    self.failure = LineError(
+                        1, "NO_COLUMN", f"the header names no {self._wanted} column"
+                    )
+                    return self.failure
+                self._index = wanted[0]
                 self._column = names[self._index] or "auto"
                 return None
         if self._index >= len(cells):

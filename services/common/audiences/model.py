@@ -9,10 +9,11 @@ out a few people). An upload below the minimum is stored, and the audience's sta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from services.common.audiences.sources import AudienceSource
 from services.common.errors import FailedPreconditionError
 
 MIN_INCLUDE_PEOPLE = 1000
@@ -44,6 +45,8 @@ class Audience:
     last_import_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    md5_only: bool = False  # some member is known only by MD5 (targeting hashes MD5 too)
+    pulled: AudienceSource | None = None  # the source of an audience pulled on a schedule
 
     def refusal(self) -> str | None:
         """Why the audience may not be used yet, or None."""
@@ -51,13 +54,17 @@ class Audience:
             return None
         return too_small(self.member_count)
 
-    def document(self) -> dict[str, Any]:
-        """The audience as the API shows it."""
+    def document(self, now: datetime | None = None) -> dict[str, Any]:
+        """The audience as the API shows it (a pulled one with its source and refresh)."""
+        pulled = self.pulled
+        at = now or datetime.now(UTC)
         return {
             "id": str(self.id),
             "name": self.name,
             "kind": self.kind,
             "source": self.source,
+            "source_settings": pulled.settings_document() if pulled else None,
+            "refresh": pulled.refresh_document(at) if pulled else None,
             "state": self.state,
             "state_reason": self.refusal(),
             "member_count": self.member_count,

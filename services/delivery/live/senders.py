@@ -23,6 +23,7 @@ from services.delivery.live.store import LiveConnection, LiveStorePg
 from services.delivery.transports.http.client import ApiClient, Exchange
 from services.delivery.transports.http.settings import ApiSettings
 from services.delivery.transports.http.templates import BodyTemplate, parse_body_template
+from services.delivery.transports.sailthru.sender import SailthruSender
 
 Now = Callable[[], datetime]
 
@@ -93,4 +94,4 @@ class ApiSender:
         await self._client.close()
 
 
-SENDERS: dict[str, SenderFactory] = {"api": ApiSender}
+SENDERS: dict[str, SenderFactory] = {"api": ApiSender, "sailthru": SailthruSender}

@@ -14,7 +14,7 @@ import enum
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class Diagnosis(enum.Enum):
@@ -115,12 +115,15 @@ class OutgoingRecord:
 @dataclass(frozen=True)
 class FileReceipt:
     """What arrived: where, how many bytes, and their SHA-256 (hex); for receivers that
-    answer per recipient (email), each one's verdict — a partial outcome."""
+    answer per recipient (email), each one's verdict — a partial outcome; for receivers
+    that process the file themselves (a vendor's import job), what they reported
+    (`remote`: the job's id, status and counts), recorded with the file."""
 
     path: str
     size: int
     sha256: str
     items: tuple[ItemResult, ...] = ()
+    remote: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

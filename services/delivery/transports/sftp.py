@@ -22,7 +22,7 @@ import posixpath
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import asyncssh
 
@@ -41,6 +41,16 @@ from services.delivery.transports.base import (
 
 WriteMode = Literal["rename", "direct"]
 PART_SUFFIX = ".handoff-part"
+READ_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, order=True)
+class RemoteFile:
+    """A regular file of the connection's folder."""
+
+    name: str
+    size: int
+    mtime: int
 
 
 def pinned_fingerprint(host_key: str) -> str:
@@ -352,6 +362,31 @@ class SftpTransport:
                 await self._sftp.remove(path)
         except (asyncssh.Error, OSError, TimeoutError):
             pass  # the connection is gone or the file never came to be
+
+    async def list_files(self) -> list[RemoteFile]:
+        """The regular files of the folder (an audience source reads them), by name."""
+        sftp = self._client()
+        folder = self._settings.remote_dir
+        try:
+            names = await sftp.readdir(folder)
+        except (asyncssh.Error, OSError) as exc:
+            raise _sftp_error(exc, f"listing {folder!r}") from exc
+        return sorted(
+            RemoteFile(str(n.filename), n.attrs.size or 0, n.attrs.mtime or 0)
+            for n in names
+            if n.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR
+        )
+
+    async def read_file(self, name: str, chunk_bytes: int = READ_CHUNK) -> AsyncIterator[bytes]:
+        """The file's bytes in chunks, as they arrive (never the whole file)."""
+        path = self._path(name)
+        try:
+            async with self._client().open(path, "rb") as remote:
+                # Binary mode: bytes, whatever asyncssh's annotation says.
+                while chunk := cast(bytes, await remote.read(chunk_bytes)):
+                    yield chunk
+        except (asyncssh.Error, OSError) as exc:
+            raise _sftp_error(exc, f"reading {path!r}") from exc
 
     async def send_record(self, record: OutgoingRecord) -> ItemResult:
         """SFTP delivers files, not single records."""

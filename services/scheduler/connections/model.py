@@ -12,10 +12,11 @@ from services.common.audiences.targets import Targeting
 from services.common.layouts.model import CustomFieldSpec
 from services.delivery.transports.http.settings import API_SECRET_NAMES, ApiSettings
 from services.delivery.transports.mailchimp.settings import MailchimpSettings
+from services.delivery.transports.sailthru.settings import SailthruSettings
 
 WriteMode = Literal["rename", "direct"]
 FtpsTls = Literal["explicit", "implicit"]
-SECRET_NAMES = ("password", "private_key", "passphrase", *API_SECRET_NAMES[1:])
+SECRET_NAMES = ("password", "private_key", "passphrase", *API_SECRET_NAMES[1:], "api_secret")
 
 
 @dataclass(frozen=True)
@@ -150,21 +151,42 @@ class MailchimpConfig:
         return cls(MailchimpSettings.from_json(data))
 
 
+@dataclass(frozen=True)
+class SailthruConfig:
+    """A Sailthru list (real time or scheduled imports)."""
+
+    kind: ClassVar[str] = "sailthru"
+    settings: SailthruSettings
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings column."""
+        return self.settings.to_json()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SailthruConfig:
+        """From the settings column."""
+        return cls(SailthruSettings.from_json(data))
+
+
 FileConfig = SftpConfig | FtpsConfig
-ConnectionConfig = SftpConfig | FtpsConfig | EmailConfig | ApiConfig | MailchimpConfig
+ConnectionConfig = (
+    SftpConfig | FtpsConfig | EmailConfig | ApiConfig | MailchimpConfig | SailthruConfig
+)
 CONFIG_KINDS: dict[
     str,
     type[SftpConfig]
     | type[FtpsConfig]
     | type[EmailConfig]
     | type[ApiConfig]
-    | type[MailchimpConfig],
+    | type[MailchimpConfig]
+    | type[SailthruConfig],
 ] = {
     "sftp": SftpConfig,
     "ftps": FtpsConfig,
     "email": EmailConfig,
     "api": ApiConfig,
     "mailchimp": MailchimpConfig,
+    "sailthru": SailthruConfig,
 }
 
 
@@ -186,6 +208,7 @@ class Secrets:
     client_secret: str = field(default="", repr=False)
     signing_secret: str = field(default="", repr=False)
     previous_signing_secret: str = field(default="", repr=False)
+    api_secret: str = field(default="", repr=False)  # Sailthru's shared secret
 
     def present(self) -> dict[str, str]:
         """The secrets that are set, by name."""
@@ -206,6 +229,7 @@ class ConnectionDraft:
     api: ApiConfig | None = None
     mailchimp: MailchimpConfig | None = None
     audience_ids: tuple[UUID, ...] = ()  # real-time delivery's custom audiences (keyword)
+    sailthru: SailthruConfig | None = None
 
 
 @dataclass(frozen=True)

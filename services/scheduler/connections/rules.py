@@ -34,6 +34,7 @@ from services.delivery.transports.mailchimp.settings import data_centre
 from services.delivery.transports.mailchimp.settings import (
     settings_problems as mailchimp_problems,
 )
+from services.delivery.transports.sailthru.settings import SAILTHRU_SECRET_NAMES, sailthru_problems
 from services.delivery.transports.sftp import load_private_key, pinned_fingerprint
 from services.ingest.accounts import check_name
 from services.scheduler.connections.model import (
@@ -49,6 +50,7 @@ from services.scheduler.connections.model import (
     FtpsConfig,
     FtpsTls,
     MailchimpConfig,
+    SailthruConfig,
     SavedConnection,
     Secrets,
     SftpConfig,
@@ -331,6 +333,29 @@ async def _mailchimp_validated(
     return found
 
 
+async def _sailthru_validated(
+    sailthru: SailthruConfig,
+    secrets: Secrets,
+    egress: EgressPolicy,
+    stored: frozenset[str],
+    prefix: str,
+    custom_fields: frozenset[str],
+) -> tuple[list[FieldProblem], SailthruConfig]:
+    """Problems of Sailthru settings, and the base URL's host against the egress policy."""
+    settings = sailthru.settings
+    plain = {n: v for n, v in secrets.present().items() if n in SAILTHRU_SECRET_NAMES}
+    found = sailthru_problems(settings, plain, stored, prefix, custom_fields)
+    if not found:
+        parts = urlsplit(settings.base_url)
+        try:
+            await egress.resolve(parts.hostname or "", parts.port or 443)
+        except EgressRefusedError as exc:
+            found.append(_problem(f"{prefix}sailthru.base_url", "EGRESS_REFUSED", exc.message))
+        except ResolutionError:
+            pass  # DNS may come back: the test call diagnoses it
+    return found, sailthru
+
+
 async def validated(
     draft: ConnectionDraft,
     egress: EgressPolicy,
@@ -355,6 +380,17 @@ async def validated(
         if problems:
             raise _invalid(problems)
         return name, draft.mailchimp, Secrets(api_key=draft.secrets.api_key)
+    if draft.sailthru is not None and not (
+        draft.url or draft.sftp or draft.ftps or draft.email or draft.api or draft.mailchimp
+    ):
+        found, sailthru = await _sailthru_validated(
+            draft.sailthru, draft.secrets, egress, stored, prefix, custom_fields
+        )
+        problems += found
+        if problems:
+            raise _invalid(problems)
+        kept = {n: v for n, v in draft.secrets.present().items() if n in SAILTHRU_SECRET_NAMES}
+        return name, sailthru, Secrets(**kept)
     if draft.api is not None and not (draft.url or draft.sftp or draft.ftps or draft.email):
         found, api = await _api_validated(
             draft.api, draft.secrets, egress, stored, prefix, custom_fields
@@ -541,6 +577,8 @@ async def update_connection(
         kept = {n: s for n, s in kept.items() if n in API_SECRET_NAMES}
     if draft.mailchimp is not None:
         kept = {n: s for n, s in kept.items() if n in MAILCHIMP_SECRET_NAMES}
+    if draft.sailthru is not None:
+        kept = {n: s for n, s in kept.items() if n in SAILTHRU_SECRET_NAMES}
     customs = frozenset(await store.custom_fields(current.account_id))
     name, config, secrets = await validated(draft, egress, frozenset(kept), custom_fields=customs)
     audiences = await _audiences(store, current.account_id, draft, config)

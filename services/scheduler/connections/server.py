@@ -20,6 +20,7 @@ from services.delivery.transports.base import Diagnosis, PermanentError, ProbeRe
 from services.delivery.transports.ftps import FtpsSettings, FtpsTransport
 from services.delivery.transports.http.responses import Outcome
 from services.delivery.transports.mailchimp.batch import MailchimpTransport
+from services.delivery.transports.sailthru.transport import SailthruTransport
 from services.delivery.transports.sftp import SftpSecrets, SftpSettings, SftpTransport
 from services.scheduler.connections import rules
 from services.scheduler.connections.api_messages import (
@@ -40,10 +41,12 @@ from services.scheduler.connections.model import (
     EmailConfig,
     FtpsConfig,
     MailchimpConfig,
+    SailthruConfig,
     SavedConnection,
     Secrets,
     SftpConfig,
 )
+from services.scheduler.connections.sailthru_messages import sailthru_config_of, sailthru_message
 
 Context = grpc.aio.ServicerContext[object, object]
 _MODES = {connections_pb2.RENAME: "rename", connections_pb2.DIRECT: "direct"}
@@ -93,6 +96,9 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
     mailchimp = None
     if message.HasField("mailchimp"):
         mailchimp, secrets = mailchimp_config_of(message.mailchimp)
+    sailthru = None
+    if message.HasField("sailthru"):
+        sailthru, secrets = sailthru_config_of(message.sailthru)
     email = None
     if message.HasField("email"):
         m = message.email
@@ -113,6 +119,7 @@ def draft_of(message: connections_pb2.Connection) -> ConnectionDraft:
         api,
         mailchimp,
         audience_ids=audiences,
+        sailthru=sailthru,
     )
 
 
@@ -146,6 +153,9 @@ def connection_message(saved: SavedConnection) -> connections_pb2.Connection:
         return message
     if isinstance(saved.config, MailchimpConfig):
         message.mailchimp.CopyFrom(mailchimp_message(saved.config, saved.secrets_set))
+        return message
+    if isinstance(saved.config, SailthruConfig):
+        message.sailthru.CopyFrom(sailthru_message(saved.config, saved.secrets_set))
         return message
     if isinstance(saved.config, EmailConfig):
         e = saved.config
@@ -189,6 +199,10 @@ def transport_prober(egress: EgressPolicy) -> rules.Prober:
         if isinstance(config, MailchimpConfig):
             async with MailchimpTransport(config.settings, secrets.api_key, egress) as mailchimp:
                 return await mailchimp.probe()
+        if isinstance(config, SailthruConfig):
+            plain = {"api_key": secrets.api_key, "api_secret": secrets.api_secret}
+            async with SailthruTransport(config.settings, plain, egress) as sailthru:
+                return await sailthru.probe()
         if isinstance(config, EmailConfig):
             raise PermanentError(
                 Diagnosis.CONFIG,

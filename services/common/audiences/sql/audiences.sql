@@ -2,8 +2,8 @@
 
 -- name: create_audience
 -- An include audience starts too small (it has nobody yet); an exclude one is ready.
-INSERT INTO audiences (id, account_id, name, kind, state)
-VALUES ($1, $2, $3, $4, CASE WHEN $4 = 'include' THEN 'too_small' ELSE 'ready' END)
+INSERT INTO audiences (id, account_id, name, kind, state, source)
+VALUES ($1, $2, $3, $4, CASE WHEN $4 = 'include' THEN 'too_small' ELSE 'ready' END, $5)
 ON CONFLICT (account_id, name) DO NOTHING
 RETURNING *;
 
@@ -48,7 +48,8 @@ TRUNCATE audience_staging;
 -- name: count_staged_members
 -- Valid lines and distinct people (a line repeats another when its SHA-256, or its MD5
 -- for an MD5-only line, does).
-SELECT count(*) AS valid, count(DISTINCT coalesce(sha256, md5)) AS people
+SELECT count(*) AS valid, count(DISTINCT coalesce(sha256, md5)) AS people,
+       count(*) FILTER (WHERE sha256 IS NULL) > 0 AS md5_only
   FROM audience_staging;
 
 -- name: lock_audience
@@ -81,7 +82,8 @@ SELECT DISTINCT $1::uuid, s.kind, s.hash
 
 -- name: finish_import
 -- Counts by kind; people are members of the primary kind (sha256 when there are any,
--- else md5); an include audience below $2 people is too small.
+-- else md5); an include audience below $2 people is too small. Whether some member is
+-- known only by MD5 (targeting then hashes referrals as MD5 too).
 WITH counted AS (
     SELECT count(*) FILTER (WHERE hash_kind = 'sha256') AS sha256_count,
            count(*) FILTER (WHERE hash_kind = 'md5') AS md5_count
@@ -94,9 +96,69 @@ WITH counted AS (
 UPDATE audiences a
    SET sha256_count = p.sha256_count, md5_count = p.md5_count,
        member_count = p.member_count,
+       -- $3: this import replaced the members; $4: it had MD5-only lines.
+       md5_only = CASE WHEN $3 THEN $4 ELSE a.md5_only OR $4 END,
        state = CASE WHEN a.kind = 'include' AND p.member_count < $2 THEN 'too_small'
                     ELSE 'ready' END,
        last_import_at = now(), updated_at = now()
   FROM people p
  WHERE a.id = $1
 RETURNING a.*;
+
+-- Sources: pulled audiences (an SFTP folder, a Mailchimp audience) and their schedule.
+
+-- name: connection_kind
+-- The kind of the account's connection (another account's is not found).
+SELECT kind FROM connections WHERE account_id = $1 AND id = $2;
+
+-- name: insert_source
+-- The first pull is due at once.
+INSERT INTO audience_sources (audience_id, account_id, kind, connection_id, settings,
+                              interval_s, next_due_at)
+VALUES ($1, $2, $3, $4, $5, $6, now());
+
+-- name: get_sources
+SELECT * FROM audience_sources WHERE account_id = $1 AND audience_id = ANY($2::uuid[]);
+
+-- name: request_refresh
+-- Due now. While a pull runs, due after its start: finish_pull keeps that, so the
+-- source is pulled again once the running pull ends (it may have read the old files).
+UPDATE audience_sources
+   SET next_due_at = CASE WHEN lease_until > now() THEN greatest(now(), last_started_at)
+                          ELSE least(next_due_at, now()) END
+ WHERE account_id = $1 AND audience_id = $2
+RETURNING *;
+
+-- name: claim_due_sources
+-- Sources due at $1 that no replica is pulling (a crashed one's lease has lapsed), leased
+-- to the caller's token $3 for $4 seconds; SKIP LOCKED keeps replicas off each other's.
+-- It stays due: a replica that dies mid-pull leaves it to the next once the lease lapses.
+UPDATE audience_sources s
+   SET lease_token = $3, lease_until = $1 + make_interval(secs => $4), last_started_at = $1
+ WHERE s.audience_id IN (
+        SELECT audience_id FROM audience_sources
+         WHERE next_due_at <= $1 AND (lease_until IS NULL OR lease_until < $1)
+         ORDER BY next_due_at
+         LIMIT $2
+           FOR UPDATE SKIP LOCKED)
+RETURNING s.*;
+
+-- name: source_connection
+SELECT kind, settings, secrets FROM connections WHERE account_id = $1 AND id = $2;
+
+-- name: renew_source_lease
+UPDATE audience_sources SET lease_until = $3
+ WHERE audience_id = $1 AND lease_token = $2
+RETURNING audience_id;
+
+-- name: finish_pull
+-- Record a pull's outcome, only under the caller's lease (a replica whose lease lapsed
+-- and was taken over records nothing). Due again at $5, unless a refresh was asked for
+-- while this pull ran (due after its start: see request_refresh).
+UPDATE audience_sources
+   SET lease_token = NULL, lease_until = NULL, last_finished_at = $3, last_outcome = $4,
+       next_due_at = CASE WHEN next_due_at > last_started_at THEN least(next_due_at, $5)
+                          ELSE $5 END,
+       failures = CASE WHEN $6 THEN 0 ELSE failures + 1 END
+ WHERE audience_id = $1 AND lease_token = $2
+RETURNING audience_id;

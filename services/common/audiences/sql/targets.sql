@@ -2,7 +2,7 @@
 
 -- name: audience_targets
 -- The account's audiences among $2, as targeting needs them.
-SELECT id, name, kind, state, member_count
+SELECT id, name, kind, state, member_count, md5_only
   FROM audiences
  WHERE account_id = $1 AND id = ANY ($2::uuid[]);
 

@@ -167,6 +167,12 @@ def _typed(slot: Slot, value: str) -> Any:
         return value
 
 
+def typed_value(slot: Slot, value: str) -> Any:
+    """`value` as `slot`'s type asks (FieldValueError when it cannot be): the one rule for
+    typed placeholders, also used by vendor field mappings."""
+    return _typed(slot, value)
+
+
 @dataclass(frozen=True)
 class BodyTemplate:
     """A parsed, validated template: the fields it reads and how to render a body."""

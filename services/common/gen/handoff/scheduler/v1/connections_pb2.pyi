@@ -388,6 +388,7 @@ class Connection(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     API_FIELD_NUMBER: _builtins.int
     MAILCHIMP_FIELD_NUMBER: _builtins.int
+    SAILTHRU_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
@@ -413,6 +414,8 @@ class Connection(_message.Message):
     @_builtins.property
     def mailchimp(self) -> Global___MailchimpConnection: ...
     @_builtins.property
+    def sailthru(self) -> Global___SailthruConnection: ...
+    @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -436,17 +439,18 @@ class Connection(_message.Message):
         email: Global___EmailConnection | None = ...,
         api: Global___ApiConnection | None = ...,
         mailchimp: Global___MailchimpConnection | None = ...,
+        sailthru: Global___SailthruConnection | None = ...,
         url: _builtins.str = ...,
         version: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         audience_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "kind", b"kind", "mailchimp", b"mailchimp", "sftp", b"sftp", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "kind", b"kind", "mailchimp", b"mailchimp", "sailthru", b"sailthru", "sftp", b"sftp", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api", b"api", "audience_ids", b"audience_ids", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "id", b"id", "kind", b"kind", "mailchimp", b"mailchimp", "name", b"name", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api", b"api", "audience_ids", b"audience_ids", "created_at", b"created_at", "email", b"email", "ftps", b"ftps", "id", b"id", "kind", b"kind", "mailchimp", b"mailchimp", "name", b"name", "sailthru", b"sailthru", "sftp", b"sftp", "updated_at", b"updated_at", "url", b"url", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["sftp", "ftps", "email", "api", "mailchimp"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["sftp", "ftps", "email", "api", "mailchimp", "sailthru"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -1193,3 +1197,97 @@ class ApiConnection(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApiConnection: _TypeAlias = ApiConnection  # noqa: Y015
+
+@_typing.final
+class SailthruConnection(_message.Message):
+    """A Sailthru list: referrals become profiles keyed by their email (docs/integrations.md).
+    Every request is signed with the API key and secret.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class VarTypesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODE_FIELD_NUMBER: _builtins.int
+    LIST_NAME_FIELD_NUMBER: _builtins.int
+    LAYOUT_ID_FIELD_NUMBER: _builtins.int
+    VAR_TYPES_FIELD_NUMBER: _builtins.int
+    BASE_URL_FIELD_NUMBER: _builtins.int
+    POSTBACK_URL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    LIVE_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
+    API_SECRET_FIELD_NUMBER: _builtins.int
+    SECRETS_SET_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """"realtime" (default): one POST /user per referral, through the live loop;
+    "scheduled": each delivery of a task is a list import job (the task's layout as CSV,
+    email first), polled to completion.
+    """
+    list_name: _builtins.str
+    layout_id: _builtins.str
+    """The layout whose columns become profile vars (header = var name; the email is the
+    id). Empty: the account's default layout, else the built-in one. Real time only:
+    scheduled deliveries send the task's layout.
+    """
+    base_url: _builtins.str
+    """default https://api.sailthru.com (http only to loopback)"""
+    postback_url: _builtins.str
+    """scheduled: Sailthru posts each job's result here"""
+    timeout_s: _builtins.float
+    """default 30, at most 60"""
+    api_key: _builtins.str
+    """Write-only secrets: never returned."""
+    api_secret: _builtins.str
+    @_builtins.property
+    def var_types(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Var name -> "number", "boolean" or "json"; other vars are strings."""
+
+    @_builtins.property
+    def live(self) -> Global___LiveOptions:
+        """Real time: the live loop's settings, as for every vendor connection."""
+
+    @_builtins.property
+    def secrets_set(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Read-only: which secrets are stored (api_key, api_secret)."""
+
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        list_name: _builtins.str = ...,
+        layout_id: _builtins.str = ...,
+        var_types: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        base_url: _builtins.str = ...,
+        postback_url: _builtins.str = ...,
+        timeout_s: _builtins.float = ...,
+        live: Global___LiveOptions | None = ...,
+        api_key: _builtins.str = ...,
+        api_secret: _builtins.str = ...,
+        secrets_set: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["live", b"live"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "api_secret", b"api_secret", "base_url", b"base_url", "layout_id", b"layout_id", "list_name", b"list_name", "live", b"live", "mode", b"mode", "postback_url", b"postback_url", "secrets_set", b"secrets_set", "timeout_s", b"timeout_s", "var_types", b"var_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SailthruConnection: _TypeAlias = SailthruConnection  # noqa: Y015

@@ -30,7 +30,8 @@ class ConnectionServiceStub:
     at rest and no answer ever carries them; a connection says only which are set.
     Kinds: SFTP, FTPS (explicit or implicit TLS), email to approved recipients, and the
     advertiser's own HTTP API (real-time: each referral sent as it is committed; see
-    docs/realtime.md and live.proto). Plain FTP is refused everywhere, naming SFTP and FTPS.
+    docs/realtime.md and live.proto), and Sailthru lists (docs/integrations.md). Plain FTP
+    is refused everywhere, naming SFTP and FTPS.
     """
 
     def __init__(self, channel):
@@ -76,7 +77,8 @@ class ConnectionServiceServicer:
     at rest and no answer ever carries them; a connection says only which are set.
     Kinds: SFTP, FTPS (explicit or implicit TLS), email to approved recipients, and the
     advertiser's own HTTP API (real-time: each referral sent as it is committed; see
-    docs/realtime.md and live.proto). Plain FTP is refused everywhere, naming SFTP and FTPS.
+    docs/realtime.md and live.proto), and Sailthru lists (docs/integrations.md). Plain FTP
+    is refused everywhere, naming SFTP and FTPS.
     """
 
     def CreateConnection(self, request, context):
@@ -167,7 +169,8 @@ class ConnectionService:
     at rest and no answer ever carries them; a connection says only which are set.
     Kinds: SFTP, FTPS (explicit or implicit TLS), email to approved recipients, and the
     advertiser's own HTTP API (real-time: each referral sent as it is committed; see
-    docs/realtime.md and live.proto). Plain FTP is refused everywhere, naming SFTP and FTPS.
+    docs/realtime.md and live.proto), and Sailthru lists (docs/integrations.md). Plain FTP
+    is refused everywhere, naming SFTP and FTPS.
     """
 
     @staticmethod

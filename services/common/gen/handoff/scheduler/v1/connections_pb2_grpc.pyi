@@ -31,7 +31,8 @@ class ConnectionServiceStub:
     at rest and no answer ever carries them; a connection says only which are set.
     Kinds: SFTP, FTPS (explicit or implicit TLS), email to approved recipients, and the
     advertiser's own HTTP API (real-time: each referral sent as it is committed; see
-    docs/realtime.md and live.proto). Plain FTP is refused everywhere, naming SFTP and FTPS.
+    docs/realtime.md and live.proto), and Sailthru lists (docs/integrations.md). Plain FTP
+    is refused everywhere, naming SFTP and FTPS.
     """
 
     @_typing.overload
@@ -59,7 +60,8 @@ class ConnectionServiceAsyncStub(ConnectionServiceStub):
     at rest and no answer ever carries them; a connection says only which are set.
     Kinds: SFTP, FTPS (explicit or implicit TLS), email to approved recipients, and the
     advertiser's own HTTP API (real-time: each referral sent as it is committed; see
-    docs/realtime.md and live.proto). Plain FTP is refused everywhere, naming SFTP and FTPS.
+    docs/realtime.md and live.proto), and Sailthru lists (docs/integrations.md). Plain FTP
+    is refused everywhere, naming SFTP and FTPS.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -83,7 +85,8 @@ class ConnectionServiceServicer(metaclass=_abc_1.ABCMeta):
     at rest and no answer ever carries them; a connection says only which are set.
     Kinds: SFTP, FTPS (explicit or implicit TLS), email to approved recipients, and the
     advertiser's own HTTP API (real-time: each referral sent as it is committed; see
-    docs/realtime.md and live.proto). Plain FTP is refused everywhere, naming SFTP and FTPS.
+    docs/realtime.md and live.proto), and Sailthru lists (docs/integrations.md). Plain FTP
+    is refused everywhere, naming SFTP and FTPS.
     """
 
     @_abc_1.abstractmethod
