@@ -16,7 +16,8 @@ from aiohttp import web
 from multidict import MultiDict
 
 from services.common.audiences.lines import LineError, LineReader
-from services.common.audiences.store import AudienceStorePg, StagedRow
+from services.common.audiences.staging import StagedRow
+from services.common.audiences.store import AudienceStorePg
 from services.common.auth.context import caller
 from services.common.auth.model import AccessRule
 from services.common.control_characters import has_control_character

@@ -23,6 +23,8 @@ from services.common.secrets import SecretBox
 from services.common.service import announce, run_service
 from services.common.signed_links import LinkSigner
 from services.common.smtp_relay import SmtpRelay
+from services.delivery.key_slots import KeySlots
+from services.delivery.live.supervisor import replica_name
 from services.scheduler.audiences.readers import source_readers
 from services.scheduler.audiences.refresher import AudienceRefresher
 from services.scheduler.recipients.rules import Confirmations
@@ -74,7 +76,8 @@ async def serve(config: ServiceConfig) -> None:
         token = env_str(env, "HANDOFF_SCHEDULER_TOKEN", "")
         stop = asyncio.Event()
         refresher = AudienceRefresher(
-            PullStorePg(pool), AudienceStorePg(pool), box, egress, source_readers(),
+            PullStorePg(pool), AudienceStorePg(pool), box, egress,
+            source_readers(slots=KeySlots(pool, replica_name())),
             tick_s=env_float(env, "HANDOFF_AUDIENCE_REFRESH_TICK_S", 5.0),
             concurrency=int(env_float(env, "HANDOFF_AUDIENCE_REFRESH_CONCURRENCY", 2)),
         )  # fmt: skip

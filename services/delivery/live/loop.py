@@ -417,6 +417,12 @@ class ConnectionLoop:
         reason = self._disabled or disable_reason(failing, self._now(), self.policy.disable_after_s)
         if reason is not None:
             self._disabled = reason
+            later = self._pending
+            if later.attempts or later.parked or later.done:
+                # Outcomes recorded while this flush ran (the one that disables among them)
+                # go first: disabling gives the lease up, and a flush without it is lost.
+                self._wake.set()
+                return
             if await self._store.disable(self.id, self._now(), reason, "disabled"):
                 log.warning("live connection disabled", extra={"connection": str(self.id)})
             if self._gone and await self._store.endpoint_gone(self.id, self._now(), reason):
