@@ -8,7 +8,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -45,8 +44,7 @@ from services.common.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from services.common.paging import decode_token, fetch_page, invalid_token, page_size
-from services.export.caller_routes import Route, caller_account
+from services.export.caller_routes import Route, caller_account, newest_first
 from services.export.params import Params
 from services.export.streams import StreamSlots
 
@@ -120,16 +118,6 @@ def _new_audience(body: dict[str, Any]) -> NewAudience:
     assert isinstance(name, str)
     assert isinstance(kind, str)
     return NewAudience(name, kind, str(body.get("source", "upload")), pulled)
-
-
-def _before(token: str) -> tuple[datetime, UUID] | None:
-    if not token:
-        return None
-    at, _, last = decode_token(token).partition("|")
-    try:
-        return datetime.fromisoformat(at), UUID(last)
-    except ValueError as exc:
-        raise invalid_token() from exc
 
 
 def _body_kind(request: web.Request) -> bool:
@@ -241,19 +229,10 @@ class AudienceRoutes:
     async def list_audiences(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/audiences: the account's audiences, newest first."""
         account = caller_account()
-        params = Params(request.query, ("page_size", "page_token"))
-        size = params.integer("page_size", low=1, high=1000)
-        token = params.text("page_token")
-        params.done()
-        before = _before(token)
-        page = await fetch_page(
-            lambda limit: self._store.page(account, before, limit),
-            page_size(size or 0),
-            lambda a: f"{a.created_at.isoformat()}|{a.id}",
-        )
-        return web.json_response(
-            {"items": [a.document() for a in page.items], "next_page_token": page.next_token}
-        )
+        return await newest_first(
+            request, lambda before, limit: self._store.page(account, before, limit),
+            lambda a: a.document(),
+        )  # fmt: skip
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/audiences/{audience_id}: counts by hash kind, state, last import."""

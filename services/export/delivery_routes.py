@@ -17,11 +17,11 @@ from multidict import MultiDict
 
 from services.common.auth.model import AccessRule
 from services.common.errors import NotFoundError
-from services.common.paging import decode_token, fetch_page, invalid_token, page_size
+from services.common.paging import fetch_page, page_size
 from services.delivery.delivery_files import DeliveryFilesPg
 from services.delivery.parts import RowCount
 from services.export.audit import AuditLog
-from services.export.caller_routes import Route, caller_account
+from services.export.caller_routes import Route, caller_account, time_id_before
 from services.export.delivery_store import (
     Attempt,
     DeliveryFilter,
@@ -134,16 +134,6 @@ def _index(request: web.Request) -> int:
     return found
 
 
-def _before(token: str) -> tuple[datetime, UUID] | None:
-    if not token:
-        return None
-    at, _, last = decode_token(token).partition("|")
-    try:
-        return datetime.fromisoformat(at), UUID(last)
-    except ValueError as exc:
-        raise invalid_token() from exc
-
-
 class DeliveryRoutes:
     """The handlers of /v1/deliveries."""
 
@@ -174,7 +164,7 @@ class DeliveryRoutes:
         size = params.integer("page_size", low=1, high=1000)
         token = params.text("page_token")
         params.done()
-        before = _before(token)
+        before = time_id_before(token)
         if task_id is not None and await self._tasks.get_task(account, task_id) is None:
             raise NotFoundError(f"task {task_id} does not exist")
         if connection_id is not None and not await self._tasks.connection_exists(

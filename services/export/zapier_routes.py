@@ -28,10 +28,9 @@ from services.common.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from services.common.paging import fetch_page, page_size
 from services.delivery.live.render import BodyValues
-from services.export.audience_routes import _before, _json_object
-from services.export.caller_routes import Route, caller_account
+from services.export.audience_routes import _json_object
+from services.export.caller_routes import Route, caller_account, newest_first
 from services.export.params import Params
 from services.export.referral_store import ReferralReads
 from services.export.zapier import EVENTS, POLL_LIMIT, UNSUBSCRIBED, hook_settings
@@ -187,19 +186,10 @@ class ZapierRoutes:
     async def list_subscriptions(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/zapier/subscriptions: newest first, active and removed (when, why)."""
         account = caller_account()
-        params = Params(request.query, ("page_size", "page_token"))
-        size = params.integer("page_size", low=1, high=1000)
-        token = params.text("page_token")
-        params.done()
-        before = _before(token)
-        page = await fetch_page(
-            lambda limit: self._store.page(account, before, limit),
-            page_size(size or 0),
-            lambda s: f"{s.created_at.isoformat()}|{s.id}",
-        )
-        return web.json_response(
-            {"items": [s.document() for s in page.items], "next_page_token": page.next_token}
-        )
+        return await newest_first(
+            request, lambda before, limit: self._store.page(account, before, limit),
+            lambda s: s.document(),
+        )  # fmt: skip
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/zapier/subscriptions/{id}."""
