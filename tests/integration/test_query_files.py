@@ -442,6 +442,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid uuid",
         "",
     ),
+    ("scheduler/connections/sql/connections.sql", "owning_subscription"): ("uuid", "id:uuid"),
     ("scheduler/connections/sql/connections.sql", "tasks_using"): (
         "uuid",
         "id:uuid name:text",

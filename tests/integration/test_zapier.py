@@ -16,8 +16,13 @@ import aiohttp
 import asyncpg
 import pytest
 
+from services.common.errors import FailedPreconditionError
 from services.export.zapier import HOOK_FIELDS
+from services.scheduler.connections.model import ConnectionDraft, Secrets
+from services.scheduler.connections.rules import delete_connection, update_connection
+from services.scheduler.connections.store import ConnectionStorePg
 from tests.fakes.zapier import fake_zapier
+from tests.integration.access_support import LOOPBACK, TEST_BOX
 from tests.integration.credentials_support import account_token
 from tests.integration.export_support import export_app, served_export
 from tests.integration.layouts_support import create_account, insert_referrals
@@ -196,6 +201,17 @@ async def test_unsubscribing_removes_the_connection_and_stops_the_hooks(
         assert [b["id"] for b in zap.received] == [str(sent[0])]
         found = await api.call("GET", f"/v1/zapier/subscriptions/{zap.subscription_id}")
         assert (found["state"], found["removed_reason"]) == ("removed", "unsubscribed")
+        # While it was active, the connection API refused to delete or change it.
+        owned = kept.subscription_id
+        assert owned is not None
+        store = ConnectionStorePg(pool)
+        with pytest.raises(FailedPreconditionError, match=f"Zapier subscription {owned}"):
+            await delete_connection(store, str(account), owned)
+        with pytest.raises(FailedPreconditionError, match="turn the Zap off"):
+            await update_connection(
+                store, TEST_BOX, LOOPBACK, str(account), owned,
+                ConnectionDraft("renamed", None, Secrets()),
+            )  # fmt: skip
         assert await pool.fetchval(
             "SELECT count(*) FROM connections WHERE id = $1", uuid.UUID(zap.subscription_id)
         ) == 0  # fmt: skip

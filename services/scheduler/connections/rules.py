@@ -569,6 +569,7 @@ async def update_connection(
     """Replace a connection's settings; empty secrets keep the stored ones unless cleared."""
     current = await get_connection(store, account_id, connection_id)
     await _require_account(store, current.account_id, writing=True)
+    await _not_owned(store, current.id)
     kept = {n: s for n, s in current.sealed.items() if n not in clear}
     if draft.ftps is not None or (draft.url and not draft.url.lower().startswith("sftp")):
         kept.pop("private_key", None)  # FTPS has no key: one kept from SFTP would be refused
@@ -595,9 +596,21 @@ async def update_connection(
     return saved
 
 
+async def _not_owned(store: ConnectionStore, connection_id: UUID) -> None:
+    """Refuse changing a connection a Zapier subscription owns: it would stop the Zap's
+    hooks without the subscription knowing (it is removed by unsubscribing)."""
+    owner = await store.owning_subscription(connection_id)
+    if owner is not None:
+        raise FailedPreconditionError(
+            f"connection {connection_id} delivers Zapier subscription {owner}: turn the Zap "
+            f"off, or DELETE /v1/zapier/subscriptions/{owner}"
+        )
+
+
 async def delete_connection(store: ConnectionStore, account_id: str, connection_id: str) -> None:
-    """Delete a connection no task uses."""
+    """Delete a connection no task uses and no Zapier subscription owns."""
     current = await get_connection(store, account_id, connection_id)
+    await _not_owned(store, current.id)
     users = await store.tasks_using(current.id)
     if users:
         named = ", ".join(f"{name!r} ({task_id})" for task_id, name in users[:5])

@@ -112,6 +112,11 @@ class ConnectionStorePg:
             raise
         return _connection(rows[0]) if rows else None
 
+    async def owning_subscription(self, connection_id: UUID) -> UUID | None:
+        """The active Zapier subscription that owns the connection, if any."""
+        rows = await self._rows("owning_subscription", connection_id)
+        return rows[0]["id"] if rows else None
+
     async def audience_targeting(self, account_id: UUID, ids: list[UUID]) -> Targeting:
         """The named audiences of the account, checked (services/common/audiences/targets.py)."""
         return await look_up(self._pool, account_id, ids, "connection.audience_ids")

@@ -28,5 +28,10 @@ RETURNING *;
 -- name: delete
 DELETE FROM connections WHERE account_id = $1 AND id = $2;
 
+-- name: owning_subscription
+-- The active Zapier subscription that owns this connection (it is removed by
+-- unsubscribing, never through the connection API), if any.
+SELECT id FROM zapier_subscriptions WHERE connection_id = $1 AND state = 'active';
+
 -- name: tasks_using
 SELECT id, name FROM tasks WHERE connection_id = $1 ORDER BY name LIMIT 20;

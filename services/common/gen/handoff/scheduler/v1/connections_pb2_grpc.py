@@ -101,14 +101,16 @@ class ConnectionServiceServicer:
 
     def UpdateConnection(self, request, context):
         """Replaces the settings; a secret left empty keeps the stored one (clear it with
-        the clear_* flags).
+        the clear_* flags). FAILED_PRECONDITION for a connection a Zapier subscription owns
+        (it is changed by the Zap; removed by unsubscribing).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteConnection(self, request, context):
-        """FAILED_PRECONDITION while a task uses it (the error names the task).
+        """FAILED_PRECONDITION while a task uses it (the error names the task), or while a Zapier
+        subscription owns it (the error names the subscription).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -44,10 +44,13 @@ class ConnectionServiceStub:
     ListConnections: _grpc.UnaryUnaryMultiCallable[_connections_pb2.ListConnectionsRequest, _connections_pb2.ListConnectionsResponse]
     UpdateConnection: _grpc.UnaryUnaryMultiCallable[_connections_pb2.UpdateConnectionRequest, _connections_pb2.Connection]
     """Replaces the settings; a secret left empty keeps the stored one (clear it with
-    the clear_* flags).
+    the clear_* flags). FAILED_PRECONDITION for a connection a Zapier subscription owns
+    (it is changed by the Zap; removed by unsubscribing).
     """
     DeleteConnection: _grpc.UnaryUnaryMultiCallable[_connections_pb2.DeleteConnectionRequest, _connections_pb2.DeleteConnectionResponse]
-    """FAILED_PRECONDITION while a task uses it (the error names the task)."""
+    """FAILED_PRECONDITION while a task uses it (the error names the task), or while a Zapier
+    subscription owns it (the error names the subscription).
+    """
     TestConnection: _grpc.UnaryUnaryMultiCallable[_connections_pb2.TestConnectionRequest, _connections_pb2.TestConnectionResponse]
     """Really connects: resolves, checks the egress policy, verifies the host key, logs in,
     writes and removes a probe file. A failure is an answer (ok = false, a diagnosis),
@@ -70,10 +73,13 @@ class ConnectionServiceAsyncStub(ConnectionServiceStub):
     ListConnections: _aio.UnaryUnaryMultiCallable[_connections_pb2.ListConnectionsRequest, _connections_pb2.ListConnectionsResponse]  # type: ignore[assignment]
     UpdateConnection: _aio.UnaryUnaryMultiCallable[_connections_pb2.UpdateConnectionRequest, _connections_pb2.Connection]  # type: ignore[assignment]
     """Replaces the settings; a secret left empty keeps the stored one (clear it with
-    the clear_* flags).
+    the clear_* flags). FAILED_PRECONDITION for a connection a Zapier subscription owns
+    (it is changed by the Zap; removed by unsubscribing).
     """
     DeleteConnection: _aio.UnaryUnaryMultiCallable[_connections_pb2.DeleteConnectionRequest, _connections_pb2.DeleteConnectionResponse]  # type: ignore[assignment]
-    """FAILED_PRECONDITION while a task uses it (the error names the task)."""
+    """FAILED_PRECONDITION while a task uses it (the error names the task), or while a Zapier
+    subscription owns it (the error names the subscription).
+    """
     TestConnection: _aio.UnaryUnaryMultiCallable[_connections_pb2.TestConnectionRequest, _connections_pb2.TestConnectionResponse]  # type: ignore[assignment]
     """Really connects: resolves, checks the egress policy, verifies the host key, logs in,
     writes and removes a probe file. A failure is an answer (ok = false, a diagnosis),
@@ -117,7 +123,8 @@ class ConnectionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_connections_pb2.Connection, _abc.Awaitable[_connections_pb2.Connection]]:
         """Replaces the settings; a secret left empty keeps the stored one (clear it with
-        the clear_* flags).
+        the clear_* flags). FAILED_PRECONDITION for a connection a Zapier subscription owns
+        (it is changed by the Zap; removed by unsubscribing).
         """
 
     @_abc_1.abstractmethod
@@ -126,7 +133,9 @@ class ConnectionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _connections_pb2.DeleteConnectionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_connections_pb2.DeleteConnectionResponse, _abc.Awaitable[_connections_pb2.DeleteConnectionResponse]]:
-        """FAILED_PRECONDITION while a task uses it (the error names the task)."""
+        """FAILED_PRECONDITION while a task uses it (the error names the task), or while a Zapier
+        subscription owns it (the error names the subscription).
+        """
 
     @_abc_1.abstractmethod
     def TestConnection(
