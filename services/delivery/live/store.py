@@ -13,7 +13,10 @@ from uuid import UUID
 import asyncpg
 
 from services.common.db import driver_errors, load_queries
+from services.common.layouts.codec import layout_from_json
 from services.common.layouts.compiler import RenderContext
+from services.common.layouts.defaults import DEFAULT_LAYOUT
+from services.common.layouts.model import LayoutSpec
 from services.common.referral_rows import ReferralRowReader
 
 QUERIES = load_queries(Path(__file__).parent.parent / "sql" / "live.sql")
@@ -131,12 +134,16 @@ class LiveStorePg:
             rows = await self._pool.fetch(QUERIES["live_custom_fields"], account_id)
         return [(r["name"], r["description"], r["definition"]) for r in rows]
 
-    async def layout(self, account_id: UUID, layout_id: UUID | None) -> dict[str, Any] | None:
-        """A saved layout's definition (`layout_id` None: the account's default); None
-        when there is none."""
+    async def layout(self, account_id: UUID, layout_id: str | None) -> LayoutSpec | None:
+        """The layout a vendor connection maps: the saved one it names (`layout_id`), or
+        with none named the account's saved default, else the built-in default; None
+        when the named layout is gone."""
+        wanted = UUID(layout_id) if layout_id else None
         with driver_errors("live_layout"):
-            r = await self._pool.fetchrow(QUERIES["live_layout"], account_id, layout_id)
-        return None if r is None else dict(r["definition"])
+            r = await self._pool.fetchrow(QUERIES["live_layout"], account_id, wanted)
+        if r is None:
+            return None if wanted is not None else DEFAULT_LAYOUT
+        return layout_from_json(dict(r["definition"]))
 
     async def render_context(self, account_id: UUID) -> RenderContext:
         """The account's zone and campaign names (what context fields render from)."""

@@ -123,6 +123,11 @@ class Exchange:
     diagnosis: Diagnosis | None = None
     retry_after_s: float | None = None
 
+    @classmethod
+    def unsent(cls, method: str, url: str, outcome: Outcome, rule: str, error: str) -> Exchange:
+        """An attempt decided without a request (a value the request cannot carry)."""
+        return cls(method, url, {}, b"", verdict=Verdict(outcome, rule), error=error)
+
 
 class OAuth2Tokens:
     """OAuth2 client-credentials tokens, cached and renewed before they expire."""
@@ -425,10 +430,9 @@ class ApiClient:
             body = template.render(values)
             query = template.query(values) if self.api.method == "GET" else None
         except FieldValueError as exc:
-            failed = Exchange(self.api.method, self.api.url, {}, b"")
-            failed.verdict = Verdict(Outcome.REJECTED, "template")
-            failed.error = str(exc)
-            return failed
+            return Exchange.unsent(
+                self.api.method, self.api.url, Outcome.REJECTED, "template", str(exc)
+            )
         return await self.call(message_id, body, template.content_type, query=query, test=test)
 
     async def call(

@@ -8,15 +8,13 @@ from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 from services.common.egress import EgressPolicy
-from services.common.layouts.codec import layout_from_json
-from services.common.layouts.defaults import DEFAULT_LAYOUT
 from services.common.layouts.model import Column, CustomFieldSpec
 from services.delivery.key_slots import KeySlots
 from services.delivery.live.policy import LivePolicy
 from services.delivery.live.senders import Now, SenderFactory
 from services.delivery.live.store import LiveConnection, LiveStorePg
 from services.delivery.transports.http.client import Exchange
-from services.delivery.transports.http.responses import Outcome, Verdict
+from services.delivery.transports.http.responses import Outcome
 from services.delivery.transports.mailchimp.client import (
     MailchimpClient,
     subscriber_hash,
@@ -52,12 +50,10 @@ class MailchimpSender:
         self, store: LiveStorePg, account_id: UUID, customs: Mapping[str, CustomFieldSpec]
     ) -> Sequence[Column]:
         """The mapped columns of the connection's layout."""
-        wanted = UUID(self.settings.layout_id) if self.settings.layout_id else None
-        definition = await store.layout(account_id, wanted)
-        if definition is None and wanted is not None:
-            self._problem = f"the mapped layout {wanted} is gone"
+        spec = await store.layout(account_id, self.settings.layout_id)
+        if spec is None:
+            self._problem = f"the mapped layout {self.settings.layout_id} is gone"
             return []
-        spec = DEFAULT_LAYOUT if definition is None else layout_from_json(definition)
         columns = [c for c in spec.columns if c.header in self.settings.merge_fields]
         missing = sorted(set(self.settings.merge_fields) - {c.header for c in columns})
         if missing:
@@ -65,10 +61,7 @@ class MailchimpSender:
         return columns
 
     def _refused(self, outcome: Outcome, rule: str, error: str) -> Exchange:
-        failed = Exchange("PUT", self._client.base, {}, b"")
-        failed.verdict = Verdict(outcome, rule)
-        failed.error = error
-        return failed
+        return Exchange.unsent("PUT", self._client.base, outcome, rule, error)
 
     async def send(self, values: Mapping[str, str], message_id: str) -> Exchange:
         """Upsert the referral's member (a referral without a usable address is

@@ -11,13 +11,11 @@ from datetime import datetime
 from uuid import UUID
 
 from services.common.egress import EgressPolicy
-from services.common.layouts.codec import layout_from_json
-from services.common.layouts.defaults import DEFAULT_LAYOUT
 from services.common.layouts.model import Column, CustomFieldSpec
 from services.delivery.live.policy import LivePolicy
 from services.delivery.live.store import LiveConnection, LiveStorePg
 from services.delivery.transports.http.client import Exchange
-from services.delivery.transports.http.responses import Outcome, Verdict
+from services.delivery.transports.http.responses import Outcome
 from services.delivery.transports.sailthru.client import SailthruClient, shared_gate
 from services.delivery.transports.sailthru.payloads import (
     ReferralRefusedError,
@@ -62,11 +60,9 @@ class SailthruSender:
         self, store: LiveStorePg, account_id: UUID, customs: Mapping[str, CustomFieldSpec]
     ) -> Sequence[Column]:
         """The vars layout's columns (the email apart: it is the id)."""
-        wanted = UUID(self.settings.layout_id) if self.settings.layout_id else None
-        found = await store.layout(account_id, wanted)
-        if found is None and wanted is not None:
-            raise LookupError(f"the vars layout {wanted} is gone")
-        layout = DEFAULT_LAYOUT if found is None else layout_from_json(found)
+        layout = await store.layout(account_id, self.settings.layout_id)
+        if layout is None:
+            raise LookupError(f"the vars layout {self.settings.layout_id} is gone")
         columns = [c for c in layout.columns if c.field != "email"]
         types = self.settings.var_types
         self._vars = tuple(
@@ -81,10 +77,8 @@ class SailthruSender:
             profile = profile_vars(self._vars, values)
             payload = user_upsert(values.get(EMAIL_HEADER, ""), profile, self.settings.list_name)
         except ReferralRefusedError as exc:
-            refused = Exchange("POST", f"{self._client.base_url}/user", {}, b"")
-            refused.verdict = Verdict(Outcome.REJECTED, "referral")
-            refused.error = str(exc)
-            return refused
+            url = f"{self._client.base_url}/user"
+            return Exchange.unsent("POST", url, Outcome.REJECTED, "referral", str(exc))
         answer = await self._client.request("POST", "user", payload)
         return answer.exchange
 
