@@ -58,17 +58,25 @@ class DeliveryContext:
     audience_ids: tuple[UUID, ...] = ()  # the task's custom audiences
 
 
+# The row query's own selection ($1-$9), reading only what the audience check needs (its
+# $5, the fields a render reads, has no use here).
+_ROWS_FROM = "\n  FROM referrals r\n"
+_KEYS_IN_RANGE = (
+    "SELECT r.seq, r.email, r.email_key, $5::text[] AS fields"
+    + _ROWS_FROM
+    + ROW_QUERIES["referral_rows_in_range"].split(_ROWS_FROM, 1)[1].rstrip().rstrip(";")
+)
 # The referrals of a delivery's selection ($1-$9 as referral_rows_in_range, $9 the delivery)
-# that its audiences ($10 exclude, $11 include, $12 md5) hold back, recorded with their count: the
-# row query itself, wrapped, so the selection is the one the delivery renders.
-_AUDIENCE_PARAMETERS = ("$10::uuid[]", "$11::uuid[]", "$12::uuid[]")
+# that its audiences ($10-$13, AudienceSplit.arguments()) hold back, recorded with their
+# count, so the selection is the one the delivery renders. (Only the attempt that fixed the
+# layout records: no seq is inserted twice.)
+_AUDIENCE_PARAMETERS = ("$10::uuid[]", "$11::uuid[]", "$12::uuid[]", "$13::uuid[]")
 RECORD_SUPPRESSIONS = f"""
 WITH held AS (
     INSERT INTO delivery_suppressions (delivery_id, seq)
     SELECT $9, h.seq
-      FROM ({held_back(ROW_QUERIES["referral_rows_in_range"], *_AUDIENCE_PARAMETERS)}
+      FROM ({held_back(_KEYS_IN_RANGE, _AUDIENCE_PARAMETERS)}
            ) h
-    ON CONFLICT DO NOTHING
     RETURNING 1
 )
 UPDATE deliveries SET suppressed = coalesce(suppressed, 0) + (SELECT count(*) FROM held)
@@ -174,8 +182,7 @@ class DeliveryStorePg:
                     QUERIES["keep_layout"], delivery_id, snapshot
                 )
                 if r is not None and split:
-                    # A hash of a big audience fits in memory instead of spilling to disk.
-                    await conn.execute(QUERIES["suppression_memory"])
+                    await conn.execute(QUERIES["suppression_session"])
                     await conn.execute(
                         RECORD_SUPPRESSIONS,
                         *range_arguments(

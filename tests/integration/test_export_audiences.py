@@ -305,7 +305,7 @@ async def test_an_include_audience_below_1000_people_is_stored_but_refused(
     shown = await api.get(f"/v1/audiences/{audience}")
     assert shown["state"] == state
     row = await pool.fetchrow("SELECT * FROM audiences WHERE id = $1", UUID(audience))
-    stored = Audience(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - a Record
+    stored = Audience(**{k: row[k] for k in row.keys() if k != "bloom"})  # noqa: SIM118 - a Record
     if state == "too_small":
         assert shown["state_reason"] == (
             "an include audience needs at least 1,000 people; this one has 999"

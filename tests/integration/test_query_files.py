@@ -381,7 +381,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid jsonb",
         "layout:jsonb",
     ),
-    ("delivery/sql/deliveries.sql", "suppression_memory"): ("", "set_config:text set_config:text"),
+    ("delivery/sql/deliveries.sql", "suppression_session"): ("", "set_config:text set_config:text"),
     ("delivery/sql/deliveries.sql", "kept_layout"): (
         "uuid",
         "layout:jsonb",
@@ -741,7 +741,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/audiences/sql/audiences.sql", "remove_absent_sha256"): ("uuid", ""),
     ("common/audiences/sql/audiences.sql", "remove_absent_md5"): ("uuid", ""),
     ("common/audiences/sql/audiences.sql", "insert_staged_members"): ("uuid", ""),
-    ("common/audiences/sql/audiences.sql", "finish_import"): ("uuid int8 bool bool", _AUDIENCE),
+    ("common/audiences/sql/audiences.sql", "finish_import"): ("uuid int8 bool bool varbit", _AUDIENCE),
     ("common/audiences/sql/audiences.sql", "connection_kind"): ("uuid uuid", "kind:text"),
     ("common/audiences/sql/audiences.sql", "insert_source"): ("uuid uuid text uuid jsonb int4", ""),
     ("common/audiences/sql/audiences.sql", "get_sources"): ("uuid uuid[]", _AUDIENCE_SOURCE),

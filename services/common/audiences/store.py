@@ -14,6 +14,7 @@ from uuid import UUID
 
 import asyncpg
 
+from services.common.audiences.bloom import BloomFilter
 from services.common.audiences.model import MIN_INCLUDE_PEOPLE, Audience, ImportCounts
 from services.common.audiences.sources import (
     PULLED,
@@ -178,10 +179,14 @@ class AudienceStorePg:
         batches: AsyncIterator[list[StagedRow]],
         replace: bool,
     ) -> tuple[Audience, ImportCounts] | None:
+        bloom = BloomFilter()  # of the staged SHA-256 members, as they pass
         async for batch in batches:
             await conn.copy_records_to_table(
                 "audience_staging", records=batch, columns=STAGING_COLUMNS
             )
+            for _, sha256, _ in batch:
+                if sha256 is not None:
+                    bloom.add(sha256)
         counted = await conn.fetchrow(QUERIES["count_staged_members"])
         counts = ImportCounts(valid=counted["valid"], people=counted["people"])
         async with conn.transaction():
@@ -193,7 +198,7 @@ class AudienceStorePg:
             await conn.execute(QUERIES["insert_staged_members"], audience_id)
             row = await conn.fetchrow(
                 QUERIES["finish_import"], audience_id, self._minimum, replace,
-                counted["md5_only"],
+                counted["md5_only"], bloom.to_db(),
             )  # fmt: skip
         return _audience(row), counts
 

@@ -22,6 +22,7 @@ from uuid import UUID
 
 import asyncpg
 
+from services.common.audiences.bloom import may_hold
 from services.common.audiences.model import too_small
 from services.common.db import driver_errors, load_queries
 from services.common.errors import FieldProblem
@@ -58,9 +59,14 @@ class AudienceSplit:
         md5 = data.get("md5")
         return cls(exclude, include, (*exclude, *include) if md5 is None else tuple(map(UUID, md5)))
 
-    def arguments(self) -> tuple[list[UUID], list[UUID], list[UUID]]:
-        """The uuid[] parameters of held_back(): exclude, include, md5."""
-        return list(self.exclude), list(self.include), list(self.md5)
+    def arguments(self) -> tuple[list[UUID], list[UUID], list[UUID], list[UUID]]:
+        """The uuid[] parameters of held_back(): exclude, include, and those of each
+        with members known only by MD5."""
+        md5 = set(self.md5)
+        return (
+            list(self.exclude), list(self.include),
+            [a for a in self.exclude if a in md5], [a for a in self.include if a in md5],
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -121,47 +127,67 @@ async def look_up(
     return targeting(rows, ids, field)
 
 
-def held_back(candidates: str, exclude: str, include: str, md5: str) -> str:
-    """SQL selecting the `seq` of each row of `candidates` (a query with columns `seq` and
-    `email`) that the audiences hold back: a member of an `exclude` audience, or, when
-    `include` names any, a member of none of them. `exclude`, `include` and `md5` (those
-    of them with MD5-only members, matched by MD5 too) are SQL uuid[] expressions
-    (parameters; AudienceSplit.arguments()). Fixed text only: no user input reaches it.
-    With no MD5 audience the MD5 join has an empty side, and PostgreSQL skips it."""
+def _member(ids: str, key: str, bloom: str | None) -> str:
+    """SQL: whether the referral whose SHA-256 is `key` is a SHA-256 member of one of the
+    audiences `ids`; with `bloom` (their filter, NULL when one has none) only those the
+    filter may hold are probed. The probe is a sub-plan per referral (OFFSET 0 keeps
+    PostgreSQL from hashing the whole audience instead, which costs the audience's size)."""
+    maybe = "true" if bloom is None else f"({bloom} IS NULL OR {may_hold(key, bloom)})"
+    return f"""CASE WHEN cardinality({ids}) > 0 AND {maybe} THEN EXISTS (
+            SELECT 1 FROM audience_members m
+             WHERE m.audience_id = ANY ({ids}) AND m.hash_kind = 'sha256' AND m.hash = {key}
+            OFFSET 0) ELSE false END"""  # noqa: S608 (fixed fragments, no user input)
+
+
+def _md5_member(ids: str, email: str) -> str:
+    """SQL: whether the email is an MD5 member of one of the audiences `ids` (those with
+    members known only by MD5); hashed here, as MD5 keys are not stored."""
+    return f"""CASE WHEN cardinality({ids}) > 0 THEN EXISTS (
+            SELECT 1 FROM audience_members m
+             WHERE m.audience_id = ANY ({ids}) AND m.hash_kind = 'md5'
+               AND m.hash = decode(md5(audience_email_key({email})), 'hex')
+            OFFSET 0) ELSE false END"""  # noqa: S608 (fixed fragments, no user input)
+
+
+def held_back(candidates: str, parameters: Sequence[str], *, filters: bool = True) -> str:
+    """SQL selecting the `seq` of each row of `candidates` (a query with columns `seq`,
+    `email` and `email_key`, the stored SHA-256 of its audience key) that the audiences
+    hold back: a member of an exclude audience, or, when include audiences are named, a
+    member of none of them. `parameters` are four SQL uuid[] expressions, in the order of
+    AudienceSplit.arguments(). With `filters`, the audiences' Bloom filters (read in the
+    same statement, so from the snapshot that reads the members) spare the probe of
+    nearly every non-member: for a delivery's range. Without, every candidate is probed:
+    for a page of a few hundred. Fixed text only: no user input reaches it."""
+    exclude, include, md5_exclude, md5_include = parameters
+    if filters:
+        # NULL when one has none. `|| B''` makes a copy in memory: a filter read as stored
+        # stays TOASTed, and every bit tested would decompress all 2 MiB of it again.
+        bloom = "CASE WHEN count(*) = count(bloom) THEN bit_or(bloom) || B'' END"
+        chosen = f"""(SELECT {bloom} FROM audiences WHERE id = ANY ({exclude})) AS exclude,
+           (SELECT {bloom} FROM audiences WHERE id = ANY ({include})) AS include"""  # noqa: S608
+    else:
+        chosen = "NULL::bit varying AS exclude, NULL::bit varying AS include"
+    excluded = f"""{_member(exclude, "c.email_key", "f.exclude")}
+        OR {_md5_member(md5_exclude, "c.email")}"""
+    included = f"""{_member(include, "c.email_key", "f.include")}
+        OR {_md5_member(md5_include, "c.email")}"""
     return f"""
-WITH candidates AS MATERIALIZED (
-    SELECT c.seq, audience_email_key(c.email) AS k FROM ({candidates}
-    ) c
-), hits AS (
-    SELECT c.seq, m.audience_id
-      FROM candidates c
-      JOIN audience_members m
-        ON m.hash_kind = 'sha256' AND m.hash = sha256(c.k)
-     WHERE m.audience_id = ANY ({exclude} || {include})
-    UNION ALL
-    SELECT c.seq, m.audience_id
-      FROM candidates c
-      JOIN audience_members m
-        ON m.hash_kind = 'md5' AND m.hash = decode(md5(c.k), 'hex')
-     WHERE m.audience_id = ANY ({md5})
-), verdicts AS (
-    SELECT seq, bool_or(audience_id = ANY ({exclude})) AS excluded,
-           bool_or(audience_id = ANY ({include})) AS included
-      FROM hits GROUP BY seq
+WITH f AS MATERIALIZED (
+    SELECT {chosen}
 )
 SELECT c.seq
-  FROM candidates c
-  LEFT JOIN verdicts v ON v.seq = c.seq
- WHERE coalesce(v.excluded, false)
-    OR (cardinality({include}) > 0 AND NOT coalesce(v.included, false))"""  # noqa: S608
+  FROM ({candidates}
+       ) c, f
+ WHERE {excluded}
+    OR (cardinality({include}) > 0 AND NOT ({included}))"""  # noqa: S608
 
 
-# Which of a page of referrals ($2) the audiences ($3 exclude, $4 include, $5 md5) hold back.
+# Which of a page of referrals ($2) the audiences ($3-$6, AudienceSplit.arguments()) hold back.
 SUPPRESSED_SEQS = held_back(
-    "SELECT r.seq, r.email FROM referrals r WHERE r.account_id = $1 AND r.seq = ANY ($2::bigint[])",
-    "$3::uuid[]",
-    "$4::uuid[]",
-    "$5::uuid[]",
+    "SELECT r.seq, r.email, r.email_key FROM referrals r"
+    " WHERE r.account_id = $1 AND r.seq = ANY ($2::bigint[])",
+    ("$3::uuid[]", "$4::uuid[]", "$5::uuid[]", "$6::uuid[]"),
+    filters=False,
 )
 
 

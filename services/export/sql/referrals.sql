@@ -14,7 +14,12 @@ SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, true);
 -- A page of the account's referrals, newest first: at or below the watermark $2 and
 -- below seq $3 (the previous page's last); optionally of some campaigns ($4), in a time
 -- frame ($5 field, [$6, $7)), or with one partner id ($8).
-SELECT r.*, host(r.ip_address) AS ip_text, c.name AS campaign_name
+SELECT r.seq, r.account_id, r.campaign_id, r.partner_referral_id, r.received_at, r.email,
+       r.title, r.first_name, r.last_name, r.gender, r.date_of_birth, r.mobile, r.phone,
+       r.address_line1, r.address_line2, r.city, r.state, r.postcode, r.country, r.language,
+       r.partner_id, r.publisher_id, r.creative_id, r.ad_text, r.audience, r.opted_in_at,
+       r.ip_address, r.user_agent, r.browser, r.extra,
+       host(r.ip_address) AS ip_text, c.name AS campaign_name
   FROM referrals r
   LEFT JOIN campaigns c ON c.id = r.campaign_id
  WHERE r.account_id = $1 AND r.seq <= $2 AND r.seq < $3
@@ -27,7 +32,12 @@ SELECT r.*, host(r.ip_address) AS ip_text, c.name AS campaign_name
  LIMIT $9;
 
 -- name: get_referral
-SELECT r.*, host(r.ip_address) AS ip_text, c.name AS campaign_name
+SELECT r.seq, r.account_id, r.campaign_id, r.partner_referral_id, r.received_at, r.email,
+       r.title, r.first_name, r.last_name, r.gender, r.date_of_birth, r.mobile, r.phone,
+       r.address_line1, r.address_line2, r.city, r.state, r.postcode, r.country, r.language,
+       r.partner_id, r.publisher_id, r.creative_id, r.ad_text, r.audience, r.opted_in_at,
+       r.ip_address, r.user_agent, r.browser, r.extra,
+       host(r.ip_address) AS ip_text, c.name AS campaign_name
   FROM referrals r
   LEFT JOIN campaigns c ON c.id = r.campaign_id
  WHERE r.account_id = $1 AND r.seq = $2;

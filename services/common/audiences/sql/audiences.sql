@@ -5,15 +5,21 @@
 INSERT INTO audiences (id, account_id, name, kind, state, source)
 VALUES ($1, $2, $3, $4, CASE WHEN $4 = 'include' THEN 'too_small' ELSE 'ready' END, $5)
 ON CONFLICT (account_id, name) DO NOTHING
-RETURNING *;
+RETURNING id, account_id, name, kind, source, member_count, sha256_count, md5_count, state,
+       last_import_at, created_at, updated_at, md5_only;
 
 -- name: get_audience
-SELECT * FROM audiences WHERE account_id = $1 AND id = $2;
+-- (Every column but the Bloom filter, 2 MiB, which only targeting reads.)
+SELECT id, account_id, name, kind, source, member_count, sha256_count, md5_count, state,
+       last_import_at, created_at, updated_at, md5_only
+  FROM audiences WHERE account_id = $1 AND id = $2;
 
 -- name: page_audiences
 -- The account's audiences, newest first, after the position ($2, $3) of the previous
 -- page's last one.
-SELECT * FROM audiences
+SELECT id, account_id, name, kind, source, member_count, sha256_count, md5_count, state,
+       last_import_at, created_at, updated_at, md5_only
+  FROM audiences
  WHERE account_id = $1
    AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
  ORDER BY created_at DESC, id DESC
@@ -83,7 +89,8 @@ SELECT DISTINCT $1::uuid, s.kind, s.hash
 -- name: finish_import
 -- Counts by kind; people are members of the primary kind (sha256 when there are any,
 -- else md5); an include audience below $2 people is too small. Whether some member is
--- known only by MD5 (targeting then hashes referrals as MD5 too).
+-- known only by MD5 (targeting then hashes referrals as MD5 too), and the members' Bloom
+-- filter (services/common/audiences/bloom.py).
 WITH counted AS (
     SELECT count(*) FILTER (WHERE hash_kind = 'sha256') AS sha256_count,
            count(*) FILTER (WHERE hash_kind = 'md5') AS md5_count
@@ -98,12 +105,18 @@ UPDATE audiences a
        member_count = p.member_count,
        -- $3: this import replaced the members; $4: it had MD5-only lines.
        md5_only = CASE WHEN $3 THEN $4 ELSE a.md5_only OR $4 END,
+       -- $5: the Bloom filter of the staged SHA-256 members. Replacing (or a first
+       -- import), it is the members'; adding, it joins theirs. A filter that was never
+       -- built (NULL: imported before migration 0015) stays NULL: probed exactly.
+       bloom = CASE WHEN $3 OR a.last_import_at IS NULL THEN $5::bit varying
+                    ELSE a.bloom | $5::bit varying END,
        state = CASE WHEN a.kind = 'include' AND p.member_count < $2 THEN 'too_small'
                     ELSE 'ready' END,
        last_import_at = now(), updated_at = now()
   FROM people p
  WHERE a.id = $1
-RETURNING a.*;
+RETURNING a.id, a.account_id, a.name, a.kind, a.source, a.member_count, a.sha256_count,
+          a.md5_count, a.state, a.last_import_at, a.created_at, a.updated_at, a.md5_only;
 
 -- Sources: pulled audiences (an SFTP folder, a Mailchimp audience) and their schedule.
 
