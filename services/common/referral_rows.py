@@ -13,20 +13,31 @@ import asyncio
 import codecs
 import contextlib
 import re
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from services.common.audiences.targets import AudienceSplit, holds_back
 from services.common.db import driver_errors, load_queries
 from services.common.layouts.catalog import ROW_FIELDS
 from services.common.layouts.compiler import RenderContext
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "referral_rows.sql")
+_AUDIENCES_MARK = "/* audiences */ false"
+if QUERIES["referral_rows_in_range"].count(_AUDIENCES_MARK) != 1:
+    raise ValueError("referral_rows_in_range: the audiences' place is not marked once")
+# The audiences' test at its place: parameters $10-$13 (see range_arguments); a row it
+# holds back comes with its seq negated.
+QUERIES["referral_rows_in_range"] = QUERIES["referral_rows_in_range"].replace(
+    _AUDIENCES_MARK,
+    holds_back("r.email_key", "r.email", tuple(f"${n}::uuid[]" for n in range(10, 14))),
+)
 WIDTH = len(ROW_FIELDS)
 BATCH_CHARS = 256 * 1024  # parse in blocks of about this many bytes
 QUEUE_BLOCKS = 4  # blocks buffered ahead of the renderer
@@ -35,6 +46,8 @@ _ESCAPE = re.compile(r"\\(.)")
 _UNESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
 
 ColumnBatch = list[Sequence[str]]
+# Told, after the last row and before the stream ends, the seqs the audiences held back.
+HeldBack = Callable[[list[int]], Awaitable[None]]
 
 
 def _unescape_field(text: str) -> str:
@@ -80,6 +93,19 @@ class CopyTextParser:
                 if "\\" in "\0".join(column):
                     columns[i] = [_unescape_field(f) if "\\" in f else f for f in column]
         return columns
+
+
+def _without_held_back(batch: ColumnBatch, seqs: list[int]) -> ColumnBatch:
+    """The batch without the rows the audiences held back (a negated seq), whose seqs are
+    added to `seqs`."""
+    kept = [i for i, seq in enumerate(batch[0]) if seq[0] != "-"]
+    if len(kept) == len(batch[0]):
+        return batch
+    seqs.extend(-int(seq) for seq in batch[0] if seq[0] == "-")
+    if len(kept) < 2:  # itemgetter answers a lone index with the item, not a tuple
+        return [[column[i] for i in kept] for column in batch]
+    pick = itemgetter(*kept)  # at C speed: a fifth faster than compress() (measured)
+    return [pick(column) for column in batch]
 
 
 class _CopyStoppedError(Exception):
@@ -174,14 +200,15 @@ def range_arguments(
     fields: Sequence[str] | None,
     frame: TimeFrame | None,
     suppressions: UUID | None = None,
+    audiences: AudienceSplit | None = None,
 ) -> tuple[Any, ...]:
-    """The parameters $1-$9 of `referral_rows_in_range`, in order."""
+    """The parameters $1-$13 of `referral_rows_in_range`, in order."""
     start, end, field = (frame.start, frame.end, frame.field) if frame else (None, None, None)
     return (
         account_id, after_seq, through_seq,
         None if campaign_ids is None else list(campaign_ids),
         None if fields is None else list(fields),
-        start, end, field, suppressions,
+        start, end, field, suppressions, *(audiences or AudienceSplit()).arguments(),
     )  # fmt: skip
 
 
@@ -201,15 +228,28 @@ class ReferralRowReader:
             account_time_zone=record["time_zone"], campaign_names=dict(record["campaign_names"])
         )
 
-    async def _stream(self, name: str, *args: Any) -> AsyncGenerator[ColumnBatch, None]:
+    async def _stream(
+        self, name: str, *args: Any, audiences: bool = False, held: HeldBack | None = None
+    ) -> AsyncGenerator[ColumnBatch, None]:
         with driver_errors(name):
             async with self._pool.acquire() as conn, conn.transaction(readonly=True):
                 await conn.execute(QUERIES["render_session"])
+                if audiences:
+                    await conn.execute(QUERIES["audience_session"])
                 async with contextlib.aclosing(
                     copy_column_batches(conn, QUERIES[name], *args)
                 ) as batches:
+                    if not audiences:
+                        async for batch in batches:
+                            yield batch
+                        return
+                    seqs: list[int] = []
                     async for batch in batches:
-                        yield batch
+                        kept = _without_held_back(batch, seqs)
+                        if kept[0]:
+                            yield kept
+        if held is not None:
+            await held(seqs)  # before the stream ends: before a transport finishes
 
     def rows_in_range(
         self,
@@ -220,20 +260,27 @@ class ReferralRowReader:
         fields: Sequence[str] | None = None,
         frame: TimeFrame | None = None,
         suppressions: UUID | None = None,
+        audiences: AudienceSplit | None = None,
+        held: HeldBack | None = None,
     ) -> AsyncGenerator[ColumnBatch, None]:
         """The account's referrals with seq in (after_seq, through_seq], in seq order.
 
         With `fields` (e.g. a compiled layout's `row_fields`), only those fields are read;
         the others arrive as ''. With `campaign_ids`, only those campaigns' referrals; with
         `frame`, only the referrals whose received or opt-in time falls in it; with
-        `suppressions` (a delivery id), not the referrals its audiences held back.
+        `suppressions` (a delivery id), not the referrals its audiences held back; with
+        `audiences`, not those they hold back now, and `held` is told their seqs after
+        the last row, before the stream ends.
         """
         return self._stream(
             "referral_rows_in_range",
             *range_arguments(
-                account_id, after_seq, through_seq, campaign_ids, fields, frame, suppressions
+                account_id, after_seq, through_seq, campaign_ids, fields, frame,
+                suppressions, audiences,
             ),
-        )
+            audiences=bool(audiences),
+            held=held,
+        )  # fmt: skip
 
     async def latest_rows(self, account_id: UUID, limit: int) -> list[list[str]]:
         """The account's `limit` most recent referrals as rows, oldest first."""

@@ -31,7 +31,9 @@ class DeliveryFilesPg:
         context = await self._store.context(claimed.task_id)
         if context is None:
             return None
-        return claimed, rendering(claimed, context, claimed.layout)
+        recorded = await self._store.suppressions_recorded(claimed.names_from)
+        # (Not recorded: a delivery that never rendered; its audiences are applied now.)
+        return claimed, rendering(claimed, context, claimed.layout, recorded=recorded)
 
     def _chunks(
         self, claimed: Claimed, plan: Rendering, index: int, max_rows: int, count: RowCount

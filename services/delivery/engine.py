@@ -27,7 +27,7 @@ from uuid import UUID
 
 from opentelemetry import metrics, trace
 
-from services.common.audiences.targets import look_up
+from services.common.audiences.targets import AudienceSplit, look_up
 from services.common.egress import EgressPolicy
 from services.common.errors import FailedPreconditionError, NotFoundError
 from services.common.file_names import file_name
@@ -291,7 +291,7 @@ class DeliveryEngine:
         }
         if claimed.purpose != "resend" and context.audience_ids:
             snapshot["audiences"] = await self._audiences(claimed, context)
-        return await self._store.keep_layout(claimed, snapshot, context.campaign_ids)
+        return await self._store.keep_layout(claimed, snapshot)
 
     async def _audiences(self, claimed: Claimed, context: DeliveryContext) -> dict[str, Any]:
         """The task's audiences, split by kind, as the first attempt fixes them; one that
@@ -317,10 +317,14 @@ class DeliveryEngine:
         self, claimed: Claimed, context: DeliveryContext, kind: str
     ) -> tuple[int, int, list[dict[str, Any]]]:
         snapshot = await self._layout(claimed, context)
-        plan = rendering(claimed, context, snapshot)
+        split = AudienceSplit.from_json(snapshot.get("audiences"))
+        recorded = not split or await self._store.suppressions_recorded(claimed.names_from)
+        # The first render leaves out what the audiences hold back, and records it.
+        held = partial(self._store.record_suppressions, claimed.names_from)
+        plan = rendering(claimed, context, snapshot, recorded=recorded)
         layout, fmt, names, template = plan.layout, plan.fmt, plan.names, plan.template
         settings = context.settings
-        batches = delivery_rows(self._rows, claimed, plan)
+        batches = delivery_rows(self._rows, claimed, plan, held)
         max_rows = int(settings.get("max_rows_per_file") or 0)
         public_key = str(settings.get("pgp_public_key") or "")
         expected = (
@@ -333,8 +337,8 @@ class DeliveryEngine:
         transport = self._transports[kind](settings, self._secrets(context), self._egress)
         if isinstance(transport, RecordTransport):
             await batches.aclose()  # never started: the records read only their columns
-            plan = rendering(claimed, context, snapshot, transport.headers)
-            batches = delivery_rows(self._rows, claimed, plan)
+            plan = rendering(claimed, context, snapshot, transport.headers, recorded=recorded)
+            batches = delivery_rows(self._rows, claimed, plan, held)
             sent = await self._deliver_records(claimed, plan.layout, batches, transport)
             return sent, 0, files
         async with contextlib.aclosing(batches), transport:

@@ -16,7 +16,7 @@ from services.common.layouts.codec import custom_field_from_json, format_from_js
 from services.common.layouts.compiler import CompiledLayout, RenderContext, compile_layout
 from services.common.layouts.formats import file_extension
 from services.common.layouts.model import OutputFormat
-from services.common.referral_rows import ReferralRowReader
+from services.common.referral_rows import HeldBack, ReferralRowReader
 from services.delivery.store import Claimed, DeliveryContext
 
 
@@ -30,9 +30,11 @@ class Rendering:
     template: str
     fields: list[str]
     campaigns: tuple[UUID, ...] | None  # read only these campaigns (None: every one)
-    # Leave out the referrals this delivery's audiences held back (delivery_suppressions
+    # Leave out the referrals this delivery's audiences held back (delivery_held_back
     # of the delivery whose rows it renders: a resend's original), or None.
     suppressions: UUID | None = None
+    # Before they are recorded (the first render): leave out those the audiences hold back.
+    audiences: AudienceSplit | None = None
 
 
 def rendering(
@@ -40,9 +42,12 @@ def rendering(
     context: DeliveryContext,
     snapshot: dict[str, Any],
     only: Collection[str] | None = None,
+    *,
+    recorded: bool = True,
 ) -> Rendering:
     """The rendering of a delivery from the layout snapshot its first attempt fixed
-    (`only`: just the columns with these headers, for a transport that reads no more)."""
+    (`only`: just the columns with these headers, for a transport that reads no more;
+    `recorded`: whether the delivery recorded what its audiences held back)."""
     spec = layout_from_json(snapshot["layout"])
     if only is not None:
         spec = replace(spec, columns=tuple(c for c in spec.columns if c.header in only))
@@ -71,15 +76,24 @@ def rendering(
     )
     campaigns = None if context.campaign_ids is None else tuple(context.campaign_ids)
     template = str(settings.get("file_name_template") or DEFAULT_TEMPLATE)
-    held_back = claimed.names_from if AudienceSplit.from_json(snapshot.get("audiences")) else None
-    return Rendering(layout, fmt, names, template, list(layout.row_fields), campaigns, held_back)
+    split = AudienceSplit.from_json(snapshot.get("audiences"))
+    held_back = claimed.names_from if split and recorded else None
+    audiences = split if split and not recorded else None
+    return Rendering(
+        layout, fmt, names, template, list(layout.row_fields), campaigns, held_back, audiences
+    )
 
 
 def delivery_rows(
-    reader: ReferralRowReader, claimed: Claimed, plan: Rendering
+    reader: ReferralRowReader,
+    claimed: Claimed,
+    plan: Rendering,
+    held: HeldBack | None = None,
 ) -> AsyncGenerator[Any, None]:
-    """The batches of a delivery's range (close them when stopping early)."""
+    """The batches of a delivery's range (close them when stopping early); `held` is told,
+    after a first render's last row, what its audiences held back."""
     return reader.rows_in_range(
         claimed.account_id, claimed.after_seq, claimed.through_seq, plan.campaigns,
-        plan.fields, claimed.frame, plan.suppressions,
+        plan.fields, claimed.frame, plan.suppressions, plan.audiences,
+        held if plan.audiences else None,
     )  # fmt: skip

@@ -12,10 +12,8 @@ from uuid import UUID
 
 import asyncpg
 
-from services.common.audiences.targets import AudienceSplit, held_back
-from services.common.db import driver_errors, load_queries
-from services.common.referral_rows import QUERIES as ROW_QUERIES
-from services.common.referral_rows import TimeFrame, range_arguments
+from services.common.db import DatabaseError, driver_errors, load_queries
+from services.common.referral_rows import TimeFrame
 from services.delivery.transports.base import ItemResult
 
 QUERIES = load_queries(Path(__file__).parent / "sql" / "deliveries.sql")
@@ -56,31 +54,6 @@ class DeliveryContext:
     campaign_names: dict[str, str]
     kind: str = "sftp"  # the connection's: which transport delivers
     audience_ids: tuple[UUID, ...] = ()  # the task's custom audiences
-
-
-# The row query's own selection ($1-$9), reading only what the audience check needs (its
-# $5, the fields a render reads, has no use here).
-_ROWS_FROM = "\n  FROM referrals r\n"
-_KEYS_IN_RANGE = (
-    "SELECT r.seq, r.email, r.email_key, $5::text[] AS fields"
-    + _ROWS_FROM
-    + ROW_QUERIES["referral_rows_in_range"].split(_ROWS_FROM, 1)[1].rstrip().rstrip(";")
-)
-# The referrals of a delivery's selection ($1-$9 as referral_rows_in_range, $9 the delivery)
-# that its audiences ($10-$13, AudienceSplit.arguments()) hold back, recorded with their
-# count, so the selection is the one the delivery renders. (Only the attempt that fixed the
-# layout records: no seq is inserted twice.)
-_AUDIENCE_PARAMETERS = ("$10::uuid[]", "$11::uuid[]", "$12::uuid[]", "$13::uuid[]")
-RECORD_SUPPRESSIONS = f"""
-WITH held AS (
-    INSERT INTO delivery_suppressions (delivery_id, seq)
-    SELECT $9, h.seq
-      FROM ({held_back(_KEYS_IN_RANGE, _AUDIENCE_PARAMETERS)}
-           ) h
-    RETURNING 1
-)
-UPDATE deliveries SET suppressed = coalesce(suppressed, 0) + (SELECT count(*) FROM held)
- WHERE id = $9"""  # noqa: S608 (fixed text and a named query, no user input)
 
 
 def _frame(record: asyncpg.Record) -> TimeFrame | None:
@@ -168,38 +141,32 @@ class DeliveryStorePg:
         assert r is not None
         return r["layout"], dict(r["custom_fields"])
 
-    async def keep_layout(
-        self, claimed: Claimed, snapshot: dict[str, Any], campaigns: tuple[UUID, ...] | None
-    ) -> dict[str, Any]:
-        """Fix the delivery's layout (the first writer wins); the one kept. With audiences
-        in the snapshot, the referrals they hold back are fixed in the same transaction."""
-        delivery_id = claimed.id
-        split = AudienceSplit.from_json(snapshot.get("audiences"))
-
-        async def keep() -> asyncpg.Record | None:
-            async with self._pool.acquire() as conn, conn.transaction():
-                r: asyncpg.Record | None = await conn.fetchrow(
-                    QUERIES["keep_layout"], delivery_id, snapshot
-                )
-                if r is not None and split:
-                    await conn.execute(QUERIES["suppression_session"])
-                    await conn.execute(
-                        RECORD_SUPPRESSIONS,
-                        *range_arguments(
-                            claimed.account_id, claimed.after_seq, claimed.through_seq,
-                            campaigns, ["email"], claimed.frame, delivery_id,
-                        ),
-                        *split.arguments(),
-                    )  # fmt: skip
-                return r
-
-        r = await self._run("keep_layout", keep)
+    async def keep_layout(self, claimed: Claimed, snapshot: dict[str, Any]) -> dict[str, Any]:
+        """Fix the delivery's layout (the first writer wins); the one kept."""
+        r = await self._row("keep_layout", claimed.id, snapshot)
         if r is not None:
             kept: dict[str, Any] = r["layout"]
             return kept
-        kept_before = await self._row("kept_layout", delivery_id)
+        kept_before = await self._row("kept_layout", claimed.id)
         assert kept_before is not None
         return dict(kept_before["layout"])
+
+    async def suppressions_recorded(self, delivery_id: UUID) -> bool:
+        """Whether the delivery recorded which referrals its audiences held back."""
+        r = await self._row("suppressions_recorded", delivery_id)
+        return r is not None and bool(r["recorded"])
+
+    async def record_suppressions(self, delivery_id: UUID, seqs: list[int]) -> None:
+        """Record which referrals the delivery's audiences held back, as its first render
+        found (every later render leaves out these). The first attempt to record wins:
+        another that recorded first makes this one fail, to be retried (its rows might
+        differ: the audiences may have changed in between)."""
+
+        done = await self._row("record_suppressions", delivery_id, seqs)
+        if done is None:
+            raise DatabaseError(
+                "recording suppressions: another attempt recorded them first", retryable=True
+            )
 
     async def succeed(
         self, claimed: Claimed, rows: int, size: int, files: list[dict[str, Any]]

@@ -72,6 +72,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/sql/referral_rows.sql", "latest_referral_rows"): ("uuid int8", _LATEST_ROWS),
     # common/sql/referral_rows.sql
     ("common/sql/referral_rows.sql", "quick_start"): ("", "set_config:text set_config:text"),
+    ("common/sql/referral_rows.sql", "audience_session"): (
+        "",
+        "set_config:text set_config:text",
+    ),
     ("common/sql/referral_rows.sql", "render_session"): (
         "",
         "set_config:text set_config:text",
@@ -381,7 +385,8 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
         "uuid jsonb",
         "layout:jsonb",
     ),
-    ("delivery/sql/deliveries.sql", "suppression_session"): ("", "set_config:text set_config:text"),
+    ("delivery/sql/deliveries.sql", "suppressions_recorded"): ("uuid", "recorded:bool"),
+    ("delivery/sql/deliveries.sql", "record_suppressions"): ("uuid int8[]", "delivery_id:uuid"),
     ("delivery/sql/deliveries.sql", "kept_layout"): (
         "uuid",
         "layout:jsonb",
@@ -741,7 +746,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("common/audiences/sql/audiences.sql", "remove_absent_sha256"): ("uuid", ""),
     ("common/audiences/sql/audiences.sql", "remove_absent_md5"): ("uuid", ""),
     ("common/audiences/sql/audiences.sql", "insert_staged_members"): ("uuid", ""),
-    ("common/audiences/sql/audiences.sql", "finish_import"): ("uuid int8 bool bool varbit", _AUDIENCE),
+    ("common/audiences/sql/audiences.sql", "finish_import"): (
+        "uuid int8 bool bool varbit",
+        _AUDIENCE,
+    ),
     ("common/audiences/sql/audiences.sql", "connection_kind"): ("uuid uuid", "kind:text"),
     ("common/audiences/sql/audiences.sql", "insert_source"): ("uuid uuid text uuid jsonb int4", ""),
     ("common/audiences/sql/audiences.sql", "get_sources"): ("uuid uuid[]", _AUDIENCE_SOURCE),

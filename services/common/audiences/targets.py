@@ -149,37 +149,42 @@ def _md5_member(ids: str, email: str) -> str:
             OFFSET 0) ELSE false END"""  # noqa: S608 (fixed fragments, no user input)
 
 
+def _filter(ids: str) -> str:
+    """SQL for the Bloom filter of the audiences `ids`, read once per statement (a scalar
+    sub-query on parameters only), NULL when one of them has none. `|| B''` makes a copy
+    in memory: a filter read as stored stays TOASTed, and every bit tested would
+    decompress all 2 MiB of it again."""
+    bloom = "CASE WHEN count(*) = count(bloom) THEN bit_or(bloom) || B'' END"
+    return f"(SELECT {bloom} FROM audiences WHERE id = ANY ({ids}))"  # noqa: S608 (fixed text)
+
+
+def holds_back(key: str, email: str, parameters: Sequence[str], *, filters: bool = True) -> str:
+    """SQL that is true for a referral (its stored SHA-256 key `key` and its `email`) the
+    audiences hold back: a member of an exclude audience, or, when include audiences are
+    named, a member of none of them. `parameters` are four SQL uuid[] expressions, in the
+    order of AudienceSplit.arguments(); with none named it is false (and with constants,
+    as COPY passes them, PostgreSQL folds it away). With `filters`, the audiences' Bloom
+    filters (read in the same statement, so from the snapshot that reads the members)
+    spare the probe of nearly every non-member: for a delivery's range. Without, every
+    referral is probed: for a page of a few hundred. Fixed text only: no user input."""
+    exclude, include, md5_exclude, md5_include = parameters
+    excluded = f"""{_member(exclude, key, _filter(exclude) if filters else None)}
+        OR {_md5_member(md5_exclude, email)}"""
+    included = f"""{_member(include, key, _filter(include) if filters else None)}
+        OR {_md5_member(md5_include, email)}"""
+    return f"""(({excluded})
+    OR (cardinality({include}) > 0 AND NOT ({included})))"""
+
+
 def held_back(candidates: str, parameters: Sequence[str], *, filters: bool = True) -> str:
     """SQL selecting the `seq` of each row of `candidates` (a query with columns `seq`,
-    `email` and `email_key`, the stored SHA-256 of its audience key) that the audiences
-    hold back: a member of an exclude audience, or, when include audiences are named, a
-    member of none of them. `parameters` are four SQL uuid[] expressions, in the order of
-    AudienceSplit.arguments(). With `filters`, the audiences' Bloom filters (read in the
-    same statement, so from the snapshot that reads the members) spare the probe of
-    nearly every non-member: for a delivery's range. Without, every candidate is probed:
-    for a page of a few hundred. Fixed text only: no user input reaches it."""
-    exclude, include, md5_exclude, md5_include = parameters
-    if filters:
-        # NULL when one has none. `|| B''` makes a copy in memory: a filter read as stored
-        # stays TOASTed, and every bit tested would decompress all 2 MiB of it again.
-        bloom = "CASE WHEN count(*) = count(bloom) THEN bit_or(bloom) || B'' END"
-        chosen = f"""(SELECT {bloom} FROM audiences WHERE id = ANY ({exclude})) AS exclude,
-           (SELECT {bloom} FROM audiences WHERE id = ANY ({include})) AS include"""  # noqa: S608
-    else:
-        chosen = "NULL::bit varying AS exclude, NULL::bit varying AS include"
-    excluded = f"""{_member(exclude, "c.email_key", "f.exclude")}
-        OR {_md5_member(md5_exclude, "c.email")}"""
-    included = f"""{_member(include, "c.email_key", "f.include")}
-        OR {_md5_member(md5_include, "c.email")}"""
+    `email` and `email_key`) that the audiences hold back (`holds_back()`)."""
+    test = holds_back("c.email_key", "c.email", parameters, filters=filters)
     return f"""
-WITH f AS MATERIALIZED (
-    SELECT {chosen}
-)
 SELECT c.seq
   FROM ({candidates}
-       ) c, f
- WHERE {excluded}
-    OR (cardinality({include}) > 0 AND NOT ({included}))"""  # noqa: S608
+       ) c
+ WHERE {test}"""  # noqa: S608 (fixed fragments, no user input)
 
 
 # Which of a page of referrals ($2) the audiences ($3-$6, AudienceSplit.arguments()) hold back.

@@ -42,7 +42,7 @@ from services.common.referral_rows import QUERIES, TimeFrame, copy_blocks, range
 
 # Cells are built from these fragments only, keyed by catalog names (never a user's text);
 # `{x}` is a cell's text. `s` is the row query's output (each field as text, NULL as in
-# the table) and `k` the render context's values ($10-$14).
+# the table) and `k` the render context's values ($14-$18).
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 _ROW_TEXT = "coalesce(s.{name}::text, '')"  # the row reader's text, NULL as ''
 # A timestamp's cell, as the compiler's _iso_column: s[:10] + 'T' + s[11:19] + 'Z' when
@@ -61,8 +61,8 @@ _CONTEXT_TEXT = {
     "delivery_time": "k.delivery_time",
 }
 _CONTEXT = (
-    "(SELECT $10::text::jsonb AS campaign_names, $11::text::jsonb AS partner_names, "
-    "$12::text AS delivery_id, $13::text AS delivery_time, $14::text AS plain_number) k"
+    "(SELECT $14::text::jsonb AS campaign_names, $15::text::jsonb AS partner_names, "
+    "$16::text AS delivery_id, $17::text AS delivery_time, $18::text AS plain_number) k"
 )
 # Triggers that may start a plain number (+ and -): ALLOW_NUMBERS tests only those.
 _NUMBER_TRIGGERS = frozenset(t for t in FORMULA_TRIGGERS if PLAIN_NUMBER.fullmatch(t + "1"))
@@ -113,7 +113,7 @@ def _guarded(text: str, guard: FormulaGuard, empty: str) -> str:
 class PgCsvPlan:
     """A layout PostgreSQL renders: the query, its COPY options and the text before it."""
 
-    query: str  # $1-$9 as referral_rows_in_range, $10-$14 the context (see _CONTEXT)
+    query: str  # $1-$13 as referral_rows_in_range, $14-$18 the context (see _CONTEXT)
     fields: tuple[str, ...]  # the row fields the query reads ($5)
     csv: CsvFormat
     columns: int

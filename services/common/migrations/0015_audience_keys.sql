@@ -27,3 +27,14 @@ ALTER TABLE referrals ADD COLUMN email_key bytea
 -- their filter. NULL (an audience imported before this migration): every referral is
 -- probed exactly, as before.
 ALTER TABLE audiences ADD COLUMN bloom bit varying;
+
+-- What a scheduled delivery's audiences held back, one row per delivery (instead of one
+-- per referral, as 0010 kept it): recording 20,000 rows at the end of a first render took
+-- 0.2-0.3 s, a tenth of the delivery; one array takes milliseconds. The seqs ascend.
+CREATE TABLE delivery_held_back (
+    delivery_id  uuid PRIMARY KEY REFERENCES deliveries (id) ON DELETE CASCADE,
+    seqs         bigint[] NOT NULL
+);
+INSERT INTO delivery_held_back (delivery_id, seqs)
+SELECT delivery_id, array_agg(seq ORDER BY seq) FROM delivery_suppressions GROUP BY delivery_id;
+DROP TABLE delivery_suppressions;

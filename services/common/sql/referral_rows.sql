@@ -13,14 +13,23 @@ SELECT set_config('TimeZone', 'UTC', true), set_config('DateStyle', 'ISO, YMD', 
 SELECT set_config('jit_inline_above_cost', '-1', true),
        set_config('jit_optimize_above_cost', '-1', true);
 
+-- name: audience_session
+-- For a render that tests audiences: the per-referral probe makes the plan look costly,
+-- and LLVM then spent 1.1 s compiling it (200,000 referrals; more than the probes cost).
+SELECT set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true);
+
 -- name: referral_rows_in_range
 -- One account's referrals with seq in ($2, $3], optionally of some campaigns ($4), in order;
 -- optionally only those whose $8 ('received_at' or 'opted_in_at') is in [$6, $7), and
--- not those the audiences held back from delivery $9 (delivery_suppressions; NULL: none).
+-- not those the audiences held back from delivery $9 (delivery_held_back; NULL: none).
+-- Those the audiences $10-$13 hold back now (AudienceSplit.arguments(); empty: none) come
+-- with their seq negated, for the reader to leave out and report (a delivery's first
+-- render records them): referral_rows.py puts that test, the one rule written by
+-- services/common/audiences/targets.holds_back(), in place of the `false` below.
 -- $5 names the fields the caller reads (NULL: all); the others come as '' so that neither
 -- the server nor the client spends time on them. The renderer passes the list as literals
 -- (COPY cannot take parameters), so the planner folds every CASE away.
-SELECT r.seq,
+SELECT CASE WHEN /* audiences */ false THEN -r.seq ELSE r.seq END AS seq,
        CASE WHEN $5::text[] IS NULL OR 'account_id' = ANY ($5) THEN r.account_id::text ELSE '' END AS account_id,
        CASE WHEN $5::text[] IS NULL OR 'campaign_id' = ANY ($5) THEN r.campaign_id::text ELSE '' END AS campaign_id,
        CASE WHEN $5::text[] IS NULL OR 'partner_referral_id' = ANY ($5) THEN r.partner_referral_id::text ELSE '' END AS partner_referral_id,
@@ -56,8 +65,8 @@ SELECT r.seq,
    AND ($8::text IS NULL OR (CASE WHEN $8 = 'opted_in_at' THEN r.opted_in_at ELSE r.received_at END)
         >= $6::timestamptz AND (CASE WHEN $8 = 'opted_in_at' THEN r.opted_in_at ELSE r.received_at END)
         < $7::timestamptz)
-   AND ($9::uuid IS NULL OR NOT EXISTS (SELECT 1 FROM delivery_suppressions x
-                                         WHERE x.delivery_id = $9 AND x.seq = r.seq))
+   AND ($9::uuid IS NULL OR r.seq NOT IN (SELECT unnest(x.seqs) FROM delivery_held_back x
+                                           WHERE x.delivery_id = $9))
  ORDER BY r.seq;
 
 -- name: latest_referral_rows

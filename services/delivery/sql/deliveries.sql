@@ -44,14 +44,24 @@ SELECT (SELECT jsonb_build_object('id', id, 'version', version, 'definition', de
 -- The first attempt fixes what every later one renders.
 UPDATE deliveries SET layout = $2 WHERE id = $1 AND layout IS NULL RETURNING layout;
 
--- name: suppression_session
--- For the transaction that records what a delivery's audiences hold back: no JIT
--- compilation (LLVM spent 1.7 s optimising this plan before its first row) and no
--- parallel workers (each would be sent the 2 MiB Bloom filters: 0.5 s before a row).
-SELECT set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true);
-
 -- name: kept_layout
 SELECT layout FROM deliveries WHERE id = $1;
+
+-- name: suppressions_recorded
+-- Whether the delivery recorded what its audiences held back (delivery_held_back).
+SELECT suppressed IS NOT NULL AS recorded FROM deliveries WHERE id = $1;
+
+-- name: record_suppressions
+-- The seqs $2 a delivery's audiences held back, recorded by the first attempt to render
+-- it; none when another attempt recorded first.
+WITH claimed AS (
+    UPDATE deliveries SET suppressed = cardinality($2::bigint[])
+     WHERE id = $1 AND suppressed IS NULL
+    RETURNING id
+)
+INSERT INTO delivery_held_back (delivery_id, seqs)
+SELECT id, $2 FROM claimed
+RETURNING delivery_id;
 
 -- name: succeed
 UPDATE deliveries
