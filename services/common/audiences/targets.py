@@ -3,13 +3,13 @@ real time) names, checked once when it is saved and again when it is used.
 
 The audience's own kind decides what it does: an *exclude* audience holds its members
 back, *include* audiences let only their members through (a member of any one of them).
-The match itself is one SQL rule, `held_back()`, set-based: every candidate's key
-(`audience_email_key()`, migration 0010) hashed as SHA-256 and as MD5 and joined with the
-members of the named audiences, so the planner can hash-join a big range or probe the
-primary key for a page. Measured on 200,000 referrals against a 1,000,000-person audience
-(python -m tests.bench targeting, a loaded machine): a per-row SQL function with EXISTS
-(not inlined by PostgreSQL) 6.6x the delivery's time, EXISTS sub-plans in the query 2.9x,
-this join 1.6x.
+The match is one SQL rule, `holds_back()`, tested per referral on its stored key
+(`referrals.email_key`, the SHA-256 of `audience_email_key()`, migration 0015): the named
+audiences' Bloom filters first (bloom.py), then an exact probe of the members for the few
+they may hold. A delivery's first render runs it inside the row query (referral_rows.py);
+a live loop's page runs it set-wise (`held_back()`, without the filters). Measured on
+200,000 referrals (python -m tests.bench targeting): a per-row SQL function was 6.6x the
+delivery's time, a set-based join in a second pass 1.6x, this test in the render 1.03-1.24x.
 """
 
 from __future__ import annotations
