@@ -107,6 +107,9 @@ COLUMNS_BY_NAME: Mapping[str, ReferralColumn] = {c.name: c for c in COLUMNS}
 ROW_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 # The columns a sender's referral fills, in the order of COPY text and ReferralRow.
 COPY_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.source is not Source.STORED)
+# Columns PostgreSQL derives from the others for its own use, never part of a row: the
+# SHA-256 of the email's audience key (migration 0015; services/common/audiences).
+DERIVED_COLUMNS: tuple[str, ...] = ("email_key",)
 # Referral's fields that hold the other two messages, by message name.
 NESTED: Mapping[str, Source] = {"consumer": Source.CONSUMER, "opt_in": Source.OPT_IN}
 

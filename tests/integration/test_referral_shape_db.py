@@ -8,7 +8,7 @@ import pytest
 
 from services.common.layouts.catalog import ROW_FIELDS
 from services.common.referral_rows import QUERIES as ROW_QUERIES
-from services.common.referral_shape import COLUMNS, COPY_COLUMNS, ROW_COLUMNS
+from services.common.referral_shape import COLUMNS, COPY_COLUMNS, DERIVED_COLUMNS, ROW_COLUMNS
 from services.ingest.store import QUERIES as INGEST_QUERIES
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,11 @@ async def test_the_referrals_table_the_catalog_and_the_row_readers_agree(
 ) -> None:
     async with pool.acquire() as conn:
         table = await _columns(conn, "referrals")
-        _compare("the migrated referrals table (services/common/migrations)", table, ROW_COLUMNS)
+        _compare(
+            "the migrated referrals table (services/common/migrations)",
+            table,
+            ROW_COLUMNS + DERIVED_COLUMNS,
+        )
         for column in COLUMNS:
             assert table[column.name] == (column.sql_type, column.nullable), column.name
 
