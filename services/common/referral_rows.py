@@ -236,19 +236,16 @@ class ReferralRowReader:
                 await conn.execute(QUERIES["render_session"])
                 if audiences:
                     await conn.execute(QUERIES["audience_session"])
+                seqs: list[int] = []  # held back by the audiences
                 async with contextlib.aclosing(
                     copy_column_batches(conn, QUERIES[name], *args)
                 ) as batches:
-                    if not audiences:
-                        async for batch in batches:
-                            yield batch
-                        return
-                    seqs: list[int] = []
                     async for batch in batches:
-                        kept = _without_held_back(batch, seqs)
-                        if kept[0]:
-                            yield kept
-        if held is not None:
+                        if audiences:
+                            batch = _without_held_back(batch, seqs)
+                        if batch[0]:
+                            yield batch
+        if audiences and held is not None:
             await held(seqs)  # before the stream ends: before a transport finishes
 
     def rows_in_range(

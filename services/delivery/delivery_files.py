@@ -31,7 +31,7 @@ class DeliveryFilesPg:
         context = await self._store.context(claimed.task_id)
         if context is None:
             return None
-        recorded = await self._store.suppressions_recorded(claimed.names_from)
+        recorded = await self._store.suppressions_recorded(claimed, claimed.layout)
         # (Not recorded: a delivery that never rendered; its audiences are applied now.)
         return claimed, rendering(claimed, context, claimed.layout, recorded=recorded)
 

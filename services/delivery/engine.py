@@ -27,7 +27,7 @@ from uuid import UUID
 
 from opentelemetry import metrics, trace
 
-from services.common.audiences.targets import AudienceSplit, look_up
+from services.common.audiences.targets import look_up
 from services.common.egress import EgressPolicy
 from services.common.errors import FailedPreconditionError, NotFoundError
 from services.common.file_names import file_name
@@ -317,8 +317,7 @@ class DeliveryEngine:
         self, claimed: Claimed, context: DeliveryContext, kind: str
     ) -> tuple[int, int, list[dict[str, Any]]]:
         snapshot = await self._layout(claimed, context)
-        split = AudienceSplit.from_json(snapshot.get("audiences"))
-        recorded = not split or await self._store.suppressions_recorded(claimed.names_from)
+        recorded = await self._store.suppressions_recorded(claimed, snapshot)
         # The first render leaves out what the audiences hold back, and records it.
         held = partial(self._store.record_suppressions, claimed.names_from)
         plan = rendering(claimed, context, snapshot, recorded=recorded)

@@ -94,6 +94,5 @@ def delivery_rows(
     after a first render's last row, what its audiences held back."""
     return reader.rows_in_range(
         claimed.account_id, claimed.after_seq, claimed.through_seq, plan.campaigns,
-        plan.fields, claimed.frame, plan.suppressions, plan.audiences,
-        held if plan.audiences else None,
+        plan.fields, claimed.frame, plan.suppressions, plan.audiences, held,
     )  # fmt: skip

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
+from services.common.audiences.targets import AudienceSplit
 from services.common.db import DatabaseError, driver_errors, load_queries
 from services.common.referral_rows import TimeFrame
 from services.delivery.transports.base import ItemResult
@@ -151,9 +152,13 @@ class DeliveryStorePg:
         assert kept_before is not None
         return dict(kept_before["layout"])
 
-    async def suppressions_recorded(self, delivery_id: UUID) -> bool:
-        """Whether the delivery recorded which referrals its audiences held back."""
-        r = await self._row("suppressions_recorded", delivery_id)
+    async def suppressions_recorded(self, claimed: Claimed, snapshot: dict[str, Any]) -> bool:
+        """Whether the delivery (its layout `snapshot`) has nothing left to record about
+        its audiences: none are named, or the delivery whose rows it renders recorded
+        what they held back."""
+        if not AudienceSplit.from_json(snapshot.get("audiences")):
+            return True
+        r = await self._row("suppressions_recorded", claimed.names_from)
         return r is not None and bool(r["recorded"])
 
     async def record_suppressions(self, delivery_id: UUID, seqs: list[int]) -> None:

@@ -21,7 +21,7 @@ from services.common.audiences.lines import (
     LineReader,
     Unpacker,
 )
-from services.common.audiences.model import KINDS, MODES
+from services.common.audiences.model import KINDS, MODES, Audience
 from services.common.audiences.sources import (
     PULLED,
     SourceSpec,
@@ -64,6 +64,10 @@ def _audience_id(request: web.Request) -> UUID:
     params.done()
     assert found is not None  # the route's pattern always has it
     return found
+
+
+def _missing(audience_id: UUID) -> NotFoundError:
+    return NotFoundError(f"audience {audience_id} does not exist")
 
 
 def _bad(name: str, code: str, reason: str) -> InvalidArgumentError:
@@ -205,15 +209,20 @@ class AudienceRoutes:
         if refusal is not None:
             raise refusal
 
+    async def _audience(self, account: UUID, audience_id: UUID) -> Audience:
+        """The account's audience, or 404."""
+        found = await self._store.get(account, audience_id)
+        if found is None:
+            raise _missing(audience_id)
+        return found
+
     async def refresh(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/audiences/{audience_id}/refresh: pull the source now (202; the
         scheduler's next tick starts it, or the next after a pull running now)."""
         account = caller_account()
         Params(request.query, ()).done()
         audience_id = _audience_id(request)
-        found = await self._store.get(account, audience_id)
-        if found is None:
-            raise NotFoundError(f"audience {audience_id} does not exist")
+        found = await self._audience(account, audience_id)
         if found.source not in PULLED or not await self._store.request_refresh(
             account, audience_id
         ):
@@ -221,9 +230,7 @@ class AudienceRoutes:
                 f"audience {found.name!r} is filled by {found.source}: only an audience "
                 "pulled from a source (sftp_folder, mailchimp) is refreshed"
             )
-        refreshed = await self._store.get(account, audience_id)
-        if refreshed is None:  # deleted meanwhile
-            raise NotFoundError(f"audience {audience_id} does not exist")
+        refreshed = await self._audience(account, audience_id)  # 404: deleted meanwhile
         return web.json_response(refreshed.document(), status=202)
 
     async def list_audiences(self, request: web.Request) -> web.StreamResponse:
@@ -239,9 +246,7 @@ class AudienceRoutes:
         account = caller_account()
         Params(request.query, ()).done()
         audience_id = _audience_id(request)
-        found = await self._store.get(account, audience_id)
-        if found is None:
-            raise NotFoundError(f"audience {audience_id} does not exist")
+        found = await self._audience(account, audience_id)
         return web.json_response(found.document())
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
@@ -251,7 +256,7 @@ class AudienceRoutes:
         audience_id = _audience_id(request)
         users = await self._store.delete(account, audience_id)
         if users is None:
-            raise NotFoundError(f"audience {audience_id} does not exist")
+            raise _missing(audience_id)
         if users:
             raise FailedPreconditionError(
                 f"audience {audience_id} is in use by {', '.join(users)}: remove it there first"
@@ -266,9 +271,7 @@ class AudienceRoutes:
         mode = params.text("mode", "append", MODES)
         params.done()
         audience_id = _audience_id(request)
-        target = await self._store.get(account, audience_id)
-        if target is None:
-            raise NotFoundError(f"audience {audience_id} does not exist")
+        target = await self._audience(account, audience_id)
         if target.source in PULLED:
             # Its next pull would replace the upload: refuse rather than mislead.
             raise FailedPreconditionError(
@@ -288,7 +291,7 @@ class AudienceRoutes:
         except BodyCutShortError as exc:  # nothing was merged; the client is likely gone
             raise _bad("body", "INCOMPLETE", f"ended before its end ({exc})") from exc
         if done is None:  # deleted while the file came in
-            raise NotFoundError(f"audience {audience_id} does not exist")
+            raise _missing(audience_id)
         audience, counts = done
         lines = reader.number - (1 if reader.header else 0)
         return web.json_response(

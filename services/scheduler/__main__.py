@@ -7,14 +7,16 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 from services.common.audiences.store import AudienceStorePg, PullStorePg
 from services.common.auth.client import credential_channel
 from services.common.auth.store import CredentialStore
 from services.common.auth.verify import Authenticator
-from services.common.config import ServiceConfig, env_float, env_str
+from services.common.config import ServiceConfig, env_float, env_int, env_str
 from services.common.db import create_pool
 from services.common.egress import EgressPolicy
 from services.common.grpc_server import grpc_server_for, wait_for_shutdown_signal
@@ -47,6 +49,21 @@ def _stop_process_if_failed(task: asyncio.Task[None]) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _in_background(
+    stack: AsyncExitStack, stop: asyncio.Event, loop: Coroutine[Any, Any, None], name: str
+) -> None:
+    """Run a loop until the stack closes (which sets `stop` and waits for it); a loop
+    that dies stops the process."""
+    task = asyncio.create_task(loop, name=name)
+    task.add_done_callback(_stop_process_if_failed)
+
+    async def stopped() -> None:
+        stop.set()
+        await task
+
+    stack.push_async_callback(stopped)
+
+
 async def serve(config: ServiceConfig) -> None:
     """Serve the scheduler's gRPC services and run the task loop and the audience
     refresher until SIGTERM."""
@@ -75,20 +92,14 @@ async def serve(config: ServiceConfig) -> None:
         announce("scheduler", "gRPC", config.host, running.port)
         token = env_str(env, "HANDOFF_SCHEDULER_TOKEN", "")
         stop = asyncio.Event()
+        slots = KeySlots(pool, replica_name())  # Mailchimp's per-key cap, for its pulls
+        stack.push_async_callback(slots.close)
         refresher = AudienceRefresher(
-            PullStorePg(pool), AudienceStorePg(pool), box, egress,
-            source_readers(slots=KeySlots(pool, replica_name())),
+            PullStorePg(pool), AudienceStorePg(pool), box, egress, source_readers(slots=slots),
             tick_s=env_float(env, "HANDOFF_AUDIENCE_REFRESH_TICK_S", 5.0),
-            concurrency=int(env_float(env, "HANDOFF_AUDIENCE_REFRESH_CONCURRENCY", 2)),
+            concurrency=env_int(env, "HANDOFF_AUDIENCE_REFRESH_CONCURRENCY", 2),
         )  # fmt: skip
-        refresh_task = asyncio.create_task(refresher.run(stop), name="audience refresher")
-        refresh_task.add_done_callback(_stop_process_if_failed)
-
-        async def stop_refresher() -> None:
-            stop.set()
-            await refresh_task
-
-        stack.push_async_callback(stop_refresher)
+        _in_background(stack, stop, refresher.run(stop), "audience refresher")
         if token:
             target = env_str(env, "HANDOFF_SCHEDULER_DELIVERY_TARGET", "127.0.0.1:50053")
             ca_file = env_str(env, "HANDOFF_SCHEDULER_DELIVERY_CA_FILE", "")
@@ -102,14 +113,7 @@ async def serve(config: ServiceConfig) -> None:
                 tick_s=env_float(env, "HANDOFF_SCHEDULER_TICK_S", 1.0),
                 reissue_s=env_float(env, "HANDOFF_SCHEDULER_REISSUE_S", 15.0),
             )
-            loop_task = asyncio.create_task(runner.run(stop), name="task runner")
-            loop_task.add_done_callback(_stop_process_if_failed)
-
-            async def stop_loop() -> None:
-                stop.set()
-                await loop_task
-
-            stack.push_async_callback(stop_loop)
+            _in_background(stack, stop, runner.run(stop), "task runner")
         else:
             log.warning(
                 "scheduled delivery is off: HANDOFF_SCHEDULER_TOKEN (a SCHEDULER credential) "

@@ -20,6 +20,7 @@ from services.scheduler.audiences.readers import source_readers
 from services.scheduler.audiences.refresher import AudienceRefresher
 from services.scheduler.connections.model import SftpConfig
 from tests.integration.access_support import LOOPBACK, TEST_BOX
+from tests.integration.sftp_servers import SFTP_PASSWORD, SFTP_USER, AsyncsshSftp, fingerprint
 
 
 async def sftp_connection(
@@ -45,6 +46,16 @@ async def sftp_connection(
         cid, account, f"sftp-{cid.hex[:6]}", config.to_json(), sealed,
     )  # fmt: skip
     return cid
+
+
+async def asyncssh_connection(
+    pool: asyncpg.Pool, account: uuid.UUID, server: AsyncsshSftp
+) -> uuid.UUID:
+    """An SFTP connection of the account to the test's asyncssh server (password login)."""
+    return await sftp_connection(
+        pool, account, port=server.port, username=SFTP_USER,
+        host_key=fingerprint(server.host_key), password=SFTP_PASSWORD,
+    )  # fmt: skip
 
 
 async def pulled_audience(

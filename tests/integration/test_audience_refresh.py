@@ -27,6 +27,7 @@ from services.scheduler.audiences.readers import source_readers
 from services.scheduler.audiences.sftp_folder import read_sftp_folder
 from tests.integration.audience_source_support import (
     Clock,
+    asyncssh_connection,
     members,
     pulled_audience,
     refresher,
@@ -37,7 +38,6 @@ from tests.integration.audience_source_support import (
 from tests.integration.layouts_support import create_account
 from tests.integration.sftp_servers import (
     SFTP_PASSWORD,
-    SFTP_USER,
     AsyncsshSftp,
     OpenSshSftp,
     asyncssh_sftp,
@@ -72,10 +72,7 @@ async def _asyncssh_source(
     pool: asyncpg.Pool, server: AsyncsshSftp, *, pattern: str = "*"
 ) -> tuple[UUID, UUID, UUID]:
     account, _ = await create_account(pool)
-    connection = await sftp_connection(
-        pool, account, port=server.port, username=SFTP_USER,
-        host_key=fingerprint(server.host_key), password=SFTP_PASSWORD,
-    )  # fmt: skip
+    connection = await asyncssh_connection(pool, account, server)
     audience = await pulled_audience(pool, account, connection, "/out", pattern=pattern)
     return account, connection, audience
 

@@ -20,6 +20,7 @@ from services.delivery.transports.http.settings import ApiSettings
 from services.export.openapi import openapi_document
 from tests.integration.audience_source_support import (
     Clock,
+    asyncssh_connection,
     members,
     refresher,
     sftp_connection,
@@ -30,11 +31,8 @@ from tests.integration.export_support import export_app, served_export
 from tests.integration.layouts_support import create_account
 from tests.integration.live_support import api_connection
 from tests.integration.sftp_servers import (
-    SFTP_PASSWORD,
-    SFTP_USER,
     AsyncsshSftp,
     asyncssh_sftp,
-    fingerprint,
 )
 
 pytestmark = pytest.mark.integration
@@ -94,10 +92,7 @@ async def test_a_pulled_audience_is_created_pulled_by_the_scheduler_and_shown(
     (server.root / "out" / "list.csv").write_text("email\nann@example.com\nbob@example.com\nnope\n")
     async with served_export(export_app(pool)) as url, aiohttp.ClientSession() as session:
         account, api = await _account(pool, session, url)
-        connection = await sftp_connection(
-            pool, account, port=server.port, username=SFTP_USER,
-            host_key=fingerprint(server.host_key), password=SFTP_PASSWORD,
-        )  # fmt: skip
+        connection = await asyncssh_connection(pool, account, server)
         made = await api.call(
             "POST", "/v1/audiences", 201,
             {**_folder_source(connection, pattern="*.csv"), "refresh_interval_s": 900},
@@ -144,10 +139,7 @@ async def test_refresh_makes_the_source_due_now_and_is_refused_for_an_upload_aud
     (server.root / "out" / "a.txt").write_text("ann@example.com\n")
     async with served_export(export_app(pool)) as url, aiohttp.ClientSession() as session:
         account, api = await _account(pool, session, url)
-        connection = await sftp_connection(
-            pool, account, port=server.port, username=SFTP_USER,
-            host_key=fingerprint(server.host_key), password=SFTP_PASSWORD,
-        )  # fmt: skip
+        connection = await asyncssh_connection(pool, account, server)
         made = await api.call("POST", "/v1/audiences", 201, _folder_source(connection))
         clock = Clock()
         pulls = refresher(pool, clock)
